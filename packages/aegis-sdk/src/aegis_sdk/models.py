@@ -1,0 +1,384 @@
+"""The wire models of the AEGIS API, v1: one definition shared by the SDK and the server.
+
+Request bodies are pydantic models (users may pass them or plain dicts). The `Decision` the SDK
+returns is a dataclass, as the SDK page documents (`dataclasses.is_dataclass(decision)` holds); it is
+a pydantic dataclass, so a malformed server answer is caught when it is parsed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+Outcome = Literal["ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION"]
+"""A governance outcome. Every outcome is an HTTP 200 answer from the platform."""
+
+OUTCOMES: tuple[Outcome, ...] = ("ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION")
+
+ActorType = Literal["ai-agent", "ai-copilot", "automation", "human"]
+ReviewStatus = Literal["pending", "approved", "denied", "expired"]
+RiskLevel = Literal["low", "medium", "high", "critical"]
+ExecutionStatus = Literal["SUCCESS", "FAILED", "PARTIAL"]
+
+DEGRADED_PREFIX = "degraded_"
+"""Decision ids that start with this were made locally by a fail-open path, not by the platform."""
+
+_STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
+_LENIENT = ConfigDict(extra="ignore")
+
+
+# ---------------------------------------------------------------------------------------------
+# Proposal (request of POST /api/v1/governance/propose)
+# ---------------------------------------------------------------------------------------------
+
+
+class Actor(BaseModel):
+    """Who proposes the action."""
+
+    model_config = _STRICT
+
+    id: str = Field(min_length=1, max_length=256, description="Stable id of the agent, service or person.")
+    type: ActorType = Field(default="ai-agent", description="ai-agent, ai-copilot, automation or human.")
+
+
+class Action(BaseModel):
+    """What the actor wants to do: a registered capability and its parameters."""
+
+    model_config = _STRICT
+
+    capability: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]*$",
+        description="Registered capability name, e.g. `database.query`.",
+    )
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    resource: str | None = Field(default=None, max_length=1024, description="Optional target resource.")
+
+
+class Context(BaseModel):
+    """Where the action happens: the session and free-form metadata."""
+
+    model_config = _STRICT
+
+    session_id: str | None = Field(default=None, max_length=256)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Proposal(BaseModel):
+    """The body of `POST /api/v1/governance/propose`."""
+
+    model_config = _STRICT
+
+    actor: Actor
+    action: Action
+    context: Context = Field(default_factory=Context)
+    confirmation_token: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="Token from a REQUIRE_CONFIRMATION decision or an approved ESCALATE.",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Decision (response of propose and of the decision routes)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, config=_LENIENT)
+class Review:
+    """The review state of an ESCALATE decision."""
+
+    status: ReviewStatus
+    reviewer: str | None = None
+    note: str | None = None
+    resolved_at: str | None = None
+
+
+@dataclass(frozen=True, config=_LENIENT)
+class Decision:
+    """A governance decision, as documented on the SDK page plus the contract's extensions."""
+
+    decision_id: str
+    outcome: Outcome
+    reason: str
+    risk_score: float = Field(ge=0.0, le=1.0)
+    constraints: dict[str, Any]
+    timestamp: str
+    audit_ref: str
+    policy_ids: list[str] = Field(default_factory=list)
+    confirmation_token: str | None = None
+    expires_at: str | None = None
+    review: Review | None = None
+    parent_decision_id: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        """True when the action may run now."""
+        return self.outcome == "ALLOW"
+
+    @property
+    def degraded(self) -> bool:
+        """True for a decision made locally because the platform could not be reached (fail-open)."""
+        return self.decision_id.startswith(DEGRADED_PREFIX)
+
+    def __repr__(self) -> str:
+        # Never print the confirmation token: it is a bearer credential for one action.
+        token = "<redacted>" if self.confirmation_token else None
+        return (
+            f"Decision(decision_id={self.decision_id!r}, outcome={self.outcome!r}, reason={self.reason!r}, "
+            f"risk_score={self.risk_score!r}, policy_ids={self.policy_ids!r}, confirmation_token={token}, "
+            f"review={self.review!r})"
+        )
+
+
+class DecisionPage(BaseModel):
+    """One page of `GET /api/v1/governance/decisions`."""
+
+    model_config = _LENIENT
+
+    items: list[Decision]
+    next_cursor: str | None = None
+
+
+class ReviewRequest(BaseModel):
+    """The body of `POST /api/v1/governance/decisions/{id}/review`."""
+
+    model_config = _STRICT
+
+    approve: bool
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ExecutionError(BaseModel):
+    model_config = _STRICT
+
+    code: str = Field(min_length=1, max_length=200)
+    message: str = Field(default="", max_length=4000)
+
+
+class ExecutionReport(BaseModel):
+    """The body of `POST /api/v1/governance/decisions/{id}/execution` (AGP-1 EXECUTION_RESULT)."""
+
+    model_config = _STRICT
+
+    status: ExecutionStatus
+    result: Any | None = None
+    error: ExecutionError | None = None
+    duration_ms: float | None = Field(default=None, ge=0)
+
+
+class ExecutionRecord(BaseModel):
+    """What the platform recorded for an execution report."""
+
+    model_config = _LENIENT
+
+    decision_id: str
+    status: ExecutionStatus
+    recorded_at: str
+    audit_ref: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry and policies
+# ---------------------------------------------------------------------------------------------
+
+
+class Capability(BaseModel):
+    """A registered capability. Mark a parameter sensitive with `"x-sensitive": true` in its schema:
+    the audit then stores a hash of its value, never the value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]*$")
+    description: str = ""
+    risk_level: RiskLevel = "medium"
+    parameter_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+
+
+class PolicyRule(BaseModel):
+    """One rule: when `capability` (a glob) matches and `condition` (CEL) is true, it votes `outcome`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, max_length=200, description="Stable id; defaults to the index.")
+    capability: str = Field(min_length=1, max_length=200, description="Glob over capability names.")
+    condition: str = Field(default="true", max_length=10_000, description="CEL expression.")
+    outcome: Outcome
+    priority: int = Field(default=0, description="Among rules voting the deciding outcome, the highest explains.")
+    reason: str | None = Field(default=None, max_length=2000)
+    constraints: dict[str, Any] = Field(default_factory=dict)
+    risk: float | None = Field(default=None, ge=-1.0, le=1.0, description="Adjustment added to the risk score.")
+    review_timeout_seconds: int | None = Field(
+        default=None, gt=0, le=30 * 24 * 3600, description="ESCALATE only: how long a reviewer has."
+    )
+
+
+class Policy(BaseModel):
+    """A named, versionable set of rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+    description: str = ""
+    enabled: bool = True
+    rules: list[PolicyRule] = Field(default_factory=list)
+
+
+class PolicyProblem(BaseModel):
+    """One reason a policy set failed to load."""
+
+    model_config = _LENIENT
+
+    message: str
+    policy: str | None = None
+    rule: str | None = None
+    source: str | None = None
+
+
+class PolicyValidation(BaseModel):
+    """The answer of `POST /api/v1/policies/validate`."""
+
+    model_config = _LENIENT
+
+    valid: bool
+    errors: list[PolicyProblem] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit
+# ---------------------------------------------------------------------------------------------
+
+
+class AuditRecord(BaseModel):
+    """One link of the hash-chained audit log."""
+
+    model_config = _LENIENT
+
+    audit_ref: str
+    sequence: int
+    event_type: str
+    decision_id: str | None = None
+    actor_id: str | None = None
+    capability: str | None = None
+    outcome: str | None = None
+    session_id: str | None = None
+    timestamp: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    previous_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    """One page of `GET /api/v1/audit/log`."""
+
+    model_config = _LENIENT
+
+    items: list[AuditRecord]
+    next_cursor: str | None = None
+
+
+class AuditTrail(BaseModel):
+    """Every audit record of one decision (proposal, decision, review, confirmation, execution)."""
+
+    model_config = _LENIENT
+
+    decision_id: str
+    records: list[AuditRecord]
+
+
+class BrokenLink(BaseModel):
+    model_config = _LENIENT
+
+    sequence: int
+    audit_ref: str | None = None
+    reason: str
+
+
+class AuditVerification(BaseModel):
+    """The answer of `GET /api/v1/audit/verify`."""
+
+    model_config = _LENIENT
+
+    valid: bool
+    records_checked: int
+    head_hash: str | None = None
+    first_broken: BrokenLink | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors and health
+# ---------------------------------------------------------------------------------------------
+
+ErrorType = Literal[
+    "validation_error",
+    "governance_error",
+    "authentication_error",
+    "permission_error",
+    "not_found",
+    "rate_limit_error",
+    "server_error",
+]
+
+
+class ErrorBody(BaseModel):
+    model_config = _LENIENT
+
+    type: ErrorType
+    code: str
+    message: str
+    request_id: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorEnvelope(BaseModel):
+    """Every non-2xx answer of the platform: `{"error": {...}}`."""
+
+    model_config = _LENIENT
+
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    model_config = _LENIENT
+
+    status: str
+    version: str | None = None
+    checks: dict[str, Any] = Field(default_factory=dict)
+
+
+__all__ = [
+    "OUTCOMES",
+    "Action",
+    "Actor",
+    "ActorType",
+    "AuditPage",
+    "AuditRecord",
+    "AuditTrail",
+    "AuditVerification",
+    "BrokenLink",
+    "Capability",
+    "Context",
+    "Decision",
+    "DecisionPage",
+    "ErrorBody",
+    "ErrorEnvelope",
+    "ErrorType",
+    "ExecutionError",
+    "ExecutionRecord",
+    "ExecutionReport",
+    "ExecutionStatus",
+    "Health",
+    "Outcome",
+    "Policy",
+    "PolicyProblem",
+    "PolicyRule",
+    "PolicyValidation",
+    "Proposal",
+    "Review",
+    "ReviewRequest",
+    "ReviewStatus",
+    "RiskLevel",
+]

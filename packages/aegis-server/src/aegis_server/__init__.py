@@ -1,0 +1,10 @@
+"""The AEGIS governance platform."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("aegis-server")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = ["__version__"]
