@@ -7,7 +7,8 @@ a pydantic dataclass, so a malformed server answer is caught when it is parsed.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import dataclasses
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass
@@ -104,11 +105,11 @@ class Decision:
     decision_id: str
     outcome: Outcome
     reason: str
-    risk_score: float = Field(ge=0.0, le=1.0)
+    risk_score: Annotated[float, Field(ge=0.0, le=1.0)]
     constraints: dict[str, Any]
     timestamp: str
     audit_ref: str
-    policy_ids: list[str] = Field(default_factory=list)
+    policy_ids: list[str] = dataclasses.field(default_factory=list)
     confirmation_token: str | None = None
     expires_at: str | None = None
     review: Review | None = None
