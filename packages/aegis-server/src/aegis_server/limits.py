@@ -1,0 +1,224 @@
+"""Input limits: body size (enforced while reading, chunked bodies included), content type, strict JSON
+(no duplicate keys, no NaN), nesting depth, and the per-key token-bucket rate limit.
+
+The body guard is pure ASGI and sits in front of the routers: it reads the whole body (at most
+`max_body_bytes`), checks it, and replays it, so the routers see only well-formed JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aegis_server.errors import ApiError, send_error, validation_error
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKeyError(key)
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_depth_exceeds(value: Any, max_depth: int) -> bool:
+    """True when containers nest deeper than `max_depth` (a top-level object is depth 1)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > max_depth:
+                return True
+            stack.extend((child, depth + 1) for child in item.values() if isinstance(child, dict | list))
+        elif isinstance(item, list):
+            if depth > max_depth:
+                return True
+            stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list))
+    return False
+
+
+def parse_strict_json(data: bytes, max_depth: int) -> Any:
+    """Parse a JSON body or raise the ApiError to answer with (400 / 422)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise validation_error(400, "invalid_json", "The body is not UTF-8. Send UTF-8 encoded JSON.") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_reject_constant)
+    except DuplicateKeyError as exc:
+        raise validation_error(
+            400,
+            "duplicate_keys",
+            f"The body repeats the key {exc.key!r} in one object. Send each key once.",
+            {"key": exc.key},
+        ) from None
+    except RecursionError:
+        raise _too_deep(max_depth) from None
+    except ValueError as exc:
+        raise validation_error(
+            400, "invalid_json", f"The body is not valid JSON ({exc}). Send one JSON document.", {}
+        ) from None
+    if json_depth_exceeds(value, max_depth):
+        raise _too_deep(max_depth)
+    return value
+
+
+def _too_deep(max_depth: int) -> ApiError:
+    return validation_error(
+        422,
+        "too_deep",
+        f"The body nests objects/arrays deeper than {max_depth} levels. Flatten it.",
+        {"max_depth": max_depth},
+    )
+
+
+def _is_json_media_type(value: str) -> bool:
+    media = value.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+class BodyGuardMiddleware:
+    """Reads and checks request bodies under `path_prefix` before the app sees them."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_depth: int, path_prefix: str = "/api/") -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_depth = max_depth
+        self.path_prefix = path_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") not in _BODY_METHODS
+            or not str(scope.get("path", "")).startswith(self.path_prefix)
+        ):
+            await self.app(scope, receive, send)
+            return
+        content_type = ""
+        declared_length: int | None = None
+        for key, value in scope.get("headers", ()):
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+            elif key == b"content-length":
+                try:
+                    declared_length = int(value)
+                except ValueError:
+                    declared_length = None
+        too_large = validation_error(
+            413,
+            "body_too_large",
+            f"The body is larger than {self.max_body_bytes} bytes. Send less (the limit is a server setting).",
+            {"max_bytes": self.max_body_bytes},
+        )
+        if declared_length is not None and declared_length > self.max_body_bytes:
+            await send_error(send, too_large)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await send_error(send, too_large)
+                return
+            chunks.append(chunk)
+            more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        if body:
+            if not _is_json_media_type(content_type):
+                await send_error(
+                    send,
+                    validation_error(
+                        415,
+                        "unsupported_media_type",
+                        f"Content-Type {content_type or '(none)'} is not accepted. Send application/json.",
+                        {"content_type": content_type},
+                    ),
+                )
+                return
+            try:
+                parse_strict_json(body, self.max_depth)
+            except ApiError as error:
+                await send_error(send, error)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class RateLimiter:
+    """A token bucket per key: `rate_per_minute` sustained, `burst` at once. 0 disables it."""
+
+    def __init__(self, rate_per_minute: int, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate_per_second = rate_per_minute / 60.0
+        self.burst = float(max(1, burst))
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate_per_second > 0
+
+    def acquire(self, key: str) -> float | None:
+        """Take one token for `key`: None when allowed, else the seconds until one is available."""
+        if not self.enabled:
+            return None
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate_per_second)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return None
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate_per_second
+
+    def check(self, key: str) -> None:
+        """Raise the 429 envelope when `key` is over its limit."""
+        wait = self.acquire(key)
+        if wait is None:
+            return
+        retry_after = max(1, math.ceil(wait))
+        raise ApiError(
+            429,
+            "rate_limit_error",
+            "rate_limited",
+            f"Too many requests for this API key. Retry after {retry_after} s (limit: "
+            f"{round(self.rate_per_second * 60)}/min, burst {int(self.burst)}).",
+            {"retry_after": retry_after},
+            {"Retry-After": str(retry_after)},
+        )
+
+
+__all__ = ["BodyGuardMiddleware", "RateLimiter", "json_depth_exceeds", "parse_strict_json"]

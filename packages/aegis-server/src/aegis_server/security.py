@@ -1,0 +1,157 @@
+"""API-key authentication and scopes.
+
+`Authorization: Bearer aegis_sk_…`; keys are stored hashed by the store. Missing or unknown key → 401,
+a key over its rate limit → 429, a key without the route's scope → 403. `admin` implies every scope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from aegis_server.errors import ApiError
+
+if TYPE_CHECKING:
+    from aegis_server.limits import RateLimiter
+
+SCOPE_PROPOSE = "governance:propose"
+SCOPE_READ = "governance:read"
+SCOPE_REVIEW = "governance:review"
+SCOPE_AUDIT = "audit:read"
+SCOPE_POLICIES = "policies:manage"
+SCOPE_ADMIN = "admin"
+SCOPES: tuple[str, ...] = (SCOPE_PROPOSE, SCOPE_READ, SCOPE_REVIEW, SCOPE_AUDIT, SCOPE_POLICIES, SCOPE_ADMIN)
+KEY_PREFIX = "aegis_sk_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: an API key (never the key itself)."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+
+    def has_scope(self, scope: str) -> bool:
+        return SCOPE_ADMIN in self.scopes or scope in self.scopes
+
+
+def parse_scopes(text: str | Sequence[str]) -> list[str]:
+    """Split and check scopes (`a,b` or a list); raises ValueError naming an unknown one."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    scopes = [s.strip() for s in items if s.strip()]
+    if not scopes:
+        raise ValueError(f"give at least one scope; known scopes: {', '.join(SCOPES)}")
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        raise ValueError(f"unknown scope {unknown[0]!r}; known scopes: {', '.join(SCOPES)}")
+    return list(dict.fromkeys(scopes))
+
+
+Authenticate = Callable[[str], Any]
+"""`async (presented_key) -> ApiKey | None` — the store's `authenticate`."""
+
+
+class KeyAuthenticator:
+    """Verifies presented keys against the store, with a short positive cache (`auth_cache_seconds`)."""
+
+    def __init__(
+        self, authenticate: Authenticate, cache_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._authenticate = authenticate
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[Principal, float]] = {}
+
+    async def principal(self, presented: str) -> Principal | None:
+        if not presented.startswith(KEY_PREFIX) or len(presented) > 256:
+            return None
+        digest = hashlib.sha256(presented.encode("utf-8")).hexdigest()
+        now = self._clock()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        api_key = await self._authenticate(presented)
+        if api_key is None:
+            self._cache.pop(digest, None)
+            return None
+        principal = Principal(key_id=str(api_key.id), name=str(api_key.name), scopes=frozenset(api_key.scopes))
+        if self._cache_seconds > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (principal, now + self._cache_seconds)
+        return principal
+
+    def forget_all(self) -> None:
+        self._cache.clear()
+
+
+_bearer = HTTPBearer(auto_error=False, description="An AEGIS API key: `Authorization: Bearer aegis_sk_…`.")
+
+
+class RequireScope:
+    """A FastAPI dependency: `Depends(RequireScope("governance:read"))` → the Principal."""
+
+    def __init__(self, scope: str) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}")
+        self.scope = scope
+
+    async def __call__(
+        self, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Principal:
+        state = request.app.state
+        authenticator: KeyAuthenticator = state.authenticator
+        limiter: RateLimiter = state.rate_limiter
+        if credentials is None or not credentials.credentials:
+            raise ApiError(
+                401,
+                "authentication_error",
+                "missing_api_key",
+                "No API key. Send `Authorization: Bearer aegis_sk_…` (create a key with `aegis-server keys create`).",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        principal = await authenticator.principal(credentials.credentials)
+        if principal is None:
+            raise ApiError(
+                401,
+                "authentication_error",
+                "invalid_api_key",
+                "The API key is unknown or revoked. Check AEGIS_API_KEY, or create a key with "
+                "`aegis-server keys create`.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        limiter.check(principal.key_id)
+        if not principal.has_scope(self.scope):
+            raise ApiError(
+                403,
+                "permission_error",
+                "missing_scope",
+                f"The API key {principal.name!r} lacks the scope {self.scope!r} this route needs. Use a key "
+                f"that has it (or `admin`).",
+                {"required_scope": self.scope},
+            )
+        request.state.principal = principal
+        return principal
+
+
+__all__ = [
+    "KEY_PREFIX",
+    "SCOPES",
+    "SCOPE_ADMIN",
+    "SCOPE_AUDIT",
+    "SCOPE_POLICIES",
+    "SCOPE_PROPOSE",
+    "SCOPE_READ",
+    "SCOPE_REVIEW",
+    "KeyAuthenticator",
+    "Principal",
+    "RequireScope",
+    "parse_scopes",
+]

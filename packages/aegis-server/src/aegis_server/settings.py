@@ -1,0 +1,113 @@
+"""Server settings: one pydantic model, built in code or from `AEGIS_*` environment variables.
+
+Every field is documented in docs/server.md (section "Settings"); keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+DEFAULT_DB_URL = "sqlite+aiosqlite:///./.aegis/aegis.db"
+DEFAULT_POLICY_DIR = Path("examples/policies")
+
+
+class Settings(BaseModel):
+    """Everything the server can be told. Defaults are safe for a developer laptop."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    db_url: str = Field(default=DEFAULT_DB_URL, min_length=1, description="SQLAlchemy async URL of the store.")
+    db_migrate: bool = Field(default=True, description="Apply pending migrations when the server starts.")
+    policy_paths: tuple[Path, ...] | None = Field(
+        default=None,
+        description="Policy files or folders. None: `examples/policies` if it exists in the CWD, else none.",
+    )
+    secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC secret for confirmation tokens. None: generated once and kept in the store.",
+    )
+    escalate_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    default_review_timeout_seconds: int = Field(default=3600, gt=0, le=30 * 24 * 3600)
+    confirmation_ttl_seconds: int = Field(default=300, gt=0, le=7 * 24 * 3600)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_json_depth: int = Field(default=32, gt=0, le=1000)
+    max_parameters_bytes: int = Field(default=64 * 1024, gt=0)
+    rate_limit_per_minute: int = Field(default=6000, ge=0, description="Per API key; 0 disables the limit.")
+    rate_limit_burst: int = Field(default=600, gt=0, description="Requests a key may make at once.")
+    max_wait_seconds: float = Field(default=60.0, ge=0.0, le=600.0, description="Cap of `?wait=` long polls.")
+    review_expiry_interval_seconds: float = Field(default=1.0, gt=0.0)
+    policy_refresh_interval_seconds: float = Field(default=1.0, ge=0.0)
+    auth_cache_seconds: float = Field(default=2.0, ge=0.0, description="How long a verified key is trusted.")
+    log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+    docs_enabled: bool = Field(default=True, description="Serve /docs and /redoc (the OpenAPI JSON always).")
+
+    def resolved_policy_paths(self, cwd: Path | None = None) -> tuple[Path, ...]:
+        """The policy paths to load: the configured ones, or the default folder when it exists."""
+        if self.policy_paths is not None:
+            return self.policy_paths
+        base = cwd if cwd is not None else Path.cwd()
+        default = base / DEFAULT_POLICY_DIR
+        return (default,) if default.is_dir() else ()
+
+    def token_secret(self) -> bytes | None:
+        return self.secret.get_secret_value().encode("utf-8") if self.secret is not None else None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from `AEGIS_*` variables (see docs/server.md); keyword overrides win.
+
+        Raises ValueError naming the variable when one cannot be parsed.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field_name, variable in _ENV_VARIABLES.items():
+            raw = env.get(variable)
+            if raw is None:
+                continue
+            if field_name == "policy_paths":
+                values[field_name] = tuple(Path(p) for p in raw.split(os.pathsep) if p.strip())
+            elif field_name == "secret":
+                values[field_name] = raw if raw else None
+            else:
+                values[field_name] = raw
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors(include_url=False, include_input=False):
+                name = str(error["loc"][0]) if error["loc"] else "?"
+                variable = _ENV_VARIABLES.get(name, name)
+                problems.append(f"{variable}: {error['msg']}")
+            raise ValueError("invalid server settings: " + "; ".join(problems)) from None
+
+
+_ENV_VARIABLES: dict[str, str] = {
+    "db_url": "AEGIS_DB_URL",
+    "db_migrate": "AEGIS_DB_MIGRATE",
+    "policy_paths": "AEGIS_POLICY_PATHS",
+    "secret": "AEGIS_SECRET",
+    "escalate_threshold": "AEGIS_ESCALATE_THRESHOLD",
+    "default_review_timeout_seconds": "AEGIS_REVIEW_TIMEOUT_SECONDS",
+    "confirmation_ttl_seconds": "AEGIS_CONFIRMATION_TTL_SECONDS",
+    "max_body_bytes": "AEGIS_MAX_BODY_BYTES",
+    "max_json_depth": "AEGIS_MAX_JSON_DEPTH",
+    "max_parameters_bytes": "AEGIS_MAX_PARAMETERS_BYTES",
+    "rate_limit_per_minute": "AEGIS_RATE_LIMIT_PER_MINUTE",
+    "rate_limit_burst": "AEGIS_RATE_LIMIT_BURST",
+    "max_wait_seconds": "AEGIS_MAX_WAIT_SECONDS",
+    "review_expiry_interval_seconds": "AEGIS_REVIEW_EXPIRY_INTERVAL_SECONDS",
+    "policy_refresh_interval_seconds": "AEGIS_POLICY_REFRESH_INTERVAL_SECONDS",
+    "auth_cache_seconds": "AEGIS_AUTH_CACHE_SECONDS",
+    "log_level": "AEGIS_LOG_LEVEL",
+    "docs_enabled": "AEGIS_DOCS_ENABLED",
+}
+ENV_VARIABLES: Mapping[str, str] = _ENV_VARIABLES
+"""Setting name -> environment variable, for the docs and the CLI."""
+
+__all__ = ["DEFAULT_DB_URL", "ENV_VARIABLES", "Settings"]
