@@ -1,0 +1,88 @@
+"""Canonical JSON: one byte string per JSON value, used for the audit hash chain and for token binding.
+
+Rules (close to RFC 8785, documented where they differ):
+
+- object keys sorted by Unicode code point (RFC 8785 sorts by UTF-16 code units; the two only differ for
+  keys holding characters outside the Basic Multilingual Plane, and we only need *a* fixed order);
+- every string and every key NFC-normalised, so "é" typed as one code point or as "e" + accent is the
+  same value; two keys of one object that are equal after NFC are rejected (`ValueError`), since the
+  object would otherwise mean two different things to two readers;
+- no whitespace, UTF-8, non-ASCII characters written as themselves;
+- numbers: `bool` stays `true`/`false`; integers as digits; floats must be finite (`ValueError` for NaN
+  and infinities); a float with an integral value below 2**53 is written as an integer (`1.0` -> `1`,
+  `-0.0` -> `0`), as JSON has one number type and a client may send either spelling; other floats use
+  Python's shortest round-trip repr;
+- tuples are arrays; any other type (datetime, bytes, sets, objects) is a `TypeError`: convert it first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["canonical_hash", "canonical_json", "normalise_json"]
+
+_MAX_SAFE_INTEGER = 2**53
+
+
+def normalise_json(value: Any) -> Any:
+    """Return `value` as plain JSON data (dict, list, str, int, float, bool, None) in canonical form.
+
+    Raises `TypeError` for a value JSON cannot hold and `ValueError` for a non-finite float or for two
+    keys of one object that are equal after NFC normalisation.
+    """
+    return _normalise(value, "$")
+
+
+def _normalise(value: Any, path: str) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path}: {value!r} is not a finite number; JSON has no NaN or infinity")
+        if value.is_integer() and abs(value) < _MAX_SAFE_INTEGER:
+            return int(value)
+        return value
+    if isinstance(value, Mapping):
+        result: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{path}: object key {key!r} is a {type(key).__name__}; JSON keys are strings")
+            normal_key = unicodedata.normalize("NFC", key)
+            if normal_key in result:
+                raise ValueError(
+                    f"{path}: two keys are equal after Unicode NFC normalisation ({normal_key!r}); "
+                    "keep only one spelling of the key"
+                )
+            result[normal_key] = _normalise(item, f"{path}.{normal_key}")
+        return result
+    if isinstance(value, list | tuple):
+        return [_normalise(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    raise TypeError(
+        f"{path}: a {type(value).__name__} is not JSON data; convert it to a string, number, "
+        "boolean, null, list or object first"
+    )
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical UTF-8 JSON bytes of `value` (see the module docstring for the rules)."""
+    return json.dumps(
+        _normalise(value, "$"),
+        ensure_ascii=False,
+        allow_nan=False,
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode("utf-8")
+
+
+def canonical_hash(value: Any) -> str:
+    """The SHA-256 (hex) of `canonical_json(value)`."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()

@@ -1,0 +1,117 @@
+"""Database URLs and engines: SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg), chosen by the URL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+__all__ = ["SQLITE_BUSY_TIMEOUT_SECONDS", "create_engine", "normalise_url", "redact_url"]
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+"""How long a SQLite writer waits for another process's write transaction before giving up."""
+
+# Execution option read by the SQLite "begin" hook: writers start with BEGIN IMMEDIATE, which takes the
+# database's write lock at once (waiting up to the busy timeout), so two processes never interleave
+# a read-then-write of the audit head.
+_SQLITE_BEGIN_OPTION = "aegis_sqlite_begin"
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Parse a database URL and pick the async driver: `sqlite:///x.db` -> `sqlite+aiosqlite:///x.db`,
+    `postgresql://` or `postgres://` -> `postgresql+asyncpg://`. Anything else is a `ValueError`."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError as exc:
+        raise ValueError(
+            f"cannot parse the database URL ({exc}); use sqlite+aiosqlite:///path/to/aegis.db "
+            "or postgresql+asyncpg://user@host:5432/dbname"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise ValueError(
+        f"unsupported database {backend!r}; AEGIS stores its data in SQLite (sqlite+aiosqlite:///path) "
+        "or PostgreSQL (postgresql+asyncpg://user@host/db)"
+    )
+
+
+def redact_url(url: str | URL) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        return "<unparseable database URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or (url.query.get("mode") == "memory")
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def create_engine(url: str | URL) -> AsyncEngine:
+    """An async engine for `url` (normalised first). For SQLite: the parent folder of the file is
+    created, and every connection gets WAL, a busy timeout, foreign keys and explicit transactions."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(parsed)
+    return create_async_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        json_serializer=_json_dumps,
+    )
+
+
+def _create_sqlite_engine(url: URL) -> AsyncEngine:
+    memory = _is_memory_sqlite(url)
+    if not memory and url.database is not None:
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {
+        "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+        "json_serializer": _json_dumps,
+    }
+    if memory:
+        # One shared connection, or every pooled connection would see its own empty database.
+        kwargs["poolclass"] = StaticPool
+    engine = create_async_engine(url, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" hook below issue BEGIN itself (pysqlite's implicit transactions
+        # would begin lazily and never IMMEDIATE).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if not memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def sqlite_writer(engine: AsyncEngine) -> AsyncEngine:
+    """A view of a SQLite engine whose transactions start with BEGIN IMMEDIATE (the write lock)."""
+    return engine.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})

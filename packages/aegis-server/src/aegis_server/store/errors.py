@@ -1,0 +1,95 @@
+"""Typed errors of the store. The API maps each one to an error envelope code (see docs/api.md)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyReported",
+    "IdempotencyConflict",
+    "InvalidCursor",
+    "NotAllowed",
+    "NotFound",
+    "NotPending",
+    "SchemaNotReady",
+    "StoreError",
+    "TokenAlreadyUsed",
+]
+
+
+class StoreError(Exception):
+    """Base class of every error the store raises on purpose."""
+
+
+class NotFound(StoreError):
+    """The object does not exist (API: 404 not_found)."""
+
+    def __init__(self, kind: str, identifier: str) -> None:
+        self.kind = kind
+        self.identifier = identifier
+        super().__init__(f"{kind} {identifier!r} does not exist; check the id")
+
+
+class TokenAlreadyUsed(StoreError):
+    """The confirmation/approval token of `decision_id` was already consumed (API: 409 confirmation_used)."""
+
+    def __init__(self, decision_id: str) -> None:
+        self.decision_id = decision_id
+        super().__init__(
+            f"the confirmation token of decision {decision_id!r} was already used; "
+            "a token allows one action: propose again to get a new decision"
+        )
+
+
+class IdempotencyConflict(StoreError):
+    """The Idempotency-Key was used before with a different request (API: 409 idempotency_conflict)."""
+
+    def __init__(self, key: str, decision_id: str | None = None) -> None:
+        self.key = key
+        self.decision_id = decision_id
+        super().__init__(
+            "this Idempotency-Key was already used for a different request; "
+            "use a new key for a new proposal and the same key only to retry the same one"
+        )
+
+
+class NotPending(StoreError):
+    """The decision is not an ESCALATE awaiting review (API: 409 not_pending). `status` is its current state:
+    "approved", "denied", "expired", or "not_escalated" for a decision that never needed a review."""
+
+    def __init__(self, decision_id: str, status: str) -> None:
+        self.decision_id = decision_id
+        self.status = status
+        super().__init__(
+            f"decision {decision_id!r} is not pending review (status: {status}); "
+            "only a pending ESCALATE within its review deadline can be approved or denied"
+        )
+
+
+class AlreadyReported(StoreError):
+    """An execution report was already recorded for the decision (API: 409 already_reported)."""
+
+    def __init__(self, decision_id: str) -> None:
+        self.decision_id = decision_id
+        super().__init__(f"the execution of decision {decision_id!r} was already reported; it can be reported once")
+
+
+class NotAllowed(StoreError):
+    """An execution report for a decision whose outcome is not ALLOW (API: 409 not_allowed)."""
+
+    def __init__(self, decision_id: str, outcome: str) -> None:
+        self.decision_id = decision_id
+        self.outcome = outcome
+        super().__init__(
+            f"decision {decision_id!r} has outcome {outcome}, so nothing may have run; "
+            "report executions only for ALLOW decisions"
+        )
+
+
+class InvalidCursor(StoreError, ValueError):
+    """A listing cursor that this store did not issue, or issued for another listing (API: 422)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"invalid cursor ({detail}); pass the next_cursor of the previous page unchanged")
+
+
+class SchemaNotReady(StoreError):
+    """The database schema is missing or older than this server (run `aegis-server db upgrade`)."""

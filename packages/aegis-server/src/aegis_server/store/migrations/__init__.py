@@ -1,0 +1,1 @@
+"""Alembic migrations of the AEGIS store, shipped inside the package (run by `aegis_server.store.migrate`)."""

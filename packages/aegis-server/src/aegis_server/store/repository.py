@@ -1,0 +1,1118 @@
+"""`Store`: every read and write of the AEGIS server's database.
+
+Write transactions are serialised where the audit chain needs it:
+
+- PostgreSQL: each transaction that appends audit records takes `pg_advisory_xact_lock(AUDIT_LOCK_KEY)`
+  before it reads the chain head, and holds it until it commits, so appends from any number of
+  connections and processes form one chain (sequence order is commit order). Row locks of a transaction
+  are always taken before that lock, so two writers never wait on each other in a cycle.
+- SQLite: one writer at a time in a process (an `asyncio.Lock`), and every write transaction starts with
+  BEGIN IMMEDIATE, which waits (busy timeout) for writers of other processes.
+
+The primary key on `audit_records.sequence` is the backstop: a second record with the same position can
+never be committed. Single-use tokens, idempotency keys and review resolutions use conditional writes
+(`UPDATE ... WHERE token_used_at IS NULL`, `INSERT ... ON CONFLICT DO NOTHING`) checked by row count, so
+they also hold across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from aegis_sdk.models import (
+    AuditRecord,
+    AuditVerification,
+    Capability,
+    Decision,
+    ExecutionRecord,
+    ExecutionReport,
+    Policy,
+    Review,
+)
+from aegis_server.canonical import canonical_hash, normalise_json
+from aegis_server.store.chain import GENESIS_HASH, ChainChecker, link_hash
+from aegis_server.store.engine import create_engine, redact_url, sqlite_writer
+from aegis_server.store.errors import (
+    AlreadyReported,
+    IdempotencyConflict,
+    InvalidCursor,
+    NotAllowed,
+    NotFound,
+    NotPending,
+    TokenAlreadyUsed,
+)
+from aegis_server.store.migrate import check_schema, upgrade_engine
+from aegis_server.store.records import (
+    SCOPES,
+    ApiKey,
+    AuditFilters,
+    DecisionBinding,
+    DecisionFilters,
+    NewDecision,
+    StoredCapability,
+    StoredPolicy,
+)
+from aegis_server.store.schema import (
+    api_keys,
+    audit_records,
+    capabilities,
+    decisions,
+    executions,
+    idempotency_keys,
+    policies,
+    server_settings,
+)
+
+__all__ = [
+    "API_KEY_PREFIX",
+    "AUDIT_LOCK_KEY",
+    "MAX_PAGE_SIZE",
+    "Store",
+    "format_timestamp",
+    "hash_api_key",
+    "verify_database",
+]
+
+API_KEY_PREFIX = "aegis_sk_"
+AUDIT_LOCK_KEY = 0x4145_4749_535F_4155  # "AEGIS_AU": pg_advisory_xact_lock key of audit appends
+MAX_PAGE_SIZE = 1000
+_VERIFY_BATCH = 2000
+_SECRET_NAME = "token_secret"  # noqa: S105 - the name of a row, not a secret
+_POLICY_VERSION = "policy_version"
+_MAX_PRESENTED_KEY = 512
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 UTC with microseconds and a `Z`, the form the store writes (e.g. `2025-01-02T03:04:05.000006Z`)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime; pass a timezone-aware time")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_timestamp(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def hash_api_key(key: str) -> str:
+    """SHA-256 hex of an API key: what the store keeps instead of the key."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _new_audit_ref() -> str:
+    return f"aud_{uuid.uuid4().hex}"
+
+
+class _IdempotentReplay(Exception):
+    """Internal: the Idempotency-Key row already exists; roll back and answer from the stored decision."""
+
+
+@dataclasses.dataclass
+class _AuditAppender:
+    """Appends audit records inside one write transaction (takes the chain lock on first use)."""
+
+    conn: AsyncConnection
+    postgres: bool
+    now: datetime
+    head: tuple[int, str] | None = None
+
+    async def append(
+        self,
+        event_type: str,
+        *,
+        payload: Mapping[str, Any],
+        decision_id: str | None = None,
+        actor_id: str | None = None,
+        capability: str | None = None,
+        outcome: str | None = None,
+        session_id: str | None = None,
+        audit_ref: str | None = None,
+    ) -> AuditRecord:
+        clean_payload = normalise_json(dict(payload))
+        if self.head is None:
+            if self.postgres:
+                await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
+            last = (
+                await self.conn.execute(
+                    sa.select(audit_records.c.sequence, audit_records.c.hash)
+                    .order_by(audit_records.c.sequence.desc())
+                    .limit(1)
+                )
+            ).first()
+            self.head = (int(last.sequence), str(last.hash)) if last is not None else (0, GENESIS_HASH)
+        sequence, previous_hash = self.head[0] + 1, self.head[1]
+        fields: dict[str, Any] = {
+            "audit_ref": audit_ref or _new_audit_ref(),
+            "sequence": sequence,
+            "event_type": event_type,
+            "decision_id": decision_id,
+            "actor_id": actor_id,
+            "capability": capability,
+            "outcome": outcome,
+            "session_id": session_id,
+            "timestamp": format_timestamp(self.now),
+            "payload": clean_payload,
+            "previous_hash": previous_hash,
+        }
+        fields["hash"] = link_hash(fields)
+        await self.conn.execute(sa.insert(audit_records).values(created_at=self.now, **fields))
+        self.head = (sequence, fields["hash"])
+        return AuditRecord(**fields)
+
+
+def _encode_cursor(kind: str, order: str, key: int) -> str:
+    raw = json.dumps([kind, order, key], separators=(",", ":")).encode("ascii")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str, kind: str, order: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise InvalidCursor("not a cursor of this server") from None
+    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[2], int)):
+        raise InvalidCursor("not a cursor of this server")
+    if value[0] != kind:
+        raise InvalidCursor(f"a cursor of the {value[0]} listing, not of {kind}")
+    if value[1] != order:
+        raise InvalidCursor(f"a cursor for order {value[1]!r}, not {order!r}")
+    return int(value[2])
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+
+
+def _decision_from_row(row: Row[Any]) -> Decision:
+    review: Review | None = None
+    if row.review_status is not None:
+        review = Review(
+            status=row.review_status,
+            reviewer=row.reviewer,
+            note=row.review_note,
+            resolved_at=row.review_resolved_at,
+        )
+    return Decision(
+        decision_id=row.decision_id,
+        outcome=row.outcome,
+        reason=row.reason,
+        risk_score=row.risk_score,
+        constraints=dict(row.constraints),
+        timestamp=row.timestamp,
+        audit_ref=row.audit_ref,
+        policy_ids=list(row.policy_ids),
+        confirmation_token=row.confirmation_token,
+        expires_at=row.expires_at,
+        review=review,
+        parent_decision_id=row.parent_decision_id,
+    )
+
+
+def _audit_from_row(row: Row[Any]) -> AuditRecord:
+    return AuditRecord(
+        audit_ref=row.audit_ref,
+        sequence=row.sequence,
+        event_type=row.event_type,
+        decision_id=row.decision_id,
+        actor_id=row.actor_id,
+        capability=row.capability,
+        outcome=row.outcome,
+        session_id=row.session_id,
+        timestamp=row.timestamp,
+        payload=dict(row.payload),
+        previous_hash=row.previous_hash,
+        hash=row.hash,
+    )
+
+
+def _api_key_from_row(row: Row[Any]) -> ApiKey:
+    return ApiKey(
+        key_id=row.key_id,
+        name=row.name,
+        scopes=tuple(row.scopes),
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class Store:
+    """The repository of the AEGIS server. Open it with `await Store.open(url)`; close it with `close()`.
+
+    `clock` (default: the system clock, UTC) stamps audit records and key/policy times; tests patch it.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] | None = None) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._writer = engine if self._postgres else sqlite_writer(engine)
+        self._write_lock = asyncio.Lock()
+        self._clock = clock or _utcnow
+        self._secret: bytes | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # lifecycle
+    # ------------------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, url: str, *, migrate: bool = True, clock: Callable[[], datetime] | None = None) -> Store:
+        """Connect to `url` (`sqlite+aiosqlite:///path`, `postgresql+asyncpg://...`; plain `sqlite:///` and
+        `postgresql://` are accepted). With `migrate`, pending migrations are applied first (safe when
+        several processes start at once); without, a schema that is not at head raises `SchemaNotReady`."""
+        engine = create_engine(url)
+        try:
+            if migrate:
+                await upgrade_engine(engine)
+            else:
+                await check_schema(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine, clock=clock)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """ "sqlite" or "postgresql"."""
+        return "postgresql" if self._postgres else "sqlite"
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden."""
+        return redact_url(self._engine.url)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            async with self._engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception:  # any failure means "not reachable"; callers report it, nothing to re-raise
+            return False
+        return True
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        if self._postgres:
+            async with self._writer.begin() as conn:
+                yield conn
+        else:
+            async with self._write_lock, self._writer.begin() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as conn:
+            yield conn
+
+    def _audit(self, conn: AsyncConnection, now: datetime) -> _AuditAppender:
+        return _AuditAppender(conn=conn, postgres=self._postgres, now=now)
+
+    def _upsert(self, table: sa.Table) -> Any:
+        return pg_dialect.insert(table) if self._postgres else sqlite_dialect.insert(table)
+
+    # ------------------------------------------------------------------------------------------
+    # API keys
+    # ------------------------------------------------------------------------------------------
+
+    async def create_api_key(self, name: str, scopes: Sequence[str]) -> tuple[str, ApiKey]:
+        """Make a new key `aegis_sk_<43 url-safe chars>`; returns it (shown once) and its record.
+        Only the key's SHA-256 is stored."""
+        name = name.strip()
+        if not 1 <= len(name) <= 200:
+            raise ValueError("an API key needs a name of 1 to 200 characters, e.g. the service or person using it")
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown:
+            raise ValueError(f"unknown scope(s) {', '.join(unknown)}; choose from {', '.join(SCOPES)}")
+        if not scopes:
+            raise ValueError(f"an API key needs at least one scope; choose from {', '.join(SCOPES)}")
+        ordered = tuple(scope for scope in SCOPES if scope in set(scopes))
+        key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        now = self._clock()
+        record = ApiKey(key_id=f"key_{secrets.token_hex(8)}", name=name, scopes=ordered, created_at=now)
+        async with self._write() as conn:
+            await conn.execute(
+                sa.insert(api_keys).values(
+                    key_id=record.key_id,
+                    name=record.name,
+                    key_hash=hash_api_key(key),
+                    scopes=list(record.scopes),
+                    created_at=now,
+                )
+            )
+            await self._audit(conn, now).append(
+                "api_key_created", payload={"key_id": record.key_id, "name": name, "scopes": list(ordered)}
+            )
+        return key, record
+
+    async def authenticate(self, presented_key: str) -> ApiKey | None:
+        """The active key matching `presented_key`, or None (unknown, malformed or revoked)."""
+        if not presented_key or len(presented_key) > _MAX_PRESENTED_KEY:
+            return None
+        digest = hash_api_key(presented_key)
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(api_keys).where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
+                )
+            ).first()
+        if row is None or not hmac.compare_digest(str(row.key_hash), digest):
+            return None
+        return _api_key_from_row(row)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+        async with self._read() as conn:
+            rows = (await conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id))).all()
+        return [_api_key_from_row(row) for row in rows]
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id))).first()
+        return _api_key_from_row(row) if row is not None else None
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        """Revoke an active key; False when no active key has this id."""
+        now = self._clock()
+        async with self._write() as conn:
+            result = await conn.execute(
+                sa.update(api_keys)
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            if result.rowcount != 1:
+                return False
+            await self._audit(conn, now).append("api_key_revoked", payload={"key_id": key_id})
+        return True
+
+    async def count_api_keys(self) -> int:
+        """How many keys are active (not revoked)."""
+        async with self._read() as conn:
+            count = await conn.scalar(
+                sa.select(sa.func.count()).select_from(api_keys).where(api_keys.c.revoked_at.is_(None))
+            )
+        return int(count or 0)
+
+    # ------------------------------------------------------------------------------------------
+    # server secret and registry revision
+    # ------------------------------------------------------------------------------------------
+
+    async def get_or_create_secret(self) -> bytes:
+        """The server's 32-byte HMAC secret for tokens: made on first call, then the same for every
+        process on this database (concurrent first calls agree: insert-if-absent, then read)."""
+        if self._secret is not None:
+            return self._secret
+        async with self._read() as conn:
+            value = await conn.scalar(sa.select(server_settings.c.value).where(server_settings.c.name == _SECRET_NAME))
+        if value is None:
+            now = self._clock()
+            async with self._write() as conn:
+                await conn.execute(
+                    self._upsert(server_settings)
+                    .values(name=_SECRET_NAME, value=secrets.token_bytes(32).hex(), created_at=now, updated_at=now)
+                    .on_conflict_do_nothing(index_elements=["name"])
+                )
+                value = await conn.scalar(
+                    sa.select(server_settings.c.value).where(server_settings.c.name == _SECRET_NAME)
+                )
+        self._secret = bytes.fromhex(str(value))
+        return self._secret
+
+    async def policy_version(self) -> str:
+        """An opaque value that changes whenever an API-managed policy or capability changes (poll it to
+        know when to reload the policy set; "" before the first change)."""
+        async with self._read() as conn:
+            value = await conn.scalar(
+                sa.select(server_settings.c.value).where(server_settings.c.name == _POLICY_VERSION)
+            )
+        return str(value) if value is not None else ""
+
+    async def _bump_policy_version(self, conn: AsyncConnection, now: datetime) -> None:
+        revision = uuid.uuid4().hex
+        stmt = self._upsert(server_settings).values(
+            name=_POLICY_VERSION, value=revision, created_at=now, updated_at=now
+        )
+        await conn.execute(
+            stmt.on_conflict_do_update(index_elements=["name"], set_={"value": revision, "updated_at": now})
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # decisions
+    # ------------------------------------------------------------------------------------------
+
+    async def record_decision(self, record: NewDecision) -> Decision:
+        """Store a decision with its audit records ("proposal", then "decision", then "confirmation" on the
+        parent when a token is consumed), its idempotency key and the token consumption, in one
+        transaction committed before this returns.
+
+        Raises `TokenAlreadyUsed` when `consumes_token_of` names a decision whose token was used,
+        `NotFound` when that decision does not exist, `IdempotencyConflict` when the idempotency key is
+        already stored for a different request hash. When it is stored for the same request hash (a race
+        between two deliveries of one request), nothing is written and the stored decision is returned.
+        """
+        decision = record.decision
+        now = self._clock()
+        created_at = record.created_at or _parse_timestamp(decision.timestamp) or now
+        escalate = decision.outcome == "ESCALATE"
+        review_deadline = record.review_deadline
+        if escalate and review_deadline is None:
+            review_deadline = _parse_timestamp(decision.expires_at)
+        if escalate and review_deadline is None:
+            raise ValueError("an ESCALATE decision needs a review_deadline (or an expires_at) to be recorded")
+        expires_at = decision.expires_at
+        if escalate and expires_at is None and review_deadline is not None:
+            expires_at = format_timestamp(review_deadline)
+        token_expires_at = record.token_expires_at
+        if token_expires_at is None and decision.confirmation_token is not None:
+            token_expires_at = _parse_timestamp(decision.expires_at)
+        audit_ref = decision.audit_ref or _new_audit_ref()
+        review_status = (decision.review.status if decision.review is not None else "pending") if escalate else None
+        proposal_payload = normalise_json(dict(record.proposal_audit))
+        try:
+            async with self._write() as conn:
+                await conn.execute(
+                    sa.insert(decisions).values(
+                        decision_id=decision.decision_id,
+                        outcome=decision.outcome,
+                        reason=decision.reason,
+                        risk_score=decision.risk_score,
+                        constraints=normalise_json(decision.constraints),
+                        policy_ids=list(decision.policy_ids),
+                        timestamp=decision.timestamp,
+                        created_at=created_at,
+                        audit_ref=audit_ref,
+                        actor_id=record.actor_id,
+                        actor_type=record.actor_type,
+                        capability=record.capability,
+                        session_id=record.session_id,
+                        params_hash=record.params_hash,
+                        parent_decision_id=decision.parent_decision_id,
+                        confirmation_token=decision.confirmation_token,
+                        expires_at=expires_at,
+                        token_expires_at=token_expires_at,
+                        review_status=review_status,
+                        review_deadline=review_deadline if escalate else None,
+                    )
+                )
+                if record.idempotency is not None:
+                    inserted = await conn.execute(
+                        self._upsert(idempotency_keys)
+                        .values(
+                            api_key_id=record.idempotency.api_key_id,
+                            key=record.idempotency.key,
+                            request_hash=record.idempotency.request_hash,
+                            decision_id=decision.decision_id,
+                            created_at=now,
+                        )
+                        .on_conflict_do_nothing(index_elements=["api_key_id", "key"])
+                    )
+                    if inserted.rowcount != 1:
+                        raise _IdempotentReplay
+                parent = record.consumes_token_of
+                if parent is not None:
+                    consumed = await conn.execute(
+                        sa.update(decisions)
+                        .where(decisions.c.decision_id == parent, decisions.c.token_used_at.is_(None))
+                        .values(token_used_at=now, token_used_by=decision.decision_id)
+                    )
+                    if consumed.rowcount != 1:
+                        exists = await conn.scalar(
+                            sa.select(decisions.c.decision_id).where(decisions.c.decision_id == parent)
+                        )
+                        if exists is None:
+                            raise NotFound("decision", parent)
+                        raise TokenAlreadyUsed(parent)
+                audit = self._audit(conn, now)
+                common: dict[str, Any] = {
+                    "decision_id": decision.decision_id,
+                    "actor_id": record.actor_id,
+                    "capability": record.capability,
+                    "session_id": record.session_id,
+                }
+                await audit.append("proposal", payload=proposal_payload, **common)
+                await audit.append(
+                    "decision",
+                    audit_ref=audit_ref,
+                    outcome=decision.outcome,
+                    payload={
+                        "outcome": decision.outcome,
+                        "reason": decision.reason,
+                        "risk_score": decision.risk_score,
+                        "constraints": decision.constraints,
+                        "policy_ids": list(decision.policy_ids),
+                        "actor_type": record.actor_type,
+                        "params_hash": record.params_hash,
+                        "parent_decision_id": decision.parent_decision_id,
+                        "expires_at": expires_at,
+                        "review_deadline": format_timestamp(review_deadline) if review_deadline else None,
+                        "confirmation_token_issued": decision.confirmation_token is not None,
+                        "idempotency_key": record.idempotency is not None,
+                    },
+                    **common,
+                )
+                if parent is not None:
+                    await audit.append(
+                        "confirmation",
+                        decision_id=parent,
+                        actor_id=record.actor_id,
+                        capability=record.capability,
+                        session_id=record.session_id,
+                        payload={"token_consumed_by": decision.decision_id},
+                    )
+                row = (
+                    await conn.execute(sa.select(decisions).where(decisions.c.decision_id == decision.decision_id))
+                ).one()
+                return _decision_from_row(row)
+        except _IdempotentReplay:
+            entry = record.idempotency
+            assert entry is not None
+            found = await self.find_idempotent(entry.api_key_id, entry.key)
+            if found is None:  # the other request's transaction was rolled back after all: try again
+                return await self.record_decision(record)
+            request_hash, stored = found
+            if request_hash != entry.request_hash:
+                raise IdempotencyConflict(entry.key, stored.decision_id) from None
+            return stored
+
+    async def find_idempotent(self, api_key_id: str, key: str) -> tuple[str, Decision] | None:
+        """The (request_hash, decision) stored for this API key's Idempotency-Key, or None."""
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(idempotency_keys.c.request_hash, decisions)
+                    .join(decisions, decisions.c.decision_id == idempotency_keys.c.decision_id)
+                    .where(idempotency_keys.c.api_key_id == api_key_id, idempotency_keys.c.key == key)
+                )
+            ).first()
+        if row is None:
+            return None
+        return str(row.request_hash), _decision_from_row(row)
+
+    async def get_decision(self, decision_id: str) -> Decision | None:
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(decisions).where(decisions.c.decision_id == decision_id))).first()
+        return _decision_from_row(row) if row is not None else None
+
+    async def get_decision_binding(self, decision_id: str) -> DecisionBinding | None:
+        """What a token issued for `decision_id` must match, and whether it was used."""
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(decisions).where(decisions.c.decision_id == decision_id))).first()
+        if row is None:
+            return None
+        return DecisionBinding(
+            decision_id=row.decision_id,
+            actor_id=row.actor_id,
+            actor_type=row.actor_type,
+            capability=row.capability,
+            params_hash=row.params_hash,
+            outcome=row.outcome,
+            session_id=row.session_id,
+            review_status=row.review_status,
+            token_used=row.token_used_at is not None,
+            token_used_by=row.token_used_by,
+            token_expires_at=row.token_expires_at,
+        )
+
+    async def list_decisions(
+        self, filters: DecisionFilters, limit: int, cursor: str | None
+    ) -> tuple[list[Decision], str | None]:
+        """One page of decisions (newest first unless `filters.order == "asc"`) and the cursor of the next
+        page (None on the last). Keyset paging: a page never repeats or skips a decision that existed
+        when the first page was read."""
+        _check_limit(limit)
+        order = filters.order or "desc"
+        query = sa.select(decisions)
+        for column, value in (
+            (decisions.c.actor_id, filters.actor_id),
+            (decisions.c.capability, filters.capability),
+            (decisions.c.outcome, filters.outcome),
+            (decisions.c.session_id, filters.session_id),
+            (decisions.c.review_status, filters.review_status),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if filters.since is not None:
+            query = query.where(decisions.c.created_at >= filters.since)
+        if filters.until is not None:
+            query = query.where(decisions.c.created_at < filters.until)
+        key_column = decisions.c.row_id
+        if cursor is not None:
+            after = _decode_cursor(cursor, "decisions", order)
+            query = query.where(key_column < after if order == "desc" else key_column > after)
+        query = query.order_by(key_column.desc() if order == "desc" else key_column.asc()).limit(limit + 1)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        next_cursor = _encode_cursor("decisions", order, int(rows[limit - 1].row_id)) if len(rows) > limit else None
+        return [_decision_from_row(row) for row in rows[:limit]], next_cursor
+
+    # ------------------------------------------------------------------------------------------
+    # reviews
+    # ------------------------------------------------------------------------------------------
+
+    async def resolve_review(
+        self,
+        decision_id: str,
+        *,
+        approve: bool,
+        reviewer: str,
+        note: str | None,
+        now: datetime,
+        token: str | None = None,
+        token_expires_at: datetime | None = None,
+    ) -> Decision:
+        """Approve or deny a pending ESCALATE before its deadline. On approval `token` (and its expiry)
+        become the decision's confirmation_token / expires_at. Raises `NotFound`, or `NotPending` with the
+        current status; a review attempted after the deadline marks the decision expired (audited, final
+        DENY) and raises `NotPending(status="expired")`."""
+        if approve and (token is None or token_expires_at is None):
+            raise ValueError("approving a review needs the approval token and its expiry")
+        expired = False
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(
+                        decisions.c.outcome,
+                        decisions.c.review_status,
+                        decisions.c.review_deadline,
+                        decisions.c.actor_id,
+                        decisions.c.capability,
+                        decisions.c.session_id,
+                    ).where(decisions.c.decision_id == decision_id)
+                )
+            ).first()
+            if row is None:
+                raise NotFound("decision", decision_id)
+            if row.outcome != "ESCALATE" or row.review_status is None:
+                raise NotPending(decision_id, "not_escalated")
+            if row.review_status != "pending":
+                raise NotPending(decision_id, row.review_status)
+            pending = sa.and_(decisions.c.decision_id == decision_id, decisions.c.review_status == "pending")
+            resolved_at = format_timestamp(now)
+            audit = self._audit(conn, now)
+            context = {"decision_id": decision_id, "actor_id": row.actor_id, "capability": row.capability}
+            context["session_id"] = row.session_id
+            if row.review_deadline is not None and row.review_deadline <= now:
+                if await self._expire_one(conn, audit, decision_id, row, now):
+                    expired = True
+                else:
+                    raise NotPending(decision_id, "resolved concurrently")
+            else:
+                status = "approved" if approve else "denied"
+                values: dict[str, Any] = {
+                    "review_status": status,
+                    "reviewer": reviewer,
+                    "review_note": note,
+                    "review_resolved_at": resolved_at,
+                }
+                if approve:
+                    assert token_expires_at is not None
+                    values.update(
+                        confirmation_token=token,
+                        token_expires_at=token_expires_at,
+                        expires_at=format_timestamp(token_expires_at),
+                    )
+                changed = await conn.execute(sa.update(decisions).where(pending).values(**values))
+                if changed.rowcount != 1:
+                    raise NotPending(decision_id, "resolved concurrently")
+                await audit.append(
+                    "review",
+                    outcome=None if approve else "DENY",
+                    payload={
+                        "status": status,
+                        "reviewer": reviewer,
+                        "note": note,
+                        "resolved_at": resolved_at,
+                        "token_expires_at": format_timestamp(token_expires_at) if token_expires_at else None,
+                    },
+                    **context,
+                )
+            if not expired:
+                updated = (await conn.execute(sa.select(decisions).where(decisions.c.decision_id == decision_id))).one()
+                return _decision_from_row(updated)
+        raise NotPending(decision_id, "expired")
+
+    async def _expire_one(
+        self, conn: AsyncConnection, audit: _AuditAppender, decision_id: str, row: Any, now: datetime
+    ) -> bool:
+        changed = await conn.execute(
+            sa.update(decisions)
+            .where(decisions.c.decision_id == decision_id, decisions.c.review_status == "pending")
+            .values(review_status="expired", review_resolved_at=format_timestamp(now))
+        )
+        if changed.rowcount != 1:
+            return False
+        await audit.append(
+            "review_expired",
+            decision_id=decision_id,
+            actor_id=row.actor_id,
+            capability=row.capability,
+            session_id=row.session_id,
+            outcome="DENY",
+            payload={
+                "status": "expired",
+                "final_outcome": "DENY",
+                "review_deadline": format_timestamp(row.review_deadline) if row.review_deadline else None,
+            },
+        )
+        return True
+
+    async def expire_due_reviews(self, now: datetime, *, limit: int = 500) -> list[str]:
+        """Mark pending reviews whose deadline is at or before `now` as expired (a final DENY, audited).
+        Returns the ids expired by this call (at most `limit`; call again while it returns a full list)."""
+        async with self._read() as conn:
+            due = (
+                await conn.execute(
+                    sa.select(decisions.c.decision_id)
+                    .where(decisions.c.review_status == "pending", decisions.c.review_deadline <= now)
+                    .order_by(decisions.c.review_deadline)
+                    .limit(limit)
+                )
+            ).all()
+        if not due:
+            return []
+        expired: list[str] = []
+        async with self._write() as conn:
+            audit = self._audit(conn, now)
+            for (decision_id,) in due:
+                row = (
+                    await conn.execute(
+                        sa.select(
+                            decisions.c.actor_id,
+                            decisions.c.capability,
+                            decisions.c.session_id,
+                            decisions.c.review_deadline,
+                        ).where(decisions.c.decision_id == decision_id)
+                    )
+                ).one()
+                if await self._expire_one(conn, audit, decision_id, row, now):
+                    expired.append(decision_id)
+        return expired
+
+    # ------------------------------------------------------------------------------------------
+    # executions
+    # ------------------------------------------------------------------------------------------
+
+    async def record_execution(
+        self, decision_id: str, report: ExecutionReport, now: datetime | None = None
+    ) -> ExecutionRecord:
+        """Record the one execution report of an ALLOW decision (audited as "execution": status, error,
+        duration and the canonical hash of the result; the result itself stays in `executions`).
+        Raises `NotFound`, `NotAllowed` (outcome is not ALLOW), `AlreadyReported`; `ValueError` when the
+        result is not JSON data (e.g. NaN)."""
+        moment = now or self._clock()
+        result = normalise_json(report.result) if report.result is not None else None
+        error = report.error.model_dump(mode="json") if report.error is not None else None
+        recorded_at = format_timestamp(moment)
+        audit_ref = _new_audit_ref()
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(
+                        decisions.c.outcome, decisions.c.actor_id, decisions.c.capability, decisions.c.session_id
+                    ).where(decisions.c.decision_id == decision_id)
+                )
+            ).first()
+            if row is None:
+                raise NotFound("decision", decision_id)
+            if row.outcome != "ALLOW":
+                raise NotAllowed(decision_id, row.outcome)
+            inserted = await conn.execute(
+                self._upsert(executions)
+                .values(
+                    decision_id=decision_id,
+                    status=report.status,
+                    result=result,
+                    error=error,
+                    duration_ms=report.duration_ms,
+                    recorded_at=recorded_at,
+                    audit_ref=audit_ref,
+                )
+                .on_conflict_do_nothing(index_elements=["decision_id"])
+            )
+            if inserted.rowcount != 1:
+                raise AlreadyReported(decision_id)
+            await self._audit(conn, moment).append(
+                "execution",
+                audit_ref=audit_ref,
+                decision_id=decision_id,
+                actor_id=row.actor_id,
+                capability=row.capability,
+                session_id=row.session_id,
+                outcome=report.status,
+                payload={
+                    "status": report.status,
+                    "error": error,
+                    "duration_ms": report.duration_ms,
+                    "result_sha256": canonical_hash(result) if result is not None else None,
+                },
+            )
+        return ExecutionRecord(
+            decision_id=decision_id, status=report.status, recorded_at=recorded_at, audit_ref=audit_ref
+        )
+
+    async def get_execution(self, decision_id: str) -> dict[str, Any] | None:
+        """The stored execution report of a decision (status, result, error, duration_ms, recorded_at,
+        audit_ref), or None."""
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(executions).where(executions.c.decision_id == decision_id))).first()
+        return dict(row._mapping) if row is not None else None
+
+    # ------------------------------------------------------------------------------------------
+    # audit
+    # ------------------------------------------------------------------------------------------
+
+    async def append_audit(
+        self,
+        event_type: str,
+        *,
+        decision_id: str | None = None,
+        actor_id: str | None = None,
+        capability: str | None = None,
+        outcome: str | None = None,
+        session_id: str | None = None,
+        payload: Mapping[str, Any],
+    ) -> AuditRecord:
+        """Append one record to the chain in its own transaction (e.g. a rejected token attempt)."""
+        now = self._clock()
+        async with self._write() as conn:
+            return await self._audit(conn, now).append(
+                event_type,
+                decision_id=decision_id,
+                actor_id=actor_id,
+                capability=capability,
+                outcome=outcome,
+                session_id=session_id,
+                payload=payload,
+            )
+
+    async def audit_log(
+        self, filters: DecisionFilters, limit: int, cursor: str | None
+    ) -> tuple[list[AuditRecord], str | None]:
+        """One page of audit records (chain order unless `filters.order == "desc"`) and the next cursor.
+        `filters` may be `DecisionFilters` or `AuditFilters`; `review_status` selects the records of
+        decisions in that review state."""
+        _check_limit(limit)
+        order = filters.order or "asc"
+        query = sa.select(audit_records)
+        for column, value in (
+            (audit_records.c.actor_id, filters.actor_id),
+            (audit_records.c.capability, filters.capability),
+            (audit_records.c.outcome, filters.outcome),
+            (audit_records.c.session_id, filters.session_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if isinstance(filters, AuditFilters):
+            if filters.decision_id is not None:
+                query = query.where(audit_records.c.decision_id == filters.decision_id)
+            if filters.event_type is not None:
+                query = query.where(audit_records.c.event_type == filters.event_type)
+        if filters.review_status is not None:
+            query = query.where(
+                audit_records.c.decision_id.in_(
+                    sa.select(decisions.c.decision_id).where(decisions.c.review_status == filters.review_status)
+                )
+            )
+        if filters.since is not None:
+            query = query.where(audit_records.c.created_at >= filters.since)
+        if filters.until is not None:
+            query = query.where(audit_records.c.created_at < filters.until)
+        key_column = audit_records.c.sequence
+        if cursor is not None:
+            after = _decode_cursor(cursor, "audit", order)
+            query = query.where(key_column < after if order == "desc" else key_column > after)
+        query = query.order_by(key_column.desc() if order == "desc" else key_column.asc()).limit(limit + 1)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        next_cursor = _encode_cursor("audit", order, int(rows[limit - 1].sequence)) if len(rows) > limit else None
+        return [_audit_from_row(row) for row in rows[:limit]], next_cursor
+
+    async def audit_trail(self, decision_id: str) -> list[AuditRecord]:
+        """Every audit record of one decision, in chain order (proposal, decision, review, confirmation,
+        execution...)."""
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(audit_records)
+                    .where(audit_records.c.decision_id == decision_id)
+                    .order_by(audit_records.c.sequence)
+                )
+            ).all()
+        return [_audit_from_row(row) for row in rows]
+
+    async def verify_chain(self, *, batch_size: int = _VERIFY_BATCH) -> AuditVerification:
+        """Walk the whole chain in batches (constant memory) and report the first broken record:
+        a sequence gap, a previous_hash that does not link, or contents that do not match the hash.
+        `records_checked` counts the records examined, the broken one included."""
+        checker = ChainChecker()
+        columns = [column for column in audit_records.c if column.name not in ("payload", "created_at")]
+        payload_text = sa.cast(audit_records.c.payload, sa.Text).label("payload_text")
+        last = 0
+        while True:
+            async with self._read() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(*columns, payload_text)
+                        .where(audit_records.c.sequence > last)
+                        .order_by(audit_records.c.sequence)
+                        .limit(batch_size)
+                    )
+                ).all()
+            for row in rows:
+                fields = dict(row._mapping)
+                text = fields.pop("payload_text")
+                payload_error: str | None = None
+                try:
+                    fields["payload"] = json.loads(text) if text is not None else None
+                except ValueError as exc:
+                    payload_error = str(exc)
+                if not checker.check(fields, payload_error):
+                    return checker.result()
+            if len(rows) < batch_size:
+                return checker.result()
+            last = int(rows[-1].sequence)
+
+    # ------------------------------------------------------------------------------------------
+    # API-managed policies and capabilities
+    # ------------------------------------------------------------------------------------------
+
+    async def list_policies(self) -> list[Policy]:
+        """Every API-managed policy, by name."""
+        return [stored.policy for stored in await self.list_policy_records()]
+
+    async def get_policy(self, name: str) -> Policy | None:
+        stored = await self.get_policy_record(name)
+        return stored.policy if stored is not None else None
+
+    async def list_policy_records(self) -> list[StoredPolicy]:
+        """Every API-managed policy with its created/updated times, by name."""
+        async with self._read() as conn:
+            rows = (await conn.execute(sa.select(policies).order_by(policies.c.name))).all()
+        return [StoredPolicy(Policy.model_validate(row.document), row.created_at, row.updated_at) for row in rows]
+
+    async def get_policy_record(self, name: str) -> StoredPolicy | None:
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(policies).where(policies.c.name == name))).first()
+        return StoredPolicy(Policy.model_validate(row.document), row.created_at, row.updated_at) if row else None
+
+    async def put_policy(self, policy: Policy) -> StoredPolicy:
+        """Create or replace the policy named `policy.name` (audited as "policy_saved")."""
+        document = policy.model_dump(mode="json")
+        now = self._clock()
+        async with self._write() as conn:
+            await conn.execute(
+                self._upsert(policies)
+                .values(name=policy.name, document=document, created_at=now, updated_at=now)
+                .on_conflict_do_update(index_elements=["name"], set_={"document": document, "updated_at": now})
+            )
+            await self._bump_policy_version(conn, now)
+            await self._audit(conn, now).append(
+                "policy_saved", payload={"name": policy.name, "sha256": canonical_hash(document)}
+            )
+            row = (await conn.execute(sa.select(policies).where(policies.c.name == policy.name))).one()
+        return StoredPolicy(Policy.model_validate(row.document), row.created_at, row.updated_at)
+
+    async def delete_policy(self, name: str) -> bool:
+        """Delete a stored policy (audited); False when there is none of that name."""
+        now = self._clock()
+        async with self._write() as conn:
+            result = await conn.execute(sa.delete(policies).where(policies.c.name == name))
+            if result.rowcount != 1:
+                return False
+            await self._bump_policy_version(conn, now)
+            await self._audit(conn, now).append("policy_deleted", payload={"name": name})
+        return True
+
+    async def list_capabilities(self) -> list[Capability]:
+        """Every API-registered capability, by name."""
+        return [stored.capability for stored in await self.list_capability_records()]
+
+    async def get_capability(self, name: str) -> Capability | None:
+        stored = await self.get_capability_record(name)
+        return stored.capability if stored is not None else None
+
+    async def list_capability_records(self) -> list[StoredCapability]:
+        """Every API-registered capability with its created/updated times, by name."""
+        async with self._read() as conn:
+            rows = (await conn.execute(sa.select(capabilities).order_by(capabilities.c.name))).all()
+        return [
+            StoredCapability(Capability.model_validate(row.document), row.created_at, row.updated_at) for row in rows
+        ]
+
+    async def get_capability_record(self, name: str) -> StoredCapability | None:
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(capabilities).where(capabilities.c.name == name))).first()
+        if row is None:
+            return None
+        return StoredCapability(Capability.model_validate(row.document), row.created_at, row.updated_at)
+
+    async def put_capability(self, capability: Capability) -> StoredCapability:
+        """Create or replace the capability named `capability.name` (audited as "capability_saved")."""
+        document = capability.model_dump(mode="json")
+        now = self._clock()
+        async with self._write() as conn:
+            await conn.execute(
+                self._upsert(capabilities)
+                .values(name=capability.name, document=document, created_at=now, updated_at=now)
+                .on_conflict_do_update(index_elements=["name"], set_={"document": document, "updated_at": now})
+            )
+            await self._bump_policy_version(conn, now)
+            await self._audit(conn, now).append(
+                "capability_saved", payload={"name": capability.name, "sha256": canonical_hash(document)}
+            )
+            row = (await conn.execute(sa.select(capabilities).where(capabilities.c.name == capability.name))).one()
+        return StoredCapability(Capability.model_validate(row.document), row.created_at, row.updated_at)
+
+    async def delete_capability(self, name: str) -> bool:
+        """Delete a stored capability (audited); False when there is none of that name."""
+        now = self._clock()
+        async with self._write() as conn:
+            result = await conn.execute(sa.delete(capabilities).where(capabilities.c.name == name))
+            if result.rowcount != 1:
+                return False
+            await self._bump_policy_version(conn, now)
+            await self._audit(conn, now).append("capability_deleted", payload={"name": name})
+        return True
+
+
+async def verify_database(url: str) -> AuditVerification:
+    """Verify the audit chain of the database at `url` (for `aegis-server audit verify --db URL`).
+    Raises `SchemaNotReady` when the database has no (current) AEGIS schema."""
+    store = await Store.open(url, migrate=False)
+    try:
+        return await store.verify_chain()
+    finally:
+        await store.close()
