@@ -81,7 +81,7 @@ class KeyAuthenticator:
         if api_key is None:
             self._cache.pop(digest, None)
             return None
-        principal = Principal(key_id=str(api_key.id), name=str(api_key.name), scopes=frozenset(api_key.scopes))
+        principal = Principal(key_id=str(api_key.key_id), name=str(api_key.name), scopes=frozenset(api_key.scopes))
         if self._cache_seconds > 0:
             if len(self._cache) > 10_000:
                 self._cache.clear()

@@ -40,6 +40,9 @@ class Settings(BaseModel):
     rate_limit_per_minute: int = Field(default=6000, ge=0, description="Per API key; 0 disables the limit.")
     rate_limit_burst: int = Field(default=600, gt=0, description="Requests a key may make at once.")
     max_wait_seconds: float = Field(default=60.0, ge=0.0, le=600.0, description="Cap of `?wait=` long polls.")
+    long_poll_recheck_seconds: float = Field(
+        default=1.0, gt=0.0, description="How often a `?wait=` poll re-reads the store (reviews on other replicas)."
+    )
     review_expiry_interval_seconds: float = Field(default=1.0, gt=0.0)
     policy_refresh_interval_seconds: float = Field(default=1.0, ge=0.0)
     auth_cache_seconds: float = Field(default=2.0, ge=0.0, description="How long a verified key is trusted.")
@@ -101,6 +104,7 @@ _ENV_VARIABLES: dict[str, str] = {
     "rate_limit_per_minute": "AEGIS_RATE_LIMIT_PER_MINUTE",
     "rate_limit_burst": "AEGIS_RATE_LIMIT_BURST",
     "max_wait_seconds": "AEGIS_MAX_WAIT_SECONDS",
+    "long_poll_recheck_seconds": "AEGIS_LONG_POLL_RECHECK_SECONDS",
     "review_expiry_interval_seconds": "AEGIS_REVIEW_EXPIRY_INTERVAL_SECONDS",
     "policy_refresh_interval_seconds": "AEGIS_POLICY_REFRESH_INTERVAL_SECONDS",
     "auth_cache_seconds": "AEGIS_AUTH_CACHE_SECONDS",

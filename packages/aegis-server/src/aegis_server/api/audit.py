@@ -1,0 +1,67 @@
+"""`/api/v1/audit/...`: the hash-chained audit log, one decision's trail, and chain verification."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from aegis_sdk.models import AuditPage, AuditTrail, AuditVerification
+from aegis_server.api.common import errors, get_service
+from aegis_server.security import SCOPE_AUDIT, Principal, RequireScope
+from aegis_server.service import AuditQuery, GovernanceService
+
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+
+ServiceDep = Annotated[GovernanceService, Depends(get_service)]
+Auditor = Annotated[Principal, Depends(RequireScope(SCOPE_AUDIT))]
+
+
+@router.get("/log", response_model=AuditPage, summary="The audit log, in chain order", responses=errors(422))
+async def audit_log(
+    service: ServiceDep,
+    _: Auditor,
+    actor_id: str | None = None,
+    capability: str | None = None,
+    outcome: str | None = None,
+    session_id: str | None = None,
+    event_type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> AuditPage:
+    query = AuditQuery(
+        actor_id=actor_id,
+        capability=capability,
+        outcome=outcome,
+        session_id=session_id,
+        event_type=event_type,
+        since=since,
+        until=until,
+    )
+    return await service.audit_log(query, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/log/{decision_id}",
+    response_model=AuditTrail,
+    summary="Every audit record of one decision",
+    responses=errors(404),
+)
+async def audit_trail(decision_id: str, service: ServiceDep, _: Auditor) -> AuditTrail:
+    return await service.audit_trail(decision_id)
+
+
+@router.get(
+    "/verify",
+    response_model=AuditVerification,
+    summary="Walk the hash chain and report the first broken link",
+    responses=errors(),
+)
+async def verify(service: ServiceDep, _: Auditor) -> AuditVerification:
+    return await service.verify_audit()
+
+
+__all__ = ["router"]

@@ -1,0 +1,141 @@
+"""`/api/v1/governance/...`: propose, decisions (get with long-poll, list), review, execution report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+
+from aegis_sdk.models import (
+    Decision,
+    DecisionPage,
+    ExecutionRecord,
+    ExecutionReport,
+    Outcome,
+    Proposal,
+    ReviewRequest,
+    ReviewStatus,
+)
+from aegis_server.api.common import BODY_ERRORS, errors, get_service
+from aegis_server.security import SCOPE_PROPOSE, SCOPE_READ, SCOPE_REVIEW, Principal, RequireScope
+from aegis_server.service import DecisionQuery, GovernanceService
+
+router = APIRouter(prefix="/api/v1/governance", tags=["governance"])
+
+ServiceDep = Annotated[GovernanceService, Depends(get_service)]
+
+
+@router.post(
+    "/propose",
+    response_model=Decision,
+    summary="Propose an action and get a decision",
+    description=(
+        "Every outcome (ALLOW, DENY, ESCALATE, REQUIRE_CONFIRMATION) is a 200. Send `Idempotency-Key` to make "
+        "retries safe: the same key from the same API key with the same body returns the stored decision. "
+        "Resubmit the same proposal with `confirmation_token` to turn a REQUIRE_CONFIRMATION (or an approved "
+        "ESCALATE) into an ALLOW."
+    ),
+    responses=errors(404, 409, *BODY_ERRORS),
+)
+async def propose(
+    proposal: Proposal,
+    response: Response,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(RequireScope(SCOPE_PROPOSE))],
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
+) -> Decision:
+    decision, replayed = await service.propose(
+        proposal, principal_key_id=principal.key_id, idempotency_key=idempotency_key
+    )
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return decision
+
+
+@router.get(
+    "/decisions/{decision_id}",
+    response_model=Decision,
+    summary="Get one decision (optionally wait for its review)",
+    description=(
+        "`wait=N` holds the answer until a pending review resolves or N seconds elapse (N is capped by the "
+        "`max_wait_seconds` setting, 60 by default)."
+    ),
+    responses=errors(404),
+)
+async def get_decision(
+    decision_id: str,
+    service: ServiceDep,
+    _: Annotated[Principal, Depends(RequireScope(SCOPE_READ))],
+    wait: Annotated[
+        float | None, Query(ge=0, description="Seconds to wait for a pending review (capped at 60 by default).")
+    ] = None,
+) -> Decision:
+    return await service.get_decision(decision_id, wait=wait)
+
+
+@router.get(
+    "/decisions",
+    response_model=DecisionPage,
+    summary="List decisions, newest first",
+    responses=errors(422),
+)
+async def list_decisions(
+    service: ServiceDep,
+    _: Annotated[Principal, Depends(RequireScope(SCOPE_READ))],
+    actor_id: str | None = None,
+    capability: str | None = None,
+    outcome: Outcome | None = None,
+    session_id: str | None = None,
+    review_status: ReviewStatus | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> DecisionPage:
+    query = DecisionQuery(
+        actor_id=actor_id,
+        capability=capability,
+        outcome=outcome,
+        session_id=session_id,
+        review_status=review_status,
+        since=since,
+        until=until,
+    )
+    return await service.list_decisions(query, limit=limit, cursor=cursor)
+
+
+@router.post(
+    "/decisions/{decision_id}/review",
+    response_model=Decision,
+    summary="Approve or deny a pending ESCALATE",
+    description="The reviewer recorded is the API key's name. An approval issues the confirmation token.",
+    responses=errors(404, 409, *BODY_ERRORS),
+)
+async def review_decision(
+    decision_id: str,
+    review: ReviewRequest,
+    service: ServiceDep,
+    principal: Annotated[Principal, Depends(RequireScope(SCOPE_REVIEW))],
+) -> Decision:
+    return await service.review(decision_id, review, reviewer=principal.name)
+
+
+@router.post(
+    "/decisions/{decision_id}/execution",
+    response_model=ExecutionRecord,
+    status_code=201,
+    summary="Report how an allowed action ran (AGP-1 EXECUTION_RESULT)",
+    description="Only for an ALLOW decision, and only once.",
+    responses=errors(404, 409, *BODY_ERRORS),
+)
+async def report_execution(
+    decision_id: str,
+    report: ExecutionReport,
+    service: ServiceDep,
+    _: Annotated[Principal, Depends(RequireScope(SCOPE_PROPOSE))],
+) -> ExecutionRecord:
+    return await service.report_execution(decision_id, report)
+
+
+__all__ = ["router"]

@@ -1,0 +1,143 @@
+"""`create_app(settings)`: the FastAPI application of the AEGIS platform.
+
+The lifespan opens the store (migrating it unless told not to), loads the policy set (files + API-stored
+policies, compiled into one), and runs the background task that expires overdue reviews every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from aegis_server import __version__
+from aegis_server.api import api_router
+from aegis_server.engine import PolicySetError
+from aegis_server.errors import ApiError, RequestContextMiddleware, error_response, install_exception_handlers
+from aegis_server.limits import BodyGuardMiddleware, RateLimiter
+from aegis_server.metrics import Metrics
+from aegis_server.security import KeyAuthenticator
+from aegis_server.service import GovernanceService, utcnow
+from aegis_server.settings import Settings
+from aegis_server.store import SchemaNotReady, Store
+
+logger = logging.getLogger("aegis_server")
+
+_DESCRIPTION = """Governance for AI-agent actions: propose an action, get ALLOW / DENY / ESCALATE /
+REQUIRE_CONFIRMATION, with a reason, a risk score, constraints and a hash-chained audit record.
+
+Authenticate with `Authorization: Bearer aegis_sk_…`. Every error answer is the envelope
+`{"error": {type, code, message, request_id, details}}`; see docs/api.md for every status and code."""
+
+
+class StartupError(RuntimeError):
+    """The server cannot start (bad policy files, unreachable or outdated database). The message says why."""
+
+
+async def _expiry_loop(service: GovernanceService, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await service.expire_due()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("expiring overdue reviews failed; retrying in %.1f s", interval)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    monotonic: Callable[[], float] | None = None,
+    run_background_tasks: bool = True,
+) -> FastAPI:
+    """The AEGIS API as an ASGI app. `clock`/`monotonic` replace the wall and monotonic clocks (tests);
+    `run_background_tasks=False` leaves review expiry to the lazy check on read (tests)."""
+    settings = settings if settings is not None else Settings.from_env()
+    metrics = Metrics()
+    wall = clock or utcnow
+    mono = monotonic or time.monotonic
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            store = await Store.open(settings.db_url, migrate=settings.db_migrate)
+        except SchemaNotReady as exc:
+            raise StartupError(f"the database at AEGIS_DB_URL is not ready: {exc}") from None
+        except (OSError, DBAPIError) as exc:
+            raise StartupError(
+                f"cannot open the database ({type(exc).__name__}); check AEGIS_DB_URL and that the server is up"
+            ) from None
+        task: asyncio.Task[None] | None = None
+        try:
+            service = GovernanceService(settings, store, metrics, clock=wall, monotonic=mono)
+            try:
+                await service.start()
+            except PolicySetError as exc:
+                raise StartupError(f"the policy files do not load: {exc}") from None
+            app.state.store = store
+            app.state.service = service
+            app.state.authenticator = KeyAuthenticator(store.authenticate, settings.auth_cache_seconds, mono)
+            if run_background_tasks:
+                task = asyncio.create_task(_expiry_loop(service, settings.review_expiry_interval_seconds))
+            logger.info(
+                "AEGIS %s ready: %d policies, %d capabilities, %d rules",
+                __version__,
+                len(service.policies.active.policies),
+                len(service.policies.active.capabilities),
+                service.policies.active.rule_count,
+            )
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await store.close()
+
+    app = FastAPI(
+        title="AEGIS governance API",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst, mono)
+    install_exception_handlers(app)
+
+    async def _database_unavailable(request: Request, exc: Exception) -> Response:
+        logger.error("database error: %s", type(exc).__name__)
+        return error_response(
+            ApiError(
+                503,
+                "server_error",
+                "unavailable",
+                "The database is unavailable, so nothing was decided (fail closed). Retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        )
+
+    for exc_type in (OperationalError, PoolTimeoutError, DBAPIError, SchemaNotReady):
+        app.add_exception_handler(exc_type, _database_unavailable)
+
+    app.include_router(api_router())
+    # add_middleware puts each new one outside the previous: the body guard runs inside the request context.
+    app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
+
+
+__all__ = ["StartupError", "create_app"]
