@@ -1,0 +1,33 @@
+"""The AEGIS policy engine: pure (no I/O, no framework, no clock), compiled once, evaluated per proposal.
+
+```python
+policy_set = compile_policy_set(policies, capabilities)        # PolicySetError if anything is wrong
+evaluation = evaluate(proposal, policy_set, now=datetime.now(timezone.utc))
+```
+"""
+
+from ._cel import SCOPE_VARIABLES, re_match
+from ._schema import hash_value
+from .config import BASE_RISK, STRICTNESS, EngineConfig
+from .errors import ParameterSchemaError, PolicySetError, UnknownCapabilityError, format_problem
+from .evaluate import Evaluation, evaluate
+from .policy_set import CompiledCapability, CompiledRule, PolicySet, compile_policy_set
+
+__all__ = [
+    "BASE_RISK",
+    "SCOPE_VARIABLES",
+    "STRICTNESS",
+    "CompiledCapability",
+    "CompiledRule",
+    "EngineConfig",
+    "Evaluation",
+    "ParameterSchemaError",
+    "PolicySet",
+    "PolicySetError",
+    "UnknownCapabilityError",
+    "compile_policy_set",
+    "evaluate",
+    "format_problem",
+    "hash_value",
+    "re_match",
+]

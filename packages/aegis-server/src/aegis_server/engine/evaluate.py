@@ -1,0 +1,266 @@
+"""Turning a proposal and a compiled policy set into an `Evaluation`. Pure: no I/O, no clock (pass `now`).
+
+Semantics (docs/policies.md explains them with examples):
+
+1. Unknown capability -> `UnknownCapabilityError` (with the nearest names); parameters failing the
+   capability's schema -> `ParameterSchemaError`.
+2. Every rule whose capability glob matches and whose condition is true *matches*. The strictest outcome
+   among matching rules wins (DENY > ESCALATE > REQUIRE_CONFIRMATION > ALLOW); priority only picks which
+   of the deciding rules explains, and which constraint wins on a key clash.
+3. No matching rule -> DENY (default-deny), and the reason says so.
+4. Fail-closed: if any candidate rule's condition cannot be evaluated (missing field, type error,
+   non-boolean result), the decision is DENY naming the rule and the error — whatever the rule's own
+   outcome, since the engine cannot know what the author meant.
+5. Risk = base risk of the capability's level + the `risk` adjustments of the matching rules, clamped to
+   0..1 and rounded to 4 places. An ALLOW whose risk is above `EngineConfig.escalate_threshold`
+   becomes ESCALATE.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from aegis_sdk.models import Outcome, Proposal
+
+from ._cel import new_context
+from .config import EngineConfig
+from .errors import UnknownCapabilityError
+from .policy_set import CompiledCapability, CompiledRule, PolicySet
+
+__all__ = ["Evaluation", "evaluate"]
+
+_DEFAULT_CONFIG = EngineConfig()
+_MAX_ERROR_TEXT = 300
+_LISTED_IDS = 3
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The engine's answer for one proposal (the API adds ids, timestamps, tokens and the audit)."""
+
+    outcome: Outcome
+    reason: str
+    risk_score: float
+    constraints: dict[str, Any]
+    policy_ids: list[str]
+    review_timeout_seconds: int | None
+    audit_parameters: dict[str, Any]
+
+
+def evaluate(
+    proposal: Proposal,
+    policy_set: PolicySet,
+    *,
+    now: datetime,
+    config: EngineConfig = _DEFAULT_CONFIG,
+) -> Evaluation:
+    """Decide `proposal` against `policy_set` at time `now` (naive datetimes are taken as UTC).
+
+    Raises `UnknownCapabilityError` or `ParameterSchemaError`; never raises for a failing condition.
+    """
+    name = proposal.action.capability
+    compiled = policy_set.compiled(name)
+    if compiled is None:
+        raise UnknownCapabilityError(name, policy_set.suggestions(name))
+    parameters = proposal.action.parameters
+    compiled.schema.validate(name, parameters)
+    audit_parameters = compiled.schema.redact(parameters)
+
+    if not compiled.rules:
+        return Evaluation(
+            outcome="DENY",
+            reason=(
+                f"DENY by default: no enabled policy rule applies to capability '{name}' (default-deny); "
+                "add a rule that allows it"
+            ),
+            risk_score=_clamp(compiled.base_risk),
+            constraints={},
+            policy_ids=[],
+            review_timeout_seconds=None,
+            audit_parameters=audit_parameters,
+        )
+
+    matched: list[CompiledRule] = []
+    failed: list[tuple[CompiledRule, str]] = []
+    context = new_context(_variables(compiled, proposal, now))
+    for rule in compiled.rules:
+        condition = rule.condition
+        if condition.always_true:
+            matched.append(rule)
+            continue
+        try:
+            result = condition.program.execute(context)
+        except Exception as exc:  # fail closed on anything the evaluator raises
+            failed.append((rule, _error_text(exc)))
+            continue
+        if result is True:
+            matched.append(rule)
+        elif result is not False:
+            failed.append((rule, f"the condition returned a {type(result).__name__}, not a bool"))
+
+    risk, risk_text = _risk(compiled, matched)
+
+    if failed:
+        return _fail_closed(failed, matched, risk, risk_text, audit_parameters)
+
+    if not matched:
+        count = len(compiled.rules)
+        return Evaluation(
+            outcome="DENY",
+            reason=(
+                f"DENY by default: none of the {count} rule{'s' if count != 1 else ''} for capability "
+                f"'{name}' matched (default-deny); {risk_text}"
+            ),
+            risk_score=risk,
+            constraints={},
+            policy_ids=[],
+            review_timeout_seconds=None,
+            audit_parameters=audit_parameters,
+        )
+
+    strictest = max(rule.strictness for rule in matched)
+    deciding = sorted((r for r in matched if r.strictness == strictest), key=_precedence)
+    others = sorted((r for r in matched if r.strictness != strictest), key=lambda r: (-r.strictness, *_precedence(r)))
+    explaining = deciding[0]
+    outcome: Outcome = explaining.outcome
+
+    constraints: dict[str, Any] = {}
+    for rule in reversed(deciding):  # lowest precedence first, so the highest priority wins a clash
+        constraints.update(rule.rule.constraints)
+    if any(isinstance(value, dict | list) for value in constraints.values()):
+        constraints = copy.deepcopy(constraints)
+
+    parts = [f"{outcome} by {explaining.policy_id}: {_rule_reason(explaining)}"]
+    if len(deciding) > 1:
+        parts.append(f"also {outcome}: {_list_ids(deciding[1:])}")
+    if others:
+        parts.append(f"overrides {_list_outcomes(others)}")
+    parts.append(risk_text)
+
+    review_timeout: int | None = None
+    if outcome == "ALLOW" and risk > config.escalate_threshold:
+        outcome = "ESCALATE"
+        parts.append(f"escalated: risk {risk:g} is above the escalate threshold {config.escalate_threshold:g}")
+        review_timeout = config.default_review_timeout_seconds
+    elif outcome == "ESCALATE":
+        timeouts = [r.rule.review_timeout_seconds for r in deciding if r.rule.review_timeout_seconds is not None]
+        review_timeout = min(timeouts) if timeouts else config.default_review_timeout_seconds
+
+    return Evaluation(
+        outcome=outcome,
+        reason="; ".join(parts),
+        risk_score=risk,
+        constraints=constraints,
+        policy_ids=[r.policy_id for r in deciding] + [r.policy_id for r in others],
+        review_timeout_seconds=review_timeout,
+        audit_parameters=audit_parameters,
+    )
+
+
+def _variables(compiled: CompiledCapability, proposal: Proposal, now: datetime) -> dict[str, Any]:
+    """The CEL scope, restricted to the names the candidate rules reference (conversion costs ~0.5 µs a value)."""
+    wanted = compiled.variables
+    variables: dict[str, Any] = {}
+    if "action" in wanted:
+        action = proposal.action
+        variables["action"] = {
+            "capability": action.capability,
+            "parameters": action.parameters,
+            "resource": action.resource,
+        }
+    if "actor" in wanted:
+        variables["actor"] = {"id": proposal.actor.id, "type": proposal.actor.type}
+    if "context" in wanted:
+        variables["context"] = {
+            "session_id": proposal.context.session_id,
+            "metadata": proposal.context.metadata,
+        }
+    if "time" in wanted:
+        utc = now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
+        variables["time"] = {"now": utc, "hour": utc.hour, "day_of_week": utc.weekday()}
+    if "risk" in wanted:
+        variables["risk"] = compiled.base_risk
+    if "risk_level" in wanted:
+        variables["risk_level"] = compiled.capability.risk_level
+    return variables
+
+
+def _precedence(rule: CompiledRule) -> tuple[int, int]:
+    return (-rule.rule.priority, rule.order)
+
+
+def _rule_reason(rule: CompiledRule) -> str:
+    if rule.rule.reason:
+        return rule.rule.reason
+    if rule.condition.always_true:
+        return f"applies to every '{rule.rule.capability}' proposal"
+    return f"condition `{rule.condition.source}` is true"
+
+
+def _list_ids(rules: Sequence[CompiledRule]) -> str:
+    ids = [r.policy_id for r in rules[:_LISTED_IDS]]
+    more = len(rules) - len(ids)
+    return ", ".join(ids) + (f" and {more} more" if more else "")
+
+
+def _list_outcomes(rules: Sequence[CompiledRule]) -> str:
+    return ", ".join(f"{r.outcome} of {r.policy_id}" for r in rules[:_LISTED_IDS]) + (
+        f" and {len(rules) - _LISTED_IDS} more" if len(rules) > _LISTED_IDS else ""
+    )
+
+
+def _clamp(value: float) -> float:
+    return round(min(1.0, max(0.0, value)), 4)
+
+
+def _risk(compiled: CompiledCapability, matched: Sequence[CompiledRule]) -> tuple[float, str]:
+    level = compiled.capability.risk_level
+    total = compiled.base_risk
+    text = f"= base {compiled.base_risk:g} ({level})"
+    for rule in matched:
+        adjustment = rule.rule.risk
+        if adjustment:
+            total += adjustment
+            text += f" {'+' if adjustment > 0 else '-'} {abs(adjustment):g} ({rule.policy_id})"
+    score = _clamp(total)
+    if score != round(total, 4):
+        text += ", clamped to 0..1"
+    return score, f"risk {score:g} {text}"
+
+
+def _error_text(exc: BaseException) -> str:
+    message = str(exc)
+    if isinstance(exc, KeyError):
+        message = f"no such key {message} (guard optional fields with has(...))"
+    text = f"{type(exc).__name__}: {message}"
+    return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 3] + "..."
+
+
+def _fail_closed(
+    failed: Sequence[tuple[CompiledRule, str]],
+    matched: Sequence[CompiledRule],
+    risk: float,
+    risk_text: str,
+    audit_parameters: dict[str, Any],
+) -> Evaluation:
+    first, error = failed[0]
+    more = f" (and {len(failed) - 1} more failing condition{'s' if len(failed) > 2 else ''})" if len(failed) > 1 else ""
+    reason = (
+        f"DENY (fail-closed): the condition of rule {first.policy_id} could not be evaluated: {error}{more}; "
+        f"fix the condition or the proposal; {risk_text}"
+    )
+    ids = [rule.policy_id for rule, _ in failed]
+    ids += [rule.policy_id for rule in sorted(matched, key=lambda r: (-r.strictness, *_precedence(r)))]
+    return Evaluation(
+        outcome="DENY",
+        reason=reason,
+        risk_score=risk,
+        constraints={},
+        policy_ids=ids,
+        review_timeout_seconds=None,
+        audit_parameters=audit_parameters,
+    )
