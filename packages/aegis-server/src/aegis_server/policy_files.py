@@ -33,6 +33,7 @@ __all__ = [
     "load_policy_paths",
     "load_policy_set",
     "parse_policy_text",
+    "read_yaml_file",
 ]
 
 POLICY_FILE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -238,6 +239,32 @@ def _document_contents(document: Any, source: str, docs: PolicyDocuments) -> lis
     return problems
 
 
+def read_yaml_file(path: Path) -> list[Any]:
+    """Read a YAML (or, for `.json`, JSON) file with the loader's safety checks; return its documents.
+
+    Raises `PolicySetError` naming the file (and line) when it cannot be read or parsed.
+    """
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PolicySetError(
+            [PolicyProblem(message=f"cannot read the file: {exc.strerror or exc}", source=source)]
+        ) from None
+    if len(raw) > _MAX_FILE_BYTES:
+        raise PolicySetError([PolicyProblem(message=f"the file is larger than {_MAX_FILE_BYTES} bytes", source=source)])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicySetError(
+            [PolicyProblem(message=f"the file is not UTF-8 text ({exc.reason})", source=source)]
+        ) from None
+    documents, problems = _parse_documents(text, source, as_json=path.suffix.lower() == ".json")
+    if problems:
+        raise PolicySetError(problems)
+    return documents
+
+
 def parse_policy_text(text: str, source: str = "<input>", *, as_json: bool = False) -> PolicyDocuments:
     """Parse one file's text; raise `PolicySetError` with every problem found."""
     docs = PolicyDocuments(files=[source])
@@ -275,24 +302,16 @@ def _load_paths(paths: Sequence[Path]) -> tuple[PolicyDocuments, list[PolicyProb
     for file in files:
         source = str(file)
         try:
-            raw = file.read_bytes()
-        except OSError as exc:
-            problems.append(PolicyProblem(message=f"cannot read the file: {exc.strerror or exc}", source=source))
-            continue
-        if len(raw) > _MAX_FILE_BYTES:
-            problems.append(
-                PolicyProblem(message=f"the file is larger than {_MAX_FILE_BYTES} bytes; split it", source=source)
-            )
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            problems.append(PolicyProblem(message=f"the file is not UTF-8 text ({exc.reason})", source=source))
-            continue
-        try:
-            file_docs = parse_policy_text(text, source, as_json=file.suffix.lower() == ".json")
+            documents = read_yaml_file(file)
         except PolicySetError as exc:
             problems.extend(exc.problems)
+            continue
+        file_docs = PolicyDocuments()
+        file_problems: list[PolicyProblem] = []
+        for document in documents:
+            file_problems.extend(_document_contents(document, source, file_docs))
+        if file_problems:
+            problems.extend(file_problems)
             continue
         for policy in file_docs.policies:
             first = policy_files.setdefault(policy.name, source)
