@@ -501,8 +501,13 @@ class Store:
         audit_ref = decision.audit_ref or _new_audit_ref()
         review_status = (decision.review.status if decision.review is not None else "pending") if escalate else None
         proposal_payload = normalise_json(dict(record.proposal_audit))
+        parent = record.consumes_token_of
         try:
             async with self._write() as conn:
+                if parent is not None and (
+                    await conn.scalar(sa.select(decisions.c.decision_id).where(decisions.c.decision_id == parent))
+                ) is None:
+                    raise NotFound("decision", parent)
                 await conn.execute(
                     sa.insert(decisions).values(
                         decision_id=decision.decision_id,
@@ -541,7 +546,6 @@ class Store:
                     )
                     if inserted.rowcount != 1:
                         raise _IdempotentReplay
-                parent = record.consumes_token_of
                 if parent is not None:
                     consumed = await conn.execute(
                         sa.update(decisions)
@@ -549,11 +553,6 @@ class Store:
                         .values(token_used_at=now, token_used_by=decision.decision_id)
                     )
                     if consumed.rowcount != 1:
-                        exists = await conn.scalar(
-                            sa.select(decisions.c.decision_id).where(decisions.c.decision_id == parent)
-                        )
-                        if exists is None:
-                            raise NotFound("decision", parent)
                         raise TokenAlreadyUsed(parent)
                 audit = self._audit(conn, now)
                 common: dict[str, Any] = {

@@ -1,0 +1,128 @@
+"""canonical_json / canonical_hash: one byte string per JSON value, whatever the key order or Unicode form."""
+
+from __future__ import annotations
+
+import json
+import random
+import unicodedata
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aegis_server.canonical import canonical_hash, canonical_json, normalise_json
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    _scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def _typed(value: Any) -> Any:
+    """A type-tagged, order-free view of a JSON value: what "the same value" means for canonical JSON
+    (NFC-equal strings are equal; 1 and 1.0 are the same JSON number; true is not 1)."""
+    if isinstance(value, float) and value == 0.0:
+        return ("number", 0)
+    if value is None or isinstance(value, bool):
+        return ("atom", value)
+    if isinstance(value, int | float):
+        if (isinstance(value, int) or value.is_integer()) and abs(value) < 2**53:
+            return ("number", int(value))
+        # beyond 2**53 an int and a float are spelt differently (digits vs exponent): different values
+        return ("number", type(value).__name__, value)
+    if isinstance(value, str):
+        return ("string", unicodedata.normalize("NFC", value))
+    if isinstance(value, list):
+        return ("array", tuple(_typed(item) for item in value))
+    return ("object", frozenset((unicodedata.normalize("NFC", k), _typed(v)) for k, v in value.items()))
+
+
+def _shuffled(value: Any, rng: random.Random) -> Any:
+    if isinstance(value, dict):
+        items = list(value.items())
+        rng.shuffle(items)
+        return {key: _shuffled(item, rng) for key, item in items}
+    if isinstance(value, list):
+        return [_shuffled(item, rng) for item in value]
+    return value
+
+
+def _nfd(value: Any) -> Any:
+    if isinstance(value, str):
+        return unicodedata.normalize("NFD", value)
+    if isinstance(value, dict):
+        return {unicodedata.normalize("NFD", key): _nfd(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_nfd(item) for item in value]
+    return value
+
+
+def _nfc_unique_keys(value: Any) -> bool:
+    if isinstance(value, dict):
+        keys = [unicodedata.normalize("NFC", key) for key in value]
+        return len(keys) == len(set(keys)) and all(_nfc_unique_keys(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_nfc_unique_keys(item) for item in value)
+    return True
+
+
+valid_values = json_values.filter(_nfc_unique_keys)
+
+
+@given(valid_values, st.randoms(use_true_random=False))
+def test_key_order_does_not_change_the_hash(value: Any, rng: random.Random) -> None:
+    assert canonical_hash(_shuffled(value, rng)) == canonical_hash(value)
+
+
+@given(valid_values)
+def test_unicode_normalisation_form_does_not_change_the_hash(value: Any) -> None:
+    assert canonical_hash(_nfd(value)) == canonical_hash(value)
+
+
+@settings(max_examples=300)
+@given(valid_values, valid_values)
+def test_different_values_have_different_hashes(a: Any, b: Any) -> None:
+    assert (canonical_hash(a) == canonical_hash(b)) == (_typed(a) == _typed(b))
+
+
+@given(valid_values)
+def test_output_is_compact_utf8_json_of_the_same_value(value: Any) -> None:
+    raw = canonical_json(value)
+    assert _typed(json.loads(raw.decode("utf-8"))) == _typed(value)
+    assert canonical_json(json.loads(raw)) == raw  # idempotent
+    assert canonical_hash(value) == __import__("hashlib").sha256(raw).hexdigest()
+
+
+def test_exact_bytes() -> None:
+    value = {"b": [1, 2.5, True, None], "a": "e\u0301", "é": {"z": 1.0, "y": -0.0}}
+    assert canonical_json(value) == '{"a":"é","b":[1,2.5,true,null],"é":{"y":0,"z":1}}'.encode()
+
+
+def test_keys_equal_after_nfc_are_rejected() -> None:
+    with pytest.raises(ValueError, match="NFC"):
+        canonical_json({"\u00e9": 1, "e\u0301": 2})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_floats_are_rejected(bad: float) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        canonical_json({"x": [bad]})
+
+
+@pytest.mark.parametrize("bad", [{1: "x"}, {"x": object()}, {"x": b"bytes"}, {"x": {1, 2}}])
+def test_non_json_types_are_rejected(bad: Any) -> None:
+    with pytest.raises(TypeError):
+        canonical_json(bad)
+
+
+def test_normalise_json_returns_plain_data() -> None:
+    assert normalise_json(({"k": 2.0},)) == [{"k": 2}]
