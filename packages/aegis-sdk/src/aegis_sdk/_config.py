@@ -145,7 +145,7 @@ def _timeout(value: float | None, env: Mapping[str, str]) -> float:
     if value is None:
         raw = env.get(ENV_TIMEOUT, "").strip() or DEFAULT_TIMEOUT
     where = _source("timeout", ENV_TIMEOUT, from_env)
-    number = _as_float(raw, "timeout", where, ENV_TIMEOUT)
+    number = _as_float(raw, "timeout", where, ENV_TIMEOUT, from_env)
     if not number > 0 or not math.isfinite(number):
         raise ConfigurationError(
             f"timeout must be a positive number of seconds, got {raw!r} from {where}; "
@@ -165,7 +165,7 @@ def _retries(value: int | None, env: Mapping[str, str]) -> int:
         f"retries must be a whole number >= 0 (retries after the first attempt), got {raw!r} from {where}; "
         f"set retries= or {ENV_RETRIES} (default {DEFAULT_RETRIES})."
     )
-    if isinstance(raw, bool):
+    if isinstance(raw, bool) or (isinstance(raw, str) and not from_env):
         raise ConfigurationError(message, code="invalid_retries")
     if isinstance(raw, str):
         try:
@@ -179,7 +179,7 @@ def _retries(value: int | None, env: Mapping[str, str]) -> int:
 
 def _retry_delay(value: float | None) -> float:
     raw: object = DEFAULT_RETRY_DELAY if value is None else value
-    number = _as_float(raw, "retry_delay", "the retry_delay= argument", None)
+    number = _as_float(raw, "retry_delay", "the retry_delay= argument", None, False)
     if not number >= 0 or not math.isfinite(number):
         raise ConfigurationError(
             f"retry_delay must be a number of seconds >= 0, got {raw!r} (default {DEFAULT_RETRY_DELAY}).",
@@ -188,9 +188,9 @@ def _retry_delay(value: float | None) -> float:
     return number
 
 
-def _as_float(raw: object, argument: str, where: str, env_var: str | None) -> float:
+def _as_float(raw: object, argument: str, where: str, env_var: str | None, from_env: bool) -> float:
     fix = f"set {argument}=" + (f" or {env_var}" if env_var else "")
-    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)) or (isinstance(raw, str) and not from_env):
         raise ConfigurationError(
             f"{argument} must be a number of seconds, got {type(raw).__name__} from {where}; {fix}.",
             code=f"invalid_{argument}",
