@@ -445,11 +445,16 @@ class GovernanceService:
         self._signer: TokenSigner | None = None
 
     async def start(self) -> None:
+        """Prepare the token signer and load the policy set (raises PolicySetError if it does not compile)."""
+        await self.init_tokens()
+        await self.policies.load()
+
+    async def init_tokens(self) -> None:
+        """The token secret: `settings.secret`, else the one kept in the store (made on first start)."""
         secret = self.settings.token_secret()
         if secret is None:
             secret = await self.store.get_or_create_secret()
         self._signer = TokenSigner(secret)
-        await self.policies.load()
 
     @property
     def signer(self) -> TokenSigner:
@@ -794,11 +799,11 @@ class GovernanceService:
         return DecisionPage(items=items, next_cursor=next_cursor)
 
     async def review(self, decision_id: str, request: ReviewRequest, *, reviewer: str) -> Decision:
-        current = await self._load(decision_id)
+        await self._load(decision_id)  # 404 for an unknown id; expires an overdue review first
         now = self.clock()
         token: str | None = None
         token_expires: datetime | None = None
-        if request.approve and _is_pending(current):
+        if request.approve:
             binding = await self.store.get_decision_binding(decision_id)
             if binding is None:
                 raise not_found("decision", decision_id)
