@@ -165,11 +165,13 @@ def test_capability_routes(http: httpx.Client, fake: FakePlatform) -> None:
     created = http.post("/api/v1/capabilities", json={"name": "email.send", "risk_level": "low"})
     assert created.status_code == 201
     assert Capability.model_validate(created.json()).risk_level == "low"
-    listed = http.get("/api/v1/capabilities").json()["items"]
+    listed = http.get("/api/v1/capabilities").json()
     assert [c["name"] for c in listed] == ["email.send"]
     assert http.get("/api/v1/capabilities/email.send").json()["name"] == "email.send"
     error_of(http.get("/api/v1/capabilities/nope"), 404, "not_found")
     error_of(http.post("/api/v1/capabilities", json={"name": "bad name!"}), 422, "invalid_request")
+    replaced = http.post("/api/v1/capabilities", json={"name": "email.send", "risk_level": "high"})
+    assert replaced.status_code == 200 and replaced.json()["risk_level"] == "high"
     assert "email.send" in fake.capabilities
 
 
@@ -188,30 +190,31 @@ def test_confirmation_round_trip(http: httpx.Client, fake: FakePlatform) -> None
     assert confirmed.constraints == {"max_amount": 50}
     assert confirmed.confirmation_token is None
     details = error_of(http.post(PROPOSE, json=again), 409, "confirmation_used")
-    assert details["decision_id"] == first.decision_id
+    assert details["parent_decision_id"] == first.decision_id
+    assert first.decision_id in confirmed.reason
     assert len(fake.proposals) == 3
     assert fake.proposals[1].confirmation_token == first.confirmation_token
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "mismatched"),
     [
-        {"actor": {"id": "agent-2", "type": "ai-agent"}},
-        {"action": {"capability": "payments.refund", "parameters": {"amount": 41}}},
-        {"action": {"capability": "payments.charge", "parameters": {"amount": 40}}},
+        ({"actor": {"id": "agent-2", "type": "ai-agent"}}, "actor"),
+        ({"action": {"capability": "payments.refund", "parameters": {"amount": 41}}}, "parameters"),
+        ({"action": {"capability": "payments.charge", "parameters": {"amount": 40}}}, "capability"),
     ],
-    ids=["actor", "parameters", "capability"],
 )
 def test_token_is_bound_to_actor_capability_and_parameters(
-    http: httpx.Client, fake: FakePlatform, change: dict[str, Any]
+    http: httpx.Client, fake: FakePlatform, change: dict[str, Any], mismatched: str
 ) -> None:
     fake.script("payments.*", "REQUIRE_CONFIRMATION")
     token = decision_of(http.post(PROPOSE, json=body(amount=40))).confirmation_token
-    error_of(
+    details = error_of(
         http.post(PROPOSE, json={**body(amount=40), **change, "confirmation_token": token}),
         409,
         "confirmation_mismatch",
     )
+    assert details["mismatched"] == [mismatched]
     # a mismatch does not burn the token
     assert decision_of(http.post(PROPOSE, json={**body(amount=40), "confirmation_token": token})).outcome == "ALLOW"
 
@@ -297,7 +300,7 @@ def test_review_of_a_non_escalation_is_not_pending(http: httpx.Client, fake: Fak
         409,
         "not_pending",
     )
-    with pytest.raises(ValueError, match="not a pending review"):
+    with pytest.raises(ValueError, match="not awaiting review"):
         fake.approve(allowed.decision_id)
     with pytest.raises(LookupError, match="dec_missing"):
         fake.deny("dec_missing")
@@ -311,7 +314,7 @@ def test_review_deadline_expires_as_the_clock_advances(http: httpx.Client, fake:
     fake.advance(1)
     expired = decision_of(http.get(f"/api/v1/governance/decisions/{pending.decision_id}"))
     assert expired.review is not None and expired.review.status == "expired"
-    with pytest.raises(ValueError, match="not a pending review"):
+    with pytest.raises(ValueError, match="not awaiting review"):
         fake.expire(pending.decision_id)
 
 
@@ -354,11 +357,13 @@ def test_idempotency_key_returns_the_same_decision_once(http: httpx.Client, fake
     again = decision_of(http.post(PROPOSE, json=body(amount=1), headers=headers))
     assert again == first
     assert len(fake.proposals) == 1 and len(fake.decisions) == 1
+    replay = http.post(PROPOSE, json=body(amount=1), headers=headers)
+    assert replay.headers["idempotent-replayed"] == "true"
     details = error_of(http.post(PROPOSE, json=body(amount=2), headers=headers), 409, "idempotency_conflict")
-    assert details["idempotency_key"] == "key-1"
+    assert details["decision_id"] == first.decision_id
     # the repeat consumed no scripted outcome
     assert decision_of(http.post(PROPOSE, json=body(amount=1))).outcome == "ALLOW"
-    assert len([r for r in fake.requests if r.headers.get("idempotency-key") == "key-1"]) == 3
+    assert len([r for r in fake.requests if r.headers.get("idempotency-key") == "key-1"]) == 4
 
 
 def test_idempotency_keys_are_scoped_by_api_key(fake: FakePlatform) -> None:
@@ -377,7 +382,7 @@ def test_execution_report_once_and_only_after_allow(http: httpx.Client, fake: Fa
     url = f"/api/v1/governance/decisions/{allowed.decision_id}/execution"
     report = {"status": "FAILED", "error": {"code": "timeout", "message": "bank API"}, "duration_ms": 12.5}
     recorded = http.post(url, json=report)
-    assert recorded.status_code == 200
+    assert recorded.status_code == 201
     assert recorded.json()["decision_id"] == allowed.decision_id
     assert recorded.json()["audit_ref"].startswith("aud_")
     assert fake.executions[allowed.decision_id].error is not None
@@ -427,13 +432,17 @@ def test_decision_list_filters_and_pages_newest_first(http: httpx.Client, fake: 
         {"limit": "201"},
         {"limit": "x"},
         {"outcome": "MAYBE"},
-        {"cursor": "garbage!"},
         {"since": "yesterday"},
     ],
 )
 def test_decision_list_rejects_bad_query(http: httpx.Client, params: dict[str, str]) -> None:
     details = error_of(http.get("/api/v1/governance/decisions", params=params), 422, "invalid_request")
-    assert details["errors"][0]["loc"][0] == "query"
+    assert details["errors"][0]["loc"] == ["query", next(iter(params))]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/governance/decisions", "/api/v1/audit/log"])
+def test_lists_reject_a_foreign_cursor(http: httpx.Client, path: str) -> None:
+    assert error_of(http.get(path, params={"cursor": "garbage!"}), 422, "invalid_request") == {"field": "cursor"}
 
 
 # -- policies ------------------------------------------------------------------------------------------------
@@ -443,22 +452,24 @@ def test_policy_crud_and_validation(http: httpx.Client, fake: FakePlatform) -> N
     policy = {"name": "payments", "rules": [{"capability": "payments.*", "outcome": "ESCALATE", "condition": "true"}]}
     assert http.post("/api/v1/policies", json=policy).status_code == 201
     error_of(http.post("/api/v1/policies", json=policy), 409, "policy_conflict")
-    assert [p["name"] for p in http.get("/api/v1/policies").json()["items"]] == ["payments"]
-    updated = http.put("/api/v1/policies/payments", json={"rules": [], "description": "off"})
+    assert [p["name"] for p in http.get("/api/v1/policies").json()] == ["payments"]
+    updated = http.put("/api/v1/policies/payments", json={"name": "payments", "rules": [], "description": "off"})
     assert updated.status_code == 200 and updated.json()["description"] == "off"
-    error_of(http.put("/api/v1/policies/payments", json={"name": "other"}), 422, "invalid_request")
-    error_of(http.put("/api/v1/policies/missing", json={"rules": []}), 404, "not_found")
     assert fake.policies["payments"].description == "off"
+    details = error_of(http.put("/api/v1/policies/payments", json={"name": "other"}), 422, "invalid_request")
+    assert details["errors"][0]["loc"] == ["body", "name"]
+    assert http.put("/api/v1/policies/fresh", json={"name": "fresh"}).status_code == 201
     duplicate_rules = {"name": "dup", "rules": [{"id": "r", "capability": "*", "outcome": "DENY"}] * 2}
     details = error_of(http.post("/api/v1/policies", json=duplicate_rules), 422, "invalid_policy")
     assert details["errors"][0]["rule"] == "r"
 
-    valid = http.post("/api/v1/policies/validate", json={"policies": [policy]}).json()
-    assert valid == {"valid": True, "errors": []}
-    invalid = http.post("/api/v1/policies/validate", json={"name": "x", "rules": [{"capability": "*"}]}).json()
-    assert invalid["valid"] is False and "outcome" in invalid["errors"][0]["message"]
-    assert "x" not in fake.policies
+    assert http.post("/api/v1/policies/validate", json=policy).json() == {"valid": True, "errors": []}
+    invalid = http.post("/api/v1/policies/validate", json=duplicate_rules).json()
+    assert invalid["valid"] is False and invalid["errors"][0]["policy"] == "dup"
+    error_of(http.post("/api/v1/policies/validate", json={"name": "x", "rules": [{}]}), 422, "invalid_request")
+    assert "dup" not in fake.policies
 
+    assert http.get("/api/v1/policies/fresh").json()["name"] == "fresh"
     assert http.delete("/api/v1/policies/payments").status_code == 204
     error_of(http.get("/api/v1/policies/payments"), 404, "not_found")
     error_of(http.delete("/api/v1/policies/payments"), 404, "not_found")
@@ -507,7 +518,11 @@ def test_audit_log_trail_and_verify(http: httpx.Client, fake: FakePlatform) -> N
     assert rest["items"][0]["previous_hash"] == log["items"][-1]["hash"]
     assert log["items"][0]["previous_hash"] == "0" * 64
     decisions_only = http.get("/api/v1/audit/log", params={"outcome": "ALLOW"}).json()["items"]
-    assert {r["event_type"] for r in decisions_only} == {"decision", "execution"}
+    assert {r["event_type"] for r in decisions_only} == {"decision"}
+    by_type = http.get("/api/v1/audit/log", params={"event_type": "confirmation"}).json()["items"]
+    assert [r["decision_id"] for r in by_type] == [first.decision_id]
+    one = http.get("/api/v1/audit/log", params={"decision_id": confirmed.decision_id}).json()["items"]
+    assert len(one) == 3
 
     verified = http.get("/api/v1/audit/verify").json()
     assert verified["valid"] is True and verified["records_checked"] == len(fake.audit_log)

@@ -148,6 +148,8 @@ class DecisionFilters:
     review_status: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    event_type: str | None = None
+    decision_id: str | None = None
 
 
 class Core:
@@ -313,8 +315,9 @@ class Core:
 
     # -- proposals ------------------------------------------------------------------------------------
 
-    def propose(self, proposal: Proposal, idempotency: tuple[str, str, str] | None) -> Decision:
-        """Decide `proposal`. `idempotency` is (api key, Idempotency-Key, request hash) or None."""
+    def propose(self, proposal: Proposal, idempotency: tuple[str, str, str] | None) -> tuple[Decision, bool]:
+        """Decide `proposal`; returns (decision, replayed). `idempotency` is (api key hash, Idempotency-Key,
+        request hash) or None. A replay (same key, same request) returns the stored decision."""
         with self.lock:
             self.expire_due()
             if idempotency is not None:
@@ -327,15 +330,15 @@ class Core:
                             "idempotency_conflict",
                             "This Idempotency-Key was already used with a different request body. Use a new key "
                             "for a new proposal (the SDK makes one per propose() call).",
-                            {"idempotency_key": key_name},
+                            {"decision_id": stored[1]},
                         )
-                    return self.entries[stored[1]].decision
+                    return self.entries[stored[1]].decision, True
             self.proposals.append(proposal)
             confirming = proposal.confirmation_token is not None
             decision = self._confirm(proposal) if confirming else self._decide(proposal)
             if idempotency is not None:
                 self.idempotency[(idempotency[0], idempotency[1])] = (idempotency[2], decision.decision_id)
-            return decision
+            return decision, False
 
     def check_capability(self, proposal: Proposal) -> None:
         name = proposal.action.capability
@@ -343,24 +346,39 @@ class Core:
         if capability is None:
             if self.strict_capabilities:
                 suggestions = difflib.get_close_matches(name, list(self.capabilities), n=3, cutoff=0.6)
-                hint = f" Did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+                hint = (
+                    "Did you mean " + " or ".join(repr(s) for s in suggestions) + "?"
+                    if suggestions
+                    else "Register it (FakePlatform.register_capability or POST /api/v1/capabilities) or check "
+                    "the spelling."
+                )
+                self._audit_rejection(proposal, "unknown_capability", {"suggestions": suggestions})
                 raise governance_error(
                     404,
                     "unknown_capability",
-                    f"The capability {name!r} is not registered.{hint} Register it (POST /api/v1/capabilities, "
-                    f"or FakePlatform.register_capability) or fix the name.",
+                    f"Unknown capability {name!r}. {hint}",
                     {"capability": name, "suggestions": suggestions},
                 )
             return
         errors = _schema.validate(capability.parameter_schema, proposal.action.parameters)
         if errors:
-            summary = "; ".join(f"{e['field']} {e['message']}" for e in errors[:5])
+            field = errors[0]["field"]
+            self._audit_rejection(proposal, "invalid_parameters", {"field": field})
             raise governance_error(
                 422,
                 "invalid_parameters",
-                f"The parameters do not match the schema of {name!r}: {summary}. Fix them and propose again.",
-                {"capability": name, "field": errors[0]["field"], "errors": errors},
+                f"Invalid parameters for {name!r}: {field}: {errors[0]['message']}. Fix the parameters to match "
+                "the capability's parameter_schema (GET /api/v1/capabilities/{name}).",
+                {"capability": name, "field": field, "errors": errors},
             )
+
+    def _audit_rejection(self, proposal: Proposal, code: str, payload: dict[str, Any]) -> None:
+        self.append_audit(
+            "confirmation_rejected" if proposal.confirmation_token else "proposal_rejected",
+            decision_id=payload.get("parent_decision_id"),
+            proposal=proposal,
+            payload={"code": code, "params_hash": canonical_hash(proposal.action.parameters), **payload},
+        )
 
     def _new_entry(self, proposal: Proposal, decision: Decision, **extra: Any) -> DecisionEntry:
         entry = DecisionEntry(self._next(), decision, proposal, self.now(), **extra)
@@ -408,7 +426,13 @@ class Core:
             decision_id=decision_id,
             proposal=proposal,
             outcome=outcome,
-            payload={"reason": reason, "risk_score": risk, "policy_ids": policy_ids, "constraints": constraints},
+            payload={
+                "outcome": outcome,
+                "reason": reason,
+                "risk_score": risk,
+                "policy_ids": policy_ids,
+                "constraints": constraints,
+            },
         )
         decision = Decision(
             decision_id=decision_id,
@@ -428,7 +452,7 @@ class Core:
 
     def _issue_token(self, decision_id: str, proposal: Proposal) -> tuple[str, datetime]:
         token = "ctok_" + secrets.token_urlsafe(24)
-        expires = self.now() + self.confirmation_ttl
+        expires = (self.now() + self.confirmation_ttl).replace(microsecond=0)
         self.tokens[token] = _Token(
             decision_id=decision_id,
             actor_id=proposal.actor.id,
@@ -438,60 +462,53 @@ class Core:
         )
         return token, expires
 
-    def _reject_token(self, proposal: Proposal, code: str, message: str, parent: str | None) -> ApiError:
-        self.append_audit(
-            "confirmation_rejected",
-            decision_id=parent,
-            proposal=proposal,
-            payload={"code": code},
-        )
-        return governance_error(409, code, message, {"decision_id": parent} if parent else {})
+    def _reject_token(
+        self, proposal: Proposal, code: str, parent: str, mismatched: list[str] | None = None
+    ) -> ApiError:
+        details: dict[str, Any] = {"parent_decision_id": parent}
+        if mismatched:
+            details["mismatched"] = mismatched
+        self._audit_rejection(proposal, code, dict(details))
+        messages = {
+            "confirmation_used": "This confirmation token was already used; a token allows one action. Propose "
+            "again to get a new decision.",
+            "confirmation_expired": "This confirmation token has expired. Propose again to get a new decision.",
+            "confirmation_mismatch": "This confirmation token was issued for a different "
+            + ", ".join(mismatched or ())
+            + ". Resubmit exactly the proposal that received the token.",
+        }
+        return governance_error(409, code, messages[code], details)
 
     def _confirm(self, proposal: Proposal) -> Decision:
-        presented = proposal.confirmation_token or ""
-        token = self.tokens.get(presented)
+        token = self.tokens.get(proposal.confirmation_token or "")
         if token is None:
-            raise self._reject_token(
-                proposal,
+            self._audit_rejection(proposal, "confirmation_invalid", {})
+            raise governance_error(
+                409,
                 "confirmation_invalid",
-                "The confirmation token is not one this platform issued. Use the confirmation_token of the "
-                "REQUIRE_CONFIRMATION decision (or of the approved ESCALATE) unchanged.",
-                None,
+                "The confirmation token was not issued by this platform (or is damaged). Resubmit with the token "
+                "exactly as it came in the decision, or propose again without one.",
             )
         parent = token.decision_id
         if token.used:
-            raise self._reject_token(
-                proposal,
-                "confirmation_used",
-                f"The confirmation token of decision {parent} was already used. A token confirms one action "
-                "once; propose again to get a new decision.",
-                parent,
+            raise self._reject_token(proposal, "confirmation_used", parent)
+        mismatched = [
+            name
+            for name, same in (
+                ("actor", token.actor_id == proposal.actor.id),
+                ("capability", token.capability == proposal.action.capability),
+                ("parameters", token.params_hash == canonical_hash(proposal.action.parameters)),
             )
+            if not same
+        ]
+        if mismatched:
+            raise self._reject_token(proposal, "confirmation_mismatch", parent, mismatched)
         if self.now() >= token.expires_at:
-            raise self._reject_token(
-                proposal,
-                "confirmation_expired",
-                f"The confirmation token of decision {parent} expired at {rfc3339(token.expires_at)}. Propose "
-                "again to get a new decision.",
-                parent,
-            )
-        if (token.actor_id, token.capability, token.params_hash) != (
-            proposal.actor.id,
-            proposal.action.capability,
-            canonical_hash(proposal.action.parameters),
-        ):
-            raise self._reject_token(
-                proposal,
-                "confirmation_mismatch",
-                f"The confirmation token of decision {parent} was issued for another actor, capability or "
-                "parameters. Resubmit exactly the proposal that was confirmed.",
-                parent,
-            )
+            raise self._reject_token(proposal, "confirmation_expired", parent)
         token.used = True
         parent_decision = self.entries[parent].decision
         now = self.now()
         decision_id = self._id("dec")
-        self.append_audit("confirmation", decision_id=parent, proposal=proposal, payload={"confirmed_by": decision_id})
         self.append_audit(
             "proposal",
             decision_id=decision_id,
@@ -503,13 +520,18 @@ class Core:
                 "parent_decision_id": parent,
             },
         )
-        reason = f"Confirmed: resubmitted with the confirmation token of decision {parent}."
+        review = parent_decision.review
+        how = f"approved by {review.reviewer}" if review is not None and review.reviewer else "confirmed with its token"
+        reason = f"Decision {parent} was {how}. Original decision: {parent_decision.reason}"
         record = self.append_audit(
             "decision",
             decision_id=decision_id,
             proposal=proposal,
             outcome="ALLOW",
-            payload={"reason": reason, "parent_decision_id": parent},
+            payload={"outcome": "ALLOW", "reason": reason, "parent_decision_id": parent},
+        )
+        self.append_audit(
+            "confirmation", decision_id=parent, proposal=proposal, payload={"token_consumed_by": decision_id}
         )
         decision = Decision(
             decision_id=decision_id,
@@ -552,14 +574,7 @@ class Core:
             entry = self.entry(decision_id)
             review = entry.decision.review
             if entry.decision.outcome != "ESCALATE" or review is None or review.status != "pending":
-                state = review.status if review is not None else f"an {entry.decision.outcome} decision"
-                raise governance_error(
-                    409,
-                    "not_pending",
-                    f"Decision {decision_id} is not a pending review (it is {state}). Only a pending ESCALATE "
-                    "can be approved or denied.",
-                    {"decision_id": decision_id, "review_status": review.status if review else None},
-                )
+                raise _not_pending(decision_id, review.status if review is not None else "not_escalated")
             now = self.now()
             status: ReviewStatus = "approved" if approve else "denied"
             changes: dict[str, Any] = {
@@ -573,8 +588,8 @@ class Core:
                 "review",
                 decision_id=decision_id,
                 proposal=entry.proposal,
-                outcome=entry.decision.outcome,
-                payload={"status": status, "reviewer": reviewer, "note": note},
+                outcome=None if approve else "DENY",
+                payload={"status": status, "reviewer": reviewer, "note": note, "resolved_at": rfc3339(now)},
             )
             return entry.decision
 
@@ -583,12 +598,7 @@ class Core:
             entry = self.entry(decision_id)
             review = entry.decision.review
             if review is None or review.status != "pending":
-                raise governance_error(
-                    409,
-                    "not_pending",
-                    f"Decision {decision_id} is not a pending review, so it cannot expire.",
-                    {"decision_id": decision_id},
-                )
+                raise _not_pending(decision_id, review.status if review is not None else "not_escalated")
             self._expire(entry)
             return entry.decision
 
@@ -599,8 +609,8 @@ class Core:
             "review_expired",
             decision_id=entry.decision.decision_id,
             proposal=entry.proposal,
-            outcome=entry.decision.outcome,
-            payload={"status": "expired"},
+            outcome="DENY",
+            payload={"status": "expired", "final_outcome": "DENY"},
         )
 
     def expire_due(self) -> None:
@@ -646,11 +656,12 @@ class Core:
                 "execution",
                 decision_id=decision_id,
                 proposal=entry.proposal,
-                outcome=entry.decision.outcome,
+                outcome=report.status,
                 payload={
                     "status": report.status,
+                    "error": report.error.model_dump(mode="json") if report.error else None,
                     "duration_ms": report.duration_ms,
-                    "error_code": report.error.code if report.error else None,
+                    "result_sha256": canonical_hash(report.result) if report.result is not None else None,
                 },
             )
             return ExecutionRecord(
@@ -659,11 +670,13 @@ class Core:
 
     # -- registry and policies ----------------------------------------------------------------------
 
-    def put_capability(self, capability: Capability) -> Capability:
+    def put_capability(self, capability: Capability) -> bool:
+        """Register or replace; True when it was new."""
         with self.lock:
+            created = capability.name not in self.capabilities
             self.capabilities[capability.name] = capability
-            self.append_audit("capability_registered", payload={"name": capability.name})
-            return capability
+            self.append_audit("capability_registered", payload={"name": capability.name, "created": created})
+            return created
 
     def get_capability(self, name: str) -> Capability:
         with self.lock:
@@ -701,8 +714,10 @@ class Core:
                     )
         return problems
 
-    def put_policy(self, policy: Policy, *, create: bool) -> Policy:
+    def put_policy(self, policy: Policy, *, create: bool) -> bool:
+        """Store a policy (`create`: only if new, else 409); True when it was new."""
         with self.lock:
+            created = policy.name not in self.policies
             if create and policy.name in self.policies:
                 raise governance_error(
                     409,
@@ -720,8 +735,8 @@ class Core:
                     {"errors": [p.model_dump(mode="json") for p in problems]},
                 )
             self.policies[policy.name] = policy
-            self.append_audit("policy_updated", payload={"name": policy.name, "created": create})
-            return policy
+            self.append_audit("policy_updated", payload={"name": policy.name, "created": created})
+            return created
 
     def get_policy(self, name: str) -> Policy:
         with self.lock:
@@ -750,6 +765,16 @@ class Core:
         with self.lock:
             self.entry(decision_id)
             return [r for r in self.audit if r.decision_id == decision_id]
+
+
+def _not_pending(decision_id: str, status: str) -> ApiError:
+    return governance_error(
+        409,
+        "not_pending",
+        f"Decision {decision_id} is not awaiting review (status: {status}). Only a pending ESCALATE within its "
+        "deadline can be approved or denied.",
+        {"decision_id": decision_id, "status": status},
+    )
 
 
 def _as_outcome(answer: OutcomeSpec, defaults: Mapping[str, Any]) -> ScriptedOutcome:
@@ -789,6 +814,8 @@ def _record_matches(record: AuditRecord, filters: DecisionFilters) -> bool:
         (filters.capability, record.capability),
         (filters.outcome, record.outcome),
         (filters.session_id, record.session_id),
+        (filters.event_type, record.event_type),
+        (filters.decision_id, record.decision_id),
     )
     if any(wanted is not None and wanted != actual for wanted, actual in checks):
         return False

@@ -8,13 +8,14 @@ import json
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from aegis_sdk._version import __version__
 from aegis_sdk.models import (
     OUTCOMES,
     AuditPage,
@@ -63,6 +64,7 @@ class _Call:
     path: dict[str, str]
     body: Any
     api_key: str
+    response_headers: dict[str, str] = field(default_factory=dict)
 
 
 _Handler = Callable[[Core, _Call], "tuple[int, Any]"]
@@ -236,14 +238,19 @@ def _decode_cursor(kind: str, params: dict[str, str]) -> int | None:
             raise ValueError(text)
         return int(number)
     except (ValueError, binascii.Error):
-        raise _query_error("cursor", "is not a cursor this list returned; pass next_cursor unchanged") from None
+        raise _validation(
+            422,
+            "invalid_request",
+            "The cursor is not one this list returned. Pass next_cursor unchanged, or omit it for the first page.",
+            {"field": "cursor"},
+        ) from None
 
 
-def _filters(params: dict[str, str], *, reviews: bool) -> DecisionFilters:
+def _filters(params: dict[str, str], *, audit: bool) -> DecisionFilters:
     outcome = params.get("outcome")
     if outcome is not None and outcome not in OUTCOMES:
         raise _query_error("outcome", f"must be one of {', '.join(OUTCOMES)}")
-    review_status = params.get("review_status") if reviews else None
+    review_status = None if audit else params.get("review_status")
     if review_status is not None and review_status not in _REVIEW_STATUSES:
         raise _query_error("review_status", f"must be one of {', '.join(_REVIEW_STATUSES)}")
     return DecisionFilters(
@@ -254,6 +261,8 @@ def _filters(params: dict[str, str], *, reviews: bool) -> DecisionFilters:
         review_status=review_status,
         since=_time_param(params, "since"),
         until=_time_param(params, "until"),
+        event_type=params.get("event_type") if audit else None,
+        decision_id=params.get("decision_id") if audit else None,
     )
 
 
@@ -276,8 +285,11 @@ def _propose(core: Core, call: _Call) -> tuple[int, Any]:
     if key is not None:
         if not 1 <= len(key) <= 255:
             raise _query_error("Idempotency-Key", "must be 1 to 255 characters")
-        idempotency = (call.api_key, key, canonical_hash(call.body))
-    return 200, decision_json(core.propose(proposal, idempotency))
+        idempotency = (call.api_key, key, canonical_hash(proposal.model_dump(mode="json")))
+    decision, replayed = core.propose(proposal, idempotency)
+    if replayed:
+        call.response_headers["Idempotent-Replayed"] = "true"
+    return 200, decision_json(decision)
 
 
 def _get_decision(core: Core, call: _Call) -> tuple[int, Any]:
@@ -293,7 +305,7 @@ def _get_decision(core: Core, call: _Call) -> tuple[int, Any]:
 
 
 def _list_decisions(core: Core, call: _Call) -> tuple[int, Any]:
-    filters = _filters(call.params, reviews=True)
+    filters = _filters(call.params, audit=False)
     limit = _limit_param(call.params)
     items, position = core.list_decisions(filters, limit, _decode_cursor("d", call.params))
     page = DecisionPage(items=items, next_cursor=_encode_cursor("d", position))
@@ -308,17 +320,18 @@ def _review(core: Core, call: _Call) -> tuple[int, Any]:
 
 def _execution(core: Core, call: _Call) -> tuple[int, Any]:
     report = _model(ExecutionReport, call.body)
-    return 200, core.report_execution(call.path["id"], report).model_dump(mode="json")
+    return 201, core.report_execution(call.path["id"], report).model_dump(mode="json")
 
 
 def _list_capabilities(core: Core, call: _Call) -> tuple[int, Any]:
     with core.lock:
-        items = [c.model_dump(mode="json") for c in core.capabilities.values()]
-    return 200, {"items": items}
+        return 200, [c.model_dump(mode="json") for c in core.capabilities.values()]
 
 
 def _create_capability(core: Core, call: _Call) -> tuple[int, Any]:
-    return 201, core.put_capability(_model(Capability, call.body)).model_dump(mode="json")
+    capability = _model(Capability, call.body)
+    created = core.put_capability(capability)
+    return 201 if created else 200, capability.model_dump(mode="json")
 
 
 def _get_capability(core: Core, call: _Call) -> tuple[int, Any]:
@@ -327,12 +340,13 @@ def _get_capability(core: Core, call: _Call) -> tuple[int, Any]:
 
 def _list_policies(core: Core, call: _Call) -> tuple[int, Any]:
     with core.lock:
-        items = [p.model_dump(mode="json") for p in core.policies.values()]
-    return 200, {"items": items}
+        return 200, [p.model_dump(mode="json") for p in core.policies.values()]
 
 
 def _create_policy(core: Core, call: _Call) -> tuple[int, Any]:
-    return 201, core.put_policy(_model(Policy, call.body), create=True).model_dump(mode="json")
+    policy = _model(Policy, call.body)
+    core.put_policy(policy, create=True)
+    return 201, policy.model_dump(mode="json")
 
 
 def _get_policy(core: Core, call: _Call) -> tuple[int, Any]:
@@ -341,20 +355,16 @@ def _get_policy(core: Core, call: _Call) -> tuple[int, Any]:
 
 def _update_policy(core: Core, call: _Call) -> tuple[int, Any]:
     name = call.path["name"]
-    body = call.body
-    if isinstance(body, dict) and "name" not in body:
-        body = {**body, "name": name}
-    policy = _model(Policy, body)
+    policy = _model(Policy, call.body)
     if policy.name != name:
         raise _validation(
             422,
             "invalid_request",
-            f"The body names the policy {policy.name!r} but the path names {name!r}. Make them the same "
-            "(rename by creating the new name and deleting the old one).",
-            {"errors": [{"loc": ["body", "name"], "msg": "must match the path", "type": "value_error"}]},
+            f"The body names policy {policy.name!r} but the path names {name!r}. Make them equal.",
+            {"errors": [{"loc": ["body", "name"], "msg": "must equal the name in the path", "type": "value_error"}]},
         )
-    core.get_policy(name)
-    return 200, core.put_policy(policy, create=False).model_dump(mode="json")
+    created = core.put_policy(policy, create=False)
+    return 201 if created else 200, policy.model_dump(mode="json")
 
 
 def _delete_policy(core: Core, call: _Call) -> tuple[int, Any]:
@@ -362,35 +372,16 @@ def _delete_policy(core: Core, call: _Call) -> tuple[int, Any]:
     return 204, None
 
 
-def _validate_policies(core: Core, call: _Call) -> tuple[int, Any]:
-    body = call.body
-    if isinstance(body, dict) and isinstance(body.get("policies"), list):
-        raw_items: list[Any] = body["policies"]
-    elif isinstance(body, list):
-        raw_items = body
-    else:
-        raw_items = [body]
-    policies: list[Policy] = []
-    problems: list[dict[str, Any]] = []
-    for index, item in enumerate(raw_items):
-        try:
-            policies.append(Policy.model_validate(item))
-        except ValidationError as error:
-            name = item.get("name") if isinstance(item, dict) and isinstance(item.get("name"), str) else None
-            for e in error.errors(include_url=False, include_context=False, include_input=False):
-                where = ".".join(str(p) for p in e["loc"])
-                problems.append({"message": f"{where}: {e['msg']}", "policy": name, "source": f"policies[{index}]"})
+def _validate_policy(core: Core, call: _Call) -> tuple[int, Any]:
+    policy = _model(Policy, call.body)
     with core.lock:
-        candidates = {p.name: p for p in core.policies.values()}
-    candidates.update({p.name: p for p in policies})
-    problems.extend(p.model_dump(mode="json") for p in core.validate_policies(list(candidates.values())))
-    if len(policies) != len({p.name for p in policies}):
-        problems.append({"message": "the same policy name appears twice in the request"})
-    return 200, PolicyValidation.model_validate({"valid": not problems, "errors": problems}).model_dump(mode="json")
+        candidates = {**core.policies, policy.name: policy}
+    problems = core.validate_policies(list(candidates.values()))
+    return 200, PolicyValidation(valid=not problems, errors=problems).model_dump(mode="json")
 
 
 def _audit_log(core: Core, call: _Call) -> tuple[int, Any]:
-    filters = _filters(call.params, reviews=False)
+    filters = _filters(call.params, audit=True)
     limit = _limit_param(call.params)
     items, position = core.audit_log(filters, limit, _decode_cursor("a", call.params))
     return 200, AuditPage(items=items, next_cursor=_encode_cursor("a", position)).model_dump(mode="json")
@@ -407,11 +398,14 @@ def _audit_verify(core: Core, call: _Call) -> tuple[int, Any]:
 
 
 def _health(core: Core, call: _Call) -> tuple[int, Any]:
-    return 200, {"status": "ok", "version": "fake", "checks": {}}
+    return 200, {"status": "ok", "version": __version__, "checks": {}}
 
 
 def _ready(core: Core, call: _Call) -> tuple[int, Any]:
-    return 200, {"status": "ready", "version": "fake", "checks": {"store": "ok", "policies": "ok"}}
+    with core.lock:
+        counts = {"policies": len(core.policies), "capabilities": len(core.capabilities)}
+    checks = {"store": {"ok": True}, "policies": {"ok": True, **counts}}
+    return 200, {"status": "ready", "version": __version__, "checks": checks}
 
 
 _ID = r"(?P<id>[^/]+)"
@@ -427,10 +421,10 @@ _ROUTES: tuple[_Route, ...] = tuple(
         ("GET", "capabilities", "governance:read", _list_capabilities),
         ("POST", "capabilities", "policies:manage", _create_capability),
         ("GET", f"capabilities/{_NAME}", "governance:read", _get_capability),
-        ("POST", "policies/validate", "policies:manage", _validate_policies),
-        ("GET", "policies", "policies:manage", _list_policies),
+        ("POST", "policies/validate", "policies:manage", _validate_policy),
+        ("GET", "policies", "governance:read", _list_policies),
         ("POST", "policies", "policies:manage", _create_policy),
-        ("GET", f"policies/{_NAME}", "policies:manage", _get_policy),
+        ("GET", f"policies/{_NAME}", "governance:read", _get_policy),
         ("PUT", f"policies/{_NAME}", "policies:manage", _update_policy),
         ("DELETE", f"policies/{_NAME}", "policies:manage", _delete_policy),
         ("GET", "audit/log", "audit:read", _audit_log),
@@ -553,7 +547,7 @@ def _serve(core: Core, request: httpx.Request, path: str, request_id: str) -> ht
         status, payload = route.handler(core, call)
     except ApiError as error:
         return _error(error, request_id)
-    return _respond(status, payload, request_id)
+    return _respond(status, payload, request_id, call.response_headers)
 
 
 def _recorded_json(request: httpx.Request) -> Any:

@@ -201,16 +201,18 @@ class FakePlatform:
             risk_level=risk_level,
             parameter_schema=dict(parameter_schema) if parameter_schema is not None else {"type": "object"},
         )
-        return self._core.put_capability(capability)
+        self._core.put_capability(capability)
+        return capability
 
     def add_policy(self, policy: Policy | Mapping[str, Any]) -> Policy:
         """Store (or replace) a policy, as `PUT /api/v1/policies/{name}` would. Policies do not decide in
         the fake; they are served back by the policy routes."""
         model = policy if isinstance(policy, Policy) else Policy.model_validate(policy)
         try:
-            return self._core.put_policy(model, create=False)
+            self._core.put_policy(model, create=False)
         except ApiError as error:
             raise _python_error(error) from None
+        return model
 
     # -- failure injection --------------------------------------------------------------------------------
 

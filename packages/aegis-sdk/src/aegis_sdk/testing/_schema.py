@@ -31,7 +31,7 @@ def _is_type(value: Any, name: str) -> bool:
 
 
 def _error(field: str, keyword: str, message: str) -> dict[str, Any]:
-    return {"field": field or "(parameters)", "keyword": keyword, "message": message}
+    return {"field": field or "(root)", "message": message, "validator": keyword}
 
 
 def _join(base: str, key: str | int) -> str:
