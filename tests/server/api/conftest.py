@@ -3,6 +3,7 @@ with a hand-driven clock, the review-expiry task off (tests drive expiry), and a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -86,3 +87,12 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     assert error["request_id"] == response.headers["x-request-id"]
     assert error["message"]
     return error
+
+
+async def until_waiting(server: InProcessServer) -> None:
+    """Let the event loop run until a long poll has subscribed to review notifications."""
+    for _ in range(10_000):
+        if server.service.notifier.waiting:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("no long poll subscribed")

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Clock, ServerFactory, error_of, propose, proposal
+from conftest import Clock, ServerFactory, error_of, proposal, propose, until_waiting
 
 from aegis_server.inprocess import InProcessServer
 
@@ -246,8 +246,7 @@ async def test_background_expiry_wakes_a_long_poll(server: InProcessServer, cloc
     waiter = asyncio.create_task(
         client.get(f"/api/v1/governance/decisions/{pending['decision_id']}", params={"wait": 30})
     )
-    while server.service.notifier.waiting == 0:
-        await asyncio.sleep(0)
+    await until_waiting(server)
     clock.advance(601)
     assert await server.service.expire_due() == [pending["decision_id"]]
     got = (await waiter).json()
@@ -259,8 +258,7 @@ async def test_long_poll_returns_when_the_review_lands(server: InProcessServer) 
     pending = (await propose(client, _transfer())).json()
     url = f"/api/v1/governance/decisions/{pending['decision_id']}"
     waiter = asyncio.create_task(client.get(url, params={"wait": 30}))
-    while server.service.notifier.waiting == 0:
-        await asyncio.sleep(0)
+    await until_waiting(server)
     await client.post(f"{url}/review", json={"approve": True})
     got = (await waiter).json()
     assert got["review"]["status"] == "approved"
@@ -272,8 +270,7 @@ async def test_long_poll_sees_a_review_made_by_another_replica(make_server: Serv
         pending = (await propose(first.async_http_client(), _transfer())).json()
         url = f"/api/v1/governance/decisions/{pending['decision_id']}"
         waiter = asyncio.create_task(first.async_http_client().get(url, params={"wait": 30}))
-        while first.service.notifier.waiting == 0:
-            await asyncio.sleep(0)
+        await until_waiting(first)
         other = second.async_http_client()
         assert (await other.post(f"{url}/review", json={"approve": False})).status_code == 200
         got = (await waiter).json()

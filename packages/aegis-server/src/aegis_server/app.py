@@ -21,7 +21,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from aegis_server import __version__
 from aegis_server.api import api_router
 from aegis_server.engine import PolicySetError
-from aegis_server.errors import ApiError, RequestContextMiddleware, error_response, install_exception_handlers
+from aegis_server.errors import (
+    ApiError,
+    RequestContextMiddleware,
+    RequestIdLogFilter,
+    error_response,
+    install_exception_handlers,
+)
 from aegis_server.limits import BodyGuardMiddleware, RateLimiter
 from aegis_server.metrics import Metrics
 from aegis_server.security import KeyAuthenticator
@@ -53,6 +59,14 @@ async def _expiry_loop(service: GovernanceService, interval: float) -> None:
             logger.exception("expiring overdue reviews failed; retrying in %.1f s", interval)
 
 
+def _install_request_id_filter() -> None:
+    """Every record of the server's loggers carries `request_id` (for any handler's format)."""
+    for name in ("aegis_server", "aegis_server.service"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, RequestIdLogFilter) for f in target.filters):
+            target.addFilter(RequestIdLogFilter())
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -63,6 +77,7 @@ def create_app(
     """The AEGIS API as an ASGI app. `clock`/`monotonic` replace the wall and monotonic clocks (tests);
     `run_background_tasks=False` leaves review expiry to the lazy check on read (tests)."""
     settings = settings if settings is not None else Settings.from_env()
+    _install_request_id_filter()
     metrics = Metrics()
     wall = clock or utcnow
     mono = monotonic or time.monotonic
