@@ -92,7 +92,7 @@ def test_malformed_endpoint_from_the_environment_names_the_variable(monkeypatch:
 
 @pytest.mark.parametrize("api_key", ["", "  ", "aegis sk", "aegis_sk\nx", "ключ", 123])
 def test_bad_api_key(api_key: Any) -> None:
-    with pytest.raises(ConfigurationError, match="api_key|AEGIS_API_KEY"):
+    with pytest.raises(ConfigurationError, match=r"api_key|AEGIS_API_KEY"):
         AegisClient(endpoint=ENDPOINT, api_key=api_key)
 
 
