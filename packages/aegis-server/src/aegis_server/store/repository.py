@@ -29,6 +29,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,7 +50,7 @@ from aegis_sdk.models import (
 )
 from aegis_server.canonical import canonical_hash, normalise_json
 from aegis_server.store.chain import GENESIS_HASH, ChainChecker, link_hash
-from aegis_server.store.engine import create_engine, redact_url, sqlite_writer
+from aegis_server.store.engine import create_engine, normalise_url, redact_url, sqlite_writer
 from aegis_server.store.errors import (
     AlreadyReported,
     IdempotencyConflict,
@@ -57,6 +58,7 @@ from aegis_server.store.errors import (
     NotAllowed,
     NotFound,
     NotPending,
+    SchemaNotReady,
     TokenAlreadyUsed,
 )
 from aegis_server.store.migrate import check_schema, upgrade_engine
@@ -1109,7 +1111,15 @@ class Store:
 
 async def verify_database(url: str) -> AuditVerification:
     """Verify the audit chain of the database at `url` (for `aegis-server audit verify --db URL`).
-    Raises `SchemaNotReady` when the database has no (current) AEGIS schema."""
+    Raises `SchemaNotReady` when the database has no (current) AEGIS schema, or is a SQLite file that
+    does not exist (it is not created)."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        if not Path(parsed.database).expanduser().is_file():
+            raise SchemaNotReady(
+                f"there is no SQLite database at {parsed.database}; check the --db URL (the server writes "
+                "its database where its db_url points, by default ./.aegis/aegis.db)"
+            )
     store = await Store.open(url, migrate=False)
     try:
         return await store.verify_chain()
