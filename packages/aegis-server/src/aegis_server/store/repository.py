@@ -506,9 +506,11 @@ class Store:
         parent = record.consumes_token_of
         try:
             async with self._write() as conn:
-                if parent is not None and (
-                    await conn.scalar(sa.select(decisions.c.decision_id).where(decisions.c.decision_id == parent))
-                ) is None:
+                if (
+                    parent is not None
+                    and (await conn.scalar(sa.select(decisions.c.decision_id).where(decisions.c.decision_id == parent)))
+                    is None
+                ):
                     raise NotFound("decision", parent)
                 await conn.execute(
                     sa.insert(decisions).values(
@@ -1109,17 +1111,25 @@ class Store:
         return True
 
 
+def _missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database file that does not exist, or None."""
+    parsed = normalise_url(url)
+    database = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if database and database != ":memory:" and not Path(database).expanduser().is_file():
+        return database
+    return None
+
+
 async def verify_database(url: str) -> AuditVerification:
     """Verify the audit chain of the database at `url` (for `aegis-server audit verify --db URL`).
     Raises `SchemaNotReady` when the database has no (current) AEGIS schema, or is a SQLite file that
     does not exist (it is not created)."""
-    parsed = normalise_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        if not Path(parsed.database).expanduser().is_file():
-            raise SchemaNotReady(
-                f"there is no SQLite database at {parsed.database}; check the --db URL (the server writes "
-                "its database where its db_url points, by default ./.aegis/aegis.db)"
-            )
+    database = await asyncio.to_thread(_missing_sqlite_file, url)
+    if database is not None:
+        raise SchemaNotReady(
+            f"there is no SQLite database at {database}; check the --db URL (the server writes "
+            "its database where its db_url points, by default ./.aegis/aegis.db)"
+        )
     store = await Store.open(url, migrate=False)
     try:
         return await store.verify_chain()
