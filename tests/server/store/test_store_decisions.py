@@ -11,6 +11,7 @@ from _store_support import T0, FakeClock, MakeDecision
 from aegis_sdk.models import ExecutionError, ExecutionReport
 from aegis_server.store import (
     AlreadyReported,
+    AuditFilters,
     DecisionFilters,
     IdempotencyConflict,
     InvalidCursor,
@@ -269,3 +270,23 @@ async def test_concurrent_execution_reports_record_one(store: Store, make_decisi
     )
     assert sum(not isinstance(r, BaseException) for r in results) == 1
     assert all(isinstance(r, AlreadyReported) for r in results if isinstance(r, BaseException))
+
+
+async def test_concurrent_sweeps_expire_each_review_once(store_url: str, make_decision: MakeDecision) -> None:
+    stores = [await Store.open(store_url) for _ in range(3)]
+    try:
+        ids = {
+            (
+                await stores[0].record_decision(make_decision("ESCALATE", review_deadline=T0 + timedelta(seconds=i)))
+            ).decision_id
+            for i in range(30)
+        }
+        results = await asyncio.gather(*(s.expire_due_reviews(T0 + timedelta(hours=1)) for s in stores))
+        expired = [decision_id for result in results for decision_id in result]
+        assert sorted(expired) == sorted(ids)  # each exactly once, across all sweepers
+        records, _ = await stores[0].audit_log(AuditFilters(event_type="review_expired"), 100, None)
+        assert len(records) == 30
+        assert (await stores[0].verify_chain()).valid
+    finally:
+        for s in stores:
+            await s.close()

@@ -767,16 +767,16 @@ class Store:
                 return _decision_from_row(updated)
         raise NotPending(decision_id, "expired")
 
-    async def _expire_one(
-        self, conn: AsyncConnection, audit: _AuditAppender, decision_id: str, row: Any, now: datetime
-    ) -> bool:
+    async def _mark_expired(self, conn: AsyncConnection, decision_id: str, now: datetime) -> bool:
         changed = await conn.execute(
             sa.update(decisions)
             .where(decisions.c.decision_id == decision_id, decisions.c.review_status == "pending")
             .values(review_status="expired", review_resolved_at=format_timestamp(now))
         )
-        if changed.rowcount != 1:
-            return False
+        return changed.rowcount == 1
+
+    @staticmethod
+    async def _audit_expired(audit: _AuditAppender, decision_id: str, row: Any) -> None:
         await audit.append(
             "review_expired",
             decision_id=decision_id,
@@ -790,39 +790,45 @@ class Store:
                 "review_deadline": format_timestamp(row.review_deadline) if row.review_deadline else None,
             },
         )
+
+    async def _expire_one(
+        self, conn: AsyncConnection, audit: _AuditAppender, decision_id: str, row: Any, now: datetime
+    ) -> bool:
+        if not await self._mark_expired(conn, decision_id, now):
+            return False
+        await self._audit_expired(audit, decision_id, row)
         return True
 
     async def expire_due_reviews(self, now: datetime, *, limit: int = 500) -> list[str]:
         """Mark pending reviews whose deadline is at or before `now` as expired (a final DENY, audited).
-        Returns the ids expired by this call (at most `limit`; call again while it returns a full list)."""
+        Returns the ids expired by this call (at most `limit`; call again while it returns a full list).
+        Safe to run on several replicas at once: each review expires once."""
+        columns = (
+            decisions.c.decision_id,
+            decisions.c.actor_id,
+            decisions.c.capability,
+            decisions.c.session_id,
+            decisions.c.review_deadline,
+        )
         async with self._read() as conn:
             due = (
                 await conn.execute(
-                    sa.select(decisions.c.decision_id)
+                    sa.select(*columns)
                     .where(decisions.c.review_status == "pending", decisions.c.review_deadline <= now)
-                    .order_by(decisions.c.review_deadline)
+                    .order_by(decisions.c.review_deadline, decisions.c.decision_id)
                     .limit(limit)
                 )
             ).all()
         if not due:
             return []
-        expired: list[str] = []
         async with self._write() as conn:
+            # Every row update first, then the audit appends: the chain lock is always the last lock a
+            # transaction takes, so two sweeps on two replicas cannot deadlock.
+            expired = [row for row in due if await self._mark_expired(conn, row.decision_id, now)]
             audit = self._audit(conn, now)
-            for (decision_id,) in due:
-                row = (
-                    await conn.execute(
-                        sa.select(
-                            decisions.c.actor_id,
-                            decisions.c.capability,
-                            decisions.c.session_id,
-                            decisions.c.review_deadline,
-                        ).where(decisions.c.decision_id == decision_id)
-                    )
-                ).one()
-                if await self._expire_one(conn, audit, decision_id, row, now):
-                    expired.append(decision_id)
-        return expired
+            for row in expired:
+                await self._audit_expired(audit, row.decision_id, row)
+        return [row.decision_id for row in expired]
 
     # ------------------------------------------------------------------------------------------
     # executions
