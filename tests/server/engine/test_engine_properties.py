@@ -161,3 +161,47 @@ def test_condition_compile_errors_are_clear(condition: str) -> None:
     assert result.outcome in ("ALLOW", "DENY", "ESCALATE")
     if "fail-closed" in result.reason:
         assert result.outcome == "DENY" and "p/c" in result.reason
+
+
+PROJECTION_CONDITIONS = [
+    "has(action.parameters.q) && action.parameters.q == 'x'",
+    "size(action.parameters) > 1",
+    "action.parameters.items.exists(i, i > 2)",
+    "action.parameters.items[0] == 1",
+    "'q' in action.parameters",
+    "action.parameters.nested.a.b == 1",
+    "has(action.parameters.nested.a)",
+    "action.parameters.q.size() == 1",
+    "action.capability == 'db.query' && action.resource == null",
+    "context.metadata == {}",
+    "actor.id.startsWith('b')",
+    "time.now > timestamp('2024-01-01T00:00:00Z')",
+    "[1, 2].exists(action, action == 2)",
+]
+param_values = st.fixed_dictionaries(
+    {},
+    optional={
+        "q": st.sampled_from(["x", "yy", 3]),
+        "items": st.lists(st.integers(0, 5), max_size=3),
+        "nested": st.sampled_from([{"a": {"b": 1}}, {"a": 2}, {}, "str"]),
+    },
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    conditions=st.lists(st.sampled_from(PROJECTION_CONDITIONS + CONDITIONS), min_size=1, max_size=4),
+    params=param_values,
+)
+def test_projected_scope_decides_like_the_full_scope(conditions: list[str], params: dict[str, Any]) -> None:
+    import dataclasses
+
+    policy_set = compile_set([policy("p", *(rule("ALLOW", c, capability="db.query") for c in conditions))], CAPS)
+    full_index = {
+        name: dataclasses.replace(compiled, projection={})  # type: ignore[union-attr]
+        for name in CAPABILITIES
+        if (compiled := policy_set.compiled(name)) is not None
+    }
+    unprojected = dataclasses.replace(policy_set, _index=full_index)
+    prop = proposal("db.query", params)
+    assert evaluate(prop, policy_set, now=NOW) == evaluate(prop, unprojected, now=NOW)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ _MACRO_BINDING = re.compile(r"\.\s*(?:" + "|".join(_MACROS) + r")\s*\(\s*([A-Za-
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRING_START = re.compile(r"(?:[rR][bB]?|[bB][rR]?)?('''|\"\"\"|'|\")")
 _REGEX_FUNCTIONS = frozenset({"matches", "re_match"})
+_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+[uU]?|\d*\.?\d+(?:[eE][+-]?\d+)?[uU]?")
 
 
 class ConditionCompileError(ValueError):
@@ -85,6 +86,8 @@ class CompiledCondition:
     program: Any  # cel.Program (the library is untyped for mypy)
     variables: frozenset[str]
     always_true: bool
+    paths: Mapping[str, frozenset[tuple[str, ...]]]
+    """Per scope variable, the field paths the condition reads (`()` = the whole value)."""
 
 
 def _rewrite_regex_calls(source: str) -> tuple[str, list[str]]:
@@ -174,14 +177,15 @@ def compile_condition(source: str) -> CompiledCondition:
     if not stripped:
         raise ConditionCompileError("the condition is empty; write `true` to match every proposal")
     try:
-        cel.compile(stripped)
+        program = cel.compile(stripped)
     except (ValueError, RuntimeError, TypeError) as exc:
         raise ConditionCompileError(f"CEL syntax error: {exc}") from None
     rewritten, literals = _rewrite_regex_calls(stripped)
-    try:
-        program = cel.compile(rewritten)
-    except (ValueError, RuntimeError, TypeError) as exc:  # pragma: no cover - the original compiled
-        raise ConditionCompileError(f"CEL compile error: {exc}") from None
+    if rewritten != stripped:
+        try:
+            program = cel.compile(rewritten)
+        except (ValueError, RuntimeError, TypeError) as exc:  # pragma: no cover - the original compiled
+            raise ConditionCompileError(f"CEL compile error: {exc}") from None
     referenced = set(program.variables())
     unknown = sorted(referenced - SCOPE_VARIABLES - _bound_names(rewritten))
     if unknown:
@@ -201,9 +205,70 @@ def compile_condition(source: str) -> CompiledCondition:
                 _compiled(pattern)
             except re.error as exc:
                 raise ConditionCompileError(f"invalid regular expression {pattern!r}: {exc}") from None
+    variables = frozenset(referenced & SCOPE_VARIABLES)
     return CompiledCondition(
         source=stripped,
         program=program,
-        variables=frozenset(referenced & SCOPE_VARIABLES),
+        variables=variables,
         always_true=stripped == "true",
+        paths=_access_paths(rewritten, variables),
     )
+
+
+def _tokens(source: str) -> list[str]:
+    """A coarse CEL lexer: identifiers, '.', '(' and '[' matter; literals become placeholders."""
+    tokens: list[str] = []
+    i = 0
+    n = len(source)
+    while i < n:
+        ch = source[i]
+        if ch.isspace():
+            i += 1
+            continue
+        string_start = _STRING_START.match(source, i)
+        if string_start and (i == 0 or not (source[i - 1].isalnum() or source[i - 1] == "_")):
+            i = _string_end(source, string_start)
+            tokens.append("<literal>")
+            continue
+        number = _NUMBER.match(source, i) if (ch.isdigit() or (ch == "." and source[i + 1 : i + 2].isdigit())) else None
+        if number:
+            i = number.end()
+            tokens.append("<literal>")
+            continue
+        if ch.isalpha() or ch == "_":
+            ident = _IDENT.match(source, i)
+            assert ident is not None
+            tokens.append(ident.group(0))
+            i = ident.end()
+            continue
+        tokens.append(ch)
+        i += 1
+    return tokens
+
+
+def _access_paths(source: str, variables: frozenset[str]) -> dict[str, frozenset[tuple[str, ...]]]:
+    """Which fields of each scope variable the condition can read.
+
+    A path is the longest chain of `.field` selections after the variable, stopping before a method
+    call (`.matches(`, `.exists(`...) or an index (`[`), so the value at the end of the path is passed
+    whole. A variable used bare (`size(action.parameters)`, `risk`), or one whose name a macro rebinds,
+    needs its whole value: the path `()`.
+    """
+    tokens = _tokens(source)
+    paths: dict[str, set[tuple[str, ...]]] = {name: set() for name in variables}
+    shadowed = _bound_names(source) & variables
+    for name in shadowed:
+        paths[name].add(())
+    count = len(tokens)
+    for i, token in enumerate(tokens):
+        if token not in paths or token in shadowed or (i > 0 and tokens[i - 1] == "."):
+            continue
+        path: list[str] = []
+        j = i + 1
+        while j + 1 < count and tokens[j] == "." and _IDENT.fullmatch(tokens[j + 1]):
+            if j + 2 < count and tokens[j + 2] == "(":
+                break  # a method call receives the value so far
+            path.append(tokens[j + 1])
+            j += 2
+        paths[token].add(tuple(path))
+    return {name: frozenset(found) for name, found in paths.items()}

@@ -19,7 +19,7 @@ Semantics (docs/policies.md explains them with examples):
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -162,31 +162,32 @@ def evaluate(
 
 
 def _variables(compiled: CompiledCapability, proposal: Proposal, now: datetime) -> dict[str, Any]:
-    """The CEL scope, restricted to the names the candidate rules reference (conversion costs ~0.5 µs a value)."""
-    wanted = compiled.variables
+    """The CEL scope: only the variables, and within them the fields, that the candidate rules read."""
+    projection = compiled.projection
     variables: dict[str, Any] = {}
-    if "action" in wanted:
-        action = proposal.action
-        variables["action"] = {
-            "capability": action.capability,
-            "parameters": action.parameters,
-            "resource": action.resource,
-        }
-    if "actor" in wanted:
-        variables["actor"] = {"id": proposal.actor.id, "type": proposal.actor.type}
-    if "context" in wanted:
-        variables["context"] = {
-            "session_id": proposal.context.session_id,
-            "metadata": proposal.context.metadata,
-        }
-    if "time" in wanted:
-        utc = now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
-        variables["time"] = {"now": utc, "hour": utc.hour, "day_of_week": utc.weekday()}
-    if "risk" in wanted:
-        variables["risk"] = compiled.base_risk
-    if "risk_level" in wanted:
-        variables["risk_level"] = compiled.capability.risk_level
+    for name in compiled.variables:
+        if name == "action":
+            action = proposal.action
+            value: Any = {"capability": action.capability, "parameters": action.parameters, "resource": action.resource}
+        elif name == "actor":
+            value = {"id": proposal.actor.id, "type": proposal.actor.type}
+        elif name == "context":
+            value = {"session_id": proposal.context.session_id, "metadata": proposal.context.metadata}
+        elif name == "time":
+            utc = now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
+            value = {"now": utc, "hour": utc.hour, "day_of_week": utc.weekday()}
+        elif name == "risk":
+            value = compiled.base_risk
+        else:  # risk_level
+            value = compiled.capability.risk_level
+        variables[name] = _project(value, projection.get(name))
     return variables
+
+
+def _project(value: Any, spec: Mapping[str, Any] | None) -> Any:
+    if spec is None or not isinstance(value, dict):
+        return value
+    return {key: _project(value[key], sub) for key, sub in spec.items() if key in value}
 
 
 def _precedence(rule: CompiledRule) -> tuple[int, int]:

@@ -56,6 +56,9 @@ class CompiledCapability:
     base_risk: float
     rules: tuple[CompiledRule, ...]
     variables: frozenset[str]  # the scope variables the candidate rules reference
+    projection: Mapping[str, Any] = field(default_factory=dict)
+    """Per scope variable, the fields the candidate rules read: `None` = the whole value, else a nested
+    `{field: spec}`. Only those are converted to CEL values (conversion costs ~0.5-1 µs a value)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,16 @@ def _check_glob(glob: str) -> str | None:
     if in_class:
         return f"capability glob {glob!r} has '[' without a closing ']'"
     return None
+
+
+def _projection_spec(paths: Sequence[tuple[str, ...]]) -> dict[str, Any] | None:
+    """Merge field paths into a nested spec; a path that is a prefix of another needs the whole subtree."""
+    if not paths or any(not path for path in paths):
+        return None
+    spec: dict[str, Any] = {}
+    for head in {path[0] for path in paths}:
+        spec[head] = _projection_spec([path[1:] for path in paths if path[0] == head])
+    return spec
 
 
 def _source(sources: Mapping[str, str] | None, *keys: str) -> str | None:
@@ -264,6 +277,10 @@ def compile_policy_set(
                 used_patterns.add(pattern)
         candidates.sort(key=lambda r: r.order)
         variables: frozenset[str] = frozenset().union(*(r.condition.variables for r in candidates))
+        projection = {
+            name: _projection_spec([path for r in candidates for path in r.condition.paths.get(name, ())])
+            for name in variables
+        }
         capability = cap_by_name[name]
         by_capability[name] = CompiledCapability(
             capability=capability,
@@ -271,6 +288,7 @@ def compile_policy_set(
             base_risk=BASE_RISK[capability.risk_level],
             rules=tuple(candidates),
             variables=variables,
+            projection=MappingProxyType(projection),
         )
 
     warnings = tuple(
