@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -34,8 +35,6 @@ class CommandError(Exception):
 
 
 def _default_db() -> str:
-    import os
-
     return os.environ.get("AEGIS_DB_URL") or DEFAULT_DB_URL
 
 
@@ -93,15 +92,19 @@ def configure_logging(level: str) -> None:
 def _print_dev_key(key: str, host: str, port: int, out: TextIO) -> None:
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - comparing, not binding
     endpoint = f"http://{shown_host}:{port}"
+    body = (
+        '{"actor":{"id":"agent-1"},"action":{"capability":"database.query",'
+        '"parameters":{"query":"SELECT 1","environment":"development"}}}'
+    )
     out.write(
         "\n"
         "  No API keys existed, so a development admin key was created. It is shown ONCE:\n\n"
         f"      {key}\n\n"
         "  Use it:\n"
         f"      export AEGIS_ENDPOINT={endpoint} AEGIS_API_KEY={key}\n"
-        f"      curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-        f'           -d \'{{"actor":{{"id":"agent-1"}},"action":{{"capability":"database.query",'
-        f'"parameters":{{"query":"SELECT 1"}}}}}}\' {endpoint}/api/v1/governance/propose\n'
+        f"      curl -s -H \"Authorization: Bearer $AEGIS_API_KEY\" -H 'Content-Type: application/json' \\\n"
+        f"           -d '{body}' \\\n"
+        f"           $AEGIS_ENDPOINT/api/v1/governance/propose\n"
         "  Create scoped keys for agents and reviewers with `aegis-server keys create`; revoke this one when\n"
         "  you no longer need it (`aegis-server keys list`, `aegis-server keys revoke KEY_ID`).\n\n"
     )
