@@ -341,3 +341,12 @@ async def test_registry_policy_audit_and_health_resources(client: AnyClient, fak
 
     assert (await resolve(client.health())).status == "ok"
     assert (await resolve(client.ready())).status == "ready"
+
+
+async def test_not_ready_platform_raises_a_server_error(client: AnyClient, fake: FakePlatform) -> None:
+    fake.fail_next(503, path="/api/v1/ready")
+    with pytest.raises(ServerError) as info:
+        await resolve(client.ready())
+    assert info.value.code == "unavailable"
+    assert len(fake.requests) == 1  # readiness is a snapshot: no retries
+    assert (await resolve(client.health())).status == "ok"

@@ -366,6 +366,14 @@ def test_idempotency_key_returns_the_same_decision_once(http: httpx.Client, fake
     assert len([r for r in fake.requests if r.headers.get("idempotency-key") == "key-1"]) == 4
 
 
+def test_empty_token_is_no_token_and_overlong_idempotency_key_is_rejected(
+    http: httpx.Client, fake: FakePlatform
+) -> None:
+    assert decision_of(http.post(PROPOSE, json={**body(), "confirmation_token": ""})).parent_decision_id is None
+    details = error_of(http.post(PROPOSE, json=body(), headers={"Idempotency-Key": "k" * 256}), 422, "invalid_request")
+    assert details["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
 def test_idempotency_keys_are_scoped_by_api_key(fake: FakePlatform) -> None:
     with fake.http_client() as one, fake.http_client(headers={"Authorization": "Bearer aegis_sk_other"}) as two:
         headers = {"Idempotency-Key": "shared"}

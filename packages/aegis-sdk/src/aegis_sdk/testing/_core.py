@@ -334,7 +334,7 @@ class Core:
                         )
                     return self.entries[stored[1]].decision, True
             self.proposals.append(proposal)
-            confirming = proposal.confirmation_token is not None
+            confirming = bool(proposal.confirmation_token)  # an empty token is no token, as on the server
             decision = self._confirm(proposal) if confirming else self._decide(proposal)
             if idempotency is not None:
                 self.idempotency[(idempotency[0], idempotency[1])] = (idempotency[2], decision.decision_id)

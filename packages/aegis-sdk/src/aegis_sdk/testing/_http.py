@@ -194,8 +194,8 @@ def _read_body(request: httpx.Request) -> Any:
     return value
 
 
-def _query_error(name: str, message: str) -> ApiError:
-    errors = [{"loc": ["query", name], "msg": message, "type": "value_error"}]
+def _query_error(name: str, message: str, where: str = "query") -> ApiError:
+    errors = [{"loc": [where, name], "msg": message, "type": "value_error"}]
     return _validation(422, "invalid_request", f"The request is invalid — {name}: {message}.", {"errors": errors})
 
 
@@ -284,7 +284,7 @@ def _propose(core: Core, call: _Call) -> tuple[int, Any]:
     idempotency = None
     if key is not None:
         if not 1 <= len(key) <= 255:
-            raise _query_error("Idempotency-Key", "must be 1 to 255 characters")
+            raise _query_error("Idempotency-Key", "must be 1 to 255 characters", where="header")
         idempotency = (call.api_key, key, canonical_hash(proposal.model_dump(mode="json")))
     decision, replayed = core.propose(proposal, idempotency)
     if replayed:
