@@ -681,10 +681,10 @@ class BaseClient:
         if 200 <= status < 300 or status in call.accept:
             try:
                 return call.parse(response)
-            except MalformedResponseError as exc:
+            except MalformedResponseError:
                 if status in call.accept:  # not the expected body after all: report the error status
                     raise error_from_response(response, attempts=attempt + 1) from None
-                raise exc
+                raise
         if status in RETRYABLE_STATUSES and attempt < self._max_retries(call):
             delay = self._backoff(attempt, _retry_after(response))
             logger.info(
