@@ -69,8 +69,8 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
             key = (key_node.tag, key_node.value)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
+                    None,
+                    None,
                     f"found duplicate key {key_node.value!r}; keep only one",
                     key_node.start_mark,
                 )
