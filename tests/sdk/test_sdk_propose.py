@@ -135,7 +135,8 @@ async def test_confirm_resubmits_the_same_proposal_with_the_token(make_client: A
         "REQUIRE_CONFIRMATION", decision_id="dec_1", confirmation_token="ctok_1", expires_at="2026-01-01T00:05:00Z"
     )
     allowed = decision_body("ALLOW", decision_id="dec_2", parent_decision_id="dec_1")
-    platform = FakePlatform(reply(200, pending), reply(200, allowed))
+    used = error_body("governance_error", "confirmation_used", "This confirmation token was already used.")
+    platform = FakePlatform(reply(200, pending), reply(200, allowed), reply(409, used))
     client = make_client(platform)
     context = {"session_id": "sess_9", "metadata": {"ticket": 7}}
     decision = await resolve(client.propose(ACTOR, ACTION, context))
@@ -146,9 +147,10 @@ async def test_confirm_resubmits_the_same_proposal_with_the_token(make_client: A
     assert second == {**first, "confirmation_token": "ctok_1"}
     keys = [r.headers["Idempotency-Key"] for r in platform.requests]
     assert keys[0] != keys[1]
-    # the token is single-use: the proposal is forgotten once confirmed
-    with pytest.raises(ConfirmationError, match="does not remember"):
+    # confirming twice reaches the platform, which refuses the used token with its precise reason
+    with pytest.raises(ConfirmationUsedError):
         await resolve(client.confirm(decision))
+    assert platform.bodies()[2] == second
 
 
 async def test_confirm_of_an_unknown_decision_says_what_to_do(make_client: Any) -> None:

@@ -816,9 +816,8 @@ class BaseClient:
         return proposal
 
     def _confirmed(self, original: Decision, result: Decision) -> Decision:
-        """The token is single-use: once resubmitted, the original proposal need not be remembered."""
-        if result.decision_id != original.decision_id:
-            self._proposals.forget(original.decision_id)
+        """The proposal stays remembered (until the LRU drops it): a second confirm() of the same decision
+        then reaches the platform, which answers with the precise reason (`confirmation_used`)."""
         return result
 
     def _begin_review_wait(self, decision: Decision, timeout: float | None) -> float | None:
