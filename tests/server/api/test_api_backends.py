@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import POLICIES, Clock, propose, proposal
+from conftest import POLICIES, Clock, proposal, propose
 
 from aegis_server.inprocess import InProcessServer
 
