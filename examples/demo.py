@@ -152,7 +152,7 @@ def four_outcomes(aegis: AegisClient) -> None:
             actor=AGENT,
             action={
                 "capability": "database.query",
-                "parameters": {"query": "SELECT * FROM users LIMIT 10", "environment": "production"},
+                "parameters": {"query": "SELECT * FROM users LIMIT 10", "database": "production"},
             },
             context=SESSION,
         ),
@@ -164,7 +164,7 @@ def four_outcomes(aegis: AegisClient) -> None:
             actor=AGENT,
             action={
                 "capability": "database.query",
-                "parameters": {"query": "DROP TABLE users", "environment": "production"},
+                "parameters": {"query": "DROP TABLE users", "database": "production"},
             },
             context=SESSION,
         ),

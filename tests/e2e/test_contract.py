@@ -28,8 +28,8 @@ def _actor() -> dict[str, str]:
     return {"id": f"agent-{uuid.uuid4().hex[:8]}", "type": "ai-agent"}
 
 
-def _query(sql: str, environment: str = "production") -> dict[str, Any]:
-    return {"capability": "database.query", "parameters": {"query": sql, "environment": environment}}
+def _query(sql: str, database: str = "production") -> dict[str, Any]:
+    return {"capability": "database.query", "parameters": {"query": sql, "database": database}}
 
 
 def _refund(amount: float, order: str = "ord_1") -> dict[str, Any]:
@@ -270,3 +270,28 @@ async def test_async_client_mirrors_the_sync_one(backend: Backend) -> None:
         assert (await client.audit.verify()).valid
         with pytest.raises(AegisError):
             await client.propose(actor=actor, action={"capability": "nope.nothing", "parameters": {}})
+
+
+def test_the_sdk_page_examples_as_written_against_the_example_policies(backend: Backend) -> None:
+    aegis = backend.client()
+    decision = aegis.propose(
+        actor={"id": "agent-001", "type": "ai-agent"},
+        action={
+            "capability": "database.query",
+            "parameters": {
+                "query": "SELECT * FROM users LIMIT 10",
+                "database": "production",
+            },
+        },
+        context={
+            "session_id": "sess_abc123",
+            "metadata": {"source": "customer-support-bot"},
+        },
+    )
+    assert decision.outcome == "ALLOW"
+    # The async example's placeholder query matches no rule: default-deny, said so, not an error.
+    placeholder = aegis.propose(
+        actor={"id": "agent-001", "type": "ai-agent"},
+        action={"capability": "database.query", "parameters": {"query": "..."}},
+    )
+    assert placeholder.outcome == "DENY" and "default" in placeholder.reason.lower()
