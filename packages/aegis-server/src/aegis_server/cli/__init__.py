@@ -94,7 +94,7 @@ def _print_dev_key(key: str, host: str, port: int, out: TextIO) -> None:
     endpoint = f"http://{shown_host}:{port}"
     body = (
         '{"actor":{"id":"agent-1"},"action":{"capability":"database.query",'
-        '"parameters":{"query":"SELECT 1","environment":"development"}}}'
+        '"parameters":{"query":"SELECT 1","database":"development"}}}'
     )
     out.write(
         "\n"
