@@ -19,7 +19,7 @@ def _pyprojects() -> dict[str, dict]:
 
 
 def test_every_package_is_found() -> None:
-    assert {"aegis-sdk", "aegis-server"} <= set(_pyprojects())
+    assert {"aegis-sdk", "aegis-server", "aegis-fastapi", "aegis-langchain"} <= set(_pyprojects())
 
 
 def test_all_packages_share_one_version() -> None:

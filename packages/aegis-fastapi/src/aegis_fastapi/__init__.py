@@ -1,0 +1,1 @@
+"""Governed FastAPI routes for AEGIS."""

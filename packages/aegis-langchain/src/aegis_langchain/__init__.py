@@ -1,0 +1,1 @@
+"""Governed LangChain tools and agents for AEGIS."""
