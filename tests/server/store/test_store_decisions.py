@@ -178,7 +178,7 @@ async def test_review_approve_stores_token_and_is_audited(
     )
     assert approved.review is not None
     assert (approved.review.status, approved.review.reviewer, approved.review.note) == ("approved", "ops", "fine")
-    assert approved.confirmation_token == "approval-token"
+    assert approved.confirmation_token == "approval-token" and approved.outcome == "ESCALATE"
     assert approved.expires_at is not None and approved.expires_at.startswith("2025-01-02T03:10:05")
     assert await store.get_decision(escalated.decision_id) == approved
     trail = await store.audit_trail(escalated.decision_id)
@@ -208,6 +208,20 @@ async def test_concurrent_reviews_resolve_once(store: Store, make_decision: Make
     assert sum(not isinstance(r, BaseException) for r in results) == 1
     assert all(isinstance(r, NotPending) for r in results if isinstance(r, BaseException))
     assert [r.event_type for r in await store.audit_trail(escalated.decision_id)].count("review") == 1
+    denied = await store.get_decision(escalated.decision_id)
+    assert denied is not None and denied.outcome == "DENY" and denied.review is not None
+    assert denied.review.status == "denied"
+    with pytest.raises(NotPending) as info:
+        await store.resolve_review(
+            escalated.decision_id,
+            approve=True,
+            reviewer="x",
+            note=None,
+            now=clock.now,
+            token="t",
+            token_expires_at=clock.now,
+        )
+    assert info.value.status == "denied"
 
 
 async def test_reviews_expire_after_their_deadline(store: Store, make_decision: MakeDecision, clock: FakeClock) -> None:
@@ -219,6 +233,8 @@ async def test_reviews_expire_after_their_deadline(store: Store, make_decision: 
 
     expired = await store.get_decision(soon.decision_id)
     assert expired is not None and expired.review is not None and expired.review.status == "expired"
+    assert expired.outcome == "DENY"  # the final outcome; the audit's "decision" record keeps ESCALATE
+    assert [r.outcome for r in await store.audit_trail(soon.decision_id)][1] == "ESCALATE"
     last = (await store.audit_trail(soon.decision_id))[-1]
     assert (last.event_type, last.outcome, last.payload["final_outcome"]) == ("review_expired", "DENY", "DENY")
     with pytest.raises(NotPending) as info:

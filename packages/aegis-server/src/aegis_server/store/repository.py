@@ -697,9 +697,10 @@ class Store:
         token_expires_at: datetime | None = None,
     ) -> Decision:
         """Approve or deny a pending ESCALATE before its deadline. On approval `token` (and its expiry)
-        become the decision's confirmation_token / expires_at. Raises `NotFound`, or `NotPending` with the
-        current status; a review attempted after the deadline marks the decision expired (audited, final
-        DENY) and raises `NotPending(status="expired")`."""
+        become the decision's confirmation_token / expires_at and the outcome stays ESCALATE (the proposer
+        resubmits with the token); a denial makes the outcome the final DENY. Raises `NotFound`, or
+        `NotPending` with the current status; a review attempted after the deadline marks the decision
+        expired (audited, final DENY) and raises `NotPending(status="expired")`."""
         if approve and (token is None or token_expires_at is None):
             raise ValueError("approving a review needs the approval token and its expiry")
         expired = False
@@ -718,7 +719,7 @@ class Store:
             ).first()
             if row is None:
                 raise NotFound("decision", decision_id)
-            if row.outcome != "ESCALATE" or row.review_status is None:
+            if row.review_status is None:
                 raise NotPending(decision_id, "not_escalated")
             if row.review_status != "pending":
                 raise NotPending(decision_id, row.review_status)
@@ -735,6 +736,7 @@ class Store:
             else:
                 status = "approved" if approve else "denied"
                 values: dict[str, Any] = {
+                    "outcome": "ESCALATE" if approve else "DENY",
                     "review_status": status,
                     "reviewer": reviewer,
                     "review_note": note,
@@ -771,7 +773,7 @@ class Store:
         changed = await conn.execute(
             sa.update(decisions)
             .where(decisions.c.decision_id == decision_id, decisions.c.review_status == "pending")
-            .values(review_status="expired", review_resolved_at=format_timestamp(now))
+            .values(outcome="DENY", review_status="expired", review_resolved_at=format_timestamp(now))
         )
         return changed.rowcount == 1
 
@@ -800,7 +802,8 @@ class Store:
         return True
 
     async def expire_due_reviews(self, now: datetime, *, limit: int = 500) -> list[str]:
-        """Mark pending reviews whose deadline is at or before `now` as expired (a final DENY, audited).
+        """Mark pending reviews whose deadline is at or before `now` as expired: outcome becomes the final
+        DENY, review.status "expired", audited as "review_expired".
         Returns the ids expired by this call (at most `limit`; call again while it returns a full list).
         Safe to run on several replicas at once: each review expires once."""
         columns = (
