@@ -233,7 +233,7 @@ async def test_expired_review_is_final(client: AnyClient, fake: FakePlatform) ->
     fake.advance(61)
     final: Decision = await resolve(client.wait_for_review(pending))
     assert final.review is not None and final.review.status == "expired"
-    assert not final.allowed
+    assert final.outcome == "DENY" and not final.allowed
 
 
 # -- failure injection and retries -------------------------------------------------------------------------------

@@ -322,10 +322,13 @@ def test_expire_and_deny_by_hand(http: httpx.Client, fake: FakePlatform) -> None
     fake.script("*", "ESCALATE")
     one = decision_of(http.post(PROPOSE, json=body(n=1)))
     two = decision_of(http.post(PROPOSE, json=body(n=2)))
-    review = fake.expire(one.decision_id).review
-    assert review is not None and review.status == "expired"
-    review = fake.deny(two.decision_id, note="too risky").review
-    assert review is not None and (review.status, review.note) == ("denied", "too risky")
+    expired = fake.expire(one.decision_id)
+    assert expired.review is not None and expired.review.status == "expired"
+    denied = fake.deny(two.decision_id, note="too risky")
+    assert denied.review is not None and (denied.review.status, denied.review.note) == ("denied", "too risky")
+    # As on the server, a denied or expired escalation is the final DENY.
+    assert (expired.outcome, denied.outcome) == ("DENY", "DENY")
+    assert decision_of(http.get(f"/api/v1/governance/decisions/{one.decision_id}")).outcome == "DENY"
 
 
 @pytest.mark.parametrize(("auto", "status"), [("approve", "approved"), ("deny", "denied"), ("expire", "expired")])

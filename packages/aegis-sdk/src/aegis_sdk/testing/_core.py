@@ -583,6 +583,8 @@ class Core:
             if approve:
                 token, expires = self._issue_token(decision_id, entry.proposal)
                 changes.update(confirmation_token=token, expires_at=rfc3339(expires))
+            else:
+                changes["outcome"] = "DENY"  # as the server: a denied escalation is the final DENY
             entry.decision = dataclasses.replace(entry.decision, **changes)
             self.append_audit(
                 "review",
@@ -604,7 +606,9 @@ class Core:
 
     def _expire(self, entry: DecisionEntry) -> None:
         now = self.now()
-        entry.decision = dataclasses.replace(entry.decision, review=Review(status="expired", resolved_at=rfc3339(now)))
+        entry.decision = dataclasses.replace(
+            entry.decision, outcome="DENY", review=Review(status="expired", resolved_at=rfc3339(now))
+        )
         self.append_audit(
             "review_expired",
             decision_id=entry.decision.decision_id,
