@@ -246,6 +246,8 @@ def test_audit_log_trail_and_verify(backend: Backend) -> None:
         assert len(record.hash) == 64 and len(record.previous_hash) == 64
     verification = client.audit.verify()
     assert verification.valid and verification.records_checked >= len(records) and verification.first_broken is None
+    of_one = list(client.audit.log(decision_id=allowed.decision_id))
+    assert of_one and {r.decision_id for r in of_one} == {allowed.decision_id}
 
 
 def test_metrics_and_error_envelope_over_raw_http(backend: Backend) -> None:

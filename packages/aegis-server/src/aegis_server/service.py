@@ -104,6 +104,7 @@ class AuditQuery:
     capability: str | None = None
     outcome: str | None = None
     session_id: str | None = None
+    decision_id: str | None = None
     event_type: str | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -879,6 +880,7 @@ class GovernanceService:
             capability=query.capability,
             outcome=query.outcome,
             session_id=query.session_id,
+            decision_id=query.decision_id,
             event_type=query.event_type,
             since=_aware(query.since),
             until=_aware(query.until),
