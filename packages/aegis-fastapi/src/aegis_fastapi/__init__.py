@@ -1,1 +1,64 @@
-"""Governed FastAPI routes for AEGIS."""
+"""Governed FastAPI routes for AEGIS: a dependency, a pure-ASGI middleware and lifespan wiring.
+
+```python
+from typing import Annotated
+
+from fastapi import Depends, FastAPI
+
+from aegis_fastapi import Aegis, Decision
+
+aegis = Aegis(actor=current_user)            # your auth dependency; no header is trusted by default
+app = aegis.install(FastAPI())                # one AsyncAegisClient for the app; OpenAPI responses
+
+
+@app.post("/orders/{order_id}/refunds")
+async def refund(order_id: str, body: Refund, decision: Annotated[Decision, Depends(aegis.require("payments.refund"))]):
+    ...                                       # runs on ALLOW only; 403 / 428 / 409 / 503 otherwise
+```
+"""
+
+from aegis_fastapi._core import (
+    DEFAULT_CONFIRMATION_HEADER,
+    ActorLike,
+    Aegis,
+    CapabilitySource,
+    ContextLike,
+    ErrorResponse,
+    ParametersSource,
+)
+from aegis_fastapi._errors import (
+    DECISION_HEADER,
+    AegisErrorDetail,
+    AegisRefusal,
+    RefusalCode,
+    default_error_response,
+    openapi_responses,
+)
+from aegis_fastapi._inputs import ParameterConflict, RouteInputs
+from aegis_fastapi._middleware import AegisMiddleware, decision_of, user_actor
+from aegis_sdk import Decision
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DECISION_HEADER",
+    "DEFAULT_CONFIRMATION_HEADER",
+    "ActorLike",
+    "Aegis",
+    "AegisErrorDetail",
+    "AegisMiddleware",
+    "AegisRefusal",
+    "CapabilitySource",
+    "ContextLike",
+    "Decision",
+    "ErrorResponse",
+    "ParameterConflict",
+    "ParametersSource",
+    "RefusalCode",
+    "RouteInputs",
+    "__version__",
+    "decision_of",
+    "default_error_response",
+    "openapi_responses",
+    "user_actor",
+]
