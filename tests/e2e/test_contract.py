@@ -107,6 +107,7 @@ def test_escalation_approved_and_denied_by_a_reviewer(backend: Backend) -> None:
     reviewer.decisions.review(second.decision_id, approve=False, note="no")
     final = agent.wait_for_review(second, timeout=10)
     assert final.outcome == "DENY" and final.review is not None and final.review.status == "denied"
+    assert "carol-ops denied it" in final.reason
 
 
 def test_escalation_expires_into_a_final_deny(backend: Backend) -> None:
@@ -117,6 +118,7 @@ def test_escalation_expires_into_a_final_deny(backend: Backend) -> None:
     assert waiting.outcome == "ESCALATE"
     final = client.wait_for_review(waiting, timeout=20)
     assert final.outcome == "DENY" and final.review is not None and final.review.status == "expired"
+    assert "no reviewer decided" in final.reason
 
 
 def test_execution_report_once_and_only_after_allow(backend: Backend) -> None:

@@ -742,6 +742,8 @@ class Store:
                     "review_note": note,
                     "review_resolved_at": resolved_at,
                 }
+                if not approve:
+                    values["reason"] = decisions.c.reason + f"; final DENY: the reviewer {reviewer} denied it"
                 if approve:
                     assert token_expires_at is not None
                     values.update(
@@ -773,7 +775,12 @@ class Store:
         changed = await conn.execute(
             sa.update(decisions)
             .where(decisions.c.decision_id == decision_id, decisions.c.review_status == "pending")
-            .values(outcome="DENY", review_status="expired", review_resolved_at=format_timestamp(now))
+            .values(
+                outcome="DENY",
+                reason=decisions.c.reason + "; final DENY: no reviewer decided before the review deadline",
+                review_status="expired",
+                review_resolved_at=format_timestamp(now),
+            )
         )
         return changed.rowcount == 1
 
