@@ -1,0 +1,232 @@
+"""`GovernanceMiddleware`: governs every tool call of a LangChain v1 agent (`create_agent(...,
+middleware=[GovernanceMiddleware(...)])`), as an alternative to wrapping tools one by one. Needs the
+`agents` extra (`pip install 'aegis-langchain[agents]'`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from langchain.agents.middleware import AgentMiddleware, AgentState
+from langchain.agents.middleware.types import ToolCallRequest
+from langchain_core.messages import ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.types import Command
+from pydantic import BaseModel, ValidationError
+
+from aegis_langchain._artifact import GovernanceArtifact
+from aegis_langchain._core import (
+    DEFAULT_REVIEW_TIMEOUT,
+    ActorLike,
+    ConfirmCallback,
+    EscalationCallback,
+    EscalationMode,
+    GovernedCall,
+    Settings,
+    _current_decision,
+    agovern,
+    allowed_artifact,
+    areport,
+    build_call,
+    derive_capability,
+    failure_of,
+    govern,
+    is_graph_bubble_up,
+    make_settings,
+    report,
+    resolve_async_client,
+    resolve_client,
+)
+from aegis_langchain._errors import GovernanceRefusal
+from aegis_langchain._tool import GovernedTool
+from aegis_sdk import AegisClient, AsyncAegisClient
+
+CapabilityMap = Mapping[str, str] | Callable[[str], str | None]
+
+ARTIFACT_KEY = "aegis"
+"""The key of `ToolMessage.response_metadata` under which the middleware stores the GovernanceArtifact."""
+
+
+class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
+    """Propose every tool call of the agent to AEGIS and run it only on ALLOW.
+
+    - `capabilities`: tool name → capability (a mapping, or a function returning a name or None); a tool
+      it does not name gets `derive_capability(tool name)`.
+    - `skip`: tool names that are not governed (tools already wrapped with `govern_tool` are always
+      skipped, so nothing is proposed twice).
+    - The other arguments are those of `govern_tool` (clients, actor, session, metadata, confirm,
+      on_escalate, review_timeout, on_escalation, report_execution).
+
+    A refusal becomes an error `ToolMessage` the model reads (status "error"); its `artifact` (and, for
+    every governed call, `response_metadata["aegis"]`) is the `GovernanceArtifact`. A tool's own artifact
+    is kept; then the record is only in `response_metadata`.
+    """
+
+    def __init__(
+        self,
+        capabilities: CapabilityMap | None = None,
+        *,
+        client: AegisClient | None = None,
+        async_client: AsyncAegisClient | None = None,
+        actor: ActorLike | None = None,
+        session_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        confirm: ConfirmCallback | None = None,
+        on_escalate: EscalationMode = "wait",
+        review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
+        on_escalation: EscalationCallback | None = None,
+        report_execution: bool = True,
+        skip: Iterable[str] = (),
+    ) -> None:
+        super().__init__()
+        self.capabilities = capabilities
+        self.skip = frozenset(skip)
+        self.settings: Settings = make_settings(
+            client=client,
+            async_client=async_client,
+            actor=actor,
+            session_id=session_id,
+            metadata=metadata,
+            parameters=None,
+            confirm=confirm,
+            on_escalate=on_escalate,
+            review_timeout=review_timeout,
+            on_escalation=on_escalation,
+            report_execution=report_execution,
+        )
+
+    @property
+    def name(self) -> str:
+        return "GovernanceMiddleware"
+
+    # -- what to govern -----------------------------------------------------------------------------
+
+    def capability_for(self, tool_name: str) -> str:
+        """The capability proposed for a tool of this name."""
+        if callable(self.capabilities):
+            mapped = self.capabilities(tool_name)
+            if mapped:
+                return mapped
+        elif self.capabilities is not None and tool_name in self.capabilities:
+            return self.capabilities[tool_name]
+        return derive_capability(tool_name)
+
+    def _prepare(self, request: ToolCallRequest) -> GovernedCall | None:
+        """The call to propose, or None when the call is not governed here (already governed, skipped, not a
+        registered tool, or arguments the tool will reject anyway)."""
+        tool = request.tool
+        name = request.tool_call["name"]
+        if tool is None or isinstance(tool, GovernedTool) or name in self.skip:
+            return None
+        arguments = _validated(tool, request.tool_call.get("args") or {})
+        if arguments is None:
+            return None
+        runtime = getattr(request, "runtime", None)
+        config: RunnableConfig | None = getattr(runtime, "config", None)
+        return build_call(
+            capability=self.capability_for(name),
+            tool_name=name,
+            tool_call_id=request.tool_call.get("id"),
+            arguments=arguments,
+            config=config,
+            settings=self.settings,
+        )
+
+    # -- sync -------------------------------------------------------------------------------------
+
+    def wrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
+    ) -> ToolMessage | Command[Any]:
+        call = self._prepare(request)
+        if call is None:
+            return handler(request)
+        client = resolve_client(self.settings.client)
+        try:
+            decision = govern(call, client)
+        except GovernanceRefusal as refusal:
+            return _refusal_message(request, refusal)
+        started = time.perf_counter()
+        token = _current_decision.set(decision)
+        try:
+            result = handler(request)
+        except Exception as exc:
+            if not is_graph_bubble_up(exc):
+                report(client, call, decision, exc, _ms(started))
+            raise
+        finally:
+            _current_decision.reset(token)
+        failed = failure_of(result)
+        ref = report(client, call, decision, failed, _ms(started))
+        return _annotated(result, allowed_artifact(call, decision, failed, ref))
+
+    # -- async ------------------------------------------------------------------------------------
+
+    async def awrap_tool_call(
+        self,
+        request: ToolCallRequest,
+        handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
+    ) -> ToolMessage | Command[Any]:
+        call = self._prepare(request)
+        if call is None:
+            return await handler(request)
+        client = resolve_async_client(self.settings.async_client)
+        try:
+            decision = await agovern(call, client)
+        except GovernanceRefusal as refusal:
+            return _refusal_message(request, refusal)
+        started = time.perf_counter()
+        token = _current_decision.set(decision)
+        try:
+            result = await handler(request)
+        except Exception as exc:
+            if not is_graph_bubble_up(exc):
+                await areport(client, call, decision, exc, _ms(started))
+            raise
+        finally:
+            _current_decision.reset(token)
+        failed = failure_of(result)
+        ref = await areport(client, call, decision, failed, _ms(started))
+        return _annotated(result, allowed_artifact(call, decision, failed, ref))
+
+
+def _validated(tool: BaseTool, args: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The arguments as the tool will validate them (defaults filled in), or None if they are invalid."""
+    schema: Any = tool.tool_call_schema
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        try:
+            model = schema.model_validate(dict(args))
+        except ValidationError:
+            return None
+        return {name: getattr(model, name) for name in type(model).model_fields}
+    return dict(args)
+
+
+def _refusal_message(request: ToolCallRequest, refusal: GovernanceRefusal) -> ToolMessage:
+    artifact = refusal.artifact
+    return ToolMessage(
+        content=str(refusal),
+        tool_call_id=request.tool_call.get("id") or "",
+        name=request.tool_call["name"],
+        status="error",
+        artifact=artifact,
+        response_metadata={ARTIFACT_KEY: artifact},
+    )
+
+
+def _annotated(result: ToolMessage | Command[Any], artifact: GovernanceArtifact) -> ToolMessage | Command[Any]:
+    if isinstance(result, ToolMessage):
+        result.response_metadata = {**result.response_metadata, ARTIFACT_KEY: artifact}
+        if result.artifact is None:
+            result.artifact = artifact
+    return result
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+__all__ = ["ARTIFACT_KEY", "GovernanceMiddleware"]
