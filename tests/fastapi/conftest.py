@@ -1,0 +1,24 @@
+"""Fixtures for the aegis-fastapi tests: a real aegis-server in-process (on the test's loop) and the SDK's
+fake platform, each wired into a governed FastAPI app driven through httpx."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from fastapi_support import POLICIES
+
+from aegis_server.inprocess import InProcessServer
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("AEGIS_ENDPOINT", "AEGIS_API_KEY", "AEGIS_TIMEOUT", "AEGIS_RETRIES", "AEGIS_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[InProcessServer]:
+    async with InProcessServer(policy_paths=[POLICIES]) as running:
+        yield running
