@@ -1,0 +1,55 @@
+"""Fixtures for the aegis-langchain tests: the real aegis-server in-process with the example policies, an
+agent client and a reviewer client, and clean package defaults and environment."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from lc_support import POLICIES
+
+import aegis_langchain
+from aegis_sdk import AegisClient
+from aegis_server.inprocess import InProcessServer
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("AEGIS_ENDPOINT", "AEGIS_API_KEY", "AEGIS_TIMEOUT", "AEGIS_RETRIES", "AEGIS_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    aegis_langchain.reset_configuration()
+    yield
+    aegis_langchain.reset_configuration()
+
+
+@pytest.fixture
+def server() -> Iterator[InProcessServer]:
+    with InProcessServer(policy_paths=[POLICIES]) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: InProcessServer) -> AegisClient:
+    """The agent's client."""
+    return server.client()
+
+
+@pytest.fixture
+def reviewer(server: InProcessServer) -> AegisClient:
+    """An operator's client (the in-process admin key may review)."""
+    return server.client()
+
+
+@pytest.fixture
+async def aserver() -> AsyncIterator[InProcessServer]:
+    async with InProcessServer(policy_paths=[POLICIES]) as running:
+        yield running
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
