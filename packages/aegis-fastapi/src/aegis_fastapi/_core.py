@@ -109,7 +109,8 @@ class Aegis:
 
     - `actor`: who acts. A FastAPI dependency of your app (your auth: it may depend on other
       dependencies and raise 401 itself) returning an `Actor`, a mapping, an id string or None; or a fixed
-      actor for the whole app. Required: there is no default, and no header is trusted by default.
+      actor for the whole app. Needed by `require()`; there is no default, and no header is ever trusted
+      by default. (An `Aegis` used only by `AegisMiddleware` may leave it out: the middleware has its own.)
     - `context`: optional dependency returning a `Context` or mapping (session id, metadata). The metadata
       always carries `route` (the path template), `method` and `request_id` unless yours sets them.
     - `parameters`: optional callable `(RouteInputs) -> mapping` (sync or async) building the proposal's
@@ -129,7 +130,7 @@ class Aegis:
 
     def __init__(
         self,
-        actor: Callable[..., Any] | ActorLike,
+        actor: Callable[..., Any] | ActorLike | None = None,
         *,
         context: Callable[..., Any] | None = None,
         parameters: ParametersSource | None = None,
@@ -145,7 +146,11 @@ class Aegis:
         error_response: ErrorResponse | None = None,
         document_responses: bool = True,
     ) -> None:
-        if isinstance(actor, (Actor, Mapping, str)):
+        self._actor_dependency: Callable[..., Any] | None = None
+        self.fixed_actor: Actor | None = None
+        if actor is None:
+            pass  # only AegisMiddleware (which has its own actor=) can be used
+        elif isinstance(actor, (Actor, Mapping, str)):
             fixed = _to_actor(actor)
             if fixed is None:
                 raise ValueError("actor= is an empty id; pass your auth dependency or a fixed actor.")
@@ -153,11 +158,10 @@ class Aegis:
             def fixed_actor() -> Actor:
                 return fixed
 
-            self._actor_dependency: Callable[..., Any] = fixed_actor
-            self.fixed_actor: Actor | None = fixed
+            self._actor_dependency = fixed_actor
+            self.fixed_actor = fixed
         elif callable(actor):
             self._actor_dependency = actor
-            self.fixed_actor = None
         else:
             raise TypeError(
                 "actor= must be a FastAPI dependency (your auth) or a fixed actor (Actor, mapping, id string)."
@@ -286,6 +290,11 @@ class Aegis:
             raise TypeError("capability must be a capability name or a callable (RouteInputs) -> name.")
         if isinstance(capability, str) and not capability:
             raise ValueError("capability must not be empty.")
+        if self._actor_dependency is None:
+            raise ValueError(
+                "require() needs to know who acts: create Aegis(actor=...) with your auth dependency (or a "
+                "fixed actor for a service without users)."
+            )
         aegis = self
         build = parameters or self.parameters
         report = self.report_execution if report_execution is None else report_execution
