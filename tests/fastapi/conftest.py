@@ -4,11 +4,13 @@ fake platform, each wired into a governed FastAPI app driven through httpx."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi_support import POLICIES
 
-from aegis_server.inprocess import InProcessServer
+if TYPE_CHECKING:  # imported lazily: the fake-platform tests also run without the server (Python 3.10)
+    from aegis_server.inprocess import InProcessServer
 
 
 @pytest.fixture(autouse=True)
@@ -20,5 +22,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 async def server() -> AsyncIterator[InProcessServer]:
+    from aegis_server.inprocess import InProcessServer
+
     async with InProcessServer(policy_paths=[POLICIES]) as running:
         yield running
