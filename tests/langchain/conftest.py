@@ -1,17 +1,23 @@
 """Fixtures for the aegis-langchain tests: the real aegis-server in-process with the example policies, an
-agent client and a reviewer client, and clean package defaults and environment."""
+agent client and a reviewer client, and clean package defaults and environment.
+
+aegis_server is imported inside the fixtures only: test_fake_platform.py runs on Python 3.10 from the built
+wheels, where the server (Python >= 3.11) is not installed."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from lc_support import POLICIES
 
 import aegis_langchain
 from aegis_sdk import AegisClient
-from aegis_server.inprocess import InProcessServer
+
+if TYPE_CHECKING:
+    from aegis_server.inprocess import InProcessServer
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +31,8 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def server() -> Iterator[InProcessServer]:
+    from aegis_server.inprocess import InProcessServer
+
     with InProcessServer(policy_paths=[POLICIES]) as running:
         yield running
 
@@ -43,6 +51,8 @@ def reviewer(server: InProcessServer) -> AegisClient:
 
 @pytest.fixture
 async def aserver() -> AsyncIterator[InProcessServer]:
+    from aegis_server.inprocess import InProcessServer
+
     async with InProcessServer(policy_paths=[POLICIES]) as running:
         yield running
 
