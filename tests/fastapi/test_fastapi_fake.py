@@ -1,7 +1,7 @@
 """The governed dependency against the SDK's fake platform: failures, fail-open, overrides, custom builders."""
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from fastapi import FastAPI
@@ -255,3 +255,37 @@ def test_configuration_mistakes_are_caught_at_once() -> None:
         Aegis(actor="svc", confirmation_header="bad header")
     with pytest.raises(ValueError, match="empty"):
         Aegis(actor="svc").require("")
+
+
+async def test_credentials_of_the_auth_dependency_never_become_parameters() -> None:
+    from fastapi import Depends, Query
+    from fastapi.security import APIKeyQuery
+
+    from aegis_fastapi import Decision
+
+    fake = FakePlatform()
+    scheme = APIKeyQuery(name="key")
+
+    def auth(token: str = Query(), key: str = Depends(scheme)) -> dict[str, str]:
+        return {"id": f"user-{len(token)}"}
+
+    def paging(limit: int = 10) -> int:
+        return limit
+
+    aegis = Aegis(actor=auth, client=fake.async_client())
+    app = aegis.install(FastAPI())
+
+    @app.get("/reports/{year}")
+    async def report(
+        year: int,
+        decision: Annotated[Decision, Depends(aegis.require("reports.read"))],
+        limit: Annotated[int, Depends(paging)],
+        _: Annotated[str, Depends(scheme)],
+    ) -> dict[str, int]:
+        return {"year": year, "limit": limit}
+
+    async with asgi_client(app) as http:
+        response = await http.get("/reports/2025", params={"token": "s3cret", "key": "k3y", "limit": 5})
+    assert response.json() == {"year": 2025, "limit": 5}
+    assert fake.proposals[0].action.parameters == {"year": 2025, "limit": 5}
+    assert "s3cret" not in str(fake.requests[0].json) and "k3y" not in str(fake.requests[0].json)

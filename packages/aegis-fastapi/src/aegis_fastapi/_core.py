@@ -299,6 +299,7 @@ class Aegis:
         build = parameters or self.parameters
         report = self.report_execution if report_execution is None else report_execution
         context_dependency = self._context_dependency or _no_context
+        skip = (self._actor_dependency, context_dependency)
         header_doc = (
             "The decision id of a REQUIRE_CONFIRMATION (after the user consented) or of an approved ESCALATE: "
             "repeat the same request with it to proceed."
@@ -313,7 +314,7 @@ class Aegis:
             confirmation: str | None = Header(default=None, alias=self.confirmation_header, description=header_doc),
         ) -> AsyncIterator[Decision]:
             request_id = request_id_of(request.headers)
-            inputs = await endpoint_inputs(request)
+            inputs = await endpoint_inputs(request, skip)
             decision = await aegis.decide(
                 client,
                 inputs=inputs,

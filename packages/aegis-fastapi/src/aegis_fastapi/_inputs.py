@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.message
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from fastapi import params
@@ -13,6 +13,7 @@ from fastapi.dependencies.utils import request_body_to_args, request_params_to_a
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from fastapi.security.base import SecurityBase
 from pydantic_core import PydanticUndefined
 from starlette.datastructures import QueryParams, UploadFile
 from starlette.requests import Request
@@ -69,12 +70,16 @@ def to_jsonable(value: Any) -> Any:
     return jsonable_encoder(value, exclude_none=True, custom_encoder={UploadFile: _upload})
 
 
-def _collect(dependant: Dependant, fields: dict[str, dict[str, Any]]) -> None:
+def _collect(dependant: Dependant, fields: dict[str, dict[str, Any]], skip: Collection[Any]) -> None:
     for kind in ("path_params", "query_params", "body_params"):
         for field in getattr(dependant, kind):
             fields[kind].setdefault(field.name, field)
     for sub in dependant.dependencies:
-        _collect(sub, fields)
+        # The inputs of the actor / context dependencies and of security schemes are credentials and
+        # plumbing, not the action: an API key in a query parameter must never become a parameter.
+        if sub.call in skip or isinstance(sub.call, SecurityBase):
+            continue
+        _collect(sub, fields, skip)
 
 
 async def _received_body(request: Request, route: APIRoute) -> Any:
@@ -105,10 +110,11 @@ def _flat_query(query: QueryParams) -> dict[str, Any]:
     return out
 
 
-async def endpoint_inputs(request: Request) -> RouteInputs:
+async def endpoint_inputs(request: Request, skip: Collection[Any] = ()) -> RouteInputs:
     """Validate the request's path, query and body against the matched route, as FastAPI will for the
-    endpoint, so governance sees exactly the endpoint's inputs. Invalid input raises FastAPI's own
-    RequestValidationError (422) before anything is proposed."""
+    endpoint, so governance sees exactly the endpoint's inputs (those of the dependencies in `skip`, and of
+    security schemes, excepted). Invalid input raises FastAPI's own RequestValidationError (422) before
+    anything is proposed."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return RouteInputs(
@@ -119,7 +125,7 @@ async def endpoint_inputs(request: Request) -> RouteInputs:
             body={},
         )
     fields: dict[str, dict[str, Any]] = {"path_params": {}, "query_params": {}, "body_params": {}}
-    _collect(route.dependant, fields)
+    _collect(route.dependant, fields, skip)
     path_values, errors = request_params_to_args(list(fields["path_params"].values()), request.path_params)
     query_values, query_errors = request_params_to_args(list(fields["query_params"].values()), request.query_params)
     errors = list(errors) + list(query_errors)
