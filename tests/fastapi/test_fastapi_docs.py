@@ -2,9 +2,10 @@
 
 import typing
 
+from fastapi_support import ROOT
+
 import aegis_fastapi
 from aegis_fastapi import RefusalCode
-from fastapi_support import ROOT
 
 DOC = (ROOT / "docs" / "fastapi.md").read_text(encoding="utf-8")
 
