@@ -471,3 +471,16 @@ def test_unknown_capability_fails_closed(client: AegisClient) -> None:
     with pytest.raises(GovernanceRefusal) as caught:
         refund.invoke({"order_id": "A-1"})
     assert caught.value.code == "unavailable" and ran == []
+
+
+async def test_an_existing_base_tool_runs_its_own_async_path(aserver: Any) -> None:
+    sql = CommunityStyleSqlTool(executed=[])
+    governed = govern_tool(
+        sql,
+        "database.query",
+        async_client=aserver.async_client(),
+        parameters=lambda args: {**args, "database": "staging"},
+    )
+    message = await governed.ainvoke(call("sql_db_query", {"query": "SELECT 2"}))
+    assert message.content == "[(1,)]" and message.artifact["execution"] == "SUCCESS"
+    assert sql.executed == ["async:SELECT 2"]

@@ -558,6 +558,14 @@ def _review_status(decision: Decision) -> str | None:
     return decision.review.status if decision.review is not None else None
 
 
+def _notify(call: GovernedCall, decision: Decision, interrupting: bool) -> bool:
+    """Call on_escalation for a new, pending escalation. Not in interrupt mode: there the graph's
+    `__interrupt__` is the notification, and a resumed run sees the same decision again."""
+    if call.settings.on_escalation is None or interrupting:
+        return False
+    return _review_status(decision) in (None, "pending")
+
+
 def _confirmation_answer(call: GovernedCall, decision: Decision) -> Any:
     assert call.settings.confirm is not None
     return call.settings.confirm(decision)
@@ -612,7 +620,8 @@ def govern(call: GovernedCall, client: AegisClient) -> Decision:
 
 def _escalated(call: GovernedCall, client: AegisClient, decision: Decision, interrupting: bool) -> Decision:
     mode = call.settings.on_escalate
-    if _review_status(decision) in (None, "pending") and call.settings.on_escalation is not None:
+    if _notify(call, decision, interrupting):
+        assert call.settings.on_escalation is not None
         notified = call.settings.on_escalation(decision)
         if inspect.isawaitable(notified):
             _run_awaitable(notified, "on_escalation")
@@ -754,7 +763,8 @@ async def agovern(call: GovernedCall, client: AsyncAegisClient) -> Decision:
 
 async def _aescalated(call: GovernedCall, client: AsyncAegisClient, decision: Decision, interrupting: bool) -> Decision:
     mode = call.settings.on_escalate
-    if _review_status(decision) in (None, "pending") and call.settings.on_escalation is not None:
+    if _notify(call, decision, interrupting):
+        assert call.settings.on_escalation is not None
         notified = call.settings.on_escalation(decision)
         if inspect.isawaitable(notified):
             await notified
