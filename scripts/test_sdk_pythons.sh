@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the SDK's tests against its built wheel under every Python it promises (>=3.10) that pyenv has here.
-# Each run uses a fresh virtualenv outside the workspace, so no workspace source can leak in.
+# Run the tests of the packages that promise Python >=3.10 (the SDK and both adapters) against their built
+# wheels, under 3.10 and 3.13 from pyenv. Each run uses a fresh virtualenv outside the workspace, so no
+# workspace source can leak in. (aegis-server needs 3.11+, so only tests that do not import it run here.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export UV_PYTHON_DOWNLOADS=never
@@ -8,8 +9,13 @@ UV="python3 -m uv"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-$UV build --quiet --wheel --out-dir "$work/dist" packages/aegis-sdk
-wheel=$(ls "$work"/dist/aegis_sdk-*.whl)
+for package in aegis-sdk aegis-fastapi aegis-langchain; do
+    $UV build --quiet --wheel --out-dir "$work/dist" "packages/$package"
+done
+wheels=("$work"/dist/aegis_sdk-*.whl "$work"/dist/aegis_fastapi-*.whl)
+langchain_wheel=$(ls "$work"/dist/aegis_langchain-*.whl)
+# Tests that need only the SDK and the adapters (and not aegis-server, which needs Python 3.11+).
+test_paths=(tests/sdk tests/fastapi/test_fastapi_fake.py tests/langchain/test_fake_platform.py)
 
 pyenv_root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
 versions=${AEGIS_SDK_PYTHONS:-"3.10 3.13"}
@@ -22,15 +28,18 @@ for minor in $versions; do
     fi
     venv="$work/venv-$minor"
     $UV venv --quiet --python "$interpreter" "$venv"
-    $UV pip install --quiet --python "$venv/bin/python" "$wheel" pytest pytest-asyncio hypothesis
-    echo "== aegis-sdk tests on $("$venv/bin/python" --version) from the built wheel"
+    $UV pip install --quiet --python "$venv/bin/python" "${wheels[@]}" "$langchain_wheel[langgraph,agents]" \
+        pytest pytest-asyncio hypothesis uvicorn
+    echo "== aegis-sdk, aegis-fastapi, aegis-langchain tests on $("$venv/bin/python" --version) from the built wheels"
     # -p no:cacheprovider: leave no state behind; --rootdir: use the workspace's pytest settings.
     (cd "$work" && "$venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir "$OLDPWD" \
-        -c "$OLDPWD/pyproject.toml" "$OLDPWD/tests/sdk")
+        -c "$OLDPWD/pyproject.toml" "${test_paths[@]/#/$OLDPWD/}")
     "$venv/bin/python" - <<'PY'
-import aegis_sdk, sys
-assert "/site-packages/" in aegis_sdk.__file__, f"tests imported {aegis_sdk.__file__}, not the installed wheel"
-print(f"ok: aegis_sdk {aegis_sdk.__version__} on Python {sys.version.split()[0]} from {aegis_sdk.__file__}")
+import sys
+import aegis_fastapi, aegis_langchain, aegis_sdk
+for module in (aegis_sdk, aegis_fastapi, aegis_langchain):
+    assert "/site-packages/" in module.__file__, f"tests imported {module.__file__}, not the installed wheel"
+print(f"ok: aegis_sdk {aegis_sdk.__version__} and both adapters on Python {sys.version.split()[0]}, from wheels")
 PY
     ran=$((ran + 1))
 done
