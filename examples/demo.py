@@ -1,17 +1,32 @@
-"""The AEGIS story in one run: a real aegis-server on SQLite, driven through aegis-sdk.
+"""The AEGIS story in one run: a real aegis-server on SQLite, driven by the SDK, a FastAPI app and a
+LangChain agent.
 
     make demo            # or: uv run python examples/demo.py
 
 It starts `aegis-server serve` on a free loopback port with a fresh SQLite database in a temporary
 folder and the example policies in examples/policies/, creates an agent key and a reviewer key with the
-CLI, then shows every outcome, a confirmation round trip, an approved and an expired escalation, a
-replayed token refused, an execution report, the audit trail and the verified hash chain.
-Nothing leaves 127.0.0.1; the exit code is 0 only if every step behaved as shown.
+CLI, then shows:
+
+1. plain SDK calls with all four outcomes (and an unknown capability refused);
+2. a confirmation round trip, the same token replayed and a token presented for another amount, refused;
+3. an escalation approved through the reviewer flow;
+4. an escalation nobody reviews (its 2-second window runs while the story goes on);
+5. the governed FastAPI app of examples/fastapi_app.py, served by uvicorn on a loopback port and called
+   over HTTP: allowed, denied, confirmed with a header, escalated then approved;
+6. the LangChain agent of examples/langchain_agent.py (a scripted fake chat model, no LLM service): its
+   governed tools are allowed, denied, confirmed, declined and escalated;
+7. the unreviewed escalation expired into a final DENY;
+8. the execution results reported by all three, the audit trail of one decision and the verified chain;
+then a table of every decision. Nothing leaves 127.0.0.1; the exit code is 0 only if every step behaved
+as shown.
 """
 
 from __future__ import annotations
 
+import importlib
+import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,10 +34,12 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,12 +52,16 @@ from aegis_sdk import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-POLICIES = ROOT / "examples" / "policies"
+EXAMPLES = ROOT / "examples"
+POLICIES = EXAMPLES / "policies"
 AGENT = {"id": "support-bot-7", "type": "ai-agent"}
 SESSION = {"session_id": "sess_demo_001", "metadata": {"source": "aegis-demo"}}
 
 AGENT_SCOPES = "governance:propose,governance:read,audit:read"
 REVIEWER_SCOPES = "governance:review,governance:read"
+COLOR = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+RESOLVED = re.compile(r"^Decision dec_\w+ was (confirmed with its token|approved by \S+)\. Original decision: ")
+OUTCOME_COLORS = {"ALLOW": "32", "DENY": "31", "ESCALATE": "33", "REQUIRE_CONFIRMATION": "36"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,6 +71,7 @@ REVIEWER_SCOPES = "governance:review,governance:read"
 
 @dataclass
 class Row:
+    via: str
     step: str
     decision: Decision
 
@@ -58,12 +80,17 @@ ROWS: list[Row] = []
 
 
 def heading(title: str) -> None:
-    print(f"\n\033[1m== {title}\033[0m" if sys.stdout.isatty() else f"\n== {title}")
+    print(f"\n\033[1m== {title}\033[0m" if COLOR else f"\n== {title}")
 
 
-def show(step: str, decision: Decision) -> Decision:
-    ROWS.append(Row(step, decision))
-    print(f"  {decision.outcome:<21} risk {decision.risk_score:.2f}  {decision.decision_id}  {step}")
+def paint(outcome: str, width: int = 0) -> str:
+    text = f"{outcome:<{width}}"
+    return f"\033[{OUTCOME_COLORS.get(outcome, '0')}m{text}\033[0m" if COLOR else text
+
+
+def show(step: str, decision: Decision, via: str = "SDK") -> Decision:
+    ROWS.append(Row(via, step, decision))
+    print(f"  {paint(decision.outcome, 21)} risk {decision.risk_score:.2f}  {step}")
     print(textwrap.indent(textwrap.fill(decision.reason, 96), "      "))
     return decision
 
@@ -75,16 +102,18 @@ def expect(condition: bool, what: str) -> None:
 
 def print_table() -> None:
     heading("Every decision of this run")
-    print(f"  {'step':<44} {'outcome':<21} {'risk':>5}  {'parent':<10} reason")
+    print(f"  {'via':<9} {'step':<40} {'outcome':<21} {'risk':>4}  reason")
     for row in ROWS:
         d = row.decision
-        parent = "yes" if d.parent_decision_id else ""
-        reason = d.reason if len(d.reason) <= 60 else d.reason[:57] + "..."
-        print(f"  {row.step:<44} {d.outcome:<21} {d.risk_score:>5.2f}  {parent:<10} {reason}")
+        reason = RESOLVED.sub(r"\1; was ", d.reason)  # "Decision dec_... was approved by x. Original decision: "
+        reason = reason if len(reason) <= 64 else reason[:61] + "..."
+        print(f"  {row.via:<9} {row.step:<40} {paint(d.outcome, 21)} {d.risk_score:>4.2f}  {reason}")
+    counts = Counter(row.decision.outcome for row in ROWS)
+    print(f"  {len(ROWS)} decisions: " + ", ".join(f"{counts[o]} {o}" for o in OUTCOME_COLORS))
 
 
 # ---------------------------------------------------------------------------------------------
-# The server
+# The servers
 # ---------------------------------------------------------------------------------------------
 
 
@@ -95,12 +124,16 @@ def free_port() -> int:
 
 
 def cli(*args: str, db_url: str) -> str:
-    """Run `aegis-server ARGS --db URL` and return its stdout."""
-    command = [sys.executable, "-m", "aegis_server", *args, "--db", db_url]
-    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
-    if done.returncode != 0:
-        raise SystemExit(f"demo failed: aegis-server {' '.join(args)} exited {done.returncode}: {done.stderr}")
-    return done.stdout
+    """`aegis-server ARGS --db URL`, run in this process (the same code as the command, without paying
+    for another interpreter start); returns what it printed."""
+    from aegis_server.cli import main as aegis_server
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = aegis_server([*args, "--db", db_url])
+    if code != 0:
+        raise SystemExit(f"demo failed: aegis-server {' '.join(args)} exited {code}: {err.getvalue()}")
+    return out.getvalue()
 
 
 @contextmanager
@@ -128,7 +161,7 @@ def running_server(db_url: str, port: int) -> Iterator[str]:
                 pass
             if time.monotonic() > deadline:
                 raise SystemExit(f"demo failed: aegis-server not ready after 30 s:\n{''.join(output)}")
-            time.sleep(0.1)
+            time.sleep(0.05)
         yield endpoint
     finally:
         server.terminate()
@@ -139,13 +172,40 @@ def running_server(db_url: str, port: int) -> Iterator[str]:
             server.wait()
 
 
+@contextmanager
+def serving_with_uvicorn(app: Any, port: int) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on 127.0.0.1:port in a thread, lifespan included."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise SystemExit("demo failed: uvicorn did not start the FastAPI app")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True  # the lifespan's shutdown drains pending execution reports
+        thread.join(timeout=15)
+
+
+def warm_imports(*modules: str) -> threading.Thread:
+    """Import modules in a thread while the server starts: on two cores that hides a few seconds."""
+    thread = threading.Thread(target=lambda: [importlib.import_module(m) for m in modules], daemon=True)
+    thread.start()
+    return thread
+
+
 # ---------------------------------------------------------------------------------------------
 # The story
 # ---------------------------------------------------------------------------------------------
 
 
-def four_outcomes(aegis: AegisClient) -> None:
-    heading("1. Four outcomes from the example policies")
+def four_outcomes(aegis: AegisClient) -> Decision:
+    heading("1. Plain SDK calls: four outcomes from the example policies")
     d = show(
         "SELECT on production",
         aegis.propose(
@@ -158,6 +218,8 @@ def four_outcomes(aegis: AegisClient) -> None:
         ),
     )
     expect(d.outcome == "ALLOW" and d.constraints.get("max_rows") == 1000, "a read is allowed with max_rows")
+    record = aegis.decisions.report_execution(d.decision_id, status="SUCCESS", duration_ms=8.0)
+    print(f"      the query ran; execution reported: {record.status}")
     d = show(
         "DROP TABLE on production",
         aegis.propose(
@@ -170,20 +232,19 @@ def four_outcomes(aegis: AegisClient) -> None:
         ),
     )
     expect(d.outcome == "DENY", "destructive SQL is denied")
-    d = show(
-        "refund 5,000 EUR",
+    waiting = show(
+        "deploy billing 2.4.1",
         aegis.propose(
             actor=AGENT,
-            action={
-                "capability": "payments.refund",
-                "parameters": {"order_id": "ord_9", "amount": 5000, "currency": "EUR"},
-            },
+            action={"capability": "deploy.production", "parameters": {"service": "billing", "version": "2.4.1"}},
             context=SESSION,
         ),
     )
     expect(
-        d.outcome == "ESCALATE" and d.review is not None and d.review.status == "pending", "a large refund escalates"
+        waiting.outcome == "ESCALATE" and waiting.review is not None and waiting.review.status == "pending",
+        "a production deploy escalates",
     )
+    print(f"      nobody will review it: its window closes at {waiting.expires_at} (see section 6)")
     d = show(
         "refund 250 EUR",
         aegis.propose(
@@ -201,6 +262,7 @@ def four_outcomes(aegis: AegisClient) -> None:
         expect(False, "an unknown capability is refused")
     except UnknownCapabilityError as error:
         print(f"  unknown capability refused: {error.message}")
+    return waiting
 
 
 def confirmation_round_trip(aegis: AegisClient) -> None:
@@ -212,7 +274,7 @@ def confirmation_round_trip(aegis: AegisClient) -> None:
     confirmed = show("refund 400 EUR, confirmed", aegis.confirm(asked))
     expect(confirmed.outcome == "ALLOW" and confirmed.parent_decision_id == asked.decision_id, "the token allows it")
     record = aegis.decisions.report_execution(confirmed.decision_id, status="SUCCESS", duration_ms=42.0)
-    print(f"  execution reported: {record.status} ({record.audit_ref})")
+    print(f"      the refund ran; execution reported: {record.status} ({record.audit_ref})")
     try:
         aegis.propose(actor=AGENT, action=refund, context=SESSION, confirmation_token=asked.confirmation_token)
         expect(False, "a replayed token is refused")
@@ -227,7 +289,7 @@ def confirmation_round_trip(aegis: AegisClient) -> None:
         print(f"  token presented for another amount refused: {error.code}")
 
 
-def escalations(aegis: AegisClient, reviewer: AegisClient) -> None:
+def approved_escalation(aegis: AegisClient, reviewer: AegisClient) -> None:
     heading("3. Escalation approved by a reviewer")
     refund = {"capability": "payments.refund", "parameters": {"order_id": "ord_10", "amount": 2500, "currency": "EUR"}}
     pending = show("refund 2,500 EUR", aegis.propose(actor=AGENT, action=refund, context=SESSION))
@@ -239,21 +301,90 @@ def escalations(aegis: AegisClient, reviewer: AegisClient) -> None:
     expect(allowed.outcome == "ALLOW" and allowed.parent_decision_id == pending.decision_id, "approval lets it run")
     aegis.decisions.report_execution(allowed.decision_id, status="SUCCESS", duration_ms=120.0)
 
-    heading("4. Escalation nobody reviews: it expires into a final DENY")
-    deploy = {"capability": "deploy.production", "parameters": {"service": "billing", "version": "2.4.1"}}
-    waiting = show("deploy billing 2.4.1", aegis.propose(actor=AGENT, action=deploy, context=SESSION))
-    expect(waiting.outcome == "ESCALATE", "deploys escalate")
-    print(f"  review deadline {waiting.expires_at}; waiting...")
+
+def fastapi_app(endpoint: str, api_key: str, aegis: AegisClient, reviewer: AegisClient) -> None:
+    heading("4. A governed FastAPI app (examples/fastapi_app.py), served by uvicorn, called over HTTP")
+    import fastapi_app as example
+
+    app = example.create_app(endpoint, api_key)
+    with serving_with_uvicorn(app, free_port()) as base, httpx.Client(base_url=base, timeout=10) as http:
+        print(f"  serving {base}; the caller is the support bot (Authorization: Bearer bot-token)")
+        bot = {"Authorization": "Bearer bot-token"}
+
+        def call(step: str, path: str, body: dict[str, Any], expected: int, **headers: str) -> httpx.Response:
+            response = http.post(path, json=body, headers={**bot, **headers})
+            detail = response.json().get("detail", {}) if response.status_code >= 400 else {}
+            decision_id = response.headers.get("AEGIS-Decision-Id") or detail.get("decision_id")
+            code = detail.get("code", "")
+            print(f"  POST {path:<22} -> HTTP {response.status_code} {code}")
+            expect(response.status_code == expected, f"{step}: HTTP {expected}, got {response.status_code}")
+            if decision_id:
+                show(step, aegis.decisions.get(decision_id), via="FastAPI")
+            return response
+
+        call("POST /queries SELECT", "/queries", {"query": "SELECT id FROM orders LIMIT 5"}, 200)
+        call("POST /queries DROP TABLE", "/queries", {"query": "DROP TABLE orders"}, 403)
+        asked = call("POST refund 250 EUR", "/orders/A-18/refunds", {"amount": 250, "currency": "EUR"}, 428)
+        confirmation = asked.json()["detail"]["decision_id"]
+        print("  ... the user consents; the same request again with AEGIS-Confirmation")
+        headers = {"AEGIS-Confirmation": confirmation}
+        call(
+            "POST refund 250 EUR, confirmed", "/orders/A-18/refunds", {"amount": 250, "currency": "EUR"}, 200, **headers
+        )
+        held = call("POST refund 3,000 EUR", "/orders/A-19/refunds", {"amount": 3000, "currency": "EUR"}, 403)
+        escalated = held.json()["detail"]["decision_id"]
+        reviewer.decisions.review(escalated, approve=True, note="large customer, approved")
+        print("  ... alice-ops approves; the same request again with AEGIS-Confirmation")
+        headers = {"AEGIS-Confirmation": escalated}
+        call(
+            "POST refund 3,000 EUR, approved",
+            "/orders/A-19/refunds",
+            {"amount": 3000, "currency": "EUR"},
+            200,
+            **headers,
+        )
+    print("  uvicorn stopped; the app's lifespan sent its pending execution reports")
+
+
+def langchain_agent(aegis: AegisClient) -> None:
+    heading("5. A LangChain agent (examples/langchain_agent.py) with governed tools, on a scripted model")
+    import langchain_agent as example
+
+    steps = example.run_agent(aegis)
+    for step in steps:
+        args = ", ".join(f"{k}={v!r}" for k, v in step.tool_call["args"].items())
+        call = f"{step.tool_call['name']}({args})"
+        print(f"  {call if len(call) <= 96 else call[:93] + '...'}")
+        print(f"      {step.outcome}: {step.result if len(step.result) <= 90 else step.result[:87] + '...'}")
+    outcomes = sorted(step.outcome.split(" ")[0] for step in steps)
+    expect(
+        outcomes == ["ALLOW", "ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION"],
+        f"the agent's tools are allowed, denied, confirmed and escalated, got {outcomes}",
+    )
+    actor = example.ACTOR["id"]
+    capability = {r.decision_id: r.capability for r in aegis.audit.log(actor_id=actor, event_type="decision")}
+    for decision in reversed(list(aegis.decisions.list(actor_id=actor))):
+        ROWS.append(Row("LangChain", f"tool call: {capability.get(decision.decision_id, '?')}", decision))
+
+
+def expired_escalation(aegis: AegisClient, waiting: Decision) -> None:
+    heading("6. The escalation nobody reviewed: expired into a final DENY")
     final = show("deploy billing 2.4.1, review window over", aegis.wait_for_review(waiting, timeout=15))
     expect(final.outcome == "DENY" and final.review is not None and final.review.status == "expired", "expiry denies")
 
 
 def audit(aegis: AegisClient) -> None:
-    heading("5. The audit trail of one decision, and the whole chain verified")
-    last_allow = next(row.decision for row in reversed(ROWS) if row.decision.outcome == "ALLOW")
-    trail = aegis.audit.trail(last_allow.decision_id)
+    heading("7. Execution results, the audit trail of one decision, the whole chain verified")
+    executions = list(aegis.audit.log(event_type="execution", limit=200))
+    by_actor = Counter(record.actor_id for record in executions)
+    print(f"  execution results reported: {len(executions)} ({', '.join(f'{n} by {a}' for a, n in by_actor.items())})")
+    expect(len(by_actor) >= 3, "the SDK, the FastAPI app and the LangChain agent each reported executions")
+    confirmed = next(row.decision for row in reversed(ROWS) if row.decision.parent_decision_id)
+    trail = aegis.audit.trail(confirmed.decision_id)
+    print(f"  trail of {confirmed.decision_id}:")
     for record in trail.records:
-        print(f"  #{record.sequence:<4} {record.event_type:<24} {record.hash[:16]}… prev {record.previous_hash[:16]}…")
+        hashes = f"hash {record.hash[:16]}…  prev {record.previous_hash[:16]}…"
+        print(f"    #{record.sequence:<4} {record.event_type:<14} {hashes}")
     records = list(aegis.audit.log(limit=200))
     verification = aegis.audit.verify()
     print(
@@ -264,25 +395,33 @@ def audit(aegis: AegisClient) -> None:
 
 def main() -> int:
     started = time.monotonic()
+    sys.path.insert(0, str(EXAMPLES))
+    server_cli = warm_imports("aegis_server.cli")
+    adapters = warm_imports("uvicorn", "fastapi_app", "langchain_agent")
     with tempfile.TemporaryDirectory(prefix="aegis-demo-") as folder:
         db_url = f"sqlite+aiosqlite:///{Path(folder) / 'aegis.db'}"
-        heading("0. Start aegis-server on SQLite with the example policies")
-        cli("db", "upgrade", db_url=db_url)
-        agent_key = cli("keys", "create", "--name", "support-bot", "--scopes", AGENT_SCOPES, db_url=db_url).strip()
-        reviewer_key = cli("keys", "create", "--name", "alice-ops", "--scopes", REVIEWER_SCOPES, db_url=db_url).strip()
+        heading("0. aegis-server on SQLite with the example policies; two API keys made with its CLI")
         with running_server(db_url, free_port()) as endpoint:
+            server_cli.join()
+            agent_key = cli("keys", "create", "--name", "support-bot", "--scopes", AGENT_SCOPES, db_url=db_url).strip()
+            reviewer_key = cli("keys", "create", "--name", "alice-ops", "--scopes", REVIEWER_SCOPES, db_url=db_url)
             print(f"  serving {endpoint} (database {db_url})")
+            print(f"  aegis-server keys create: support-bot ({AGENT_SCOPES}), alice-ops ({REVIEWER_SCOPES})")
             with (
                 AegisClient(endpoint=endpoint, api_key=agent_key) as aegis,
-                AegisClient(endpoint=endpoint, api_key=reviewer_key) as reviewer,
+                AegisClient(endpoint=endpoint, api_key=reviewer_key.strip()) as reviewer,
             ):
-                four_outcomes(aegis)
+                waiting = four_outcomes(aegis)
                 confirmation_round_trip(aegis)
-                escalations(aegis, reviewer)
+                approved_escalation(aegis, reviewer)
+                adapters.join()
+                fastapi_app(endpoint, agent_key, aegis, reviewer)
+                langchain_agent(aegis)
+                expired_escalation(aegis, waiting)
                 audit(aegis)
         print_table()
         verified = cli("audit", "verify", db_url=db_url)
-        print(f"\n  aegis-server audit verify: {verified.strip()}")
+        print(f"\n  independently, from the database: aegis-server audit verify -> {verified.strip()}")
     print(f"\nDemo finished in {time.monotonic() - started:.1f} s.")
     return 0
 
