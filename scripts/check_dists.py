@@ -1,0 +1,105 @@
+"""Check what `make dist` built: a wheel and an sdist of each of the four packages, one shared version,
+and complete metadata (description, README, license file, classifiers, requires-python, project URLs,
+the py.typed marker), exact pins between siblings, and aegis-sdk depending on httpx and pydantic only.
+
+    python scripts/check_dists.py [DIST_DIR]      # default: dist/
+
+Exit 0 and one line per artifact when everything holds; otherwise exit 1 listing every problem.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tarfile
+import zipfile
+from email.message import Message
+from email.parser import Parser
+from pathlib import Path
+
+PACKAGES = {"aegis-sdk": "aegis_sdk", "aegis-server": "aegis_server", "aegis-fastapi": "aegis_fastapi"}
+PACKAGES["aegis-langchain"] = "aegis_langchain"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9_.\-]+", requirement)
+    return match.group(0).lower().replace("_", "-") if match else requirement
+
+
+def check_metadata(label: str, meta: Message, body: str, version: str, problems: list[str]) -> None:
+    def need(condition: bool, what: str) -> None:
+        if not condition:
+            problems.append(f"{label}: {what}")
+
+    need(meta["Version"] == version, f"version {meta['Version']} differs from the shared {version}")
+    need(bool(meta["Summary"]) and len(meta["Summary"]) > 20, "no description (Summary)")
+    need(meta["Description-Content-Type"] == "text/markdown" and len(body) > 200, "no Markdown README")
+    need("](../" not in body and "](./" not in body, "README has relative links, which are broken on PyPI")
+    need(meta["License-Expression"] == "Apache-2.0", "no License-Expression: Apache-2.0")
+    need("LICENSE" in (meta.get_all("License-File") or []), "no License-File: LICENSE")
+    need(bool(meta["Requires-Python"]), "no Requires-Python")
+    classifiers = meta.get_all("Classifier") or []
+    need("Typing :: Typed" in classifiers, "no 'Typing :: Typed' classifier")
+    need(any(c.startswith("Programming Language :: Python :: 3.") for c in classifiers), "no Python classifiers")
+    need(any(c.startswith("Development Status") for c in classifiers), "no Development Status classifier")
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
+    need({"Documentation", "Source", "Changelog"} <= set(urls), f"project URLs incomplete: {sorted(urls)}")
+    requires = meta.get_all("Requires-Dist") or []
+    for requirement in requires:
+        if _name(requirement) in PACKAGES:
+            need(f"=={version}" in requirement, f"sibling requirement not pinned to =={version}: {requirement}")
+    if meta["Name"] == "aegis-sdk":
+        direct = sorted({_name(r) for r in requires if "extra ==" not in r})
+        need(direct == ["httpx", "pydantic"], f"aegis-sdk must depend on httpx and pydantic only, found {direct}")
+
+
+def main(argv: list[str]) -> int:
+    dist = Path(argv[1] if len(argv) > 1 else ROOT / "dist")
+    problems: list[str] = []
+    versions: set[str] = set()
+    for name, module in PACKAGES.items():
+        wheels = sorted(dist.glob(f"{module}-*.whl"))
+        sdists = sorted(dist.glob(f"{module}-*.tar.gz"))
+        if len(wheels) != 1 or len(sdists) != 1:
+            problems.append(f"{name}: expected one wheel and one sdist in {dist}, found {len(wheels)} and {len(sdists)}")
+            continue
+        version = wheels[0].name.split("-")[1]
+        versions.add(version)
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            files = set(wheel.namelist())
+            info = f"{module}-{version}.dist-info"
+            meta = Parser().parsestr(wheel.read(f"{info}/METADATA").decode())
+            body = meta.get_payload() if isinstance(meta.get_payload(), str) else ""
+            check_metadata(wheels[0].name, meta, str(body), version, problems)
+            for required in (f"{module}/py.typed", f"{module}/__init__.py", f"{info}/licenses/LICENSE"):
+                if required not in files:
+                    problems.append(f"{wheels[0].name}: {required} missing")
+        with tarfile.open(sdists[0]) as sdist:
+            top = f"{module}-{version}"
+            members = set(sdist.getnames())
+            for required in ("PKG-INFO", "pyproject.toml", "README.md", "LICENSE", f"src/{module}/py.typed"):
+                if f"{top}/{required}" not in members:
+                    problems.append(f"{sdists[0].name}: {required} missing")
+            pkg_info = sdist.extractfile(f"{top}/PKG-INFO")
+            if pkg_info is not None:
+                meta = Parser().parsestr(pkg_info.read().decode())
+                check_metadata(sdists[0].name, meta, str(meta.get_payload()), version, problems)
+        print(f"ok: {wheels[0].name}, {sdists[0].name}")
+    if len(versions) > 1:
+        problems.append(f"the packages do not share one version: {sorted(versions)}")
+    extra = sorted(p.name for p in dist.iterdir() if not p.name.startswith(tuple(PACKAGES.values())))
+    extra = [e for e in extra if e != ".gitignore"]
+    if extra:
+        problems.append(f"unexpected files in {dist}: {extra}")
+    if problems:
+        print(f"\n{len(problems)} problem(s) in {dist}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print(f"ok: 4 wheels and 4 sdists, version {versions.pop()}, metadata complete")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
