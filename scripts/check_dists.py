@@ -62,7 +62,8 @@ def main(argv: list[str]) -> int:
         wheels = sorted(dist.glob(f"{module}-*.whl"))
         sdists = sorted(dist.glob(f"{module}-*.tar.gz"))
         if len(wheels) != 1 or len(sdists) != 1:
-            problems.append(f"{name}: expected one wheel and one sdist in {dist}, found {len(wheels)} and {len(sdists)}")
+            found = f"{len(wheels)} and {len(sdists)}"
+            problems.append(f"{name}: expected one wheel and one sdist in {dist}, found {found}")
             continue
         version = wheels[0].name.split("-")[1]
         versions.add(version)
