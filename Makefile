@@ -5,7 +5,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --locked
 
-.PHONY: setup demo serve test test-sdk-pythons lint format bench dist check-wheel bump clean
+.PHONY: setup demo serve test test-sdk-pythons lint format bench dist check-wheel smoke-dists docs docs-serve bump clean
 
 setup:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
@@ -38,12 +38,24 @@ bench: setup
 dist: setup
 	rm -rf dist
 	for p in packages/*/; do $(UV) build --quiet --out-dir dist "$$p"; done
+	$(RUN) python scripts/check_dists.py dist
 
 check-wheel: dist
 	bash scripts/check_sdk_wheel.sh
+
+# The four wheels in a fresh virtualenv outside the workspace, the installed aegis-server, a smoke test.
+smoke-dists: dist
+	bash scripts/smoke_dists.sh dist
+
+# The documentation site, warnings as errors (site/); `make docs-serve` previews it with live reload.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict --quiet --site-dir site
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs serve --dev-addr 127.0.0.1:8001
 
 bump: setup
 	$(RUN) python scripts/bump_version.py $(VERSION)
 
 clean:
-	rm -rf dist .aegis .pytest_cache .mypy_cache .ruff_cache
+	rm -rf dist site .aegis .pytest_cache .mypy_cache .ruff_cache
