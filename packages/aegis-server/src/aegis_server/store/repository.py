@@ -132,6 +132,13 @@ def _new_audit_ref() -> str:
     return f"aud_{uuid.uuid4().hex}"
 
 
+class _RowView:
+    """Attribute access to a row dict, so `_decision_from_row` builds a decision from what was inserted."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
 class _IdempotentReplay(Exception):
     """Internal: the Idempotency-Key row already exists; roll back and answer from the stored decision."""
 
@@ -158,17 +165,8 @@ class _AuditAppender:
         audit_ref: str | None = None,
     ) -> AuditRecord:
         clean_payload = normalise_json(dict(payload))
-        if self.head is None:
-            if self.postgres:
-                await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
-            last = (
-                await self.conn.execute(
-                    sa.select(audit_records.c.sequence, audit_records.c.hash)
-                    .order_by(audit_records.c.sequence.desc())
-                    .limit(1)
-                )
-            ).first()
-            self.head = (int(last.sequence), str(last.hash)) if last is not None else (0, GENESIS_HASH)
+        await self._load_head()
+        assert self.head is not None
         sequence, previous_hash = self.head[0] + 1, self.head[1]
         fields: dict[str, Any] = {
             "audit_ref": audit_ref or _new_audit_ref(),
@@ -187,6 +185,50 @@ class _AuditAppender:
         await self.conn.execute(sa.insert(audit_records).values(created_at=self.now, **fields))
         self.head = (sequence, fields["hash"])
         return AuditRecord(**fields)
+
+    async def append_many(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Append several records (each the keyword arguments of `append`) with one INSERT."""
+        if not entries:
+            return
+        await self._load_head()
+        assert self.head is not None
+        sequence, previous_hash = self.head
+        timestamp = format_timestamp(self.now)
+        rows = []
+        for entry in entries:
+            sequence += 1
+            fields: dict[str, Any] = {
+                "audit_ref": entry.get("audit_ref") or _new_audit_ref(),
+                "sequence": sequence,
+                "event_type": entry["event_type"],
+                "decision_id": entry.get("decision_id"),
+                "actor_id": entry.get("actor_id"),
+                "capability": entry.get("capability"),
+                "outcome": entry.get("outcome"),
+                "session_id": entry.get("session_id"),
+                "timestamp": timestamp,
+                "payload": normalise_json(dict(entry["payload"])),
+                "previous_hash": previous_hash,
+            }
+            fields["hash"] = previous_hash = link_hash(fields)
+            fields["created_at"] = self.now
+            rows.append(fields)
+        await self.conn.execute(sa.insert(audit_records), rows)
+        self.head = (sequence, previous_hash)
+
+    async def _load_head(self) -> None:
+        if self.head is not None:
+            return
+        if self.postgres:
+            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
+        last = (
+            await self.conn.execute(
+                sa.select(audit_records.c.sequence, audit_records.c.hash)
+                .order_by(audit_records.c.sequence.desc())
+                .limit(1)
+            )
+        ).first()
+        self.head = (int(last.sequence), str(last.hash)) if last is not None else (0, GENESIS_HASH)
 
 
 def _encode_cursor(kind: str, order: str, key: int) -> str:
@@ -279,6 +321,9 @@ class Store:
         self._write_lock = asyncio.Lock()
         self._clock = clock or _utcnow
         self._secret: bytes | None = None
+        # Group commit of plain decisions (see `_record_grouped`): waiting records and the flushing task.
+        self._pending: list[tuple[NewDecision, asyncio.Future[Decision]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -485,6 +530,163 @@ class Store:
         already stored for a different request hash. When it is stored for the same request hash (a race
         between two deliveries of one request), nothing is written and the stored decision is returned.
         """
+        if record.consumes_token_of is None:
+            return await self._record_grouped(record)
+        return await self._record_one(record)
+
+    # Group commit. Concurrent proposals each used to pay a whole write transaction (BEGIN IMMEDIATE,
+    # five statements, COMMIT: ~3 ms of thread hand-offs on aiosqlite, serialised by the chain), which
+    # capped a server at ~300 decisions/s. Now a decision that consumes no token joins a queue; one task
+    # writes everything queued in one transaction (executemany: decisions, idempotency keys, audit
+    # records) and commits, and only then answers each waiting request: durability per request is
+    # unchanged, the cost per transaction is shared. A batch that cannot be written as a whole (an
+    # idempotency key already used, a database error) is rolled back and each of its records is
+    # written alone by `_record_one`, which gives every request its own answer as before.
+
+    _MAX_GROUP = 256
+
+    async def _record_grouped(self, record: NewDecision) -> Decision:
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_pending())
+        return await asyncio.shield(future)  # a cancelled request does not cancel the others' commit
+
+    async def _flush_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self._MAX_GROUP], self._pending[self._MAX_GROUP :]
+            try:
+                decisions_written = await self._write_group([record for record, _ in batch])
+            except Exception:
+                decisions_written = None
+            for index, (record, future) in enumerate(batch):
+                if future.done():
+                    continue
+                if decisions_written is not None:
+                    future.set_result(decisions_written[index])
+                    continue
+                try:
+                    future.set_result(await self._record_one(record))
+                except Exception as exc:
+                    future.set_exception(exc)
+
+    async def _write_group(self, records: Sequence[NewDecision]) -> list[Decision]:
+        now = self._clock()
+        rows = [self._decision_row(record, now) for record in records]
+        keys = [
+            {
+                "api_key_id": record.idempotency.api_key_id,
+                "key": record.idempotency.key,
+                "request_hash": record.idempotency.request_hash,
+                "decision_id": record.decision.decision_id,
+                "created_at": now,
+            }
+            for record in records
+            if record.idempotency is not None
+        ]
+        async with self._write() as conn:
+            await conn.execute(sa.insert(decisions), rows)
+            if keys:
+                inserted = await conn.execute(
+                    self._upsert(idempotency_keys)
+                    .on_conflict_do_nothing(index_elements=["api_key_id", "key"])
+                    .returning(idempotency_keys.c.key),
+                    keys,
+                )
+                if len(inserted.all()) != len(keys):
+                    raise _IdempotentReplay  # roll back; each record is then written alone
+            audit = self._audit(conn, now)
+            await audit.append_many(
+                [
+                    entry
+                    for record, row in zip(records, rows, strict=True)
+                    for entry in self._decision_audit_entries(record, row)
+                ]
+            )
+        return [_decision_from_row(_RowView(row)) for row in rows]
+
+    def _decision_row(self, record: NewDecision, now: datetime) -> dict[str, Any]:
+        """The `decisions` row of a new decision (as `_record_one` inserts it)."""
+        decision = record.decision
+        escalate = decision.outcome == "ESCALATE"
+        review_deadline = record.review_deadline
+        if escalate and review_deadline is None:
+            review_deadline = _parse_timestamp(decision.expires_at)
+        if escalate and review_deadline is None:
+            raise ValueError("an ESCALATE decision needs a review_deadline (or an expires_at) to be recorded")
+        expires_at = decision.expires_at
+        if escalate and expires_at is None and review_deadline is not None:
+            expires_at = format_timestamp(review_deadline)
+        token_expires_at = record.token_expires_at
+        if token_expires_at is None and decision.confirmation_token is not None:
+            token_expires_at = _parse_timestamp(decision.expires_at)
+        return {
+            "decision_id": decision.decision_id,
+            "outcome": decision.outcome,
+            "reason": decision.reason,
+            "risk_score": decision.risk_score,
+            "constraints": normalise_json(decision.constraints),
+            "policy_ids": list(decision.policy_ids),
+            "timestamp": decision.timestamp,
+            "created_at": record.created_at or _parse_timestamp(decision.timestamp) or now,
+            "audit_ref": decision.audit_ref or _new_audit_ref(),
+            "actor_id": record.actor_id,
+            "actor_type": record.actor_type,
+            "capability": record.capability,
+            "session_id": record.session_id,
+            "params_hash": record.params_hash,
+            "parent_decision_id": decision.parent_decision_id,
+            "confirmation_token": decision.confirmation_token,
+            "expires_at": expires_at,
+            "token_expires_at": token_expires_at,
+            "review_status": (decision.review.status if decision.review is not None else "pending")
+            if escalate
+            else None,
+            "review_deadline": review_deadline if escalate else None,
+            "token_used_at": None,
+            "token_used_by": None,
+            "reviewer": None,
+            "review_note": None,
+            "review_resolved_at": None,
+        }
+
+    @staticmethod
+    def _decision_audit_entries(record: NewDecision, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The "proposal" and "decision" audit records of a new decision (as `_record_one` appends them)."""
+        decision = record.decision
+        common: dict[str, Any] = {
+            "decision_id": decision.decision_id,
+            "actor_id": record.actor_id,
+            "capability": record.capability,
+            "session_id": record.session_id,
+        }
+        review_deadline = row["review_deadline"]
+        return [
+            {"event_type": "proposal", "payload": dict(record.proposal_audit), **common},
+            {
+                "event_type": "decision",
+                "audit_ref": row["audit_ref"],
+                "outcome": decision.outcome,
+                "payload": {
+                    "outcome": decision.outcome,
+                    "reason": decision.reason,
+                    "risk_score": decision.risk_score,
+                    "constraints": decision.constraints,
+                    "policy_ids": list(decision.policy_ids),
+                    "actor_type": record.actor_type,
+                    "params_hash": record.params_hash,
+                    "parent_decision_id": decision.parent_decision_id,
+                    "expires_at": row["expires_at"],
+                    "review_deadline": format_timestamp(review_deadline) if review_deadline else None,
+                    "confirmation_token_issued": decision.confirmation_token is not None,
+                    "idempotency_key": record.idempotency is not None,
+                },
+                **common,
+            },
+        ]
+
+    async def _record_one(self, record: NewDecision) -> Decision:
+        """`record_decision` in a transaction of its own (token consumption, and a batch's fallback)."""
         decision = record.decision
         now = self._clock()
         created_at = record.created_at or _parse_timestamp(decision.timestamp) or now
@@ -604,7 +806,7 @@ class Store:
             assert entry is not None
             found = await self.find_idempotent(entry.api_key_id, entry.key)
             if found is None:  # the other request's transaction was rolled back after all: try again
-                return await self.record_decision(record)
+                return await self._record_one(record)
             request_hash, stored = found
             if request_hash != entry.request_hash:
                 raise IdempotencyConflict(entry.key, stored.decision_id) from None
