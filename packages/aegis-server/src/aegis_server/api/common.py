@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from aegis_server.service import GovernanceService
 
 
-def get_service(request: Request) -> GovernanceService:
+async def get_service(request: Request) -> GovernanceService:
+    """The service (async: FastAPI runs a plain-def dependency in a worker thread, a hop per request)."""
     service: GovernanceService = request.app.state.service
     return service
 
