@@ -256,7 +256,8 @@ def _check_limit(limit: int) -> None:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
 
 
-def _decision_from_row(row: Row[Any]) -> Decision:
+def _decision_from_row(row: Any) -> Decision:
+    """A `Decision` from a `decisions` row (or a `_RowView` of the values just inserted)."""
     review: Review | None = None
     if row.review_status is not None:
         review = Review(
