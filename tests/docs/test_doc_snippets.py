@@ -13,7 +13,8 @@ The rules a page follows (say them again in docs/index.md's "About the snippets"
   rewritten to the test server's, the placeholder key becomes a real admin key, and both variables are set.
   Nothing else in a snippet is changed.
 - A snippet that starts with `# continues: needs ... from "Heading"` runs in the namespace of the first
-  snippet under that heading of the same page (it is the next step of that script).
+  snippet under that heading of the same page (it is the next step of that script; a heading whose first
+  snippet itself continues another shares that script's namespace).
 - A snippet that cannot run on its own (it needs your application's code, an LLM service, or it serves
   forever) is marked on the line right before its fence with `<!-- not-run: the reason -->`. The marker is
   invisible on the site; the reason is required and is printed when the snippet is skipped.
@@ -126,6 +127,7 @@ def test_snippet_runs(snippet: Snippet, docs_server: DocsServer, monkeypatch: py
         assert key in _namespaces, f"{snippet.id} continues from {source!r}, which has no earlier snippet"
         assert key not in _failed, f"{snippet.id} continues from {source!r}, whose first snippet failed"
         namespace = _namespaces[key]
+        _namespaces.setdefault((snippet.page, snippet.heading), namespace)  # a later step may continue from here
     else:
         namespace = {"__name__": "__main__"}
         key = (snippet.page, snippet.heading)
