@@ -1,0 +1,142 @@
+"""The short markdown tables of a results JSON (bench/results/latest.md, quoted in docs/performance.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r.get("machine", {})
+    lines = [
+        f"# AEGIS benchmark results ({r.get('started', '?')})",
+        "",
+        f"Machine: {m.get('cpus')} CPUs ({m.get('cpu')}), {m.get('memory_gib')} GiB, Python {m.get('python')}, "
+        f"load average at start {m.get('loadavg_at_start')}. Command: `{r.get('command')}`; took {r.get('total_s')} s.",
+        "Shared machine: other processes ran beside the benchmark, so compare ratios within this run.",
+        "",
+    ]
+    e = r.get("engine")
+    if e and "cases" in e:
+        lines += ["## Engine (`evaluate()`, in process)", ""]
+        rows = [
+            [
+                c["rules"],
+                c["layout"],
+                c["max_rules_per_capability"],
+                c["p50_us"],
+                c["p99_us"],
+                c["decisions_per_s"],
+                c["load_s"],
+                c["compile_s"],
+            ]
+            for c in e["cases"]
+        ]
+        lines += _table(
+            [
+                "rules",
+                "layout",
+                "rules seen per decision",
+                "p50 µs",
+                "p99 µs",
+                "decisions/s (1 core)",
+                "load s",
+                "compile s",
+            ],
+            rows,
+        )
+        b = e["baseline_proposal_model_validate"]
+        lines += [
+            f"Baseline (same run): `Proposal.model_validate` alone p50 {b['p50_us']} µs. "
+            f"p50 at 10,000 rules / p50 at 100 rules: {e['ratio_p50_10000_over_100']}×. Targets: {e['targets']}",
+            "",
+        ]
+    p = r.get("peers")
+    if p:
+        agt = p.get("agent_governance_toolkit", {})
+        lines += ["## Peers (same run)", ""]
+        if "cases" in agt:
+            ours = {c["rules"]: c for c in (e or {}).get("cases", []) if "per capability" in c.get("layout", "")}
+            rows = []
+            for c in agt["cases"]:
+                mine = ours.get(c["rules"], {})
+                rows.append([c["rules"], c["p50_us"], c["p99_us"], mine.get("p50_us", "-"), mine.get("p99_us", "-")])
+            lines += _table(
+                ["rules", "AGT PolicyEvaluator p50 µs", "AGT p99 µs", "AEGIS evaluate p50 µs", "AEGIS p99 µs"], rows
+            )
+        else:
+            lines += [f"Agent Governance Toolkit: {agt.get('skipped', agt.get('error'))}", ""]
+        lines += [f"Galileo agent-control-server: {p.get('agent_control_server', {}).get('skipped', '?')}", ""]
+    s = r.get("server")
+    if s and "baseline" in s:
+        lines += [
+            "## Server (`POST /api/v1/governance/propose`, separate load process)",
+            "",
+            f"{s['serving']}. Fixed concurrency: {s['load_generator']['fixed_concurrency']}; fixed rate: "
+            f"{s['load_generator']['fixed_rate']}. {s['duration_s_per_point']} s per point.",
+            "",
+        ]
+        rows = []
+        for label, key in (
+            ("bare FastAPI baseline", "baseline"),
+            ("AEGIS, SQLite", "sqlite"),
+            ("AEGIS, PostgreSQL", "postgres"),
+        ):
+            d = s.get(key, {})
+            if "concurrency" not in d:
+                rows.append([label, d.get("skipped", d.get("error", "-")), "", "", ""])
+                continue
+            for c, v in d["concurrency"].items():
+                rows.append([label, f"{c} connections", v["rps"], v["p50_ms"], v["p99_ms"]])
+            for rate, v in d["offered_rate"].items():
+                rows.append([label, f"{rate}/s offered", v["rps"], v["p50_ms"], v["p99_ms"]])
+        lines += _table(["server", "load", "answered/s", "p50 ms", "p99 ms"], rows)
+        for key in ("sqlite", "postgres"):
+            d = s.get(key, {})
+            if "concurrency" in d:
+                lines.append(
+                    f"- {key}: ratio at 32 connections vs baseline {d.get('ratio_rps32_vs_baseline')}; "
+                    f"{d['decisions_stored']} decisions stored for {d['answered_2xx_measured']} answered in the "
+                    f"measured points (plus warm-up); chain: {d['chain']['message']}; "
+                    f"RSS after {d['rss_mib_after']} MiB"
+                )
+        lines += ["", f"Targets: {s.get('targets')}", ""]
+    k = r.get("sdk")
+    if k and "sync" in k:
+        lines += ["## SDK (`propose()` vs raw httpx, same server, sequential)", ""]
+        rows = [
+            [
+                mode,
+                k[mode]["raw_httpx"]["p50_us"],
+                k[mode]["sdk"]["p50_us"],
+                k[mode]["ratio_p50_sdk_over_raw"],
+                k[mode]["connections_after"]["sdk"],
+            ]
+            for mode in ("sync", "async")
+        ]
+        lines += _table(["client", "raw httpx p50 µs", "SDK p50 µs", "ratio", "pool connections after"], rows)
+        par = k["async"]["parallel"]
+        lines += [
+            f"100 parallel `propose()` on one AsyncAegisClient: {par['decided']} decided in {par['wall_s']} s "
+            f"({par['decisions_per_s']}/s), {par['pool_connections_after']} pooled connections. "
+            f"Targets: {k['targets']}",
+            "",
+        ]
+    c = r.get("scale")
+    if c and "queries" in c:
+        lines += [
+            f"## Scale ({c['audit_records']:,} audit records, {c['database_mib']} MiB SQLite, "
+            f"filled in {c['fill_s']} s)",
+            "",
+        ]
+        lines += _table(["query", "p50 ms", "p99 ms"], [[n, v["p50_ms"], v["p99_ms"]] for n, v in c["queries"].items()])
+        lines += [f"Server RSS: {c['server_rss_mib']}", ""]
+    for name in ("engine", "peers", "server", "sdk", "scale"):
+        if isinstance(r.get(name), dict) and "error" in r[name]:
+            lines += [f"**{name} failed**: {r[name]['error']}", ""]
+    return "\n".join(lines)
