@@ -33,7 +33,7 @@ format: setup
 	$(RUN) ruff check --fix .
 
 bench: setup
-	$(RUN) python -m bench
+	$(RUN) --group bench python -m bench
 
 dist: setup
 	rm -rf dist
