@@ -15,6 +15,8 @@ demo: setup
 	$(RUN) python examples/demo.py
 
 serve: setup
+	@echo "AEGIS on http://127.0.0.1:8000 (SQLite under ./.aegis/, policies from examples/policies/). The first start"
+	@echo "prints a development key; later: $(UV) run aegis-server keys create --name me --scopes admin"
 	$(RUN) aegis-server serve
 
 test: setup
