@@ -30,8 +30,11 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         if target.is_relative_to(docs_dir.resolve()):
             return match.group(0)  # a page of the site: MkDocs checks it
         if not target.exists():
-            log.warning("Doc file '%s' links to '%s', which does not exist in the repository.",
-                        page.file.src_path, match.group(1))
+            log.warning(
+                "Doc file '%s' links to '%s', which does not exist in the repository.",
+                page.file.src_path,
+                match.group(1),
+            )
             return match.group(0)
         kind = "tree" if target.is_dir() else "blob"
         return f"]({repo}/{kind}/main/{relative.as_posix()}{match.group(2) or ''})"
