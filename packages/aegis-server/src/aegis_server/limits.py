@@ -1,5 +1,6 @@
 """Input limits: body size (enforced while reading, chunked bodies included), content type, strict JSON
-(no duplicate keys, no NaN), nesting depth, and the per-key token-bucket rate limit.
+(no duplicate keys — also after NFC —, no NaN or out-of-range numbers, no U+0000 or unpaired surrogates),
+nesting depth, no NUL in path, query or headers, and the per-key token-bucket rate limit.
 
 The body guard is pure ASGI and sits in front of the routers: it reads the whole body (at most
 `max_body_bytes`), checks it, and replays it, so the routers see only well-formed JSON.
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -29,15 +32,52 @@ class DuplicateKeyError(ValueError):
 
 def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
+    seen: set[str] = set()
     for key, value in pairs:
-        if key in result:
+        # Keys equal after NFC are one key to the canonical form (audit chain, token binding): a repeat.
+        normal = unicodedata.normalize("NFC", key)
+        if key in result or normal in seen:
             raise DuplicateKeyError(key)
+        seen.add(normal)
         result[key] = value
     return result
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number is out of range (larger than a 64-bit float can hold)")
+    return value
+
+
+_BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def _bad_string(value: Any) -> str | None:
+    """Why a parsed JSON value cannot be stored: a string or key holding U+0000 (PostgreSQL text refuses
+    it) or an unpaired surrogate escape such as "\\ud800" (not encodable as UTF-8); None when it is fine."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts: Any = (item,)
+        elif isinstance(item, dict):
+            texts = item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            texts = ()
+            stack.extend(item)
+        else:
+            continue
+        for text in texts:
+            found = _BAD_CHARACTER.search(text)
+            if found is not None:
+                return "U+0000" if found.group() == "\x00" else "an unpaired surrogate (\\ud800-\\udfff)"
+    return None
 
 
 def json_depth_exceeds(value: Any, max_depth: int) -> bool:
@@ -63,7 +103,9 @@ def parse_strict_json(data: bytes, max_depth: int) -> Any:
     except UnicodeDecodeError:
         raise validation_error(400, "invalid_json", "The body is not UTF-8. Send UTF-8 encoded JSON.") from None
     try:
-        value = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_reject_constant)
+        value = json.loads(
+            text, object_pairs_hook=_pairs_hook, parse_constant=_reject_constant, parse_float=_finite_float
+        )
     except DuplicateKeyError as exc:
         raise validation_error(
             400,
@@ -79,6 +121,11 @@ def parse_strict_json(data: bytes, max_depth: int) -> Any:
         ) from None
     if json_depth_exceeds(value, max_depth):
         raise _too_deep(max_depth)
+    bad = _bad_string(value)
+    if bad is not None:
+        raise validation_error(
+            400, "invalid_json", f"The body holds a string with {bad}, which AEGIS does not accept. Remove it.", {}
+        )
     return value
 
 
@@ -96,6 +143,13 @@ def _is_json_media_type(value: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
+def _has_nul(scope: Scope) -> bool:
+    """A NUL in the decoded path, the query string or a header value (PostgreSQL text cannot hold it)."""
+    if "\x00" in str(scope.get("path", "")) or b"%00" in bytes(scope.get("query_string", b"")):
+        return True
+    return any(b"\x00" in value for _, value in scope.get("headers", ()))
+
+
 class BodyGuardMiddleware:
     """Reads and checks request bodies under `path_prefix` before the app sees them."""
 
@@ -106,11 +160,22 @@ class BodyGuardMiddleware:
         self.path_prefix = path_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope.get("method") not in _BODY_METHODS
-            or not str(scope.get("path", "")).startswith(self.path_prefix)
-        ):
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.path_prefix):
+            await self.app(scope, receive, send)
+            return
+        if _has_nul(scope):
+            await send_error(
+                send,
+                validation_error(
+                    422,
+                    "invalid_request",
+                    "The path, query or a header holds a NUL character (%00), which no id, name or filter may "
+                    "contain. Remove it.",
+                    {},
+                ),
+            )
+            return
+        if scope.get("method") not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
         content_type = ""

@@ -71,7 +71,10 @@ class TokenSigner:
             return None
         if len(mac) != hashlib.sha256().digest_size:
             return None
-        expires_at = datetime.fromtimestamp(int(expiry_text), tz=timezone.utc)
+        try:
+            expires_at = datetime.fromtimestamp(int(expiry_text), tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):  # beyond the years a datetime can hold: not ours
+            return None
         return TokenClaims(decision_id=decision_id, expires_at=expires_at, mac=mac)
 
     def verify(self, claims: TokenClaims, *, actor_id: str, capability: str, params_hash: str) -> bool:
