@@ -1200,8 +1200,15 @@ class Store:
         a sequence gap, a previous_hash that does not link, or contents that do not match the hash.
         `records_checked` counts the records examined, the broken one included."""
         checker = ChainChecker()
-        columns = [column for column in audit_records.c if column.name not in ("payload", "created_at")]
-        payload_text = sa.cast(audit_records.c.payload, sa.Text).label("payload_text")
+        columns: list[Any] = [column for column in audit_records.c if column.name not in ("payload", "created_at")]
+        payload_text: Any = sa.cast(audit_records.c.payload, sa.Text).label("payload_text")
+        if not self._postgres:
+            # SQLite keeps whatever bytes were written: read text as bytes, so a record whose bytes are not
+            # UTF-8 (a tampered file) is reported as broken instead of failing the whole check.
+            columns = [
+                sa.cast(c, sa.LargeBinary).label(c.name) if isinstance(c.type, sa.String) else c for c in columns
+            ]
+            payload_text = sa.cast(audit_records.c.payload, sa.LargeBinary).label("payload_text")
         last = 0
         while True:
             async with self._read() as conn:
@@ -1214,12 +1221,16 @@ class Store:
                     )
                 ).all()
             for row in rows:
-                fields = dict(row._mapping)
-                text = fields.pop("payload_text")
+                fields = {
+                    name: value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+                    for name, value in row._mapping.items()
+                    if name != "payload_text"
+                }
+                text = row.payload_text
                 payload_error: str | None = None
                 try:
                     fields["payload"] = json.loads(text) if text is not None else None
-                except ValueError as exc:
+                except ValueError as exc:  # UnicodeDecodeError included: bytes that are not UTF-8
                     payload_error = str(exc)
                 if not checker.check(fields, payload_error):
                     return checker.result()
