@@ -5,18 +5,18 @@ LangChain agent.
 
 It starts `aegis-server serve` on a free loopback port with a fresh SQLite database in a temporary
 folder and the example policies in examples/policies/, creates an agent key and a reviewer key with the
-CLI, then shows:
+aegis-server CLI (its `main()`, run in this process to save an interpreter start), then shows:
 
-1. plain SDK calls with all four outcomes (and an unknown capability refused);
+1. plain SDK calls with all four outcomes (and an unknown capability refused); the escalated production
+   deploy is left unreviewed, and its 2-second review window runs while the story goes on;
 2. a confirmation round trip, the same token replayed and a token presented for another amount, refused;
 3. an escalation approved through the reviewer flow;
-4. an escalation nobody reviews (its 2-second window runs while the story goes on);
-5. the governed FastAPI app of examples/fastapi_app.py, served by uvicorn on a loopback port and called
+4. the governed FastAPI app of examples/fastapi_app.py, served by uvicorn on a loopback port and called
    over HTTP: allowed, denied, confirmed with a header, escalated then approved;
-6. the LangChain agent of examples/langchain_agent.py (a scripted fake chat model, no LLM service): its
+5. the LangChain agent of examples/langchain_agent.py (a scripted fake chat model, no LLM service): its
    governed tools are allowed, denied, confirmed, declined and escalated;
-7. the unreviewed escalation expired into a final DENY;
-8. the execution results reported by all three, the audit trail of one decision and the verified chain;
+6. the unreviewed deploy, expired into a final DENY;
+7. the execution results reported by all three, the audit trail of one decision and the verified chain;
 then a table of every decision. Nothing leaves 127.0.0.1; the exit code is 0 only if every step behaved
 as shown.
 """
