@@ -118,6 +118,11 @@ class _Call(Generic[T]):
     idempotency_key: str | None = None
     retry: bool = True
     accept: frozenset[int] = frozenset()  # error statuses whose body is still the answer (ready: 503)
+    # A call that is not idempotent (review, execution report) may have been applied by an attempt whose
+    # answer was lost; `reconcile` reads the error of a later attempt and returns the answer the lost one
+    # carried (or None: the error stands). `applied` records that such an attempt happened.
+    reconcile: Callable[[AegisError], T | None] | None = None
+    applied: list[bool] = field(default_factory=list, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -686,6 +691,8 @@ class BaseClient:
                     raise error_from_response(response, attempts=attempt + 1) from None
                 raise
         if status in RETRYABLE_STATUSES and attempt < self._max_retries(call):
+            if status >= 500:
+                call.applied.append(True)  # a gateway's 5xx may come after the platform acted
             delay = self._backoff(attempt, _retry_after(response))
             logger.info(
                 "%s %s -> %d request_id=%s; retry %d/%d in %.2fs",
@@ -698,12 +705,25 @@ class BaseClient:
                 delay,
             )
             return _Retry(delay)
-        raise error_from_response(response, attempts=attempt + 1)
+        error = error_from_response(response, attempts=attempt + 1)
+        if call.reconcile is not None and call.applied:
+            answer = call.reconcile(error)
+            if answer is not None:
+                logger.info(
+                    "%s %s: an earlier attempt was applied (its answer was lost); returning it, request_id=%s",
+                    call.method,
+                    call.path,
+                    request_id,
+                )
+                return answer
+        raise error
 
     def _on_transport_error(self, call: _Call[Any], exc: httpx.RequestError, attempt: int) -> _Retry:
         """Schedule a retry of a transient transport failure, or raise it as an AegisError."""
         transient = isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
         if transient and attempt < self._max_retries(call):
+            if not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+                call.applied.append(True)  # the request may have reached the platform
             delay = self._backoff(attempt, None)
             logger.info(
                 "%s %s failed (%s); retry %d/%d in %.2fs",
@@ -930,7 +950,19 @@ class BaseClient:
             raise InvalidRequestError("approve must be True or False.", code="invalid_request")
         body = _dump(_validate_model(ReviewRequest, {"approve": approve, "note": note}, "review"), "review")
         path = f"/governance/decisions/{_segment(decision_id, 'decision_id')}/review"
-        return _Call("POST", path, _parse_decision, body=body)
+        wanted = "approved" if approve else "denied"
+
+        def reconcile(error: AegisError) -> Decision | None:
+            # The platform hands back the decision when this same reviewer already resolved it.
+            stored = error.details.get("decision")
+            if error.code != "not_pending" or error.details.get("status") != wanted or not isinstance(stored, dict):
+                return None
+            try:
+                return _DECISION_ADAPTER.validate_python(stored)
+            except pydantic.ValidationError:
+                return None
+
+        return _Call("POST", path, _parse_decision, body=body, reconcile=reconcile)
 
     def _execution_call(
         self,
@@ -946,7 +978,19 @@ class BaseClient:
             "execution report",
         )
         path = f"/governance/decisions/{_segment(decision_id, 'decision_id')}/execution"
-        return _Call("POST", path, _model_parser(ExecutionRecord), body=_dump(report, "execution report"))
+
+        def reconcile(error: AegisError) -> ExecutionRecord | None:
+            stored = error.details.get("execution")
+            if error.code != "already_reported" or not isinstance(stored, dict) or stored.get("status") != status:
+                return None
+            try:
+                return ExecutionRecord.model_validate(stored)
+            except pydantic.ValidationError:
+                return None
+
+        return _Call(
+            "POST", path, _model_parser(ExecutionRecord), body=_dump(report, "execution report"), reconcile=reconcile
+        )
 
     # -- registry, policies, audit, health ----------------------------------------------------------
 

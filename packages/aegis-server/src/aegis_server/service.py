@@ -18,6 +18,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from aegis_sdk.models import (
     AuditPage,
     AuditTrail,
@@ -65,6 +67,7 @@ from aegis_server.store import (
 from aegis_server.tokens import TokenSigner
 
 logger = logging.getLogger("aegis_server.service")
+_DECISION_JSON: TypeAdapter[Decision] = TypeAdapter(Decision)
 
 Clock = Callable[[], datetime]
 
@@ -832,12 +835,18 @@ class GovernanceService:
             if exc.status == "expired":
                 self.metrics.reviews.labels(result="expired").inc()
                 self.notifier.notify(decision_id)
+            details: dict[str, Any] = {"decision_id": decision_id, "status": exc.status}
+            current = await self.store.get_decision(decision_id)
+            if current is not None and current.review is not None and current.review.reviewer == reviewer:
+                # This reviewer resolved it already (e.g. a retry whose first answer was lost on the way):
+                # hand back the decision as that first answer had it, so the client can tell.
+                details["decision"] = _DECISION_JSON.dump_python(current, mode="json")
             raise governance_error(
                 409,
                 "not_pending",
                 f"Decision {decision_id} is not awaiting review (status: {exc.status}). Only a pending ESCALATE "
                 "within its deadline can be approved or denied.",
-                {"decision_id": decision_id, "status": exc.status},
+                details,
             ) from None
         self.metrics.reviews.labels(result="approved" if request.approve else "denied").inc()
         self.notifier.notify(decision_id)
@@ -865,11 +874,20 @@ class GovernanceService:
                 {"decision_id": decision_id, "outcome": exc.outcome},
             ) from None
         except AlreadyReported:
+            stored = await self.store.get_execution(decision_id)
+            reported: dict[str, Any] = {"decision_id": decision_id}
+            if stored is not None:  # what was recorded, so a retry whose first answer was lost can tell
+                reported["execution"] = {
+                    "decision_id": decision_id,
+                    "status": stored["status"],
+                    "recorded_at": stored["recorded_at"],
+                    "audit_ref": stored["audit_ref"],
+                }
             raise governance_error(
                 409,
                 "already_reported",
                 f"The execution of decision {decision_id} was already reported; it can be reported once.",
-                {"decision_id": decision_id},
+                reported,
             ) from None
 
     # -- audit ------------------------------------------------------------------------------------
