@@ -27,7 +27,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 FAULTS = (
@@ -117,7 +117,8 @@ def _content_length(headers: Mapping[str, str]) -> int:
 class FaultProxy:
     """`with FaultProxy(upstream_port, weights, seed=1) as proxy:` then point clients at `proxy.endpoint`.
 
-    `weights` maps fault names to relative weights (missing ones are 0). `stall_seconds` must exceed the
+    `weights` maps fault names to relative weights (missing ones are 0); `script` lists faults to apply
+    first, one per request, in order (connections are not refused while it lasts). `stall_seconds` must exceed the
     clients' timeout; `delay_seconds` stays below it. `retry_after` is the `Retry-After` of the 503s.
     """
 
@@ -130,6 +131,7 @@ class FaultProxy:
         delay_seconds: float = 0.05,
         stall_seconds: float = 2.5,
         retry_after: str = "0",
+        script: Sequence[str] = (),
     ) -> None:
         unknown = set(weights) - set(FAULTS)
         if unknown:
@@ -138,6 +140,7 @@ class FaultProxy:
         self._faults = [name for name in FAULTS if weights.get(name, 0) > 0]
         self._weights = [weights[name] for name in self._faults]
         self._random = random.Random(seed)
+        self._script = list(script)  # faults applied first, in order, one per request; then the weights
         self.delay_seconds = delay_seconds
         self.stall_seconds = stall_seconds
         self.retry_after = retry_after
@@ -175,8 +178,10 @@ class FaultProxy:
 
     # -- the plan -------------------------------------------------------------------------------
 
-    def _draw(self) -> str:
+    def _draw(self, connection: bool = False) -> str:
         with self._lock:
+            if self._script:  # a script names the fate of requests; connections pass meanwhile
+                return "pass" if connection else self._script.pop(0)
             return self._random.choices(self._faults, self._weights)[0] if self._faults else "pass"
 
     def _journal(self, attempt: Attempt) -> Attempt:
@@ -228,7 +233,7 @@ class FaultProxy:
     def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
         try:
-            if self._draw() == "refuse":
+            if self._draw(connection=True) == "refuse":
                 self._journal(Attempt("refuse"))
                 _reset(client)
                 return

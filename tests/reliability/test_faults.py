@@ -29,6 +29,8 @@ from aegis_sdk import (
     APITimeoutError,
     AsyncAegisClient,
     Decision,
+    ExecutionReportError,
+    ReviewError,
     ServerError,
 )
 
@@ -242,3 +244,45 @@ async def test_proposals_through_faults_are_decided_once_audited_and_never_retri
         if row["parent_decision_id"] is not None:
             children[row["parent_decision_id"]] = children.get(row["parent_decision_id"], 0) + 1
     assert all(n == 1 for n in children.values()), children
+
+
+@pytest.mark.parametrize("fault", ["reset_response", "unavailable_after"])
+def test_a_review_or_execution_report_whose_answer_was_lost_is_not_reported_as_a_failure(
+    served: tuple[ServerProcess, str], fault: str
+) -> None:
+    """Reviews and execution reports are not idempotent: when the first attempt was applied but its answer
+    lost, the retry meets 409 (not_pending / already_reported). The client must return what was applied,
+    not a failure — and a real conflict (another reviewer, another report) must still be an error."""
+    server, _ = served
+    admin = create_key(server.db_url, f"admin-{fault}", ["admin"])
+    other = create_key(server.db_url, f"other-{fault}", ["governance:review"])
+    with AegisClient(endpoint=server.endpoint, api_key=admin, retries=0) as direct:
+        approve_me = direct.propose(actor={"id": "a"}, action={"capability": "rel.escalate"})
+        deny_me = direct.propose(actor={"id": "a"}, action={"capability": "rel.escalate"})
+        report_me = direct.propose(actor={"id": "a"}, action={"capability": "rel.allow"})
+        conflicted = direct.propose(actor={"id": "a"}, action={"capability": "rel.escalate"})
+    # Per call: the first attempt meets the fault, the retry passes.
+    script = [fault, "pass"] * 3
+    with (
+        FaultProxy(server.port, {"pass": 1}, script=script) as proxy,
+        AegisClient(endpoint=proxy.endpoint, api_key=admin, retries=2, retry_delay=0.01) as client,
+    ):
+        approved = client.decisions.review(approve_me.decision_id, approve=True)
+        assert approved.review is not None and approved.review.status == "approved"
+        assert approved.confirmation_token  # the answer the lost attempt carried
+        denied = client.decisions.review(deny_me.decision_id, approve=False)
+        assert denied.outcome == "DENY" and denied.review is not None and denied.review.status == "denied"
+        record = client.decisions.report_execution(report_me.decision_id, status="SUCCESS")
+        assert record.status == "SUCCESS" and record.decision_id == report_me.decision_id
+    assert [a.fault for a in proxy.attempts if a.path.endswith(("/review", "/execution"))] == [fault, "pass"] * 3
+    # Real conflicts are still errors: another reviewer's decision, a second report with another status.
+    with AegisClient(endpoint=server.endpoint, api_key=other, retries=0) as second:
+        second.decisions.review(conflicted.decision_id, approve=False)
+    with (
+        FaultProxy(server.port, {"pass": 1}, script=[fault, "pass"] * 2) as proxy,
+        AegisClient(endpoint=proxy.endpoint, api_key=admin, retries=2, retry_delay=0.01) as client,
+    ):
+        with pytest.raises(ReviewError):
+            client.decisions.review(conflicted.decision_id, approve=True)
+        with pytest.raises(ExecutionReportError):
+            client.decisions.report_execution(report_me.decision_id, status="FAILED")
