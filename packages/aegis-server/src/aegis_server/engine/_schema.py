@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +10,11 @@ from typing import Any
 import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
+import re2
 
 from aegis_server.canonical import canonical_hash
 
+from ._cel import _compiled as _compiled_regex
 from .errors import ParameterSchemaError
 
 __all__ = ["CompiledSchema", "SchemaCompileError", "compile_schema", "hash_value"]
@@ -81,11 +82,47 @@ def compile_schema(schema: Mapping[str, Any]) -> CompiledSchema:
     except jsonschema.exceptions.SchemaError as exc:
         path = "/".join(str(part) for part in exc.absolute_path) or "(root)"
         raise SchemaCompileError(f"parameter_schema is not a valid JSON Schema at {path}: {exc.message}") from None
+    for pattern in _patterns(schema):
+        try:
+            _compiled_regex(pattern)
+        except re2.error as exc:
+            raise SchemaCompileError(
+                f"parameter_schema has a pattern RE2 cannot run ({pattern!r}: {exc}); AEGIS matches patterns in "
+                "linear time, without backreferences or lookarounds"
+            ) from None
     trivial = dict(schema) in ({}, {"type": "object"})
     accepts = None
     if cls is jsonschema.Draft202012Validator:
         accepts = _fast_check({key: value for key, value in schema.items() if key != "$schema"})
-    return CompiledSchema(validator=cls(schema), sensitive=_sensitive_tree(schema), trivial=trivial, accepts=accepts)
+    validator_cls = jsonschema.validators.extend(cls, {"pattern": _pattern_keyword})
+    return CompiledSchema(
+        validator=validator_cls(schema), sensitive=_sensitive_tree(schema), trivial=trivial, accepts=accepts
+    )
+
+
+def _patterns(schema: Any) -> list[str]:
+    """Every `pattern` keyword value in a schema (nested schemas included)."""
+    found: list[str] = []
+    stack: list[Any] = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            if isinstance(item.get("pattern"), str):
+                found.append(item["pattern"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _pattern_keyword(validator: Any, pattern: Any, instance: Any, schema: Any) -> Any:
+    """jsonschema's `pattern`, run by RE2 (linear time: a pattern like `^(a+)+$` cannot stall a request)."""
+    if (
+        validator.is_type(instance, "string")
+        and isinstance(pattern, str)
+        and _compiled_regex(pattern).search(instance) is None
+    ):
+        yield jsonschema.exceptions.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 # -- the fast path --------------------------------------------------------------------------------
@@ -190,8 +227,8 @@ def _keyword_check(keyword: str, expected: Any, schema: Mapping[str, Any]) -> _C
         if not isinstance(expected, str):
             return None
         try:
-            search = re.compile(expected).search
-        except re.error:
+            search = _compiled_regex(expected).search
+        except re2.error:
             return None
         return lambda v: not isinstance(v, str) or search(v) is not None
     if keyword == "items":
