@@ -184,3 +184,36 @@ def test_the_server_still_decides_after_the_abuse(served: tuple[ServerProcess, s
         timeout=30,
     )
     assert response.status_code == 200 and response.json()["outcome"] == "ALLOW"
+
+
+def test_a_catastrophic_regex_in_a_policy_cannot_stall_the_server(served: tuple[ServerProcess, str]) -> None:
+    """`matches('^(a+)+$')` in a condition, and the same `pattern` in a parameter schema, against 30,000
+    characters: a backtracking engine would never finish (it took seconds for 25 characters); RE2 answers
+    at once. The client's timeout is a hang detector, not a timing assertion."""
+    server, key = served
+    with httpx.Client(base_url=server.endpoint, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+        capability = {"name": "redos.check", "risk_level": "low"}
+        assert http.post("/api/v1/capabilities", json=capability).status_code in (200, 201)
+        rule = {"capability": "redos.check", "condition": "action.parameters.q.matches('^(a+)+$')", "outcome": "DENY"}
+        allow = {"capability": "redos.check", "outcome": "ALLOW", "priority": -1}
+        policy = {"name": "redos", "rules": [rule, allow]}
+        assert http.put("/api/v1/policies/redos", json=policy).status_code in (200, 201)
+        for text, outcome in (("a" * 30_000 + "!", "ALLOW"), ("a" * 30_000, "DENY")):
+            body = {"actor": {"id": "agent"}, "action": {"capability": "redos.check", "parameters": {"q": text}}}
+            response = http.post(PROPOSE, json=body)
+            assert response.status_code == 200, response.text[:300]
+            assert response.json()["outcome"] == outcome
+        # The same in a capability's parameter_schema: the parameters are refused, at once.
+        schema = {"type": "object", "properties": {"q": {"type": "string", "pattern": "^(a+)+$"}}}
+        capability = {"name": "redos.schema", "risk_level": "low", "parameter_schema": schema}
+        assert http.post("/api/v1/capabilities", json=capability).status_code in (200, 201)
+        body = {
+            "actor": {"id": "agent"},
+            "action": {"capability": "redos.schema", "parameters": {"q": "a" * 30_000 + "!"}},
+        }
+        response = http.post(PROPOSE, json=body)
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_parameters")
+        # A pattern RE2 cannot run (backreferences, lookarounds) is refused when the policy is saved.
+        bad = {"name": "redos-bad", "rules": [{**rule, "condition": "action.parameters.q.matches('(?=a)')"}]}
+        response = http.put("/api/v1/policies/redos-bad", json=bad)
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_policy")
