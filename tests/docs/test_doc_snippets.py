@@ -117,7 +117,7 @@ def test_every_page_is_covered() -> None:
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.id for s in SNIPPETS])
 def test_snippet_runs(snippet: Snippet, docs_server: DocsServer, monkeypatch: pytest.MonkeyPatch) -> None:
     if snippet.not_run is not None:
-        pytest.skip(f"marked not-run: {snippet.not_run}")
+        pytest.skip(f"{snippet.id} marked not-run: {snippet.not_run}")
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("AEGIS_ENDPOINT", docs_server.endpoint)
     monkeypatch.setenv("AEGIS_API_KEY", docs_server.api_key)
