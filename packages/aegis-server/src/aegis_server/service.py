@@ -305,7 +305,7 @@ class PolicyManager:
         return governance_error(
             409,
             "policy_conflict",
-            f"The {kind} {name!r} is defined in {source}; file-defined {kind}s cannot be changed through the "
+            f"The {kind} {name!r} is defined in {source}; what a policy file defines cannot be changed through the "
             f"API. Edit the file and restart the server, or use another name.",
             {"name": name, "source": source},
         )
