@@ -7,7 +7,7 @@ answers 503 with Retry-After. Then, from the proxy's journal and the store itsel
 - every failure is the AegisError subclass the last fault calls for;
 - no request is retried after a decision was delivered, and never more than `retries` times.
 
-Size: AEGIS_RELIABILITY_PROPOSALS (default 1600 logical operations, about 2,400 requests with faults).
+Size: AEGIS_RELIABILITY_PROPOSALS (default 2400 proposals, plus their confirmations: about 3,900 requests).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from aegis_sdk import (
 from ._support import ServerProcess, StoreSnapshot, create_key, env_int, sqlite_url
 from .faultproxy import FaultProxy
 
-TOTAL = env_int("AEGIS_RELIABILITY_PROPOSALS", 1600)
+TOTAL = env_int("AEGIS_RELIABILITY_PROPOSALS", 2400)
 SYNC_CLIENTS = 6
 ASYNC_CLIENTS = 6
 TIMEOUT = 2.0  # the clients' per-attempt timeout; the proxy stalls longer than this
