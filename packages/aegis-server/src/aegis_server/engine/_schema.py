@@ -94,7 +94,14 @@ def compile_schema(schema: Mapping[str, Any]) -> CompiledSchema:
     accepts = None
     if cls is jsonschema.Draft202012Validator:
         accepts = _fast_check({key: value for key, value in schema.items() if key != "$schema"})
-    validator_cls = jsonschema.validators.extend(cls, {"pattern": _pattern_keyword})
+    validator_cls = jsonschema.validators.extend(
+        cls,
+        {
+            "pattern": _pattern_keyword,
+            "patternProperties": _pattern_properties_keyword,
+            "additionalProperties": _additional_properties_keyword,
+        },
+    )
     return CompiledSchema(
         validator=validator_cls(schema), sensitive=_sensitive_tree(schema), trivial=trivial, accepts=accepts
     )
@@ -109,6 +116,8 @@ def _patterns(schema: Any) -> list[str]:
         if isinstance(item, Mapping):
             if isinstance(item.get("pattern"), str):
                 found.append(item["pattern"])
+            if isinstance(item.get("patternProperties"), Mapping):
+                found.extend(str(key) for key in item["patternProperties"])
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
@@ -123,6 +132,34 @@ def _pattern_keyword(validator: Any, pattern: Any, instance: Any, schema: Any) -
         and _compiled_regex(pattern).search(instance) is None
     ):
         yield jsonschema.exceptions.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties_keyword(validator: Any, pattern_properties: Any, instance: Any, schema: Any) -> Any:
+    """jsonschema's `patternProperties`, with RE2 matching the (caller-chosen) keys."""
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in pattern_properties.items():
+        search = _compiled_regex(pattern).search
+        for key, value in instance.items():
+            if search(key) is not None:
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties_keyword(validator: Any, additional: Any, instance: Any, schema: Any) -> Any:
+    """jsonschema's `additionalProperties`, with RE2 for the keys that `patternProperties` covers."""
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    searches = [_compiled_regex(pattern).search for pattern in schema.get("patternProperties", {})]
+    extras = [
+        key for key in instance if key not in properties and not any(search(key) is not None for search in searches)
+    ]
+    if validator.is_type(additional, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], additional, path=extra)
+    elif not additional and extras:
+        names = ", ".join(repr(extra) for extra in sorted(extras, key=str))
+        yield jsonschema.exceptions.ValidationError(f"Additional properties are not allowed ({names} unexpected)")
 
 
 # -- the fast path --------------------------------------------------------------------------------
