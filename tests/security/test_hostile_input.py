@@ -213,6 +213,17 @@ def test_a_catastrophic_regex_in_a_policy_cannot_stall_the_server(served: tuple[
         }
         response = http.post(PROPOSE, json=body)
         assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_parameters")
+        # And as patternProperties, which matches the keys the caller chose.
+        schema = {
+            "type": "object",
+            "patternProperties": {"^(a+)+$": {"type": "integer"}},
+            "additionalProperties": False,
+        }
+        capability = {"name": "redos.keys", "risk_level": "low", "parameter_schema": schema}
+        assert http.post("/api/v1/capabilities", json=capability).status_code in (200, 201)
+        body = {"actor": {"id": "agent"}, "action": {"capability": "redos.keys", "parameters": {"a" * 30_000 + "!": 1}}}
+        response = http.post(PROPOSE, json=body)
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_parameters")
         # A pattern RE2 cannot run (backreferences, lookarounds) is refused when the policy is saved.
         bad = {"name": "redos-bad", "rules": [{**rule, "condition": "action.parameters.q.matches('(?=a)')"}]}
         response = http.put("/api/v1/policies/redos-bad", json=bad)
