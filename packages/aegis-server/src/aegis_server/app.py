@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from aegis_server import __version__
 from aegis_server.api import api_router
+from aegis_server.api.governance import fast_routes
 from aegis_server.engine import PolicySetError
 from aegis_server.errors import (
     ApiError,
@@ -149,6 +150,7 @@ def create_app(
         app.add_exception_handler(exc_type, _database_unavailable)
 
     app.include_router(api_router())
+    app.router.routes[:0] = fast_routes()  # matched first; the routed versions stay for OpenAPI
     # add_middleware puts each new one outside the previous: the body guard runs inside the request context.
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

@@ -23,6 +23,10 @@ from aegis_server.errors import ApiError, send_error, validation_error
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+PARSED_BODY = "aegis_parsed_body"
+"""Key of `request.state` holding the body the guard parsed (absent for an empty body), so a route can
+validate it without parsing the same bytes again."""
+
 
 class DuplicateKeyError(ValueError):
     def __init__(self, key: str) -> None:
@@ -225,7 +229,7 @@ class BodyGuardMiddleware:
                 )
                 return
             try:
-                parse_strict_json(body, self.max_depth)
+                scope.setdefault("state", {})[PARSED_BODY] = parse_strict_json(body, self.max_depth)
             except ApiError as error:
                 await send_error(send, error)
                 return
@@ -286,4 +290,4 @@ class RateLimiter:
         )
 
 
-__all__ = ["BodyGuardMiddleware", "RateLimiter", "json_depth_exceeds", "parse_strict_json"]
+__all__ = ["PARSED_BODY", "BodyGuardMiddleware", "RateLimiter", "json_depth_exceeds", "parse_strict_json"]

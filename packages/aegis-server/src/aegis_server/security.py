@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from aegis_server.errors import ApiError
 
@@ -106,10 +107,15 @@ class RequireScope:
     async def __call__(
         self, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Principal:
+        return await self.authorize(request, credentials.credentials if credentials is not None else None)
+
+    async def authorize(self, request: Request, presented: str | None) -> Principal:
+        """The principal of the presented key, checked for this scope and the key's rate limit; raises the
+        401 / 429 / 403 envelope. Also sets `request.state.principal`."""
         state = request.app.state
         authenticator: KeyAuthenticator = state.authenticator
         limiter: RateLimiter = state.rate_limiter
-        if credentials is None or not credentials.credentials:
+        if not presented:
             raise ApiError(
                 401,
                 "authentication_error",
@@ -117,7 +123,7 @@ class RequireScope:
                 "No API key. Send `Authorization: Bearer aegis_sk_…` (create a key with `aegis-server keys create`).",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        principal = await authenticator.principal(credentials.credentials)
+        principal = await authenticator.principal(presented)
         if principal is None:
             raise ApiError(
                 401,
@@ -141,6 +147,15 @@ class RequireScope:
         return principal
 
 
+def bearer_credentials(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header, read as FastAPI's `HTTPBearer` reads it (None
+    when the header is missing, empty or of another scheme)."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if not (authorization and scheme and credentials) or scheme.lower() != "bearer":
+        return None
+    return credentials
+
+
 __all__ = [
     "KEY_PREFIX",
     "SCOPES",
@@ -153,5 +168,6 @@ __all__ = [
     "KeyAuthenticator",
     "Principal",
     "RequireScope",
+    "bearer_credentials",
     "parse_scopes",
 ]

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_SECONDS", "create_engine", "normalise_url", "redact_url"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_SECONDS", "create_engine", "normalise_url", "redact_url", "sqlite_batch_writer"]
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 """How long a SQLite writer waits for another process's write transaction before giving up."""
@@ -76,20 +77,14 @@ def create_engine(url: str | URL) -> AsyncEngine:
     )
 
 
-def _create_sqlite_engine(url: URL) -> AsyncEngine:
-    memory = _is_memory_sqlite(url)
-    if not memory and url.database is not None:
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, Any] = {
-        "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
-        "json_serializer": _json_dumps,
-    }
-    if memory:
-        # One shared connection, or every pooled connection would see its own empty database.
-        kwargs["poolclass"] = StaticPool
-    engine = create_async_engine(url, **kwargs)
+def _sqlite_connect_args() -> dict[str, Any]:
+    return {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _install_sqlite_hooks(engine: Engine, *, memory: bool) -> None:
+    """Every connection of `engine` gets WAL, a busy timeout, foreign keys and explicit transactions."""
+
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" hook below issue BEGIN itself (pysqlite's implicit transactions
         # would begin lazily and never IMMEDIATE).
@@ -104,12 +99,41 @@ def _create_sqlite_engine(url: URL) -> AsyncEngine:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
 
+
+def _create_sqlite_engine(url: URL) -> AsyncEngine:
+    memory = _is_memory_sqlite(url)
+    if not memory and url.database is not None:
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"connect_args": _sqlite_connect_args(), "json_serializer": _json_dumps}
+    if memory:
+        # One shared connection, or every pooled connection would see its own empty database.
+        kwargs["poolclass"] = StaticPool
+    engine = create_async_engine(url, **kwargs)
+    _install_sqlite_hooks(engine.sync_engine, memory=memory)
     return engine
+
+
+def sqlite_batch_writer(url: str | URL) -> Engine | None:
+    """A synchronous engine on the same SQLite file, for one dedicated writer thread: its transactions
+    start with BEGIN IMMEDIATE and run all their statements in that thread (one thread hand-off per
+    transaction instead of one per statement through aiosqlite). None for an in-memory database (a
+    second engine would see a different, empty database) and for PostgreSQL."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() != "sqlite" or _is_memory_sqlite(parsed):
+        return None
+    engine = sa_create_engine(
+        parsed.set(drivername="sqlite+pysqlite"),
+        connect_args={**_sqlite_connect_args(), "check_same_thread": False},
+        json_serializer=_json_dumps,
+        poolclass=SingletonThreadPool,
+    )
+    _install_sqlite_hooks(engine, memory=False)
+    return engine.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
 
 
 def sqlite_writer(engine: AsyncEngine) -> AsyncEngine:

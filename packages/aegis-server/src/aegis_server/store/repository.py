@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -50,7 +51,7 @@ from aegis_sdk.models import (
 )
 from aegis_server.canonical import canonical_hash, normalise_json
 from aegis_server.store.chain import GENESIS_HASH, ChainChecker, link_hash
-from aegis_server.store.engine import create_engine, normalise_url, redact_url, sqlite_writer
+from aegis_server.store.engine import create_engine, normalise_url, redact_url, sqlite_batch_writer, sqlite_writer
 from aegis_server.store.errors import (
     AlreadyReported,
     IdempotencyConflict,
@@ -192,43 +193,54 @@ class _AuditAppender:
             return
         await self._load_head()
         assert self.head is not None
-        sequence, previous_hash = self.head
-        timestamp = format_timestamp(self.now)
-        rows = []
-        for entry in entries:
-            sequence += 1
-            fields: dict[str, Any] = {
-                "audit_ref": entry.get("audit_ref") or _new_audit_ref(),
-                "sequence": sequence,
-                "event_type": entry["event_type"],
-                "decision_id": entry.get("decision_id"),
-                "actor_id": entry.get("actor_id"),
-                "capability": entry.get("capability"),
-                "outcome": entry.get("outcome"),
-                "session_id": entry.get("session_id"),
-                "timestamp": timestamp,
-                "payload": normalise_json(dict(entry["payload"])),
-                "previous_hash": previous_hash,
-            }
-            fields["hash"] = previous_hash = link_hash(fields)
-            fields["created_at"] = self.now
-            rows.append(fields)
+        rows, self.head = _chained_rows(self.head, entries, self.now)
         await self.conn.execute(sa.insert(audit_records), rows)
-        self.head = (sequence, previous_hash)
 
     async def _load_head(self) -> None:
         if self.head is not None:
             return
         if self.postgres:
             await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
-        last = (
-            await self.conn.execute(
-                sa.select(audit_records.c.sequence, audit_records.c.hash)
-                .order_by(audit_records.c.sequence.desc())
-                .limit(1)
-            )
-        ).first()
-        self.head = (int(last.sequence), str(last.hash)) if last is not None else (0, GENESIS_HASH)
+        self.head = _head_of((await self.conn.execute(_HEAD_QUERY)).first())
+
+
+_HEAD_QUERY = (
+    sa.select(audit_records.c.sequence, audit_records.c.hash).order_by(audit_records.c.sequence.desc()).limit(1)
+)
+
+
+def _head_of(last: Any) -> tuple[int, str]:
+    """(sequence, hash) of the chain's last record, from the row of `_HEAD_QUERY` (None: empty chain)."""
+    return (int(last.sequence), str(last.hash)) if last is not None else (0, GENESIS_HASH)
+
+
+def _chained_rows(
+    head: tuple[int, str], entries: Sequence[Mapping[str, Any]], now: datetime
+) -> tuple[list[dict[str, Any]], tuple[int, str]]:
+    """The `audit_records` rows of `entries` (each the keyword arguments of `_AuditAppender.append`)
+    linked after `head`, and the new head."""
+    sequence, previous_hash = head
+    timestamp = format_timestamp(now)
+    rows = []
+    for entry in entries:
+        sequence += 1
+        fields: dict[str, Any] = {
+            "audit_ref": entry.get("audit_ref") or _new_audit_ref(),
+            "sequence": sequence,
+            "event_type": entry["event_type"],
+            "decision_id": entry.get("decision_id"),
+            "actor_id": entry.get("actor_id"),
+            "capability": entry.get("capability"),
+            "outcome": entry.get("outcome"),
+            "session_id": entry.get("session_id"),
+            "timestamp": timestamp,
+            "payload": normalise_json(dict(entry["payload"])),
+            "previous_hash": previous_hash,
+        }
+        fields["hash"] = previous_hash = link_hash(fields)
+        fields["created_at"] = now
+        rows.append(fields)
+    return rows, (sequence, previous_hash)
 
 
 def _encode_cursor(kind: str, order: str, key: int) -> str:
@@ -315,7 +327,13 @@ class Store:
     `clock` (default: the system clock, UTC) stamps audit records and key/policy times; tests patch it.
     """
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        batch_writer: sa.Engine | None = None,
+    ) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
         self._writer = engine if self._postgres else sqlite_writer(engine)
@@ -325,6 +343,14 @@ class Store:
         # Group commit of plain decisions (see `_record_grouped`): waiting records and the flushing task.
         self._pending: list[tuple[NewDecision, asyncio.Future[Decision]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        # SQLite file: group commits go through a synchronous connection on one thread of their own (one
+        # hand-off per batch); in-memory SQLite and PostgreSQL write batches on the async engine.
+        self._batch_writer = batch_writer
+        self._batch_thread = (
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="aegis-sqlite-writer")
+            if batch_writer is not None
+            else None
+        )
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -344,7 +370,7 @@ class Store:
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine, clock=clock)
+        return cls(engine, clock=clock, batch_writer=sqlite_batch_writer(url))
 
     @property
     def engine(self) -> AsyncEngine:
@@ -361,6 +387,9 @@ class Store:
         return redact_url(self._engine.url)
 
     async def close(self) -> None:
+        if self._batch_thread is not None and self._batch_writer is not None:
+            await asyncio.get_running_loop().run_in_executor(self._batch_thread, self._batch_writer.dispose)
+            self._batch_thread.shutdown()
         await self._engine.dispose()
 
     async def ping(self) -> bool:
@@ -585,26 +614,52 @@ class Store:
             for record in records
             if record.idempotency is not None
         ]
-        async with self._write() as conn:
-            await conn.execute(sa.insert(decisions), rows)
-            if keys:
-                inserted = await conn.execute(
-                    self._upsert(idempotency_keys)
-                    .on_conflict_do_nothing(index_elements=["api_key_id", "key"])
-                    .returning(idempotency_keys.c.key),
-                    keys,
+        entries = [
+            entry
+            for record, row in zip(records, rows, strict=True)
+            for entry in self._decision_audit_entries(record, row)
+        ]
+        if self._batch_thread is not None:
+            # The same statements as below, all in the writer thread; the asyncio lock keeps this process's
+            # other writers out, BEGIN IMMEDIATE other processes.
+            async with self._write_lock:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._batch_thread, self._write_group_sync, rows, keys, entries, now
                 )
+        else:
+            async with self._write() as conn:
+                await conn.execute(sa.insert(decisions), rows)
+                if keys:
+                    inserted = await conn.execute(self._insert_new_keys(), keys)
+                    if len(inserted.all()) != len(keys):
+                        raise _IdempotentReplay  # roll back; each record is then written alone
+                await self._audit(conn, now).append_many(entries)
+        return [_decision_from_row(_RowView(row)) for row in rows]
+
+    def _insert_new_keys(self) -> Any:
+        return (
+            self._upsert(idempotency_keys)
+            .on_conflict_do_nothing(index_elements=["api_key_id", "key"])
+            .returning(idempotency_keys.c.key)
+        )
+
+    def _write_group_sync(
+        self,
+        rows: list[dict[str, Any]],
+        keys: list[dict[str, Any]],
+        entries: list[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        """`_write_group`'s transaction on the batch writer (runs in its thread; commits before returning)."""
+        assert self._batch_writer is not None
+        with self._batch_writer.begin() as conn:
+            conn.execute(sa.insert(decisions), rows)
+            if keys:
+                inserted = conn.execute(self._insert_new_keys(), keys)
                 if len(inserted.all()) != len(keys):
                     raise _IdempotentReplay  # roll back; each record is then written alone
-            audit = self._audit(conn, now)
-            await audit.append_many(
-                [
-                    entry
-                    for record, row in zip(records, rows, strict=True)
-                    for entry in self._decision_audit_entries(record, row)
-                ]
-            )
-        return [_decision_from_row(_RowView(row)) for row in rows]
+            audit_rows, _ = _chained_rows(_head_of(conn.execute(_HEAD_QUERY).first()), entries, now)
+            conn.execute(sa.insert(audit_records), audit_rows)
 
     def _decision_row(self, record: NewDecision, now: datetime) -> dict[str, Any]:
         """The `decisions` row of a new decision (as `_record_one` inserts it)."""
