@@ -57,7 +57,7 @@ now_strategy = st.datetimes(
 CAPS = [cap(name, risk_level=level) for name, level in zip(CAPABILITIES, ["medium", "critical", "high"], strict=True)]
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rules=rules_strategy, extra=rules_strategy, prop=proposal_strategy, now=now_strategy)
 def test_adding_deny_rules_never_loosens_a_decision(
     rules: list[Any], extra: list[Any], prop: Any, now: datetime
@@ -72,7 +72,7 @@ def test_adding_deny_rules_never_loosens_a_decision(
         assert before.outcome == "ALLOW"
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rules=rules_strategy, prop=proposal_strategy, now=now_strategy, threshold=st.floats(0, 1))
 def test_the_same_input_gives_the_same_decision(rules: list[Any], prop: Any, now: datetime, threshold: float) -> None:
     config = EngineConfig(escalate_threshold=threshold)
@@ -87,7 +87,7 @@ def test_the_same_input_gives_the_same_decision(rules: list[Any], prop: Any, now
         assert first.risk_score <= threshold
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rules=rules_strategy, prop=proposal_strategy)
 def test_an_allow_always_comes_from_a_matching_allow_rule(rules: list[Any], prop: Any) -> None:
     result = evaluate(prop, compile_set([policy("p", *rules)], CAPS), now=NOW)
@@ -96,7 +96,7 @@ def test_an_allow_always_comes_from_a_matching_allow_rule(rules: list[Any], prop
         assert "fail-closed" not in result.reason
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=st.text(max_size=300))
 def test_loading_arbitrary_text_never_crashes(text: str) -> None:
     try:
@@ -131,7 +131,7 @@ policyish = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=yaml_values | policyish | st.fixed_dictionaries({"policies": st.lists(policyish, max_size=3)}))
 def test_loading_arbitrary_yaml_structures_never_crashes(document: Any) -> None:
     text = yaml.safe_dump(document)
@@ -142,7 +142,7 @@ def test_loading_arbitrary_yaml_structures_never_crashes(document: Any) -> None:
         assert exc.problems and all(p.message for p in exc.problems)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     condition=st.text(
         alphabet=st.sampled_from(list("action.parameters q n ()'\"!&|<>=+-*/[]{}0123xmatches,")), max_size=40
@@ -188,7 +188,7 @@ param_values = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     conditions=st.lists(st.sampled_from(PROJECTION_CONDITIONS + CONDITIONS), min_size=1, max_size=4),
     params=param_values,

@@ -88,7 +88,7 @@ def test_unicode_normalisation_form_does_not_change_the_hash(value: Any) -> None
     assert canonical_hash(_nfd(value)) == canonical_hash(value)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(valid_values, valid_values)
 def test_different_values_have_different_hashes(a: Any, b: Any) -> None:
     assert (canonical_hash(a) == canonical_hash(b)) == (_typed(a) == _typed(b))
