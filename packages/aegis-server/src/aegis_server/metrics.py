@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -45,12 +47,17 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._request_series: dict[tuple[str, str, int], Any] = {}
         self.policy_rules = Gauge("aegis_policy_rules", "Rules in the active policy set.", registry=self.registry)
         for outcome in ("ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION"):
             self.decisions.labels(outcome=outcome)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method=method, route=route, status=str(status)).observe(seconds)
+        key = (method, route, status)
+        child = self._request_series.get(key)
+        if child is None:  # labels() takes a lock and builds the series key: once per series, not per request
+            child = self._request_series[key] = self.requests.labels(method=method, route=route, status=str(status))
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -6,6 +6,7 @@ a key over its rate limit → 429, a key without the route's scope → 403. `adm
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -69,15 +70,28 @@ class KeyAuthenticator:
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._lookups: dict[str, asyncio.Future[Principal | None]] = {}
 
     async def principal(self, presented: str) -> Principal | None:
         if not presented.startswith(KEY_PREFIX) or len(presented) > 256:
             return None
         digest = hashlib.sha256(presented.encode("utf-8")).hexdigest()
-        now = self._clock()
         cached = self._cache.get(digest)
-        if cached is not None and cached[1] > now:
+        if cached is not None and cached[1] > self._clock():
             return cached[0]
+        if self._cache_seconds <= 0:
+            return await self._lookup(presented, digest)  # no cache: every request checks the store itself
+        # One store lookup per key at a time: when the cache entry of a busy key expires, the requests in
+        # flight with it wait for that lookup (no staler than the cache) instead of each opening a
+        # database connection.
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = self._lookups[digest] = asyncio.ensure_future(self._lookup(presented, digest))
+            lookup.add_done_callback(lambda _done: self._lookups.pop(digest, None))
+        return await asyncio.shield(lookup)
+
+    async def _lookup(self, presented: str, digest: str) -> Principal | None:
+        now = self._clock()
         api_key = await self._authenticate(presented)
         if api_key is None:
             self._cache.pop(digest, None)

@@ -494,10 +494,10 @@ class GovernanceService:
                 {"size": len(params_bytes), "max_bytes": self.settings.max_parameters_bytes},
             )
         params_hash = hashlib.sha256(params_bytes).hexdigest()
-        request_hash = canonical_hash(proposal.model_dump(mode="json"))
-
         idempotency: IdempotencyEntry | None = None
+        request_hash = ""  # only an Idempotency-Key needs the hash of the whole request
         if idempotency_key:
+            request_hash = canonical_hash(proposal.model_dump(mode="json"))
             replay = await self._idempotent_replay(principal_key_id, idempotency_key, request_hash)
             if replay is not None:
                 return replay, True
