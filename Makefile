@@ -5,7 +5,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --locked
 
-.PHONY: setup demo serve test test-sdk-pythons lint format bench dist check-wheel smoke-dists docs docs-serve bump clean
+.PHONY: setup demo serve test test-sdk-pythons lint format bench bench-galileo-env dist check-wheel smoke-dists docs docs-serve bump clean
 
 setup:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
@@ -36,6 +36,14 @@ format: setup
 
 bench: setup
 	$(RUN) --group bench python -m bench
+
+# Galileo's agent-control-server needs Python >= 3.12, so it cannot join the workspace lock: the bench
+# runs it from this side environment when it exists (bench/peer_galileo.py).
+GALILEO_PYTHON ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12.*/bin/python) $(shell command -v python3.12))
+bench-galileo-env:
+	@test -n "$(GALILEO_PYTHON)" || { echo "needs a Python 3.12 (pyenv install 3.12, or GALILEO_PYTHON=/path/to/python3.12)"; exit 1; }
+	$(GALILEO_PYTHON) -m venv .bench-venvs/galileo
+	.bench-venvs/galileo/bin/pip install --quiet --disable-pip-version-check "agent-control-server==8.15.*"
 
 dist: setup
 	rm -rf dist

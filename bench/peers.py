@@ -5,25 +5,41 @@
   membership `in`, equality on the tool name). Its rules hold one condition each and are not indexed by
   tool, so the equivalent of an AEGIS rule "capability X and condition C" is the rule on C (the tool
   test would be a second rule); every rule is evaluated for every decision.
-- Galileo Agent Control (`agent-control-server` 8.15): not run here — it requires Python >= 3.12,
-  3.12 <= 3.14, while this workspace locks one environment for Python 3.11 (the SDK promises 3.10+),
-  and its server needs its own database service and setup; see docs/performance.md for the figures
-  the issue quotes.
+- Galileo Agent Control (`agent-control-server` 8.15): its in-process `ControlEngine.process()`
+  (`bench/peer_galileo.py`), run in a separate Python >= 3.12 environment — the package requires 3.12+
+  while this workspace locks one 3.11 environment — named by AEGIS_BENCH_GALILEO_PYTHON (default
+  `.bench-venvs/galileo/bin/python`; make it with `make bench-galileo-env`). Skipped when absent.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
-from ._common import summary_us
+from ._common import ROOT, summary_us
 
-AGENT_CONTROL_NOTE = (
-    "not run: agent-control-server 8.15 requires Python >=3.12,<3.15; this workspace's one lock is for "
-    "Python 3.11 (uv lock fails with the peer in the bench group), and running it in a side environment "
-    "with its database was not done in this run"
-)
+GALILEO_PYTHON_DEFAULT = ROOT / ".bench-venvs" / "galileo" / "bin" / "python"
+
+
+def galileo_agent_control(quick: bool) -> dict[str, Any]:
+    """`bench/peer_galileo.py` under the Python >= 3.12 interpreter that has agent-control-server."""
+    python = Path(os.environ.get("AEGIS_BENCH_GALILEO_PYTHON", str(GALILEO_PYTHON_DEFAULT)))
+    if not python.exists():
+        return {
+            "skipped": f"no Python >= 3.12 environment with agent-control-server at {python} (it cannot join "
+            "this workspace's 3.11 lock); create it with `make bench-galileo-env` or set AEGIS_BENCH_GALILEO_PYTHON"
+        }
+    argv = [str(python), str(ROOT / "bench" / "peer_galileo.py"), *(["--quick"] if quick else [])]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    if out.returncode != 0:
+        return {"error": f"bench/peer_galileo.py failed: {out.stderr.strip()[-400:]}"}
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
 
 
 def _agt_rules(n: int) -> list[Any]:
@@ -91,5 +107,5 @@ def run(quick: bool = False) -> dict[str, Any]:
     decisions = 2000 if quick else 10000
     return {
         "agent_governance_toolkit": agent_governance_toolkit([1, 100, 1_000, 10_000], decisions),
-        "agent_control_server": {"skipped": AGENT_CONTROL_NOTE},
+        "agent_control_server": galileo_agent_control(quick),
     }

@@ -71,7 +71,27 @@ def markdown(r: dict[str, Any]) -> str:
             )
         else:
             lines += [f"Agent Governance Toolkit: {agt.get('skipped', agt.get('error'))}", ""]
-        lines += [f"Galileo agent-control-server: {p.get('agent_control_server', {}).get('skipped', '?')}", ""]
+        acs = p.get("agent_control_server", {})
+        if "results" in acs:
+            ours = {c["rules"]: c for c in (e or {}).get("cases", []) if "per capability" in c.get("layout", "")}
+            rows = [
+                [
+                    c["rules"],
+                    c["applicable"],
+                    c["p50_us"],
+                    c["p99_us"],
+                    ours.get(c["rules"], {}).get("p50_us", "-"),
+                    ours.get(c["rules"], {}).get("p99_us", "-"),
+                ]
+                for c in acs["results"]
+            ]
+            lines += [f"Galileo {acs['peer']}, Python {acs['python']}, a separate process:", ""]
+            lines += _table(
+                ["rules", "controls applicable", "Galileo p50 µs", "Galileo p99 µs", "AEGIS p50 µs", "AEGIS p99 µs"],
+                rows,
+            )
+        else:
+            lines += [f"Galileo agent-control-server: {acs.get('skipped', acs.get('error', '?'))}", ""]
     s = r.get("server")
     if s and "baseline" in s:
         lines += [
@@ -127,6 +147,28 @@ def markdown(r: dict[str, Any]) -> str:
             f"Targets: {k['targets']}",
             "",
         ]
+    a = r.get("adapters")
+    if a and "rows" in a:
+        lines += [
+            "## Adapters (governed vs the same call ungoverned, sequential, one server)",
+            "",
+            f"One server round trip (raw httpx POST of a proposal): p50 {a['round_trip_p50_us']} µs. "
+            f"{a['calls_per_point']} calls per point; governed calls propose, run on ALLOW, report the execution.",
+            "",
+        ]
+        lines += _table(
+            ["adapter", "ungoverned p50 µs", "governed p50 µs", "added p50 µs", "added / round trip"],
+            [
+                [
+                    row["adapter"],
+                    row["ungoverned_p50_us"],
+                    row["governed_p50_us"],
+                    row["added_p50_us"],
+                    row["added_in_round_trips"],
+                ]
+                for row in a["rows"]
+            ],
+        )
     c = r.get("scale")
     if c and "queries" in c:
         lines += [
@@ -136,7 +178,7 @@ def markdown(r: dict[str, Any]) -> str:
         ]
         lines += _table(["query", "p50 ms", "p99 ms"], [[n, v["p50_ms"], v["p99_ms"]] for n, v in c["queries"].items()])
         lines += [f"Server RSS: {c['server_rss_mib']}", ""]
-    for name in ("engine", "peers", "server", "sdk", "scale"):
+    for name in ("engine", "peers", "server", "sdk", "adapters", "scale"):
         if isinstance(r.get(name), dict) and "error" in r[name]:
             lines += [f"**{name} failed**: {r[name]['error']}", ""]
     return "\n".join(lines)
