@@ -19,11 +19,11 @@ def db(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
 
 
-def _escalate(db: str) -> str:
-    """Create one pending ESCALATE in `db` through the API; returns its id."""
+def _escalate(db: str, api_key: str | None = None) -> str:
+    """Create one pending ESCALATE in `db` through the API (with `api_key`, else a new admin key); returns its id."""
     with InProcessServer(policy_paths=[POLICIES], db_url=db) as server:
         body = {"actor": {"id": "a"}, "action": {"capability": "payments.transfer", "parameters": {"amount": 5000}}}
-        decision = server.http_client().post("/api/v1/governance/propose", json=body).json()
+        decision = server.http_client(api_key).post("/api/v1/governance/propose", json=body).json()
     assert decision["outcome"] == "ESCALATE"
     return str(decision["decision_id"])
 
@@ -101,7 +101,9 @@ def test_database_without_schema_says_how_to_fix(tmp_path: Path, capsys: pytest.
 
 
 def test_review_list_approve_and_deny(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    first, second = _escalate(db), _escalate(db)
+    assert main(["keys", "create", "--db", db, "--name", "agent", "--scopes", "admin"]) == 0
+    agent_key = capsys.readouterr().out.strip()
+    first, second = _escalate(db, agent_key), _escalate(db, agent_key)
     assert main(["review", "list", "--db", db]) == 0
     listing = capsys.readouterr().out
     assert first in listing and second in listing
@@ -115,7 +117,7 @@ def test_review_list_approve_and_deny(db: str, capsys: pytest.CaptureFixture[str
     assert "no decisions await review" in capsys.readouterr().out
 
     with InProcessServer(policy_paths=[POLICIES], db_url=db) as server:
-        client = server.http_client()
+        client = server.http_client(agent_key)
         approved = client.get(f"/api/v1/governance/decisions/{first}").json()
         assert approved["review"]["reviewer"] == "carol"
         body = {
@@ -123,6 +125,10 @@ def test_review_list_approve_and_deny(db: str, capsys: pytest.CaptureFixture[str
             "action": {"capability": "payments.transfer", "parameters": {"amount": 5000}},
             "confirmation_token": approved["confirmation_token"],
         }
+        # The approval token works for the key that proposed, not for another key that read it.
+        stolen = server.http_client().post("/api/v1/governance/propose", json=body)
+        assert stolen.status_code == 409 and stolen.json()["error"]["code"] == "confirmation_mismatch"
+        assert stolen.json()["error"]["details"]["mismatched"] == ["api_key"]
         assert client.post("/api/v1/governance/propose", json=body).json()["outcome"] == "ALLOW"
 
 

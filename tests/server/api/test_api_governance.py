@@ -376,9 +376,10 @@ async def test_execution_report_once_and_only_after_allow(client: httpx.AsyncCli
 
 async def test_decisions_survive_a_restart(make_server: ServerFactory) -> None:
     async with make_server() as server:
-        decision = (await propose(server.async_http_client(), _production())).json()
+        agent_key = await server.acreate_key("agent", ["admin"])
+        decision = (await propose(server.async_http_client(agent_key), _production())).json()
     async with make_server() as server:
-        client = server.async_http_client()
+        client = server.async_http_client(agent_key)
         assert (await client.get(f"/api/v1/governance/decisions/{decision['decision_id']}")).json() == decision
         confirmed = await propose(client, {**_production(), "confirmation_token": decision["confirmation_token"]})
         assert confirmed.json()["outcome"] == "ALLOW"

@@ -507,9 +507,9 @@ class GovernanceService:
         now = self.clock()
         try:
             if proposal.confirmation_token:
-                decision = await self._confirm(proposal, params_hash, idempotency, now)
+                decision = await self._confirm(proposal, params_hash, idempotency, now, principal_key_id)
             else:
-                decision = await self._decide(proposal, params_hash, idempotency, now)
+                decision = await self._decide(proposal, params_hash, idempotency, now, principal_key_id)
         except IdempotencyConflict:
             # Another request with the same key won the race: answer as a retry would be answered.
             assert idempotency is not None
@@ -563,7 +563,12 @@ class GovernanceService:
         self.metrics.rejected.labels(code=code).inc()
 
     async def _decide(
-        self, proposal: Proposal, params_hash: str, idempotency: IdempotencyEntry | None, now: datetime
+        self,
+        proposal: Proposal,
+        params_hash: str,
+        idempotency: IdempotencyEntry | None,
+        now: datetime,
+        api_key_id: str,
     ) -> Decision:
         policy_set = self.policies.active
         try:
@@ -643,11 +648,17 @@ class GovernanceService:
                 token_expires_at=token_expires,
                 review_deadline=review_deadline,
                 idempotency=idempotency,
+                api_key_id=api_key_id,
             )
         )
 
     async def _confirm(
-        self, proposal: Proposal, params_hash: str, idempotency: IdempotencyEntry | None, now: datetime
+        self,
+        proposal: Proposal,
+        params_hash: str,
+        idempotency: IdempotencyEntry | None,
+        now: datetime,
+        api_key_id: str,
     ) -> Decision:
         token = proposal.confirmation_token or ""
         claims = TokenSigner.parse(token)
@@ -675,6 +686,9 @@ class GovernanceService:
                 ("actor", binding.actor_id == proposal.actor.id),
                 ("capability", binding.capability == proposal.action.capability),
                 ("parameters", binding.params_hash == params_hash),
+                # A token works only for the API key whose proposal earned it: another key that learns it
+                # (GET /decisions needs only governance:read) cannot spend it.
+                ("api_key", binding.api_key_id in (None, api_key_id)),
             )
             if not same
         ]
@@ -715,6 +729,7 @@ class GovernanceService:
                     created_at=now,
                     idempotency=idempotency,
                     consumes_token_of=parent_id,
+                    api_key_id=api_key_id,
                 )
             )
         except TokenAlreadyUsed:

@@ -79,6 +79,8 @@ class NewDecision:
     - `consumes_token_of`: the parent decision whose confirmation/approval token this proposal used;
       the token is marked used in the same transaction (`TokenAlreadyUsed` if it already was).
     - `created_at`: the decision time for filtering; defaults to `decision.timestamp` parsed.
+    - `api_key_id`: the API key that proposed it; a confirmation token of this decision is accepted
+      from that key only (None: from any key — decisions recorded before migration 0002).
     """
 
     decision: Decision
@@ -93,6 +95,7 @@ class NewDecision:
     idempotency: IdempotencyEntry | None = None
     consumes_token_of: str | None = None
     created_at: datetime | None = None
+    api_key_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +113,7 @@ class DecisionBinding:
     token_used: bool
     token_used_by: str | None
     token_expires_at: datetime | None
+    api_key_id: str | None = None
 
 
 Order = Literal["asc", "desc"]

@@ -691,6 +691,7 @@ class Store:
             "capability": record.capability,
             "session_id": record.session_id,
             "params_hash": record.params_hash,
+            "api_key_id": record.api_key_id,
             "parent_decision_id": decision.parent_decision_id,
             "confirmation_token": decision.confirmation_token,
             "expires_at": expires_at,
@@ -786,6 +787,7 @@ class Store:
                         capability=record.capability,
                         session_id=record.session_id,
                         params_hash=record.params_hash,
+                        api_key_id=record.api_key_id,
                         parent_decision_id=decision.parent_decision_id,
                         confirmation_token=decision.confirmation_token,
                         expires_at=expires_at,
@@ -905,6 +907,7 @@ class Store:
             token_used=row.token_used_at is not None,
             token_used_by=row.token_used_by,
             token_expires_at=row.token_expires_at,
+            api_key_id=row.api_key_id,
         )
 
     async def list_decisions(

@@ -105,6 +105,7 @@ decisions = sa.Table(
     sa.Column("capability", sa.String(200), nullable=False),
     sa.Column("session_id", sa.String(256), nullable=True),
     sa.Column("params_hash", sa.String(64), nullable=False),
+    sa.Column("api_key_id", sa.String(64), nullable=True),  # the proposer; its token works for this key only
     sa.Column("parent_decision_id", sa.String(100), sa.ForeignKey("decisions.decision_id"), nullable=True),
     sa.Column("confirmation_token", sa.Text(), nullable=True),
     sa.Column("expires_at", sa.String(64), nullable=True),
