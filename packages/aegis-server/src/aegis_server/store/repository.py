@@ -1321,30 +1321,38 @@ class Store:
 
     async def put_policy(self, policy: Policy) -> StoredPolicy:
         """Create or replace the policy named `policy.name` (audited as "policy_saved")."""
-        document = policy.model_dump(mode="json")
-        now = self._clock()
-        async with self._write() as conn:
-            await conn.execute(
-                self._upsert(policies)
-                .values(name=policy.name, document=document, created_at=now, updated_at=now)
-                .on_conflict_do_update(index_elements=["name"], set_={"document": document, "updated_at": now})
-            )
-            await self._bump_policy_version(conn, now)
-            await self._audit(conn, now).append(
-                "policy_saved", payload={"name": policy.name, "sha256": canonical_hash(document)}
-            )
-            row = (await conn.execute(sa.select(policies).where(policies.c.name == policy.name))).one()
+        row = await self._put_document(policies, "policy", policy.name, policy.model_dump(mode="json"))
         return StoredPolicy(Policy.model_validate(row.document), row.created_at, row.updated_at)
 
     async def delete_policy(self, name: str) -> bool:
         """Delete a stored policy (audited); False when there is none of that name."""
+        return await self._delete_document(policies, "policy", name)
+
+    async def _put_document(self, table: sa.Table, kind: str, name: str, document: dict[str, Any]) -> Any:
+        """Upsert one API-managed policy or capability, bump the policy version and audit it as
+        "<kind>_saved" (with the document's hash), all in one transaction; returns the stored row."""
         now = self._clock()
         async with self._write() as conn:
-            result = await conn.execute(sa.delete(policies).where(policies.c.name == name))
+            await conn.execute(
+                self._upsert(table)
+                .values(name=name, document=document, created_at=now, updated_at=now)
+                .on_conflict_do_update(index_elements=["name"], set_={"document": document, "updated_at": now})
+            )
+            await self._bump_policy_version(conn, now)
+            await self._audit(conn, now).append(
+                f"{kind}_saved", payload={"name": name, "sha256": canonical_hash(document)}
+            )
+            return (await conn.execute(sa.select(table).where(table.c.name == name))).one()
+
+    async def _delete_document(self, table: sa.Table, kind: str, name: str) -> bool:
+        """Delete one API-managed policy or capability (audited as "<kind>_deleted"); False if absent."""
+        now = self._clock()
+        async with self._write() as conn:
+            result = await conn.execute(sa.delete(table).where(table.c.name == name))
             if result.rowcount != 1:
                 return False
             await self._bump_policy_version(conn, now)
-            await self._audit(conn, now).append("policy_deleted", payload={"name": name})
+            await self._audit(conn, now).append(f"{kind}_deleted", payload={"name": name})
         return True
 
     async def list_capabilities(self) -> list[Capability]:
@@ -1372,31 +1380,12 @@ class Store:
 
     async def put_capability(self, capability: Capability) -> StoredCapability:
         """Create or replace the capability named `capability.name` (audited as "capability_saved")."""
-        document = capability.model_dump(mode="json")
-        now = self._clock()
-        async with self._write() as conn:
-            await conn.execute(
-                self._upsert(capabilities)
-                .values(name=capability.name, document=document, created_at=now, updated_at=now)
-                .on_conflict_do_update(index_elements=["name"], set_={"document": document, "updated_at": now})
-            )
-            await self._bump_policy_version(conn, now)
-            await self._audit(conn, now).append(
-                "capability_saved", payload={"name": capability.name, "sha256": canonical_hash(document)}
-            )
-            row = (await conn.execute(sa.select(capabilities).where(capabilities.c.name == capability.name))).one()
+        row = await self._put_document(capabilities, "capability", capability.name, capability.model_dump(mode="json"))
         return StoredCapability(Capability.model_validate(row.document), row.created_at, row.updated_at)
 
     async def delete_capability(self, name: str) -> bool:
         """Delete a stored capability (audited); False when there is none of that name."""
-        now = self._clock()
-        async with self._write() as conn:
-            result = await conn.execute(sa.delete(capabilities).where(capabilities.c.name == name))
-            if result.rowcount != 1:
-                return False
-            await self._bump_policy_version(conn, now)
-            await self._audit(conn, now).append("capability_deleted", payload={"name": name})
-        return True
+        return await self._delete_document(capabilities, "capability", name)
 
 
 def _missing_sqlite_file(url: str) -> str | None:
