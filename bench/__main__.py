@@ -1,7 +1,7 @@
 """`python -m bench` (`make bench`): every benchmark, each with its baseline of the same run.
 
 Writes bench/results/latest.json and bench/results/latest.md. Options: `--quick` (shorter runs, smaller
-scale), `--only engine,server,sdk,scale,peers`, `--no-postgres`. None of this is a pass/fail test: the
+scale), `--only engine,peers,server,sdk,adapters,scale`, `--no-postgres`. None of this is a pass/fail test: the
 `targets` entries say where a run landed against the issue's targets.
 """
 
@@ -14,10 +14,10 @@ import time
 import traceback
 from typing import Any
 
-from . import engine, peers, report, scale, sdk, server
+from . import adapters, engine, peers, report, scale, sdk, server
 from ._common import RESULTS_DIR, dump_json, machine
 
-SUITES = ("engine", "peers", "server", "sdk", "scale")
+SUITES = ("engine", "peers", "server", "sdk", "adapters", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = server.run(args.quick, postgres=not args.no_postgres)
             elif name == "sdk":
                 results[name] = sdk.run(args.quick)
+            elif name == "adapters":
+                results[name] = adapters.run(args.quick)
             elif name == "scale":
                 results[name] = scale.run(args.quick)
         except Exception as exc:  # one broken suite must not lose the others' results

@@ -1,0 +1,160 @@
+"""Adapters: what governing a call adds, as a multiple of one server round trip.
+
+Against one `aegis-server serve` (SQLite, the example policies, rate limit off), sequential calls:
+
+- **round trip**: a raw `httpx` POST of a proposal to `/api/v1/governance/propose` (keep-alive) — the unit;
+- **FastAPI**: the same route served in process (httpx's ASGI transport) ungoverned and governed with
+  `aegis_fastapi.Aegis.require("database.query")` — the governed one proposes, runs on ALLOW, then
+  reports the execution (a second round trip, `report_execution=True`, the default);
+- **LangChain**: a plain `@tool` and the same function as `aegis_langchain.governed_tool`, `invoke()`
+  (sync client) — governed: propose, run, report the execution.
+
+Added latency = governed p50 − ungoverned p50; the multiple divides it by the round trip p50.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the route annotations (local classes) as objects.
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+
+from .rules import server_proposal
+from .server import PROPOSE, aegis_server
+
+_QUERY = {"query": "SELECT id, email FROM users WHERE id = 42", "database": "production"}
+
+
+def _p50_us(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1e6, 1)
+
+
+def _sync_samples(call: Callable[[], Any], n: int) -> list[float]:
+    for _ in range(min(50, n)):
+        call()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+async def _async_samples(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
+    for _ in range(min(50, n)):
+        await call()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def _round_trip(base: str, auth: str, n: int) -> list[float]:
+    body = json.dumps(server_proposal()).encode()
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    with httpx.Client() as client:
+
+        def call() -> None:
+            client.post(base + PROPOSE, content=body, headers=headers).raise_for_status()
+
+        return _sync_samples(call, n)
+
+
+async def _fastapi(base: str, key: str, n: int) -> dict[str, list[float]]:
+    from fastapi import Depends, FastAPI
+    from pydantic import BaseModel
+
+    from aegis_fastapi import Aegis, Decision
+    from aegis_sdk import Actor, AsyncAegisClient
+
+    class Query(BaseModel):
+        query: str
+        database: str
+
+    def actor() -> Actor:
+        return Actor(id="support-bot", type="ai-agent")
+
+    async with AsyncAegisClient(endpoint=base, api_key=key) as platform:
+        aegis = Aegis(actor=actor, client=platform)
+        app = FastAPI()
+        governed_dep = Annotated[Decision, Depends(aegis.require("database.query"))]
+
+        @app.post("/plain")
+        async def plain(body: Query) -> dict[str, Any]:
+            return {"rows": 1, "database": body.database}
+
+        @app.post("/governed")
+        async def governed(body: Query, decision: governed_dep) -> dict[str, Any]:
+            return {"rows": 1, "database": body.database}
+
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+
+            async def call_plain() -> None:
+                (await client.post("/plain", json=_QUERY)).raise_for_status()
+
+            async def call_governed() -> None:
+                (await client.post("/governed", json=_QUERY)).raise_for_status()
+
+            ungoverned = await _async_samples(call_plain, n)
+            return {"ungoverned": ungoverned, "governed": await _async_samples(call_governed, n)}
+
+
+def _langchain(base: str, key: str, n: int) -> dict[str, list[float]]:
+    from langchain_core.tools import tool
+
+    from aegis_langchain import governed_tool
+    from aegis_sdk import AegisClient
+
+    def run_query(query: str, database: str) -> str:
+        """Run a read-only SQL query."""
+        return f"1 row from {database}"
+
+    plain = tool("database_query")(run_query)
+    with AegisClient(endpoint=base, api_key=key) as platform:
+        governed = governed_tool("database.query", client=platform, actor="support-bot")(run_query)
+        ungoverned_samples = _sync_samples(lambda: plain.invoke(_QUERY), n)
+        governed_samples = _sync_samples(lambda: governed.invoke(_QUERY), n)
+        answer = governed.invoke(_QUERY)
+        if "1 row" not in str(answer):
+            raise RuntimeError(f"the governed tool did not run: {answer!r}")
+    return {"ungoverned": ungoverned_samples, "governed": governed_samples}
+
+
+def _row(name: str, samples: dict[str, list[float]], round_trip_us: float) -> dict[str, Any]:
+    plain, governed = _p50_us(samples["ungoverned"]), _p50_us(samples["governed"])
+    added = round(governed - plain, 1)
+    return {
+        "adapter": name,
+        "ungoverned_p50_us": plain,
+        "governed_p50_us": governed,
+        "added_p50_us": added,
+        "added_in_round_trips": round(added / round_trip_us, 2) if round_trip_us else None,
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    n = 200 if quick else 1000
+    with tempfile.TemporaryDirectory(prefix="aegis-bench-adapters-") as tmpdir:
+        tmp = Path(tmpdir)
+        db_url = f"sqlite+aiosqlite:///{tmp / 'aegis.db'}"
+        with aegis_server(db_url, tmp) as (base, auth, _proc):
+            key = auth.split(" ", 1)[1]
+            round_trip_us = _p50_us(_round_trip(base, auth, n))
+            fastapi_samples = asyncio.run(_fastapi(base, key, n))
+            langchain_samples = _langchain(base, key, n)
+    return {
+        "calls_per_point": n,
+        "round_trip_p50_us": round_trip_us,
+        "rows": [
+            _row("FastAPI route (aegis_fastapi.Aegis.require)", fastapi_samples, round_trip_us),
+            _row("LangChain tool invoke (aegis_langchain.governed_tool)", langchain_samples, round_trip_us),
+        ],
+    }
