@@ -93,7 +93,7 @@ async def _propose_endpoint(request: Request) -> Response:
         problems.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
     else:
         try:
-            proposal = Proposal.model_validate(body)
+            proposal = Proposal.model_validate(body, from_attributes=True)  # as FastAPI validates a body
         except ValidationError as exc:
             problems.extend({**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False))
     if problems or proposal is None:
