@@ -928,19 +928,37 @@ class Store:
         ):
             if value is not None:
                 query = query.where(column == value)
+        rows, next_cursor = await self._keyset_page(
+            query, "decisions", decisions.c.row_id, decisions.c.created_at, filters, order, limit, cursor
+        )
+        return [_decision_from_row(row) for row in rows], next_cursor
+
+    async def _keyset_page(
+        self,
+        query: sa.Select[Any],
+        kind: str,
+        key_column: sa.Column[Any],
+        time_column: sa.Column[Any],
+        filters: DecisionFilters | AuditFilters,
+        order: str,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[Any], str | None]:
+        """One page of `query` after the since/until window, ordered by `key_column` (keyset pagination:
+        stable while rows are inserted), and the cursor of the next page (None on the last one)."""
         if filters.since is not None:
-            query = query.where(decisions.c.created_at >= filters.since)
+            query = query.where(time_column >= filters.since)
         if filters.until is not None:
-            query = query.where(decisions.c.created_at < filters.until)
-        key_column = decisions.c.row_id
+            query = query.where(time_column < filters.until)
         if cursor is not None:
-            after = _decode_cursor(cursor, "decisions", order)
+            after = _decode_cursor(cursor, kind, order)
             query = query.where(key_column < after if order == "desc" else key_column > after)
         query = query.order_by(key_column.desc() if order == "desc" else key_column.asc()).limit(limit + 1)
         async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        next_cursor = _encode_cursor("decisions", order, int(rows[limit - 1].row_id)) if len(rows) > limit else None
-        return [_decision_from_row(row) for row in rows[:limit]], next_cursor
+            rows = list((await conn.execute(query)).all())
+        if len(rows) <= limit:
+            return rows, None
+        return rows[:limit], _encode_cursor(kind, order, int(getattr(rows[limit - 1], key_column.name)))
 
     # ------------------------------------------------------------------------------------------
     # reviews
@@ -1226,19 +1244,10 @@ class Store:
                     sa.select(decisions.c.decision_id).where(decisions.c.review_status == filters.review_status)
                 )
             )
-        if filters.since is not None:
-            query = query.where(audit_records.c.created_at >= filters.since)
-        if filters.until is not None:
-            query = query.where(audit_records.c.created_at < filters.until)
-        key_column = audit_records.c.sequence
-        if cursor is not None:
-            after = _decode_cursor(cursor, "audit", order)
-            query = query.where(key_column < after if order == "desc" else key_column > after)
-        query = query.order_by(key_column.desc() if order == "desc" else key_column.asc()).limit(limit + 1)
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        next_cursor = _encode_cursor("audit", order, int(rows[limit - 1].sequence)) if len(rows) > limit else None
-        return [_audit_from_row(row) for row in rows[:limit]], next_cursor
+        rows, next_cursor = await self._keyset_page(
+            query, "audit", audit_records.c.sequence, audit_records.c.created_at, filters, order, limit, cursor
+        )
+        return [_audit_from_row(row) for row in rows], next_cursor
 
     async def audit_trail(self, decision_id: str) -> list[AuditRecord]:
         """Every audit record of one decision, in chain order (proposal, decision, review, confirmation,
