@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,24 @@ def _sqlite_connect_args() -> dict[str, Any]:
     return {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
 
 
+def _use_wal(cursor: Any) -> None:
+    """Switch the database file to WAL once. Switching needs a moment of exclusive access, and SQLite may
+    answer "database is locked" at once, without waiting for the busy timeout, while another process opens
+    the same new file: retry within the busy timeout. Once the file is in WAL mode this is one read."""
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # sqlite3's OperationalError, or the aiosqlite adapter's copy of it
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _install_sqlite_hooks(engine: Engine, *, memory: bool) -> None:
     """Every connection of `engine` gets WAL, a busy timeout, foreign keys and explicit transactions."""
 
@@ -91,9 +110,9 @@ def _install_sqlite_hooks(engine: Engine, *, memory: bool) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            if not memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+            if not memory:
+                _use_wal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
