@@ -126,3 +126,45 @@ def test_non_json_types_are_rejected(bad: Any) -> None:
 
 def test_normalise_json_returns_plain_data() -> None:
     assert normalise_json(({"k": 2.0},)) == [{"k": 2}]
+
+
+# normalise_json takes a fast path for plain data (exact dict/list/str/int/float types, NFC only for
+# non-ASCII text) and falls back to the general walk for anything else: both must agree on every value.
+_unicode_keys = st.text(
+    alphabet=st.sampled_from(["a", "K", "\u212a", "e", "\u0301", "\u00e9", "\U0001f600"]), max_size=3
+)
+_tricky_values = st.recursive(
+    _scalars | st.lists(st.sampled_from(["a", "\u212a", "e\u0301", "\u00e9", "\x7f"]), max_size=4).map("".join),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.tuples(children, children)
+        | st.dictionaries(_unicode_keys, children, max_size=4)
+    ),
+    max_leaves=15,
+)
+
+
+def _general(value: Any) -> Any:
+    from aegis_server.canonical import _normalise
+
+    return _normalise(value, "$")
+
+
+@given(_tricky_values)
+@settings(max_examples=300)
+def test_the_fast_path_agrees_with_the_general_walk(value: Any) -> None:
+    try:
+        expected: Any = ("ok", _general(value))
+    except (TypeError, ValueError) as exc:
+        expected = ("error", type(exc), str(exc))
+    try:
+        got: Any = ("ok", normalise_json(value))
+    except (TypeError, ValueError) as exc:
+        got = ("error", type(exc), str(exc))
+    assert got == expected
+
+
+def test_a_key_that_becomes_another_after_nfc_is_rejected_in_either_order() -> None:
+    for value in ({"K": 1, "\u212a": 2}, {"\u212a": 1, "K": 2}):  # KELVIN SIGN is K after NFC
+        with pytest.raises(ValueError, match="NFC"):
+            normalise_json(value)

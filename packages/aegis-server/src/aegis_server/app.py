@@ -12,15 +12,18 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aegis_server import __version__
 from aegis_server.api import api_router
-from aegis_server.api.governance import fast_routes
+from aegis_server.api.governance import hot_routes
+from aegis_server.api.hot_path import HotPathDispatch, HotRoute
 from aegis_server.engine import PolicySetError
 from aegis_server.errors import (
     ApiError,
@@ -68,13 +71,47 @@ def _install_request_id_filter() -> None:
             target.addFilter(RequestIdLogFilter())
 
 
+class AegisAPI(FastAPI):
+    """The FastAPI application with the AEGIS request stack around it, outermost first:
+
+    request context (request id, access log, metrics, last-resort 500 envelope) -> body guard (size,
+    content type, strict JSON) -> hot path (`hot_routes`, served without FastAPI's middlewares and
+    router) -> FastAPI's own stack for every other route.
+    """
+
+    def __init__(self, *, settings: Settings, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state.settings = settings
+        self.state.metrics = metrics
+        self.hot_routes: dict[tuple[str, str], HotRoute] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A hot route skips FastAPI's own entry too: it checks its OpenTelemetry settings (os.environ)
+        # on every request, which the hot path does not use.
+        if scope["type"] == "http" and (scope.get("method"), scope.get("path")) in self.hot_routes:
+            if self.middleware_stack is None:
+                self.middleware_stack = self.build_middleware_stack()
+            scope["app"] = self
+            await self.middleware_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        settings: Settings = self.state.settings
+        dispatch = HotPathDispatch(super().build_middleware_stack(), self.hot_routes, self.exception_handlers)
+        guarded = BodyGuardMiddleware(
+            dispatch, max_body_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+        )
+        return RequestContextMiddleware(guarded, metrics=self.state.metrics)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     clock: Callable[[], datetime] | None = None,
     monotonic: Callable[[], float] | None = None,
     run_background_tasks: bool = True,
-) -> FastAPI:
+) -> AegisAPI:
     """The AEGIS API as an ASGI app. `clock`/`monotonic` replace the wall and monotonic clocks (tests);
     `run_background_tasks=False` leaves review expiry to the lazy check on read (tests)."""
     settings = settings if settings is not None else Settings.from_env()
@@ -120,7 +157,9 @@ def create_app(
                     await task
             await store.close()
 
-    app = FastAPI(
+    app = AegisAPI(
+        settings=settings,
+        metrics=metrics,
         title="AEGIS governance API",
         version=__version__,
         description=_DESCRIPTION,
@@ -129,8 +168,6 @@ def create_app(
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url="/redoc" if settings.docs_enabled else None,
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst, mono)
     install_exception_handlers(app)
 
@@ -150,11 +187,8 @@ def create_app(
         app.add_exception_handler(exc_type, _database_unavailable)
 
     app.include_router(api_router())
-    app.router.routes[:0] = fast_routes()  # matched first; the routed versions stay for OpenAPI
-    # add_middleware puts each new one outside the previous: the body guard runs inside the request context.
-    app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.hot_routes.update({(route.method, route.path): route for route in hot_routes()})
     return app
 
 
-__all__ = ["StartupError", "create_app"]
+__all__ = ["AegisAPI", "StartupError", "create_app"]

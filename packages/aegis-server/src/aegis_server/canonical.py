@@ -35,7 +35,41 @@ def normalise_json(value: Any) -> Any:
     Raises `TypeError` for a value JSON cannot hold and `ValueError` for a non-finite float or for two
     keys of one object that are equal after NFC normalisation.
     """
-    return _normalise(value, "$")
+    try:
+        return _normalise_plain(value)
+    except _NotPlain:
+        return _normalise(value, "$")
+
+
+class _NotPlain(Exception):
+    """Raised by `_normalise_plain` for anything but plain JSON data already in range: the general
+    `_normalise` then decides (it accepts any Mapping and int subclass, and words the errors with paths)."""
+
+
+def _normalise_plain(value: Any) -> Any:
+    # The hot path (every decision hashes its parameters and two audit records): exact types only, no
+    # paths built, and NFC only for non-ASCII text (ASCII text is already NFC).
+    kind = type(value)
+    if kind is str:
+        return value if value.isascii() else unicodedata.normalize("NFC", value)
+    if kind is dict:
+        result: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            result[key if key.isascii() else unicodedata.normalize("NFC", key)] = _normalise_plain(item)
+        if len(result) != len(value):  # two keys were one after NFC
+            raise _NotPlain
+        return result
+    if kind is list or kind is tuple:
+        return [_normalise_plain(item) for item in value]
+    if value is None or kind is bool or kind is int:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise _NotPlain
+        return int(value) if value.is_integer() and abs(value) < _MAX_SAFE_INTEGER else value
+    raise _NotPlain
 
 
 def _normalise(value: Any, path: str) -> Any:
@@ -75,7 +109,7 @@ def _normalise(value: Any, path: str) -> Any:
 def canonical_json(value: Any) -> bytes:
     """The canonical UTF-8 JSON bytes of `value` (see the module docstring for the rules)."""
     return json.dumps(
-        _normalise(value, "$"),
+        normalise_json(value),
         ensure_ascii=False,
         allow_nan=False,
         sort_keys=True,

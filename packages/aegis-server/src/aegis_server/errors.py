@@ -181,10 +181,17 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
+async def _unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    # Used by the framework's ServerErrorMiddleware, which then re-raises: the request context middleware
+    # outside it logs the exception with the request id (and, the answer being sent, sends nothing more).
+    return error_response(internal_error())
+
+
 def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(Exception, _unexpected_error_handler)
 
 
 def internal_error() -> ApiError:

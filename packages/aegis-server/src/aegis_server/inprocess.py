@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 from fastapi import FastAPI
 
-from aegis_server.app import create_app
+from aegis_server.app import AegisAPI, create_app
 from aegis_server.settings import Settings
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class InProcessServer:
         self._run_background_tasks = run_background_tasks
         self._overrides = setting_overrides
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
-        self._app: FastAPI | None = None
+        self._app: AegisAPI | None = None
         self._api_key: str | None = None
         self._lifespan: contextlib.AbstractAsyncContextManager[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -217,7 +217,7 @@ class InProcessServer:
     # -- what it serves ---------------------------------------------------------------------------
 
     @property
-    def app(self) -> FastAPI:
+    def app(self) -> AegisAPI:
         if self._app is None:
             raise RuntimeError("the in-process server is not running; use `with InProcessServer(...) as server:`")
         return self._app

@@ -8,8 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter, ValidationError
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from aegis_sdk.models import (
     Decision,
@@ -22,6 +20,7 @@ from aegis_sdk.models import (
     ReviewStatus,
 )
 from aegis_server.api.common import BODY_ERRORS, errors, get_service
+from aegis_server.api.hot_path import HotRoute
 from aegis_server.limits import PARSED_BODY
 from aegis_server.security import (
     SCOPE_PROPOSE,
@@ -68,20 +67,26 @@ async def propose(
     return decision
 
 
-# The hot path. The route above documents `POST /propose` (OpenAPI) and is what this one answers like;
-# this one serves it: the same checks in the same order (key, rate limit, scope; then the Idempotency-Key
-# header and the body, their problems reported together as one 422), without FastAPI resolving five
-# dependencies per request, validating the body the guard already parsed, and answering with the
-# decision serialised once. Every error is raised as in the routed version, so the same handlers render it.
+# The hot path (api/hot_path.py). The route above documents `POST /propose` (OpenAPI) and is what this
+# one answers like; this one serves it: the same checks in the same order (key, rate limit, scope; then
+# the Idempotency-Key header and the body, their problems reported together as one 422), without FastAPI
+# resolving five dependencies per request, validating the body the guard already parsed, and answering
+# with the decision serialised once. Every error is raised as in the routed version, so the same
+# handlers render it.
 _require_propose = RequireScope(SCOPE_PROPOSE)
 _idempotency_key = TypeAdapter(Annotated[str, Field(max_length=_MAX_IDEMPOTENCY_KEY)])
 _decision_json = TypeAdapter(Decision)
 
 
 async def _propose_endpoint(request: Request) -> Response:
-    principal = await _require_propose.authorize(request, bearer_credentials(request.headers.get("authorization")))
+    authorization = idempotency_key = None
+    for name, value in request.scope["headers"]:  # one pass over the raw headers (the first of each wins)
+        if name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+        elif name == b"idempotency-key" and idempotency_key is None:
+            idempotency_key = value.decode("latin-1")
+    principal = await _require_propose.authorize(request, bearer_credentials(authorization))
     problems: list[dict[str, object]] = []
-    idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None:
         try:
             _idempotency_key.validate_python(idempotency_key)
@@ -106,18 +111,9 @@ async def _propose_endpoint(request: Request) -> Response:
     return Response(_decision_json.dump_json(decision), media_type="application/json", headers=headers)
 
 
-class _FastRoute(Route):
-    """A Starlette route that puts itself in the scope, as FastAPI's routes do (the request metrics read
-    the route template from there)."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["route"] = self
-        await super().handle(scope, receive, send)
-
-
-def fast_routes() -> list[Route]:
-    """Routes to mount in front of the API router (they answer what the routed versions document)."""
-    return [_FastRoute(PROPOSE_PATH, _propose_endpoint, methods=["POST"], include_in_schema=False)]
+def hot_routes() -> list[HotRoute]:
+    """Routes the hot path serves in front of the router (they answer what the routed versions document)."""
+    return [HotRoute("POST", PROPOSE_PATH, _propose_endpoint)]
 
 
 @router.get(
@@ -205,4 +201,4 @@ async def report_execution(
     return await service.report_execution(decision_id, report)
 
 
-__all__ = ["PROPOSE_PATH", "fast_routes", "router"]
+__all__ = ["PROPOSE_PATH", "hot_routes", "router"]
