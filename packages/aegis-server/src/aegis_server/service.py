@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -47,6 +46,7 @@ from aegis_server.engine import (
     evaluate,
 )
 from aegis_server.errors import ApiError, governance_error, not_found, validation_error
+from aegis_server.ids import new_id
 from aegis_server.metrics import Metrics
 from aegis_server.policy_files import load_policy_paths
 from aegis_server.settings import Settings
@@ -601,7 +601,7 @@ class GovernanceService:
                 {"capability": exc.capability, "field": exc.field, "errors": exc.errors},
             ) from None
 
-        decision_id = "dec_" + uuid.uuid4().hex
+        decision_id = new_id("dec_")
         token: str | None = None
         token_expires: datetime | None = None
         expires_at: str | None = None
@@ -706,7 +706,7 @@ class GovernanceService:
             else "confirmed with its token"
         )
         decision = Decision(
-            decision_id="dec_" + uuid.uuid4().hex,
+            decision_id=new_id("dec_"),
             outcome="ALLOW",
             reason=f"Decision {parent_id} was {how}. Original decision: {parent.reason}",
             risk_score=parent.risk_score,

@@ -50,6 +50,8 @@ from aegis_sdk.models import (
     Review,
 )
 from aegis_server.canonical import canonical_hash, normalise_json
+from aegis_server.ids import new_id
+from aegis_server.store.bulk import BulkInsert
 from aegis_server.store.chain import GENESIS_HASH, ChainChecker, link_hash
 from aegis_server.store.engine import create_engine, normalise_url, redact_url, sqlite_batch_writer, sqlite_writer
 from aegis_server.store.errors import (
@@ -130,7 +132,7 @@ def hash_api_key(key: str) -> str:
 
 
 def _new_audit_ref() -> str:
-    return f"aud_{uuid.uuid4().hex}"
+    return new_id("aud_")
 
 
 class _RowView:
@@ -346,6 +348,12 @@ class Store:
         # SQLite file: group commits go through a synchronous connection on one thread of their own (one
         # hand-off per batch); in-memory SQLite and PostgreSQL write batches on the async engine.
         self._batch_writer = batch_writer
+        if batch_writer is not None:
+            self._bulk_decisions = BulkInsert(decisions, batch_writer.dialect)
+            self._bulk_keys = BulkInsert(
+                idempotency_keys, batch_writer.dialect, on_conflict_do_nothing=("api_key_id", "key")
+            )
+            self._bulk_audit = BulkInsert(audit_records, batch_writer.dialect)
         self._batch_thread = (
             concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="aegis-sqlite-writer")
             if batch_writer is not None
@@ -653,13 +661,11 @@ class Store:
         """`_write_group`'s transaction on the batch writer (runs in its thread; commits before returning)."""
         assert self._batch_writer is not None
         with self._batch_writer.begin() as conn:
-            conn.execute(sa.insert(decisions), rows)
-            if keys:
-                inserted = conn.execute(self._insert_new_keys(), keys)
-                if len(inserted.all()) != len(keys):
-                    raise _IdempotentReplay  # roll back; each record is then written alone
+            self._bulk_decisions.execute(conn, rows)
+            if self._bulk_keys.execute(conn, keys) != len(keys):
+                raise _IdempotentReplay  # roll back; each record is then written alone
             audit_rows, _ = _chained_rows(_head_of(conn.execute(_HEAD_QUERY).first()), entries, now)
-            conn.execute(sa.insert(audit_records), audit_rows)
+            self._bulk_audit.execute(conn, audit_rows)
 
     def _decision_row(self, record: NewDecision, now: datetime) -> dict[str, Any]:
         """The `decisions` row of a new decision (as `_record_one` inserts it)."""
