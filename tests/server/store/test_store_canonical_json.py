@@ -168,3 +168,35 @@ def test_a_key_that_becomes_another_after_nfc_is_rejected_in_either_order() -> N
     for value in ({"K": 1, "\u212a": 2}, {"\u212a": 1, "K": 2}):  # KELVIN SIGN is K after NFC
         with pytest.raises(ValueError, match="NFC"):
             normalise_json(value)
+
+
+def _reference_bytes(value: Any) -> bytes:
+    """canonical_json as first written: the general walk, then the standard library's encoder."""
+    from aegis_server.canonical import _normalise
+
+    return json.dumps(
+        _normalise(value, "$"), ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+    ).encode("utf-8")
+
+
+_any_numbers = st.floats(allow_nan=False, allow_infinity=False) | st.integers(min_value=-(2**80), max_value=2**80)
+_wide_values = st.recursive(
+    _any_numbers | st.text(max_size=8) | st.booleans() | st.none(),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=4),
+    max_leaves=15,
+).filter(_nfc_unique_keys)
+
+
+@given(_wide_values)
+@settings(max_examples=500)
+def test_canonical_bytes_are_those_of_the_reference_encoder(value: Any) -> None:
+    # orjson writes plain data (floats between 1e-4 and 1e16, 64-bit integers); everything else goes
+    # through the standard library: the bytes, and so every stored hash, stay the same either way.
+    assert canonical_json(value) == _reference_bytes(value)
+
+
+@pytest.mark.parametrize(
+    "number", [1e-05, 0.0001, 0.2, 1 / 3, 123456789.125, 9007199254740993.0, 1e16, 1e300, 2**63, 2**64, -(2**63) - 1]
+)
+def test_numbers_at_the_edges_of_the_fast_encoder(number: float) -> None:
+    assert canonical_json({"n": number, "list": [number]}) == _reference_bytes({"n": number, "list": [number]})

@@ -24,6 +24,8 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 __all__ = ["canonical_hash", "canonical_json", "normalise_json"]
 
 _MAX_SAFE_INTEGER = 2**53
@@ -42,13 +44,22 @@ def normalise_json(value: Any) -> Any:
 
 
 class _NotPlain(Exception):
-    """Raised by `_normalise_plain` for anything but plain JSON data already in range: the general
+    """Raised by `_normalise_plain` for anything but plain JSON data in the common range: the general
     `_normalise` then decides (it accepts any Mapping and int subclass, and words the errors with paths)."""
+
+
+# Floats that orjson and Python's repr() spell alike (repr switches to exponents outside this range, and
+# orjson spells exponents its own way); integers orjson can write (64 bits).
+_PLAIN_FLOAT_MIN = 1e-4
+_PLAIN_FLOAT_LIMIT = 1e16
+_PLAIN_INT_MIN = -(2**63)
+_PLAIN_INT_LIMIT = 2**64
 
 
 def _normalise_plain(value: Any) -> Any:
     # The hot path (every decision hashes its parameters and two audit records): exact types only, no
-    # paths built, and NFC only for non-ASCII text (ASCII text is already NFC).
+    # paths built, NFC only for non-ASCII text (ASCII text is already NFC), and only numbers that
+    # `canonical_json` may hand to orjson.
     kind = type(value)
     if kind is str:
         return value if value.isascii() else unicodedata.normalize("NFC", value)
@@ -63,12 +74,18 @@ def _normalise_plain(value: Any) -> Any:
         return result
     if kind is list or kind is tuple:
         return [_normalise_plain(item) for item in value]
-    if value is None or kind is bool or kind is int:
+    if value is None or kind is bool:
+        return value
+    if kind is int:
+        if not _PLAIN_INT_MIN <= value < _PLAIN_INT_LIMIT:
+            raise _NotPlain
         return value
     if kind is float:
-        if not math.isfinite(value):
+        if value.is_integer() and abs(value) < _MAX_SAFE_INTEGER:
+            return int(value)
+        if not _PLAIN_FLOAT_MIN <= abs(value) < _PLAIN_FLOAT_LIMIT:  # also NaN and the infinities
             raise _NotPlain
-        return int(value) if value.is_integer() and abs(value) < _MAX_SAFE_INTEGER else value
+        return value
     raise _NotPlain
 
 
@@ -108,8 +125,12 @@ def _normalise(value: Any, path: str) -> Any:
 
 def canonical_json(value: Any) -> bytes:
     """The canonical UTF-8 JSON bytes of `value` (see the module docstring for the rules)."""
+    try:
+        return orjson.dumps(_normalise_plain(value), option=orjson.OPT_SORT_KEYS)
+    except (_NotPlain, orjson.JSONEncodeError):  # other values, and errors worded by the general walk
+        pass
     return json.dumps(
-        normalise_json(value),
+        _normalise(value, "$"),
         ensure_ascii=False,
         allow_nan=False,
         sort_keys=True,
