@@ -14,7 +14,14 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_SECONDS", "create_engine", "normalise_url", "redact_url", "sqlite_batch_writer"]
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_SECONDS",
+    "checkpoint_wal",
+    "create_engine",
+    "normalise_url",
+    "redact_url",
+    "sqlite_batch_writer",
+]
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 """How long a SQLite writer waits for another process's write transaction before giving up."""
@@ -78,8 +85,8 @@ def create_engine(url: str | URL) -> AsyncEngine:
     )
 
 
-def _sqlite_connect_args() -> dict[str, Any]:
-    return {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+def _sqlite_connect_args(busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS) -> dict[str, Any]:
+    return {"timeout": busy_timeout}
 
 
 def _use_wal(cursor: Any) -> None:
@@ -100,8 +107,11 @@ def _use_wal(cursor: Any) -> None:
             time.sleep(0.01)
 
 
-def _install_sqlite_hooks(engine: Engine, *, memory: bool) -> None:
-    """Every connection of `engine` gets WAL, a busy timeout, foreign keys and explicit transactions."""
+def _install_sqlite_hooks(
+    engine: Engine, *, memory: bool, busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS, auto_checkpoint: bool = True
+) -> None:
+    """Every connection of `engine` gets WAL, a busy timeout, foreign keys and explicit transactions.
+    Without `auto_checkpoint`, its commits never copy the WAL back into the database (someone else must)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -110,11 +120,13 @@ def _install_sqlite_hooks(engine: Engine, *, memory: bool) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             if not memory:
                 _use_wal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            if not auto_checkpoint:
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
         finally:
             cursor.close()
 
@@ -137,22 +149,41 @@ def _create_sqlite_engine(url: URL) -> AsyncEngine:
     return engine
 
 
-def sqlite_batch_writer(url: str | URL) -> Engine | None:
-    """A synchronous engine on the same SQLite file, for one dedicated writer thread: its transactions
-    start with BEGIN IMMEDIATE and run all their statements in that thread (one thread hand-off per
-    transaction instead of one per statement through aiosqlite). None for an in-memory database (a
-    second engine would see a different, empty database) and for PostgreSQL."""
+def sqlite_batch_writer(url: str | URL, *, on_event_loop: bool = False) -> Engine | None:
+    """A synchronous engine on the same SQLite file for batches of writes, whose transactions start with
+    BEGIN IMMEDIATE and run all their statements in the caller's thread (no hand-off per statement as
+    through aiosqlite). None for an in-memory database (a second engine would see a different, empty
+    database) and for PostgreSQL.
+
+    `on_event_loop`: for writes made on the event loop's own thread, which must never wait: the busy
+    timeout is 0 (another process's write transaction makes BEGIN fail at once with "database is locked",
+    and the caller writes from a thread instead) and commits never checkpoint the WAL (the fsyncs of a
+    checkpoint are left to `checkpoint_wal` in a thread)."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() != "sqlite" or _is_memory_sqlite(parsed):
         return None
+    busy_timeout = 0.0 if on_event_loop else SQLITE_BUSY_TIMEOUT_SECONDS
     engine = sa_create_engine(
         parsed.set(drivername="sqlite+pysqlite"),
-        connect_args={**_sqlite_connect_args(), "check_same_thread": False},
+        connect_args={**_sqlite_connect_args(busy_timeout), "check_same_thread": False},
         json_serializer=_json_dumps,
         poolclass=SingletonThreadPool,
     )
-    _install_sqlite_hooks(engine, memory=False)
+    _install_sqlite_hooks(engine, memory=False, busy_timeout=busy_timeout, auto_checkpoint=not on_event_loop)
     return engine.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+
+
+def checkpoint_wal(engine: Engine) -> None:
+    """Copy what the WAL holds back into the database file, as far as readers allow, without waiting for
+    any lock (a PASSIVE checkpoint); the next write then starts the WAL file over from its beginning."""
+    raw = engine.raw_connection()  # outside any transaction: a checkpoint cannot run inside one
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        cursor.fetchall()
+        cursor.close()
+    finally:
+        raw.close()
 
 
 def sqlite_writer(engine: AsyncEngine) -> AsyncEngine:

@@ -26,7 +26,9 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -37,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aegis_sdk.models import (
@@ -53,7 +56,14 @@ from aegis_server.canonical import canonical_hash, normalise_json
 from aegis_server.ids import new_id
 from aegis_server.store.bulk import BulkInsert
 from aegis_server.store.chain import GENESIS_HASH, ChainChecker, link_hash
-from aegis_server.store.engine import create_engine, normalise_url, redact_url, sqlite_batch_writer, sqlite_writer
+from aegis_server.store.engine import (
+    checkpoint_wal,
+    create_engine,
+    normalise_url,
+    redact_url,
+    sqlite_batch_writer,
+    sqlite_writer,
+)
 from aegis_server.store.errors import (
     AlreadyReported,
     IdempotencyConflict,
@@ -99,6 +109,8 @@ __all__ = [
 API_KEY_PREFIX = "aegis_sk_"
 AUDIT_LOCK_KEY = 0x4145_4749_535F_4155  # "AEGIS_AU": pg_advisory_xact_lock key of audit appends
 MAX_PAGE_SIZE = 1000
+logger = logging.getLogger("aegis_server.store")
+
 _VERIFY_BATCH = 2000
 _SECRET_NAME = "token_secret"  # noqa: S105 - the name of a row, not a secret
 _POLICY_VERSION = "policy_version"
@@ -335,6 +347,7 @@ class Store:
         *,
         clock: Callable[[], datetime] | None = None,
         batch_writer: sa.Engine | None = None,
+        loop_writer: sa.Engine | None = None,
     ) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
@@ -345,9 +358,14 @@ class Store:
         # Group commit of plain decisions (see `_record_grouped`): waiting records and the flushing task.
         self._pending: list[tuple[NewDecision, asyncio.Future[Decision]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        # SQLite file: group commits go through a synchronous connection on one thread of their own (one
-        # hand-off per batch); in-memory SQLite and PostgreSQL write batches on the async engine.
+        # SQLite file: a group commit is written by a synchronous connection on the event loop's thread
+        # (`loop_writer`, which never waits: see `_write_batch_to_sqlite`), or by one on a thread of its own
+        # (`batch_writer`) when another process holds the file's write lock; in-memory SQLite and
+        # PostgreSQL write batches on the async engine.
         self._batch_writer = batch_writer
+        self._loop_writer = loop_writer
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint: asyncio.Future[None] | None = None  # the running `_checkpoint_wal`
         if batch_writer is not None:
             self._bulk_decisions = BulkInsert(decisions, batch_writer.dialect)
             self._bulk_keys = BulkInsert(
@@ -378,7 +396,12 @@ class Store:
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine, clock=clock, batch_writer=sqlite_batch_writer(url))
+        return cls(
+            engine,
+            clock=clock,
+            batch_writer=sqlite_batch_writer(url),
+            loop_writer=sqlite_batch_writer(url, on_event_loop=True),
+        )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -395,6 +418,11 @@ class Store:
         return redact_url(self._engine.url)
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            with contextlib.suppress(Exception):  # logged where it failed
+                await self._checkpoint
+        if self._loop_writer is not None:
+            self._loop_writer.dispose()
         if self._batch_thread is not None and self._batch_writer is not None:
             await asyncio.get_running_loop().run_in_executor(self._batch_thread, self._batch_writer.dispose)
             self._batch_thread.shutdown()
@@ -627,13 +655,10 @@ class Store:
             for record, row in zip(records, rows, strict=True)
             for entry in self._decision_audit_entries(record, row)
         ]
-        if self._batch_thread is not None:
-            # The same statements as below, all in the writer thread; the asyncio lock keeps this process's
-            # other writers out, BEGIN IMMEDIATE other processes.
+        if self._batch_writer is not None:
+            # The asyncio lock keeps this process's other writers out, BEGIN IMMEDIATE other processes.
             async with self._write_lock:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._batch_thread, self._write_group_sync, rows, keys, entries, now
-                )
+                await self._write_batch_to_sqlite(rows, keys, entries, now)
         else:
             async with self._write() as conn:
                 await conn.execute(sa.insert(decisions), rows)
@@ -651,16 +676,62 @@ class Store:
             .returning(idempotency_keys.c.key)
         )
 
+    # A batch is written on the event loop's thread: its statements are a few hundred microseconds of
+    # SQLite's own work, and a writer thread spent more than that waiting for the GIL at every statement
+    # (the loop holds it while it decides the next proposals). The loop must never block, so its
+    # connection does not wait for a lock (another process writing: the batch goes to the writer thread,
+    # which waits up to the busy timeout) and never checkpoints the WAL on commit: `_checkpoint_wal` does,
+    # from the writer thread, at most once a second.
+
+    _CHECKPOINT_INTERVAL_SECONDS = 1.0
+
+    async def _write_batch_to_sqlite(
+        self, rows: list[dict[str, Any]], keys: list[dict[str, Any]], entries: list[dict[str, Any]], now: datetime
+    ) -> None:
+        assert self._batch_writer is not None
+        written = False
+        if self._loop_writer is not None:
+            try:
+                self._write_group_sync(self._loop_writer, rows, keys, entries, now)
+                written = True
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig):
+                    raise
+                # another process holds the write lock; nothing was written (BEGIN failed)
+        if not written:
+            await asyncio.get_running_loop().run_in_executor(
+                self._batch_thread, self._write_group_sync, self._batch_writer, rows, keys, entries, now
+            )
+        if self._checkpoint is None and time.monotonic() - self._last_checkpoint >= self._CHECKPOINT_INTERVAL_SECONDS:
+            self._checkpoint = asyncio.ensure_future(self._checkpoint_wal())
+
+    async def _checkpoint_wal(self) -> None:
+        """Copy the WAL into the database file in the writer thread: most of it while batches go on being
+        committed, then what they added meanwhile with this process's writes paused for that short copy.
+        A checkpoint that runs beside continuous commits never catches up with them, and SQLite starts
+        the WAL over only once every frame is copied: without the pause the WAL file grows without end."""
+        assert self._batch_writer is not None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._batch_thread, checkpoint_wal, self._batch_writer)
+            async with self._write_lock:
+                await loop.run_in_executor(self._batch_thread, checkpoint_wal, self._batch_writer)
+        except Exception as exc:  # the next batch schedules another attempt
+            logger.warning("checkpointing the SQLite WAL failed (retried in a second): %s", exc)
+        finally:
+            self._checkpoint = None
+            self._last_checkpoint = time.monotonic()
+
     def _write_group_sync(
         self,
+        writer: sa.Engine,
         rows: list[dict[str, Any]],
         keys: list[dict[str, Any]],
         entries: list[dict[str, Any]],
         now: datetime,
     ) -> None:
-        """`_write_group`'s transaction on the batch writer (runs in its thread; commits before returning)."""
-        assert self._batch_writer is not None
-        with self._batch_writer.begin() as conn:
+        """`_write_group`'s transaction on a synchronous SQLite writer (commits before returning)."""
+        with writer.begin() as conn:
             self._bulk_decisions.execute(conn, rows)
             if self._bulk_keys.execute(conn, keys) != len(keys):
                 raise _IdempotentReplay  # roll back; each record is then written alone

@@ -1,0 +1,68 @@
+"""The SQLite group commit is written on the event loop's thread, which must never wait: when another
+process holds the file's write lock the batch is written from the writer thread instead (the loop keeps
+serving), and the WAL is checkpointed from that thread, not by the loop's commits."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from _store_support import FakeClock, MakeDecision
+
+from aegis_server.store import Store
+
+
+@pytest.fixture
+async def sqlite_store(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Store]:
+    opened = await Store.open(sqlite_url, clock=clock)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _database_file(sqlite_url: str) -> Path:
+    return Path(sqlite_url.split("///", 1)[1])
+
+
+async def test_a_batch_waits_for_another_process_without_blocking_the_loop(
+    sqlite_store: Store, sqlite_url: str, make_decision: MakeDecision
+) -> None:
+    other = sqlite3.connect(_database_file(sqlite_url), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write transaction holds the file's write lock
+    try:
+        recording = asyncio.ensure_future(sqlite_store.record_decision(make_decision("ALLOW")))
+        ticks = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 0.5:  # the loop keeps running while the batch waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not recording.done()
+        assert ticks >= 20
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    stored = await asyncio.wait_for(recording, timeout=10)
+    assert await sqlite_store.get_decision(stored.decision_id) == stored
+    assert (await sqlite_store.verify_chain()).valid
+
+
+async def test_the_wal_is_checkpointed_from_the_writer_thread(
+    sqlite_store: Store, sqlite_url: str, make_decision: MakeDecision, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_CHECKPOINT_INTERVAL_SECONDS", 0.0)
+    database = _database_file(sqlite_url)
+    size_before = database.stat().st_size
+    await asyncio.gather(*(sqlite_store.record_decision(make_decision("ALLOW")) for _ in range(200)))
+    for _ in range(100):  # the checkpoint started by the last batch runs in the writer thread
+        if sqlite_store._checkpoint is None and database.stat().st_size > size_before:
+            break
+        await asyncio.sleep(0.02)
+    assert database.stat().st_size > size_before  # the decisions' pages reached the database file
+    with sqlite3.connect(database) as conn:
+        busy, wal_frames, checkpointed = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and wal_frames == checkpointed
