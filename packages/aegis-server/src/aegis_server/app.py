@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -111,9 +112,14 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
     monotonic: Callable[[], float] | None = None,
     run_background_tasks: bool = True,
+    freeze_gc_after_startup: bool = False,
 ) -> AegisAPI:
     """The AEGIS API as an ASGI app. `clock`/`monotonic` replace the wall and monotonic clocks (tests);
-    `run_background_tasks=False` leaves review expiry to the lazy check on read (tests)."""
+    `run_background_tasks=False` leaves review expiry to the lazy check on read (tests).
+    `freeze_gc_after_startup` (what `aegis-server serve` sets; it changes the whole process): once started,
+    move every object made so far (modules, the compiled policy set, the framework) out of the garbage
+    collector's reach, so a full collection scans only what requests made since, not ~150,000 objects (a
+    50-80 ms pause of every request in flight, on these machines)."""
     settings = settings if settings is not None else Settings.from_env()
     _install_request_id_filter()
     metrics = Metrics()
@@ -149,6 +155,9 @@ def create_app(
                 len(service.policies.active.capabilities),
                 service.policies.active.rule_count,
             )
+            if freeze_gc_after_startup:
+                gc.collect()
+                gc.freeze()
             yield
         finally:
             if task is not None:

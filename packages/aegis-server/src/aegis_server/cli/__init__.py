@@ -152,7 +152,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     policy_note = ", ".join(str(p) for p in paths) if paths else "none (register policies through the API)"
     logging.getLogger("aegis_server").info("policy files: %s", policy_note)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, freeze_gc_after_startup=True),
         host=args.host,
         port=args.port,
         access_log=False,
