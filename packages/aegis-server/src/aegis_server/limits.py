@@ -35,15 +35,16 @@ class DuplicateKeyError(ValueError):
 
 
 def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+    result = dict(pairs)
+    if len(result) == len(pairs) and "".join(result).isascii():  # no repeat, and ASCII keys are NFC already
+        return result
     seen: set[str] = set()
-    for key, value in pairs:
+    for key, _ in pairs:
         # Keys equal after NFC are one key to the canonical form (audit chain, token binding): a repeat.
         normal = unicodedata.normalize("NFC", key)
-        if key in result or normal in seen:
+        if normal in seen or key in seen:
             raise DuplicateKeyError(key)
         seen.add(normal)
-        result[key] = value
     return result
 
 
@@ -59,6 +60,9 @@ def _finite_float(text: str) -> float:
 
 
 _BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+# In valid UTF-8 JSON, U+0000 and surrogates can only be written as \u escapes: a body without one of these
+# needs no walk over its strings.
+_BAD_ESCAPE = re.compile(r"\\u(?:0000|[dD][89abcdefABCDEF])")
 
 
 def _bad_string(value: Any) -> str | None:
@@ -123,9 +127,10 @@ def parse_strict_json(data: bytes, max_depth: int) -> Any:
         raise validation_error(
             400, "invalid_json", f"The body is not valid JSON ({exc}). Send one JSON document.", {}
         ) from None
-    if json_depth_exceeds(value, max_depth):
+    # Each container opens with "{" or "[": a body with no more of them than max_depth cannot nest deeper.
+    if text.count("{") + text.count("[") > max_depth and json_depth_exceeds(value, max_depth):
         raise _too_deep(max_depth)
-    bad = _bad_string(value)
+    bad = _bad_string(value) if _BAD_ESCAPE.search(text) else None
     if bad is not None:
         raise validation_error(
             400, "invalid_json", f"The body holds a string with {bad}, which AEGIS does not accept. Remove it.", {}
