@@ -66,3 +66,20 @@ async def test_the_wal_is_checkpointed_from_the_writer_thread(
     with sqlite3.connect(database) as conn:
         busy, wal_frames, checkpointed = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert busy == 0 and wal_frames == checkpointed
+
+
+async def test_an_idempotency_lookup_reads_on_the_loop_even_while_another_process_writes(
+    sqlite_store: Store, sqlite_url: str, make_decision: MakeDecision
+) -> None:
+    stored = await sqlite_store.record_decision(make_decision("ALLOW", idempotency=("key_1", "retry-1", "h1")))
+    other = sqlite3.connect(_database_file(sqlite_url), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        found = await asyncio.wait_for(sqlite_store.find_idempotent("key_1", "retry-1"), timeout=5)
+        assert time.monotonic() - started < 1.0  # a WAL reader does not wait for the write lock
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert found == ("h1", stored)
+    assert await sqlite_store.find_idempotent("key_1", "no-such-key") is None

@@ -21,6 +21,7 @@ __all__ = [
     "normalise_url",
     "redact_url",
     "sqlite_batch_writer",
+    "sqlite_reader",
 ]
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
@@ -184,6 +185,12 @@ def checkpoint_wal(engine: Engine) -> None:
         cursor.close()
     finally:
         raw.close()
+
+
+def sqlite_reader(engine: Engine) -> Engine:
+    """A view of a synchronous SQLite writer (`sqlite_batch_writer`) whose transactions start with a plain
+    BEGIN: they only read, so they neither take nor wait for the write lock (WAL readers never do)."""
+    return engine.execution_options(**{_SQLITE_BEGIN_OPTION: "DEFERRED"})
 
 
 def sqlite_writer(engine: AsyncEngine) -> AsyncEngine:

@@ -62,6 +62,7 @@ from aegis_server.store.engine import (
     normalise_url,
     redact_url,
     sqlite_batch_writer,
+    sqlite_reader,
     sqlite_writer,
 )
 from aegis_server.store.errors import (
@@ -364,6 +365,7 @@ class Store:
         # PostgreSQL write batches on the async engine.
         self._batch_writer = batch_writer
         self._loop_writer = loop_writer
+        self._loop_reader = sqlite_reader(loop_writer) if loop_writer is not None else None
         self._last_checkpoint = time.monotonic()
         self._checkpoint: asyncio.Future[None] | None = None  # the running `_checkpoint_wal`
         if batch_writer is not None:
@@ -949,14 +951,27 @@ class Store:
 
     async def find_idempotent(self, api_key_id: str, key: str) -> tuple[str, Decision] | None:
         """The (request_hash, decision) stored for this API key's Idempotency-Key, or None."""
-        async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(idempotency_keys.c.request_hash, decisions)
-                    .join(decisions, decisions.c.decision_id == idempotency_keys.c.decision_id)
-                    .where(idempotency_keys.c.api_key_id == api_key_id, idempotency_keys.c.key == key)
-                )
-            ).first()
+        query = (
+            sa.select(idempotency_keys.c.request_hash, decisions)
+            .join(decisions, decisions.c.decision_id == idempotency_keys.c.decision_id)
+            .where(idempotency_keys.c.api_key_id == api_key_id, idempotency_keys.c.key == key)
+        )
+        # The SDK sends a key with every proposal, so this read precedes most decisions: on a SQLite file
+        # it is one primary-key lookup on the loop's own connection (a WAL reader never waits for a lock),
+        # not a hand-off to an aiosqlite thread and back (~1 ms under no load).
+        row: Any = None
+        read_on_loop = False
+        if self._loop_reader is not None:
+            try:
+                with self._loop_reader.begin() as conn:
+                    row = conn.execute(query).first()
+                read_on_loop = True
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig):
+                    raise
+        if not read_on_loop:
+            async with self._read() as async_conn:
+                row = (await async_conn.execute(query)).first()
         if row is None:
             return None
         return str(row.request_hash), _decision_from_row(row)
