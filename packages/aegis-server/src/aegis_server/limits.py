@@ -168,6 +168,14 @@ class BodyGuardMiddleware:
         self.max_depth = max_depth
         self.path_prefix = path_prefix
 
+    def _too_large(self) -> ApiError:
+        return validation_error(
+            413,
+            "body_too_large",
+            f"The body is larger than {self.max_body_bytes} bytes. Send less (the limit is a server setting).",
+            {"max_bytes": self.max_body_bytes},
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.path_prefix):
             await self.app(scope, receive, send)
@@ -197,14 +205,8 @@ class BodyGuardMiddleware:
                     declared_length = int(value)
                 except ValueError:
                     declared_length = None
-        too_large = validation_error(
-            413,
-            "body_too_large",
-            f"The body is larger than {self.max_body_bytes} bytes. Send less (the limit is a server setting).",
-            {"max_bytes": self.max_body_bytes},
-        )
         if declared_length is not None and declared_length > self.max_body_bytes:
-            await send_error(send, too_large)
+            await send_error(send, self._too_large())
             return
         chunks: list[bytes] = []
         size = 0
@@ -216,7 +218,7 @@ class BodyGuardMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await send_error(send, too_large)
+                await send_error(send, self._too_large())
                 return
             chunks.append(chunk)
             more = bool(message.get("more_body", False))
