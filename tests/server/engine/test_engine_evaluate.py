@@ -8,6 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from engine_support import NOW, cap, compile_set, decide, policy, proposal, rule
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aegis_server.canonical import canonical_hash
 from aegis_server.engine import (
@@ -424,3 +426,29 @@ def test_sensitive_fields_are_hashed_in_audit_parameters_only() -> None:
 def test_without_sensitive_fields_audit_parameters_equal_the_parameters() -> None:
     result = decide([policy("p", rule("ALLOW"))], proposal(parameters={"q": "select 1"}))
     assert result.audit_parameters == {"q": "select 1"}
+
+
+_PATTERNS = [r"(?i)\b(drop|delete)\b", r"^\s*select", r"é+$", r"^$", r"a|", r"[^\x00-\x7f]", r"(?s).", r"\d{3,}"]
+
+
+@given(text=st.text(alphabet=st.sampled_from(["a", "b", "é", "😀", " ", "\n", "D", "r", "o", "p", "1"]), max_size=12))
+@settings(max_examples=300)
+def test_the_regex_fast_path_answers_as_re2_search(text: str) -> None:
+    import re2
+
+    from aegis_server.engine._cel import re_match
+
+    for pattern in _PATTERNS:
+        assert re_match(text, pattern) == (re2.compile(pattern).search(text) is not None), pattern
+
+
+def test_without_the_fast_entry_point_search_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aegis_server.engine import _cel
+
+    monkeypatch.setattr(_cel, "_UNANCHORED", None)
+    _cel._searcher.cache_clear()
+    try:
+        assert _cel.re_match("please DROP it", r"(?i)\bdrop\b") is True
+        assert _cel.re_match("select 1", r"(?i)\bdrop\b") is False
+    finally:
+        _cel._searcher.cache_clear()  # the next calls build fast searchers again

@@ -58,6 +58,30 @@ def _compiled(pattern: str) -> Any:
     return re2.compile(pattern, _RE2_OPTIONS)
 
 
+# google-re2's `search()` returns a match object: it walks a generator and maps byte offsets back to
+# characters (~60% of a `matches()` call). A condition needs only a yes or no, which the compiled RE2
+# answers from the UTF-8 text directly. That entry point (`_regexp.Match`) is not in the wrapper's public
+# API: if a release drops it, `search()` answers instead (tests check that both agree).
+_UNANCHORED = getattr(getattr(getattr(re2, "_re2", None), "RE2", None), "Anchor", None)
+_NO_MATCH = (-1, -1)
+
+
+@functools.lru_cache(maxsize=_REGEX_CACHE_SIZE)
+def _searcher(pattern: str) -> Callable[[str], bool]:
+    """`text -> bool`: does `pattern` match anywhere in `text` (raises `re2.error` for a bad pattern)."""
+    compiled = _compiled(pattern)
+    regexp = getattr(compiled, "_regexp", None)
+    if regexp is None or _UNANCHORED is None or not hasattr(regexp, "Match"):
+        return lambda text: compiled.search(text) is not None
+    unanchored = _UNANCHORED.UNANCHORED
+
+    def search(text: str) -> bool:
+        data = text.encode("utf-8")
+        return bool(regexp.Match(unanchored, data, 0, len(data))[0] != _NO_MATCH)
+
+    return search
+
+
 def re_match(text: object, pattern: object) -> bool:
     """True when the regular expression `pattern` matches anywhere in `text` (CEL `matches` semantics).
 
@@ -69,10 +93,10 @@ def re_match(text: object, pattern: object) -> bool:
             f"{type(pattern).__name__}); convert with string(x) or guard the field's type"
         )
     try:
-        compiled = _compiled(pattern)
+        search = _searcher(pattern)
     except re2.error as exc:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
-    return compiled.search(text) is not None
+    return search(text)
 
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {"re_match": re_match}
