@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 import pytest
 from _store_support import T0, FakeClock, MakeDecision
+from pydantic import TypeAdapter
 
-from aegis_sdk.models import ExecutionError, ExecutionReport
+from aegis_sdk.models import Decision, ExecutionError, ExecutionReport
 from aegis_server.store import (
     AlreadyReported,
     AuditFilters,
@@ -306,3 +308,22 @@ async def test_concurrent_sweeps_expire_each_review_once(store_url: str, make_de
     finally:
         for s in stores:
             await s.close()
+
+
+@pytest.mark.parametrize(
+    ("constraints", "audit_ref"),
+    [({"max_rows": 100}, "aud_given"), ({"max_amount": 500.0, "strict": True}, ""), ({"note": "e\u0301"}, "aud_x")],
+)
+async def test_a_recorded_decision_answers_as_it_reads_back(
+    store: Store, make_decision: MakeDecision, constraints: dict[str, object], audit_ref: str
+) -> None:
+    record = make_decision("ALLOW")
+    record = dataclasses.replace(
+        record, decision=dataclasses.replace(record.decision, constraints=constraints, audit_ref=audit_ref)
+    )
+    answered = await store.record_decision(record)
+    stored = await store.get_decision(answered.decision_id)
+    assert stored is not None
+    as_json = TypeAdapter(Decision).dump_json
+    assert as_json(answered) == as_json(stored)  # 500.0 is answered as stored (500), é in NFC, the made audit_ref
+    assert answered.audit_ref == (audit_ref or stored.audit_ref) and answered.audit_ref.startswith("aud_")

@@ -12,9 +12,14 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["new_id"]
+__all__ = ["new_audit_ref", "new_id"]
 
 
 def new_id(prefix: str) -> str:
     """`prefix` + 12 hex digits of the current time in milliseconds + 20 random hex digits."""
     return f"{prefix}{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+def new_audit_ref() -> str:
+    """The id of an audit record (`aud_...`)."""
+    return new_id("aud_")

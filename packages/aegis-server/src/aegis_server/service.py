@@ -35,7 +35,7 @@ from aegis_sdk.models import (
     Review,
     ReviewRequest,
 )
-from aegis_server.canonical import canonical_hash, canonical_json
+from aegis_server.canonical import canonical_hash, canonical_json, normalise_json
 from aegis_server.engine import (
     EngineConfig,
     ParameterSchemaError,
@@ -46,7 +46,7 @@ from aegis_server.engine import (
     evaluate,
 )
 from aegis_server.errors import ApiError, governance_error, not_found, validation_error
-from aegis_server.ids import new_id
+from aegis_server.ids import new_audit_ref, new_id
 from aegis_server.metrics import Metrics
 from aegis_server.policy_files import load_policy_paths
 from aegis_server.settings import Settings
@@ -627,9 +627,9 @@ class GovernanceService:
             outcome=evaluation.outcome,
             reason=evaluation.reason,
             risk_score=evaluation.risk_score,
-            constraints=dict(evaluation.constraints),
+            constraints=normalise_json(evaluation.constraints),  # as stored, so the store answers with it
             timestamp=_iso(now),
-            audit_ref="",
+            audit_ref=new_audit_ref(),
             policy_ids=list(evaluation.policy_ids),
             confirmation_token=token,
             expires_at=expires_at,

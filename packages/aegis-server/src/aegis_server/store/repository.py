@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -53,7 +54,7 @@ from aegis_sdk.models import (
     Review,
 )
 from aegis_server.canonical import canonical_hash, normalise_json
-from aegis_server.ids import new_id
+from aegis_server.ids import new_audit_ref
 from aegis_server.store.bulk import BulkInsert
 from aegis_server.store.chain import GENESIS_HASH, ChainChecker, link_hash
 from aegis_server.store.engine import (
@@ -144,10 +145,6 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _new_audit_ref() -> str:
-    return new_id("aud_")
-
-
 class _RowView:
     """Attribute access to a row dict, so `_decision_from_row` builds a decision from what was inserted."""
 
@@ -185,7 +182,7 @@ class _AuditAppender:
         assert self.head is not None
         sequence, previous_hash = self.head[0] + 1, self.head[1]
         fields: dict[str, Any] = {
-            "audit_ref": audit_ref or _new_audit_ref(),
+            "audit_ref": audit_ref or new_audit_ref(),
             "sequence": sequence,
             "event_type": event_type,
             "decision_id": decision_id,
@@ -240,7 +237,7 @@ def _chained_rows(
     for entry in entries:
         sequence += 1
         fields: dict[str, Any] = {
-            "audit_ref": entry.get("audit_ref") or _new_audit_ref(),
+            "audit_ref": entry.get("audit_ref") or new_audit_ref(),
             "sequence": sequence,
             "event_type": entry["event_type"],
             "decision_id": entry.get("decision_id"),
@@ -307,6 +304,31 @@ def _decision_from_row(row: Any) -> Decision:
         review=review,
         parent_decision_id=row.parent_decision_id,
     )
+
+
+def _as_stored(record: NewDecision, row: Mapping[str, Any]) -> Decision:
+    """The decision as its new row holds it: the one given when the row changed nothing in it (the
+    service's decisions arrive complete: audit_ref made, constraints canonical), else rebuilt from the row."""
+    decision = record.decision
+    review_as_stored = None if row["review_status"] is None else Review(status=row["review_status"])
+    if (
+        decision.audit_ref == row["audit_ref"]
+        and decision.expires_at == row["expires_at"]
+        and decision.review == review_as_stored
+        and _same_json(decision.constraints, row["constraints"])
+    ):
+        return decision
+    return _decision_from_row(_RowView(row))
+
+
+def _same_json(first: Any, second: Any) -> bool:
+    """True when both are the same JSON, spelling included (1 and 1.0, or true and 1, differ)."""
+    try:
+        return bool(
+            orjson.dumps(first, option=orjson.OPT_SORT_KEYS) == orjson.dumps(second, option=orjson.OPT_SORT_KEYS)
+        )
+    except orjson.JSONEncodeError:
+        return False
 
 
 def _audit_from_row(row: Row[Any]) -> AuditRecord:
@@ -669,7 +691,7 @@ class Store:
                     if len(inserted.all()) != len(keys):
                         raise _IdempotentReplay  # roll back; each record is then written alone
                 await self._audit(conn, now).append_many(entries)
-        return [_decision_from_row(_RowView(row)) for row in rows]
+        return [_as_stored(record, row) for record, row in zip(records, rows, strict=True)]
 
     def _insert_new_keys(self) -> Any:
         return (
@@ -764,7 +786,7 @@ class Store:
             "policy_ids": list(decision.policy_ids),
             "timestamp": decision.timestamp,
             "created_at": record.created_at or _parse_timestamp(decision.timestamp) or now,
-            "audit_ref": decision.audit_ref or _new_audit_ref(),
+            "audit_ref": decision.audit_ref or new_audit_ref(),
             "actor_id": record.actor_id,
             "actor_type": record.actor_type,
             "capability": record.capability,
@@ -838,7 +860,7 @@ class Store:
         token_expires_at = record.token_expires_at
         if token_expires_at is None and decision.confirmation_token is not None:
             token_expires_at = _parse_timestamp(decision.expires_at)
-        audit_ref = decision.audit_ref or _new_audit_ref()
+        audit_ref = decision.audit_ref or new_audit_ref()
         review_status = (decision.review.status if decision.review is not None else "pending") if escalate else None
         proposal_payload = normalise_json(dict(record.proposal_audit))
         parent = record.consumes_token_of
@@ -1226,7 +1248,7 @@ class Store:
         result = normalise_json(report.result) if report.result is not None else None
         error = report.error.model_dump(mode="json") if report.error is not None else None
         recorded_at = format_timestamp(moment)
-        audit_ref = _new_audit_ref()
+        audit_ref = new_audit_ref()
         async with self._write() as conn:
             row = (
                 await conn.execute(
