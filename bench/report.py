@@ -112,15 +112,17 @@ def markdown(r: dict[str, Any]) -> str:
                 rows.append([label, d.get("skipped", d.get("error", "-")), "", "", ""])
                 continue
             for c, v in d["concurrency"].items():
-                rows.append([label, f"{c} connections", v["rps"], v["p50_ms"], v["p99_ms"]])
+                cpu = v.get("server_cpu_us_per_request", "-")
+                rows.append([label, f"{c} connections", v["rps"], v["p50_ms"], v["p99_ms"], cpu])
             for rate, v in d["offered_rate"].items():
-                rows.append([label, f"{rate}/s offered", v["rps"], v["p50_ms"], v["p99_ms"]])
-        lines += _table(["server", "load", "answered/s", "p50 ms", "p99 ms"], rows)
+                rows.append([label, f"{rate}/s offered", v["rps"], v["p50_ms"], v["p99_ms"], "-"])
+        lines += _table(["server", "load", "answered/s", "p50 ms", "p99 ms", "server CPU µs/request"], rows)
         for key in ("sqlite", "postgres"):
             d = s.get(key, {})
             if "concurrency" in d:
                 lines.append(
-                    f"- {key}: ratio at 32 connections vs baseline {d.get('ratio_rps32_vs_baseline')}; "
+                    f"- {key}: ratio at 32 connections vs baseline {d.get('ratio_rps32_vs_baseline')} (requests/s), "
+                    f"{d.get('ratio_cpu_per_request32_baseline_over_aegis')} (CPU per request, baseline / AEGIS); "
                     f"{d['decisions_stored']} decisions stored for {d['answered_2xx_measured']} answered in the "
                     f"measured points (plus warm-up); chain: {d['chain']['message']}; "
                     f"RSS after {d['rss_mib_after']} MiB"

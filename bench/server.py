@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import loadgen
-from ._common import POLICIES, ROOT, free_port, ratio, rss_mib, server_process
+from ._common import POLICIES, ROOT, cpu_seconds, free_port, ratio, rss_mib, server_process
 from .rules import server_proposal
 
 PG_ADMIN_URL = os.environ.get("AEGIS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -105,11 +105,24 @@ def _warm(url: str, body: bytes, auth: str | None) -> None:
     loadgen.run_python(url, body, auth, connections=4, duration=1.0)
 
 
+def _closed_point(
+    url: str, body: bytes, auth: str | None, connections: int, duration: float, pid: int
+) -> dict[str, Any]:
+    """One fixed-concurrency point, with the server's CPU time per answered request (read from /proc
+    around it): steadier than requests/s on a machine whose speed drifts, and comparable across servers."""
+    before = cpu_seconds(pid)
+    result = loadgen.closed_loop(url, body, auth, connections, duration)
+    answered = int(result["requests"]) - int(result["non_2xx"])
+    if answered > 0:
+        result["server_cpu_us_per_request"] = round((cpu_seconds(pid) - before) / answered * 1e6, 1)
+    return result
+
+
 def _measure(
-    url: str, body: bytes, auth: str | None, concurrency: list[int], rates: list[int], duration: float
+    url: str, body: bytes, auth: str | None, concurrency: list[int], rates: list[int], duration: float, pid: int
 ) -> dict[str, Any]:
     _warm(url, body, auth)
-    closed = {str(c): loadgen.closed_loop(url, body, auth, c, duration) for c in concurrency}
+    closed = {str(c): _closed_point(url, body, auth, c, duration, pid) for c in concurrency}
     opened = {str(r): loadgen.run_python(url, body, auth, connections=64, duration=duration, rate=r) for r in rates}
     return {"concurrency": closed, "offered_rate": opened}
 
@@ -147,7 +160,7 @@ def run_store(
 ) -> dict[str, Any]:
     body = json.dumps(server_proposal()).encode()
     with aegis_server(db_url, tmp, **env) as (base, auth, proc):
-        results = _measure(base + PROPOSE, body, auth, concurrency, rates, duration)
+        results = _measure(base + PROPOSE, body, auth, concurrency, rates, duration, proc.pid)
         results["rss_mib_after"] = rss_mib(proc.pid)
     stored = asyncio.run(_count_decisions(db_url))
     results["store"] = label
@@ -172,8 +185,8 @@ def run(quick: bool = False, postgres: bool = True) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory(prefix="aegis-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        with baseline_server(tmp) as (base, _proc):
-            out["baseline"] = _measure(base + PROPOSE, body, None, concurrency, rates, duration)
+        with baseline_server(tmp) as (base, proc):
+            out["baseline"] = _measure(base + PROPOSE, body, None, concurrency, rates, duration, proc.pid)
         sqlite_url = f"sqlite+aiosqlite:///{tmp / 'aegis.db'}"
         out["sqlite"] = run_store(sqlite_url, "sqlite", tmp, concurrency, rates, duration)
         pg = postgres_url() if postgres else None
@@ -182,11 +195,15 @@ def run(quick: bool = False, postgres: bool = True) -> dict[str, Any]:
         else:
             out["postgres"] = run_store(pg, "postgresql", tmp, concurrency, rates, duration)
     base32 = out["baseline"]["concurrency"].get("32", {}).get("rps", 0.0)
+    base_cpu32 = out["baseline"]["concurrency"].get("32", {}).get("server_cpu_us_per_request")
     for store in ("sqlite", "postgres"):
         data = out[store]
         if "concurrency" in data:
             rps32 = data["concurrency"].get("32", {}).get("rps", 0.0)
             data["ratio_rps32_vs_baseline"] = ratio(rps32, base32)
+            cpu32 = data["concurrency"].get("32", {}).get("server_cpu_us_per_request")
+            if cpu32 and base_cpu32:
+                data["ratio_cpu_per_request32_baseline_over_aegis"] = ratio(base_cpu32, cpu32)
     sq = out["sqlite"]
     out["targets"] = {
         "sqlite_rps32>=4000": sq["concurrency"].get("32", {}).get("rps", 0) >= 4000,
