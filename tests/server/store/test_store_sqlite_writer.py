@@ -7,22 +7,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from _store_support import FakeClock, MakeDecision
+from _store_support import MakeDecision
 
 from aegis_server.store import Store
 
-
-@pytest.fixture
-async def sqlite_store(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Store]:
-    opened = await Store.open(sqlite_url, clock=clock)
-    try:
-        yield opened
-    finally:
-        await opened.close()
+# The store fixture on a SQLite file only (what these tests are about).
+pytestmark = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 
 
 def _database_file(sqlite_url: str) -> Path:
@@ -30,12 +23,12 @@ def _database_file(sqlite_url: str) -> Path:
 
 
 async def test_a_batch_waits_for_another_process_without_blocking_the_loop(
-    sqlite_store: Store, sqlite_url: str, make_decision: MakeDecision
+    store: Store, sqlite_url: str, make_decision: MakeDecision
 ) -> None:
     other = sqlite3.connect(_database_file(sqlite_url), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process's write transaction holds the file's write lock
     try:
-        recording = asyncio.ensure_future(sqlite_store.record_decision(make_decision("ALLOW")))
+        recording = asyncio.ensure_future(store.record_decision(make_decision("ALLOW")))
         ticks = 0
         started = time.monotonic()
         while time.monotonic() - started < 0.5:  # the loop keeps running while the batch waits
@@ -47,19 +40,19 @@ async def test_a_batch_waits_for_another_process_without_blocking_the_loop(
         other.execute("COMMIT")
         other.close()
     stored = await asyncio.wait_for(recording, timeout=10)
-    assert await sqlite_store.get_decision(stored.decision_id) == stored
-    assert (await sqlite_store.verify_chain()).valid
+    assert await store.get_decision(stored.decision_id) == stored
+    assert (await store.verify_chain()).valid
 
 
 async def test_the_wal_is_checkpointed_from_the_writer_thread(
-    sqlite_store: Store, sqlite_url: str, make_decision: MakeDecision, monkeypatch: pytest.MonkeyPatch
+    store: Store, sqlite_url: str, make_decision: MakeDecision, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "_CHECKPOINT_INTERVAL_SECONDS", 0.0)
+    monkeypatch.setattr(store, "_CHECKPOINT_INTERVAL_SECONDS", 0.0)
     database = _database_file(sqlite_url)
     size_before = database.stat().st_size
-    await asyncio.gather(*(sqlite_store.record_decision(make_decision("ALLOW")) for _ in range(200)))
+    await asyncio.gather(*(store.record_decision(make_decision("ALLOW")) for _ in range(200)))
     for _ in range(100):  # the checkpoint started by the last batch runs in the writer thread
-        if sqlite_store._checkpoint is None and database.stat().st_size > size_before:
+        if store._checkpoint is None and database.stat().st_size > size_before:
             break
         await asyncio.sleep(0.02)
     assert database.stat().st_size > size_before  # the decisions' pages reached the database file
@@ -69,17 +62,17 @@ async def test_the_wal_is_checkpointed_from_the_writer_thread(
 
 
 async def test_an_idempotency_lookup_reads_on_the_loop_even_while_another_process_writes(
-    sqlite_store: Store, sqlite_url: str, make_decision: MakeDecision
+    store: Store, sqlite_url: str, make_decision: MakeDecision
 ) -> None:
-    stored = await sqlite_store.record_decision(make_decision("ALLOW", idempotency=("key_1", "retry-1", "h1")))
+    stored = await store.record_decision(make_decision("ALLOW", idempotency=("key_1", "retry-1", "h1")))
     other = sqlite3.connect(_database_file(sqlite_url), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
         started = time.monotonic()
-        found = await asyncio.wait_for(sqlite_store.find_idempotent("key_1", "retry-1"), timeout=5)
+        found = await asyncio.wait_for(store.find_idempotent("key_1", "retry-1"), timeout=5)
         assert time.monotonic() - started < 1.0  # a WAL reader does not wait for the write lock
     finally:
         other.execute("ROLLBACK")
         other.close()
     assert found == ("h1", stored)
-    assert await sqlite_store.find_idempotent("key_1", "no-such-key") is None
+    assert await store.find_idempotent("key_1", "no-such-key") is None
