@@ -104,7 +104,9 @@ async def _fastapi(base: str, key: str, n: int) -> dict[str, list[float]]:
                 (await client.post("/governed", json=_QUERY)).raise_for_status()
 
             ungoverned = await _async_samples(call_plain, n)
-            return {"ungoverned": ungoverned, "governed": await _async_samples(call_governed, n)}
+            governed = await _async_samples(call_governed, n)
+        await aegis.drain()  # the last execution reports, before the client closes (no lifespan runs here)
+        return {"ungoverned": ungoverned, "governed": governed}
 
 
 def _langchain(base: str, key: str, n: int) -> dict[str, list[float]]:

@@ -76,3 +76,24 @@ async def test_an_idempotency_lookup_reads_on_the_loop_even_while_another_proces
         other.close()
     assert found == ("h1", stored)
     assert await store.find_idempotent("key_1", "no-such-key") is None
+
+
+async def test_a_full_wal_is_finished_with_this_process_s_writes_paused(
+    store: Store, make_decision: MakeDecision, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aegis_server.store import repository
+
+    calls: list[bool] = []  # per checkpoint: were this process's writes paused?
+
+    def spying_checkpoint(engine: object) -> int:
+        calls.append(store._write_lock.locked())
+        return 10**6  # frames in the WAL: more than the limit
+
+    monkeypatch.setattr(repository, "checkpoint_wal", spying_checkpoint)
+    monkeypatch.setattr(store, "_CHECKPOINT_INTERVAL_SECONDS", 0.0)
+    await store.record_decision(make_decision("ALLOW"))
+    for _ in range(100):
+        if store._checkpoint is None and calls:
+            break
+        await asyncio.sleep(0.01)
+    assert calls[:2] == [False, True]  # copied beside the commits, then finished with writes paused

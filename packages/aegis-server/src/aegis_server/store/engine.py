@@ -18,6 +18,7 @@ from aegis_server.canonical import canonical_json
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_SECONDS",
+    "WAL_SIZE_LIMIT_BYTES",
     "checkpoint_wal",
     "create_engine",
     "normalise_url",
@@ -28,6 +29,9 @@ __all__ = [
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 """How long a SQLite writer waits for another process's write transaction before giving up."""
+
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+"""About how large the server lets a SQLite WAL grow before it pauses writes to start it over."""
 
 # Execution option read by the SQLite "begin" hook: writers start with BEGIN IMMEDIATE, which takes the
 # database's write lock at once (waiting up to the busy timeout), so two processes never interleave
@@ -133,6 +137,8 @@ def _install_sqlite_hooks(
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             if not memory:
                 _use_wal(cursor)
+                # After a checkpoint starts the WAL over, its file is cut back to this size.
+                cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             if not auto_checkpoint:
@@ -183,17 +189,19 @@ def sqlite_batch_writer(url: str | URL, *, on_event_loop: bool = False) -> Engin
     return engine.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
 
 
-def checkpoint_wal(engine: Engine) -> None:
+def checkpoint_wal(engine: Engine) -> int:
     """Copy what the WAL holds back into the database file, as far as readers allow, without waiting for
-    any lock (a PASSIVE checkpoint); the next write then starts the WAL file over from its beginning."""
+    any lock (a PASSIVE checkpoint). Returns the number of frames (pages) the WAL holds; once every one
+    of them is copied, the next write starts the WAL file over from its beginning."""
     raw = engine.raw_connection()  # outside any transaction: a checkpoint cannot run inside one
     try:
         cursor = raw.cursor()
         cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        cursor.fetchall()
+        row = cursor.fetchone()  # (busy, frames in the WAL, frames copied)
         cursor.close()
     finally:
         raw.close()
+    return int(row[1]) if row else 0
 
 
 def sqlite_reader(engine: Engine) -> Engine:

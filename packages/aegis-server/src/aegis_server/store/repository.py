@@ -58,6 +58,7 @@ from aegis_server.ids import new_audit_ref
 from aegis_server.store.bulk import BulkInsert
 from aegis_server.store.chain import GENESIS_HASH, ChainChecker, link_hash
 from aegis_server.store.engine import (
+    WAL_SIZE_LIMIT_BYTES,
     checkpoint_wal,
     create_engine,
     normalise_url,
@@ -708,6 +709,7 @@ class Store:
     # from the writer thread, at most once a second.
 
     _CHECKPOINT_INTERVAL_SECONDS = 1.0
+    _WAL_RESTART_FRAMES = WAL_SIZE_LIMIT_BYTES // 4096  # pages of the default size
 
     async def _write_batch_to_sqlite(
         self, rows: list[dict[str, Any]], keys: list[dict[str, Any]], entries: list[dict[str, Any]], now: datetime
@@ -730,16 +732,18 @@ class Store:
             self._checkpoint = asyncio.ensure_future(self._checkpoint_wal())
 
     async def _checkpoint_wal(self) -> None:
-        """Copy the WAL into the database file in the writer thread: most of it while batches go on being
-        committed, then what they added meanwhile with this process's writes paused for that short copy.
-        A checkpoint that runs beside continuous commits never catches up with them, and SQLite starts
-        the WAL over only once every frame is copied: without the pause the WAL file grows without end."""
+        """Copy the WAL into the database file from the writer thread while batches go on being committed.
+        Such a checkpoint never quite catches up with continuous commits, and SQLite starts the WAL over
+        only once every frame is copied: when the WAL has grown to its limit, a second checkpoint copies
+        the last frames with this process's writes paused (tens of milliseconds with the file's fsync, so
+        not every second), and the WAL starts over."""
         assert self._batch_writer is not None
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._batch_thread, checkpoint_wal, self._batch_writer)
-            async with self._write_lock:
-                await loop.run_in_executor(self._batch_thread, checkpoint_wal, self._batch_writer)
+            wal_frames = await loop.run_in_executor(self._batch_thread, checkpoint_wal, self._batch_writer)
+            if wal_frames >= self._WAL_RESTART_FRAMES:
+                async with self._write_lock:
+                    await loop.run_in_executor(self._batch_thread, checkpoint_wal, self._batch_writer)
         except Exception as exc:  # the next batch schedules another attempt
             logger.warning("checkpointing the SQLite WAL failed (retried in a second): %s", exc)
         finally:
