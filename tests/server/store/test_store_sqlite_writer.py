@@ -97,3 +97,27 @@ async def test_a_full_wal_is_finished_with_this_process_s_writes_paused(
             break
         await asyncio.sleep(0.01)
     assert calls[:2] == [False, True]  # copied beside the commits, then finished with writes paused
+
+
+async def test_an_execution_report_is_written_through_the_async_engine_while_another_process_writes(
+    store: Store, sqlite_url: str, make_decision: MakeDecision
+) -> None:
+    from aegis_sdk.models import ExecutionReport
+
+    allowed = await store.record_decision(make_decision("ALLOW"))
+    other = sqlite3.connect(_database_file(sqlite_url), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        reporting = asyncio.ensure_future(
+            store.record_execution(allowed.decision_id, ExecutionReport(status="SUCCESS"))
+        )
+        await asyncio.sleep(0.3)  # the loop is free meanwhile: this sleep ends on time
+        assert not reporting.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    record = await asyncio.wait_for(reporting, timeout=10)
+    trail = await store.audit_trail(allowed.decision_id)
+    assert [r.event_type for r in trail] == ["proposal", "decision", "execution"]
+    assert trail[-1].audit_ref == record.audit_ref
+    assert (await store.verify_chain()).valid

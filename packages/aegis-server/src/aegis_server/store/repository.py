@@ -1253,19 +1253,18 @@ class Store:
         error = report.error.model_dump(mode="json") if report.error is not None else None
         recorded_at = format_timestamp(moment)
         audit_ref = new_audit_ref()
-        async with self._write() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(
-                        decisions.c.outcome, decisions.c.actor_id, decisions.c.capability, decisions.c.session_id
-                    ).where(decisions.c.decision_id == decision_id)
-                )
+
+        def write(conn: sa.Connection) -> None:
+            row = conn.execute(
+                sa.select(
+                    decisions.c.outcome, decisions.c.actor_id, decisions.c.capability, decisions.c.session_id
+                ).where(decisions.c.decision_id == decision_id)
             ).first()
             if row is None:
                 raise NotFound("decision", decision_id)
             if row.outcome != "ALLOW":
                 raise NotAllowed(decision_id, row.outcome)
-            inserted = await conn.execute(
+            inserted = conn.execute(
                 self._upsert(executions)
                 .values(
                     decision_id=decision_id,
@@ -1280,24 +1279,51 @@ class Store:
             )
             if inserted.rowcount != 1:
                 raise AlreadyReported(decision_id)
-            await self._audit(conn, moment).append(
-                "execution",
-                audit_ref=audit_ref,
-                decision_id=decision_id,
-                actor_id=row.actor_id,
-                capability=row.capability,
-                session_id=row.session_id,
-                outcome=report.status,
-                payload={
+            entry = {
+                "event_type": "execution",
+                "audit_ref": audit_ref,
+                "decision_id": decision_id,
+                "actor_id": row.actor_id,
+                "capability": row.capability,
+                "session_id": row.session_id,
+                "outcome": report.status,
+                "payload": {
                     "status": report.status,
                     "error": error,
                     "duration_ms": report.duration_ms,
                     "result_sha256": canonical_hash(result) if result is not None else None,
                 },
-            )
+            }
+            self._append_audit_sync(conn, [entry], moment)
+
+        await self._write_sync(write)
         return ExecutionRecord(
             decision_id=decision_id, status=report.status, recorded_at=recorded_at, audit_ref=audit_ref
         )
+
+    async def _write_sync(self, work: Callable[[sa.Connection], None]) -> None:
+        """Run `work` in one write transaction: on a SQLite file, on the event loop's own connection when
+        the write lock is free (six statements there take well under a millisecond; through aiosqlite each
+        is a thread hand-off), else through the async engine."""
+        if self._loop_writer is not None:
+            async with self._write_lock:
+                try:
+                    with self._loop_writer.begin() as conn:
+                        work(conn)
+                    return
+                except OperationalError as exc:
+                    if "locked" not in str(exc.orig):
+                        raise
+                    # another process holds the write lock; this transaction was rolled back
+        async with self._write() as async_conn:
+            await async_conn.run_sync(work)
+
+    def _append_audit_sync(self, conn: sa.Connection, entries: Sequence[Mapping[str, Any]], now: datetime) -> None:
+        """`_AuditAppender.append_many` for a synchronous connection (in the caller's write transaction)."""
+        if self._postgres:
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
+        audit_rows, _ = _chained_rows(_head_of(conn.execute(_HEAD_QUERY).first()), entries, now)
+        conn.execute(sa.insert(audit_records), audit_rows)
 
     async def get_execution(self, decision_id: str) -> dict[str, Any] | None:
         """The stored execution report of a decision (status, result, error, duration_ms, recorded_at,
