@@ -24,6 +24,9 @@ from typing import Any
 import cel
 import re2
 
+from ._cel_syntax import STRING_START, string_end
+from ._fast_cel import FastCondition, compile_fast
+
 __all__ = [
     "SCOPE_VARIABLES",
     "CompiledCondition",
@@ -40,7 +43,6 @@ _REGEX_CACHE_SIZE = 4096
 _MACROS = ("all", "exists", "exists_one", "map", "filter")
 _MACRO_BINDING = re.compile(r"\.\s*(?:" + "|".join(_MACROS) + r")\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_STRING_START = re.compile(r"(?:[rR][bB]?|[bB][rR]?)?('''|\"\"\"|'|\")")
 _REGEX_FUNCTIONS = frozenset({"matches", "re_match"})
 _NUMBER = re.compile(r"0[xX][0-9a-fA-F]+[uU]?|\d*\.?\d+(?:[eE][+-]?\d+)?[uU]?")
 
@@ -117,6 +119,8 @@ class CompiledCondition:
     always_true: bool
     paths: Mapping[str, frozenset[tuple[str, ...]]]
     """Per scope variable, the field paths the condition reads (`()` = the whole value)."""
+    fast: FastCondition | None = None
+    """The condition compiled to Python (`_fast_cel`), or None when it is outside that subset."""
 
 
 def _rewrite_regex_calls(source: str) -> tuple[str, list[str]]:
@@ -131,9 +135,9 @@ def _rewrite_regex_calls(source: str) -> tuple[str, list[str]]:
     n = len(source)
     while i < n:
         ch = source[i]
-        string_start = _STRING_START.match(source, i)
+        string_start = STRING_START.match(source, i)
         if string_start and (i == 0 or not (source[i - 1].isalnum() or source[i - 1] == "_")):
-            end = _string_end(source, string_start)
+            end = string_end(source, string_start)
             out.append(source[i:end])
             i = end
             continue
@@ -159,31 +163,15 @@ def _rewrite_regex_calls(source: str) -> tuple[str, list[str]]:
     return "".join(out), literals
 
 
-def _string_end(source: str, start: re.Match[str]) -> int:
-    """The index just past the string literal starting at `start` (or the end of the source)."""
-    quote = start.group(1)
-    raw = "r" in start.group(0)[: -len(quote)].lower()
-    i = start.end()
-    n = len(source)
-    while i < n:
-        if not raw and source[i] == "\\":
-            i += 2
-            continue
-        if source.startswith(quote, i):
-            return i + len(quote)
-        i += 1
-    return n
-
-
 def _single_literal_argument(source: str, i: int) -> str | None:
     """If the call whose `(` ends just before `i` has exactly one string-literal argument, return its text."""
     n = len(source)
     while i < n and source[i].isspace():
         i += 1
-    start = _STRING_START.match(source, i)
+    start = STRING_START.match(source, i)
     if not start:
         return None
-    end = _string_end(source, start)
+    end = string_end(source, start)
     j = end
     while j < n and source[j].isspace():
         j += 1
@@ -241,6 +229,7 @@ def compile_condition(source: str) -> CompiledCondition:
         variables=variables,
         always_true=stripped == "true",
         paths=_access_paths(rewritten, variables),
+        fast=compile_fast(rewritten, _searcher),
     )
 
 
@@ -254,9 +243,9 @@ def _tokens(source: str) -> list[str]:
         if ch.isspace():
             i += 1
             continue
-        string_start = _STRING_START.match(source, i)
+        string_start = STRING_START.match(source, i)
         if string_start and (i == 0 or not (source[i - 1].isalnum() or source[i - 1] == "_")):
-            i = _string_end(source, string_start)
+            i = string_end(source, string_start)
             tokens.append("<literal>")
             continue
         number = _NUMBER.match(source, i) if (ch.isdigit() or (ch == "." and source[i + 1 : i + 2].isdigit())) else None

@@ -27,6 +27,7 @@ from typing import Any
 from aegis_sdk.models import Outcome, Proposal
 
 from ._cel import new_context
+from ._fast_cel import Undecided
 from .config import EngineConfig
 from .errors import UnknownCapabilityError
 from .policy_set import CompiledCapability, CompiledRule, PolicySet
@@ -86,17 +87,27 @@ def evaluate(
 
     matched: list[CompiledRule] = []
     failed: list[tuple[CompiledRule, str]] = []
-    context = new_context(_variables(compiled, proposal, now))
+    scope = _scope(compiled, proposal, now)
+    context: Any = None  # the library's context, built only when a condition needs the library
     for rule in compiled.rules:
         condition = rule.condition
         if condition.always_true:
             matched.append(rule)
             continue
-        try:
-            result = condition.program.execute(context)
-        except Exception as exc:  # fail closed on anything the evaluator raises
-            failed.append((rule, _error_text(exc)))
-            continue
+        result: Any = None
+        if condition.fast is not None:
+            try:
+                result = condition.fast(scope)
+            except Undecided:
+                result = None
+        if result is not True and result is not False:
+            try:
+                if context is None:
+                    context = new_context(_projected(compiled, scope))
+                result = condition.program.execute(context)
+            except Exception as exc:  # fail closed on anything the evaluator raises
+                failed.append((rule, _error_text(exc)))
+                continue
         if result is True:
             matched.append(rule)
         elif result is not False:
@@ -161,9 +172,8 @@ def evaluate(
     )
 
 
-def _variables(compiled: CompiledCapability, proposal: Proposal, now: datetime) -> dict[str, Any]:
-    """The CEL scope: only the variables, and within them the fields, that the candidate rules read."""
-    projection = compiled.projection
+def _scope(compiled: CompiledCapability, proposal: Proposal, now: datetime) -> dict[str, Any]:
+    """The scope variables the candidate rules reference, as plain Python values."""
     variables: dict[str, Any] = {}
     for name in compiled.variables:
         if name == "action":
@@ -180,8 +190,14 @@ def _variables(compiled: CompiledCapability, proposal: Proposal, now: datetime) 
             value = compiled.base_risk
         else:  # risk_level
             value = compiled.capability.risk_level
-        variables[name] = _project(value, projection.get(name))
+        variables[name] = value
     return variables
+
+
+def _projected(compiled: CompiledCapability, scope: Mapping[str, Any]) -> dict[str, Any]:
+    """The scope cut to the fields the rules read: only those are converted to the library's CEL values."""
+    projection = compiled.projection
+    return {name: _project(value, projection.get(name)) for name, value in scope.items()}
 
 
 def _project(value: Any, spec: Mapping[str, Any] | None) -> Any:
