@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from bench import rules as bench_rules
-from engine_support import NOW
+from engine_support import NOW, decide, policy, proposal, rule
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -250,3 +250,14 @@ def test_the_examples_and_benchmark_conditions_take_the_fast_path() -> None:
     conditions += [template["condition"] for template in bench_rules._TEMPLATES]
     slow = [c for c in conditions if compile_condition(c).fast is None and ".exists(" not in c]
     assert slow == []
+
+
+def test_a_value_the_library_cannot_hold_fails_closed_with_the_reason() -> None:
+    # size() of a string is outside the fast path, so the library needs a context, and it cannot hold a
+    # lone surrogate: the rule is denied with the library's error instead of the decision raising.
+    evaluation = decide(
+        [policy("p", rule("ALLOW", "size(action.parameters.s) == 1"))],
+        proposal(parameters={"s": "\ud800"}),
+    )
+    assert evaluation.outcome == "DENY"
+    assert "fail-closed" in evaluation.reason and "p/0" in evaluation.reason
