@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aegis_server.canonical import canonical_hash, canonical_json, normalise_json
+from aegis_server.canonical import (
+    CanonicalJSON,
+    canonical_hash,
+    canonical_json,
+    canonical_json_with,
+    canonical_text,
+    normalise_json,
+)
+from aegis_server.store.chain import link_hash
 
 _scalars = (
     st.none()
@@ -200,3 +208,26 @@ def test_canonical_bytes_are_those_of_the_reference_encoder(value: Any) -> None:
 )
 def test_numbers_at_the_edges_of_the_fast_encoder(number: float) -> None:
     assert canonical_json({"n": number, "list": [number]}) == _reference_bytes({"n": number, "list": [number]})
+
+
+_record_fields = st.fixed_dictionaries(
+    {
+        "audit_ref": st.text(max_size=8),
+        "sequence": st.integers(min_value=1, max_value=2**70),
+        "actor_id": st.none() | st.text(max_size=6) | st.sampled_from(["e\u0301", "\u212a"]),
+        "outcome": st.none() | st.just("ALLOW"),
+        "previous_hash": st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    }
+)
+
+
+@given(_record_fields, _wide_values)
+@settings(max_examples=500)
+def test_a_payload_encoded_once_is_embedded_as_the_same_bytes(fields: dict[str, Any], payload: Any) -> None:
+    # The audit chain encodes each payload once and embeds the text in the record's hashed document:
+    # the bytes, and so the hash, are those of the record with the payload as a value.
+    encoded = canonical_text(payload)
+    assert isinstance(encoded, CanonicalJSON)
+    assert encoded.encode("utf-8") == canonical_json(payload)
+    assert canonical_json_with(fields, "payload", encoded) == canonical_json({**fields, "payload": payload})
+    assert link_hash({**fields, "payload": encoded}) == link_hash({**fields, "payload": payload})

@@ -26,7 +26,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["canonical_hash", "canonical_json", "normalise_json"]
+__all__ = [
+    "CanonicalJSON",
+    "canonical_hash",
+    "canonical_json",
+    "canonical_json_with",
+    "canonical_text",
+    "normalise_json",
+]
 
 _MAX_SAFE_INTEGER = 2**53
 
@@ -136,6 +143,30 @@ def canonical_json(value: Any) -> bytes:
         sort_keys=True,
         separators=(",", ":"),
     ).encode("utf-8")
+
+
+class CanonicalJSON(str):
+    """Text that is already the canonical JSON of a value (`canonical_text`). The stores write it as it
+    is and `canonical_json_with` embeds it, so a document encoded once is not walked again."""
+
+    __slots__ = ()
+
+
+def canonical_text(value: Any) -> CanonicalJSON:
+    """`canonical_json(value)` as text, marked as canonical."""
+    return CanonicalJSON(canonical_json(value).decode("utf-8"))
+
+
+def canonical_json_with(value: Mapping[str, Any], key: str, encoded: CanonicalJSON) -> bytes:
+    """`canonical_json({**value, key: <the value encoded>})`, with `encoded` embedded as it is."""
+    try:
+        plain = _normalise_plain(dict(value))
+        if key in plain:
+            raise _NotPlain
+        plain[key] = orjson.Fragment(encoded.encode("utf-8"))
+        return orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
+    except (_NotPlain, orjson.JSONEncodeError):
+        return canonical_json({**value, key: json.loads(encoded)})
 
 
 def canonical_hash(value: Any) -> str:

@@ -20,6 +20,9 @@ from sqlalchemy.engine import Connection, Dialect
 __all__ = ["BulkInsert"]
 
 
+_NOTHING = object()
+
+
 class _Compiled(NamedTuple):
     sql: str
     order: tuple[str, ...]
@@ -61,11 +64,18 @@ class BulkInsert:
             return 0
         statement = self._statement(frozenset(rows[0]))
         converters = [(index, process) for index, process in enumerate(statement.processors) if process is not None]
+        # Rows of one batch often share a value (its `now`, a payload): convert each object once.
+        converted: list[tuple[object, object]] = [(_NOTHING, None)] * len(statement.order)
         parameters = []
         for row in rows:
             values = [row[name] for name in statement.order]
             for index, process in converters:
-                values[index] = process(values[index])
+                value = values[index]
+                last_value, last_result = converted[index]
+                if value is not last_value:
+                    last_result = process(value)
+                    converted[index] = (value, last_result)
+                values[index] = last_result
             parameters.append(tuple(values))
         result = connection.exec_driver_sql(statement.sql, parameters)
         return int(result.rowcount)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aegis_sdk.models import AuditVerification, BrokenLink
-from aegis_server.canonical import canonical_json
+from aegis_server.canonical import CanonicalJSON, canonical_json, canonical_json_with
 
 __all__ = ["CHAINED_FIELDS", "GENESIS_HASH", "ChainChecker", "link_hash"]
 
@@ -32,13 +32,18 @@ CHAINED_FIELDS: tuple[str, ...] = (
     "payload",
     "previous_hash",
 )
+_FIELDS_BUT_PAYLOAD = tuple(name for name in CHAINED_FIELDS if name != "payload")
 
 
 def link_hash(fields: Mapping[str, Any]) -> str:
-    """The hash of one audit record from its chained fields (extra keys such as `hash` are ignored)."""
-    body = {name: fields.get(name) for name in CHAINED_FIELDS}
+    """The hash of one audit record from its chained fields (extra keys such as `hash` are ignored).
+    A payload given as `CanonicalJSON` text is embedded as it is (the same bytes as its value's)."""
+    payload = fields.get("payload")
     digest = hashlib.sha256(str(fields["previous_hash"]).encode("utf-8"))
-    digest.update(canonical_json(body))
+    if isinstance(payload, CanonicalJSON):
+        digest.update(canonical_json_with({name: fields.get(name) for name in _FIELDS_BUT_PAYLOAD}, "payload", payload))
+    else:
+        digest.update(canonical_json({name: fields.get(name) for name in CHAINED_FIELDS}))
     return digest.hexdigest()
 
 

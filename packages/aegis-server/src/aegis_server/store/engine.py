@@ -14,7 +14,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
-from aegis_server.canonical import canonical_json
+from aegis_server.canonical import CanonicalJSON, canonical_json
 
 __all__ = [
     "SQLITE_BUSY_TIMEOUT_SECONDS",
@@ -74,6 +74,8 @@ def _is_memory_sqlite(url: URL) -> bool:
 
 
 def _json_dumps(value: Any) -> str:
+    if isinstance(value, CanonicalJSON):  # encoded already (audit payloads): the same JSON value
+        return str(value)
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
@@ -81,6 +83,8 @@ def _canonical_json_text(value: Any) -> str:
     # The batch writers store decisions and audit records, whose JSON values are canonical already
     # (normalised payloads and constraints): their canonical text is the same JSON, and orjson writes
     # it several times faster than the standard encoder (non-finite numbers still raise).
+    if isinstance(value, CanonicalJSON):
+        return str(value)
     return canonical_json(value).decode("utf-8")
 
 

@@ -53,7 +53,7 @@ from aegis_sdk.models import (
     Policy,
     Review,
 )
-from aegis_server.canonical import canonical_hash, normalise_json
+from aegis_server.canonical import canonical_hash, canonical_text, normalise_json
 from aegis_server.ids import new_audit_ref
 from aegis_server.store.bulk import BulkInsert
 from aegis_server.store.chain import GENESIS_HASH, ChainChecker, link_hash
@@ -247,7 +247,7 @@ def _chained_rows(
             "outcome": entry.get("outcome"),
             "session_id": entry.get("session_id"),
             "timestamp": timestamp,
-            "payload": normalise_json(dict(entry["payload"])),
+            "payload": canonical_text(entry["payload"]),  # encoded once: hashed and stored as it is
             "previous_hash": previous_hash,
         }
         fields["hash"] = previous_hash = link_hash(fields)
