@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from aegis_server.store import upgrade_database
-from aegis_server.store.bulk import BulkInsert
+from aegis_server.store.bulk import BulkInsert, immediate_transaction
 from aegis_server.store.engine import sqlite_batch_writer
 from aegis_server.store.schema import decisions, idempotency_keys
 
@@ -55,6 +55,10 @@ async def _writer(tmp_path: Path, name: str) -> sa.Engine:
     return engine
 
 
+def _driver(conn: sa.Connection) -> Any:
+    return conn.connection.dbapi_connection
+
+
 def _raw(path: Path, table: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(path) as conn:
         return conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
@@ -76,7 +80,7 @@ async def test_bulk_insert_stores_what_sqlalchemy_insert_stores(tmp_path: Path) 
         with routed.begin() as conn:
             conn.execute(sa.insert(decisions), rows)
         with bulk.begin() as conn:
-            assert BulkInsert(decisions, bulk.dialect).execute(conn, rows) == len(rows)
+            assert BulkInsert(decisions, bulk.dialect).execute(_driver(conn), rows) == len(rows)
     finally:
         routed.dispose()
         bulk.dispose()
@@ -90,10 +94,10 @@ async def test_conflicting_rows_are_skipped_and_counted(tmp_path: Path) -> None:
     key = {"api_key_id": "key_1", "key": "k-1", "request_hash": "h", "decision_id": decision_id, "created_at": _AT}
     try:
         with writer.begin() as conn:
-            BulkInsert(decisions, writer.dialect).execute(conn, [_decision_row(decision_id)])
-            assert insert_keys.execute(conn, [key]) == 1
-            assert insert_keys.execute(conn, [key, {**key, "key": "k-2"}]) == 1  # k-1 is there already
-            assert insert_keys.execute(conn, []) == 0
+            BulkInsert(decisions, writer.dialect).execute(_driver(conn), [_decision_row(decision_id)])
+            assert insert_keys.execute(_driver(conn), [key]) == 1
+            assert insert_keys.execute(_driver(conn), [key, {**key, "key": "k-2"}]) == 1  # k-1 is there already
+            assert insert_keys.execute(_driver(conn), []) == 0
     finally:
         writer.dispose()
     assert [row[1] for row in _raw(tmp_path / "keys.db", "idempotency_keys")] == ["k-1", "k-2"]
@@ -103,6 +107,28 @@ async def test_rows_must_name_columns_of_the_table(tmp_path: Path) -> None:
     writer = await _writer(tmp_path, "bad.db")
     try:
         with writer.begin() as conn, pytest.raises(ValueError, match="no_such_column"):
-            BulkInsert(decisions, writer.dialect).execute(conn, [{"decision_id": "dec_x", "no_such_column": 1}])
+            unknown_column = {"decision_id": "dec_x", "no_such_column": 1}
+            BulkInsert(decisions, writer.dialect).execute(_driver(conn), [unknown_column])
     finally:
         writer.dispose()
+
+
+def test_immediate_transaction_commits_or_rolls_back_and_reports_a_held_lock(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    first = sqlite3.connect(path, isolation_level=None, timeout=0)
+    second = sqlite3.connect(path, isolation_level=None, timeout=0)
+    first.execute("PRAGMA journal_mode=WAL")
+    first.execute("CREATE TABLE t (x INTEGER)")
+    with immediate_transaction(first):
+        first.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(RuntimeError), immediate_transaction(first):
+        first.execute("INSERT INTO t VALUES (2)")
+        raise RuntimeError("the batch failed")
+    assert not first.in_transaction
+    with immediate_transaction(first):  # holds the write lock: the other connection cannot begin
+        with pytest.raises(sqlite3.OperationalError, match="locked"), immediate_transaction(second):
+            pass
+        assert not second.in_transaction
+    assert second.execute("SELECT x FROM t").fetchall() == [(1,)]
+    first.close()
+    second.close()

@@ -28,6 +28,7 @@ import hmac
 import json
 import logging
 import secrets
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -55,7 +56,7 @@ from aegis_sdk.models import (
 )
 from aegis_server.canonical import canonical_hash, canonical_text, normalise_json
 from aegis_server.ids import new_audit_ref
-from aegis_server.store.bulk import BulkInsert
+from aegis_server.store.bulk import BulkInsert, immediate_transaction
 from aegis_server.store.chain import GENESIS_HASH, ChainChecker, link_hash
 from aegis_server.store.engine import (
     WAL_SIZE_LIMIT_BYTES,
@@ -220,6 +221,7 @@ class _AuditAppender:
 _HEAD_QUERY = (
     sa.select(audit_records.c.sequence, audit_records.c.hash).order_by(audit_records.c.sequence.desc()).limit(1)
 )
+_HEAD_SQL = "SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1"  # on a driver connection
 
 
 def _head_of(last: Any) -> tuple[int, str]:
@@ -389,6 +391,8 @@ class Store:
         self._batch_writer = batch_writer
         self._loop_writer = loop_writer
         self._loop_reader = sqlite_reader(loop_writer) if loop_writer is not None else None
+        # Checked out once: the group commit writes on its driver connection (`immediate_transaction`).
+        self._loop_connection = loop_writer.raw_connection() if loop_writer is not None else None
         self._last_checkpoint = time.monotonic()
         self._checkpoint: asyncio.Future[None] | None = None  # the running `_checkpoint_wal`
         if batch_writer is not None:
@@ -446,6 +450,8 @@ class Store:
         if self._checkpoint is not None:
             with contextlib.suppress(Exception):  # logged where it failed
                 await self._checkpoint
+        if self._loop_connection is not None:
+            self._loop_connection.close()
         if self._loop_writer is not None:
             self._loop_writer.dispose()
         if self._batch_thread is not None and self._batch_writer is not None:
@@ -716,17 +722,17 @@ class Store:
     ) -> None:
         assert self._batch_writer is not None
         written = False
-        if self._loop_writer is not None:
+        if self._loop_connection is not None:
             try:
-                self._write_group_sync(self._loop_writer, rows, keys, entries, now)
+                self._write_group_sync(self._loop_connection.dbapi_connection, rows, keys, entries, now)
                 written = True
-            except OperationalError as exc:
-                if "locked" not in str(exc.orig):
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
                     raise
                 # another process holds the write lock; nothing was written (BEGIN failed)
         if not written:
             await asyncio.get_running_loop().run_in_executor(
-                self._batch_thread, self._write_group_sync, self._batch_writer, rows, keys, entries, now
+                self._batch_thread, self._write_group_in_thread, rows, keys, entries, now
             )
         if self._checkpoint is None and time.monotonic() - self._last_checkpoint >= self._CHECKPOINT_INTERVAL_SECONDS:
             self._checkpoint = asyncio.ensure_future(self._checkpoint_wal())
@@ -750,21 +756,32 @@ class Store:
             self._checkpoint = None
             self._last_checkpoint = time.monotonic()
 
+    def _write_group_in_thread(
+        self, rows: list[dict[str, Any]], keys: list[dict[str, Any]], entries: list[dict[str, Any]], now: datetime
+    ) -> None:
+        assert self._batch_writer is not None
+        connection = self._batch_writer.raw_connection()  # this thread's own (a SingletonThreadPool)
+        try:
+            self._write_group_sync(connection.dbapi_connection, rows, keys, entries, now)
+        finally:
+            connection.close()
+
     def _write_group_sync(
         self,
-        writer: sa.Engine,
+        connection: Any,  # the sqlite3 connection of a batch writer
         rows: list[dict[str, Any]],
         keys: list[dict[str, Any]],
         entries: list[dict[str, Any]],
         now: datetime,
     ) -> None:
-        """`_write_group`'s transaction on a synchronous SQLite writer (commits before returning)."""
-        with writer.begin() as conn:
-            self._bulk_decisions.execute(conn, rows)
-            if self._bulk_keys.execute(conn, keys) != len(keys):
+        """`_write_group`'s transaction on a batch writer's driver connection (commits before returning)."""
+        with immediate_transaction(connection):
+            self._bulk_decisions.execute(connection, rows)
+            if self._bulk_keys.execute(connection, keys) != len(keys):
                 raise _IdempotentReplay  # roll back; each record is then written alone
-            audit_rows, _ = _chained_rows(_head_of(conn.execute(_HEAD_QUERY).first()), entries, now)
-            self._bulk_audit.execute(conn, audit_rows)
+            head = connection.execute(_HEAD_SQL).fetchone()
+            audit_rows, _ = _chained_rows((int(head[0]), str(head[1])) if head else (0, GENESIS_HASH), entries, now)
+            self._bulk_audit.execute(connection, audit_rows)
 
     def _decision_row(self, record: NewDecision, now: datetime) -> dict[str, Any]:
         """The `decisions` row of a new decision (as `_record_one` inserts it)."""
