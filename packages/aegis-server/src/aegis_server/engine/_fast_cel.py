@@ -302,7 +302,34 @@ def _walk(value: Any, fields: Sequence[str]) -> Any:
 
 
 def _path(variable: str, fields: tuple[str, ...]) -> FastCondition:
-    """`variable.field...`: a closure per path, as field selection is most of what a condition does."""
+    """`variable.field...`: one closure per path; paths of one or two fields (`actor.id`,
+    `action.parameters.amount`) are unrolled, as field selection is most of what a condition does."""
+    if len(fields) == 1:
+        (field,) = fields
+
+        def read_one(scope: Scope) -> Any:
+            value = scope[variable]
+            if type(value) is dict:
+                value = value.get(field, _MISSING)
+                if value is not _MISSING:
+                    return value
+            raise Undecided
+
+        return read_one
+    if len(fields) == 2:
+        first, second = fields
+
+        def read_two(scope: Scope) -> Any:
+            value = scope[variable]
+            if type(value) is dict:
+                value = value.get(first, _MISSING)
+                if type(value) is dict:
+                    value = value.get(second, _MISSING)
+                    if value is not _MISSING:
+                        return value
+            raise Undecided
+
+        return read_two
     return lambda scope: _walk(scope[variable], fields)
 
 
@@ -352,9 +379,23 @@ class _Compiler:
     def _logical(kind: str, left: FastCondition, right: FastCondition) -> FastCondition:
         # Left to right with short-circuit. An operand the fast path cannot decide makes the whole
         # condition undecided: the library then applies CEL's rule that `false && error` is false.
-        if kind == "and":
-            return lambda scope: _boolean(left(scope)) and _boolean(right(scope))
-        return lambda scope: _boolean(left(scope)) or _boolean(right(scope))
+        stop = kind != "and"  # the left value that decides alone: false for &&, true for ||
+        go_on = not stop
+
+        def logical(scope: Scope) -> bool:
+            first = left(scope)
+            if first is stop:
+                return not go_on
+            if first is not go_on:
+                raise Undecided
+            second = right(scope)
+            if second is True:
+                return True
+            if second is False:
+                return False
+            raise Undecided
+
+        return logical
 
     def _relation(self, op: str, left_node: tuple[Any, ...], right_node: tuple[Any, ...]) -> FastCondition:
         left, right = self.compile(left_node), self.compile(right_node)

@@ -91,15 +91,16 @@ def evaluate(
     context: Any = None  # the library's context, built only when a condition needs the library
     for rule in compiled.rules:
         condition = rule.condition
-        if condition.always_true:
-            matched.append(rule)
-            continue
+        fast = condition.fast
         result: Any = None
-        if condition.fast is not None:
+        if fast is not None:
             try:
-                result = condition.fast(scope)
+                result = fast(scope)
             except Undecided:
                 result = None
+        elif condition.always_true:
+            matched.append(rule)
+            continue
         if result is not True and result is not False:
             try:
                 if context is None:
@@ -142,7 +143,7 @@ def evaluate(
     constraints: dict[str, Any] = {}
     for rule in reversed(deciding):  # lowest precedence first, so the highest priority wins a clash
         constraints.update(rule.rule.constraints)
-    if any(isinstance(value, dict | list) for value in constraints.values()):
+    if any(isinstance(value, (dict, list)) for value in constraints.values()):
         constraints = copy.deepcopy(constraints)
 
     parts = [f"{outcome} by {explaining.policy_id}: {_rule_reason(explaining)}"]
