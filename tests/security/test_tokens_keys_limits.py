@@ -16,6 +16,7 @@ import hmac
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -274,6 +275,15 @@ def test_the_rate_limit_holds_per_key_and_does_not_starve_another(tmp_path: Path
         assert limited.value.retry_after is not None and limited.value.retry_after >= 1
 
 
+def _log_with(served: Served, line: str, timeout: float = 10.0) -> str:
+    """The server's log once it holds `line` (the server writes INFO lines together, within 0.2 s)."""
+    deadline = time.monotonic() + timeout
+    while line not in (log := served.server.logs()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert line in log, log[-2000:]
+    return log
+
+
 def test_no_key_token_or_parameter_value_reaches_a_log(
     served: Served, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -301,7 +311,7 @@ def test_no_key_token_or_parameter_value_reaches_a_log(
             wrong_key = "aegis_sk_" + secrets.token_urlsafe(32)
             SECRETS.append(wrong_key)
             http.get("/api/v1/capabilities", headers={"Authorization": f"Bearer {wrong_key}"})
-    server_log = served.server.logs()
+    server_log = _log_with(served, "GET /api/v1/capabilities -> 401")  # the last request's line
     client_log = "\n".join(record.getMessage() for record in caplog.records)
     assert "propose" in server_log  # the access log is there, at debug level
     for secret in SECRETS:

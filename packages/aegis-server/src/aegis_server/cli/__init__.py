@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from aegis_server import __version__
+from aegis_server.cli.log_output import BufferedStreamHandler, CachedTimeFormatter
 from aegis_server.cli.policy_commands import add_policy_commands
 from aegis_server.errors import ApiError, RequestIdLogFilter
 from aegis_server.settings import DEFAULT_DB_URL, Settings
@@ -84,8 +85,8 @@ def configure_logging(level: str) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler = BufferedStreamHandler()  # lines written together, within 0.2 s (see log_output.py)
+    handler.setFormatter(CachedTimeFormatter(_LOG_FORMAT))
     handler.addFilter(RequestIdLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
