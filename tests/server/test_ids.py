@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from aegis_server.ids import new_id
+from aegis_server.ids import new_id, new_request_id
 
 
 def test_format_and_time_prefix() -> None:
@@ -23,3 +23,7 @@ def test_later_ids_sort_later_and_none_repeat() -> None:
     assert max(first) < min(second)
     assert len(set(first + second)) == 4000
     assert len({made[16:] for made in first}) == 2000  # the random part differs within one millisecond too
+
+
+def test_request_ids_have_the_same_shape() -> None:
+    assert re.fullmatch(r"req_[0-9a-f]{32}", new_request_id())

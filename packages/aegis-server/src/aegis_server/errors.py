@@ -12,7 +12,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aegis_server.ids import new_request_id
 
 if TYPE_CHECKING:
     from aegis_server.metrics import Metrics
@@ -221,7 +222,7 @@ class RequestContextMiddleware:
             if key == b"x-request-id":
                 presented = value.decode("latin-1")
                 break
-        rid = presented if presented and _REQUEST_ID_OK.match(presented) else "req_" + uuid.uuid4().hex
+        rid = presented if presented and _REQUEST_ID_OK.match(presented) else new_request_id()
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
         rid_header = (b"x-request-id", rid.encode("latin-1"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-__all__ = ["new_audit_ref", "new_id"]
+__all__ = ["new_audit_ref", "new_id", "new_request_id"]
 
 
 def new_id(prefix: str) -> str:
@@ -23,3 +23,8 @@ def new_id(prefix: str) -> str:
 def new_audit_ref() -> str:
     """The id of an audit record (`aud_...`)."""
     return new_id("aud_")
+
+
+def new_request_id() -> str:
+    """The id of a request that brought none (`req_...`; a third of the time of a uuid4's hex)."""
+    return new_id("req_")
