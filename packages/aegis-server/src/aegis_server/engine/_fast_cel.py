@@ -260,7 +260,8 @@ def _kind(value: Any) -> str:
 
 
 def _mixed_numbers(left: Any, left_kind: str, right: Any, right_kind: str) -> bool:
-    """An int beside a double, each exactly representable as the other (so Python's comparison is exact)."""
+    """True for an int beside a double whose comparison Python and the library agree on: the int at most
+    2**53 in size, so that it is exact as a double (larger ones are `Undecided`)."""
     if {left_kind, right_kind} != {"int", "double"}:
         return False
     integer = left if left_kind == "int" else right

@@ -11,7 +11,9 @@ Semantics (docs/policies.md explains them with examples):
 4. Fail-closed: if any candidate rule's condition cannot be evaluated (missing field, type error,
    non-boolean result), the decision is DENY naming the rule and the error — whatever the rule's own
    outcome, since the engine cannot know what the author meant.
-5. Risk = base risk of the capability's level + the `risk` adjustments of the matching rules, clamped to
+5. Conditions run as Python closures (`_fast_cel`) where those are sure of the `cel` library's answer,
+   and on the library otherwise: the answer, errors included, is the library's either way.
+6. Risk = base risk of the capability's level + the `risk` adjustments of the matching rules, clamped to
    0..1 and rounded to 4 places. An ALLOW whose risk is above `EngineConfig.escalate_threshold`
    becomes ESCALATE.
 """
@@ -91,17 +93,16 @@ def evaluate(
     context: Any = None  # the library's context, built only when a condition needs the library
     for rule in compiled.rules:
         condition = rule.condition
-        fast = condition.fast
-        result: Any = None
-        if fast is not None:
-            try:
-                result = fast(scope)
-            except Undecided:
-                result = None
-        elif condition.always_true:
+        if condition.always_true:
             matched.append(rule)
             continue
-        if result is not True and result is not False:
+        result: Any = None
+        if condition.fast is not None:
+            try:
+                result = condition.fast(scope)
+            except Undecided:
+                result = None
+        if result is not True and result is not False:  # outside the fast path, or undecided there
             try:
                 if context is None:
                     context = new_context(_projected(compiled, scope))
