@@ -137,7 +137,7 @@ def evaluate(
 
     strictest = max(rule.strictness for rule in matched)
     deciding = sorted((r for r in matched if r.strictness == strictest), key=_precedence)
-    others = sorted((r for r in matched if r.strictness != strictest), key=lambda r: (-r.strictness, *_precedence(r)))
+    others = sorted((r for r in matched if r.strictness != strictest), key=_strictest_first)
     explaining = deciding[0]
     outcome: Outcome = explaining.outcome
 
@@ -147,7 +147,7 @@ def evaluate(
     if any(isinstance(value, (dict, list)) for value in constraints.values()):
         constraints = copy.deepcopy(constraints)
 
-    parts = [f"{outcome} by {explaining.policy_id}: {_rule_reason(explaining)}"]
+    parts = [f"{outcome} by {explaining.policy_id}: {explaining.explanation}"]
     if len(deciding) > 1:
         parts.append(f"also {outcome}: {_list_ids(deciding[1:])}")
     if others:
@@ -209,15 +209,11 @@ def _project(value: Any, spec: Mapping[str, Any] | None) -> Any:
 
 
 def _precedence(rule: CompiledRule) -> tuple[int, int]:
-    return (-rule.rule.priority, rule.order)
+    return rule.precedence
 
 
-def _rule_reason(rule: CompiledRule) -> str:
-    if rule.rule.reason:
-        return rule.rule.reason
-    if rule.condition.always_true:
-        return f"applies to every '{rule.rule.capability}' proposal"
-    return f"condition `{rule.condition.source}` is true"
+def _strictest_first(rule: CompiledRule) -> tuple[int, int, int]:
+    return (-rule.strictness, *rule.precedence)
 
 
 def _list_ids(rules: Sequence[CompiledRule]) -> str:
@@ -237,14 +233,13 @@ def _clamp(value: float) -> float:
 
 
 def _risk(compiled: CompiledCapability, matched: Sequence[CompiledRule]) -> tuple[float, str]:
-    level = compiled.capability.risk_level
     total = compiled.base_risk
-    text = f"= base {compiled.base_risk:g} ({level})"
+    text = compiled.risk_text
     for rule in matched:
         adjustment = rule.rule.risk
         if adjustment:
             total += adjustment
-            text += f" {'+' if adjustment > 0 else '-'} {abs(adjustment):g} ({rule.policy_id})"
+            text += rule.risk_text
     score = _clamp(total)
     if score != round(total, 4):
         text += ", clamped to 0..1"
@@ -273,7 +268,7 @@ def _fail_closed(
         f"fix the condition or the proposal; {risk_text}"
     )
     ids = [rule.policy_id for rule, _ in failed]
-    ids += [rule.policy_id for rule in sorted(matched, key=lambda r: (-r.strictness, *_precedence(r)))]
+    ids += [rule.policy_id for rule in sorted(matched, key=_strictest_first)]
     return Evaluation(
         outcome="DENY",
         reason=reason,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,28 @@ class CompiledRule:
     def outcome(self) -> Outcome:
         return self.rule.outcome
 
+    @functools.cached_property
+    def precedence(self) -> tuple[int, int]:
+        """Sort key among rules of one outcome: higher priority first, then the canonical order."""
+        return (-self.rule.priority, self.order)
+
+    @functools.cached_property
+    def explanation(self) -> str:
+        """Why this rule decides, as the reason says it."""
+        if self.rule.reason:
+            return self.rule.reason
+        if self.condition.always_true:
+            return f"applies to every '{self.rule.capability}' proposal"
+        return f"condition `{self.condition.source}` is true"
+
+    @functools.cached_property
+    def risk_text(self) -> str:
+        """This rule's term in the reason's risk sum (`" + 0.2 (policy/rule)"`), empty without an adjustment."""
+        adjustment = self.rule.risk
+        if not adjustment:
+            return ""
+        return f" {'+' if adjustment > 0 else '-'} {abs(adjustment):g} ({self.policy_id})"
+
 
 @dataclass(frozen=True)
 class CompiledCapability:
@@ -59,6 +82,11 @@ class CompiledCapability:
     projection: Mapping[str, Any] = field(default_factory=dict)
     """Per scope variable, the fields the candidate rules read: `None` = the whole value, else a nested
     `{field: spec}`. Only those are converted to CEL values (conversion costs ~0.5-1 µs a value)."""
+
+    @functools.cached_property
+    def risk_text(self) -> str:
+        """The start of the reason's risk sum: `"= base 0.3 (medium)"`."""
+        return f"= base {self.base_risk:g} ({self.capability.risk_level})"
 
 
 @dataclass(frozen=True)
