@@ -7,11 +7,11 @@ say so (`Undecided`), and the engine's decisions must be the same with and witho
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import rules as bench_rules
 from engine_support import NOW, decide, policy, proposal, rule
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +23,18 @@ from aegis_server.engine._fast_cel import Undecided, compile_fast
 from aegis_server.policy_files import load_policy_set
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+def _load_bench_rules() -> Any:
+    """`bench/rules.py` (the benchmark's rule sets), loaded from its file: `bench` is not an installed package."""
+    spec = importlib.util.spec_from_file_location("aegis_bench_rules", ROOT / "bench" / "rules.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench_rules = _load_bench_rules()
 
 # Expressions ------------------------------------------------------------------------------------------
 
