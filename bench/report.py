@@ -180,6 +180,18 @@ def markdown(r: dict[str, Any]) -> str:
         ]
         lines += _table(["query", "p50 ms", "p99 ms"], [[n, v["p50_ms"], v["p99_ms"]] for n, v in c["queries"].items()])
         lines += [f"Server RSS: {c['server_rss_mib']}", ""]
+    m = (c or {}).get("memory_through_decisions")
+    if m:
+        reached = "" if m["reached_target"] else f" (the run's time ran out before {m['target_decisions']:,})"
+        lines += [
+            f"### Server memory through {m['decisions']:,} decisions{reached}",
+            "",
+            f"`aegis-server serve` on SQLite, `POST /propose` at 64 connections for {m['seconds']} s; resident "
+            f"memory after each chunk. Growth: {m['rss_growth_mib_per_100k_decisions']} MiB per 100,000 decisions "
+            "after the warm-up.",
+            "",
+        ]
+        lines += _table(["decisions answered", "RSS MiB"], [[f"{n:,}", rss] for n, rss in m["rss_mib"]])
     for name in ("engine", "peers", "server", "sdk", "adapters", "scale"):
         if isinstance(r.get(name), dict) and "error" in r[name]:
             lines += [f"**{name} failed**: {r[name]['error']}", ""]

@@ -1,4 +1,5 @@
-"""Scale: audit queries over a large audit log, and the server's memory with it.
+"""Scale: audit queries over a large audit log, and the server's memory with it; then the memory of one
+server through 1,000,000 decisions.
 
 The records are written straight into the store's tables (a fresh SQLite database migrated by the
 server's own code) in batches, each with a valid chain hash (`link_hash`), so `audit verify` holds —
@@ -6,6 +7,11 @@ decisions through the API would take hours at this size. Then `aegis-server serv
 benchmark times `GET /api/v1/audit/log` (first page; filtered by actor; filtered by decision) and
 `GET /api/v1/audit/log/{id}` (the trail), and reads the server's resident memory. Size: `AEGIS_BENCH_AUDIT_RECORDS`
 (default 1,000,000; `--quick` 100,000).
+
+Memory through decisions: a fresh `aegis-server serve` on SQLite answers `POST /propose` at 64 connections
+(wrk, else the Python generator) in chunks of up to 20 s, its resident memory read after each, until
+1,000,000 decisions (`AEGIS_BENCH_MEMORY_DECISIONS`; `--quick` 100,000) or until the time the run has
+left of its ten minutes: the result says how many it reached.
 """
 
 from __future__ import annotations
@@ -25,8 +31,13 @@ from typing import Any
 from aegis_server.store import Store
 from aegis_server.store.chain import GENESIS_HASH, link_hash
 
+from . import loadgen
 from ._common import rss_mib, summary_us
-from .server import aegis_server
+from .rules import server_proposal
+from .server import PROPOSE, aegis_server
+
+_MEMORY_CHUNK_SECONDS = 20.0
+_MEMORY_CONNECTIONS = 64
 
 
 def _fill(db_path: Path, records: int) -> float:
@@ -107,7 +118,46 @@ def _timed_get(url: str, key: str, n: int) -> dict[str, Any]:
     return {"p50_ms": round(stats["p50_us"] / 1000, 2), "p99_ms": round(stats["p99_us"] / 1000, 2), "n": n}
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def _load(url: str, body: bytes, auth: str, seconds: float) -> int:
+    """Decisions answered (2xx) in `seconds` of closed-loop load."""
+    if loadgen.have_wrk():
+        result = loadgen.run_wrk(url, body, auth, _MEMORY_CONNECTIONS, seconds)
+    else:
+        result = loadgen.run_python(url, body, auth, connections=_MEMORY_CONNECTIONS, duration=seconds)
+    return int(result["requests"]) - int(result["non_2xx"])
+
+
+def memory_through_decisions(quick: bool = False, deadline: float | None = None) -> dict[str, Any]:
+    """The server's resident memory as it answers up to 1,000,000 decisions (or until `deadline`, a
+    `time.monotonic()` value). Each sample: (decisions answered so far, RSS in MiB)."""
+    target = int(os.environ.get("AEGIS_BENCH_MEMORY_DECISIONS", "100000" if quick else "1000000"))
+    body = json.dumps(server_proposal()).encode()
+    with tempfile.TemporaryDirectory(prefix="aegis-bench-memory-") as tmpdir:
+        tmp = Path(tmpdir)
+        with aegis_server(f"sqlite+aiosqlite:///{tmp / 'aegis.db'}", tmp) as (base, auth, proc):
+            answered = _load(base + PROPOSE, body, auth, 2.0)  # warm-up: imports, caches, first pages
+            samples = [(answered, rss_mib(proc.pid))]
+            started = time.monotonic()
+            while answered < target:
+                left = (deadline - time.monotonic()) if deadline is not None else _MEMORY_CHUNK_SECONDS
+                if left < 2.0:
+                    break
+                answered += _load(base + PROPOSE, body, auth, min(_MEMORY_CHUNK_SECONDS, left))
+                samples.append((answered, rss_mib(proc.pid)))
+            seconds = time.monotonic() - started
+    first, last = samples[0], samples[-1]
+    growth = (last[1] - first[1]) / ((last[0] - first[0]) / 100_000) if last[0] > first[0] else 0.0
+    return {
+        "target_decisions": target,
+        "decisions": answered,
+        "reached_target": answered >= target,
+        "seconds": round(seconds, 1),
+        "rss_mib": samples,
+        "rss_growth_mib_per_100k_decisions": round(growth, 2),
+    }
+
+
+def run(quick: bool = False, deadline: float | None = None) -> dict[str, Any]:
     records = int(os.environ.get("AEGIS_BENCH_AUDIT_RECORDS", "100000" if quick else "1000000"))
     with tempfile.TemporaryDirectory(prefix="aegis-bench-scale-") as tmpdir:
         tmp = Path(tmpdir)
@@ -132,4 +182,5 @@ def run(quick: bool = False) -> dict[str, Any]:
         "database_mib": size_mib,
         "queries": results,
         "server_rss_mib": {"at_start": rss_start, "after_queries": rss_after},
+        "memory_through_decisions": memory_through_decisions(quick, deadline),
     }
