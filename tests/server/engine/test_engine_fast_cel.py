@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_support import NOW, decide, policy, proposal, rule
+from engine_support import NOW, cap, decide, policy, proposal, rule
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -273,3 +273,19 @@ def test_a_value_the_library_cannot_hold_fails_closed_with_the_reason() -> None:
     )
     assert evaluation.outcome == "DENY"
     assert "fail-closed" in evaluation.reason and "p/0" in evaluation.reason
+
+
+def test_an_unforeseen_error_on_the_fast_path_leaves_the_decision_to_the_library() -> None:
+    policy_set = compile_policy_set([policy("p", rule("ALLOW", "action.parameters.n > 1"))], [cap()])
+
+    def broken(scope: Any) -> bool:
+        raise RuntimeError("a bug in a closure")
+
+    compiled = policy_set.compiled("database.query")
+    assert compiled is not None
+    rules = tuple(
+        dataclasses.replace(r, condition=dataclasses.replace(r.condition, fast=broken)) for r in compiled.rules
+    )
+    object.__setattr__(policy_set, "_index", {"database.query": dataclasses.replace(compiled, rules=rules)})
+    assert evaluate(proposal(parameters={"n": 2}), policy_set, now=NOW).outcome == "ALLOW"
+    assert evaluate(proposal(parameters={"n": 0}), policy_set, now=NOW).outcome == "DENY"

@@ -29,7 +29,6 @@ from typing import Any
 from aegis_sdk.models import Outcome, Proposal
 
 from ._cel import new_context
-from ._fast_cel import Undecided
 from .config import EngineConfig
 from .errors import UnknownCapabilityError
 from .policy_set import CompiledCapability, CompiledRule, PolicySet
@@ -100,7 +99,7 @@ def evaluate(
         if condition.fast is not None:
             try:
                 result = condition.fast(scope)
-            except Undecided:
+            except Exception:  # Undecided (or anything unforeseen): the library decides, and words any error
                 result = None
         if result is not True and result is not False:  # outside the fast path, or undecided there
             try:
