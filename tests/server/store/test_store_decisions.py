@@ -7,6 +7,7 @@ import dataclasses
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from _store_support import T0, FakeClock, MakeDecision
 from pydantic import TypeAdapter
 
@@ -23,6 +24,7 @@ from aegis_server.store import (
     Store,
     TokenAlreadyUsed,
 )
+from aegis_server.store.engine import POOL_SIZE
 
 
 async def test_record_then_get_round_trips_the_decision(store: Store, make_decision: MakeDecision) -> None:
@@ -123,6 +125,29 @@ async def test_idempotency_key_replays_and_conflicts(store: Store, make_decision
     with pytest.raises(IdempotencyConflict) as info:
         await store.record_decision(make_decision(idempotency=("key_a", "idem-1", "hash-2")))
     assert info.value.decision_id == first.decision_id
+
+
+async def test_a_burst_of_idempotency_lookups_stays_within_the_connection_pool(
+    store: Store, make_decision: MakeDecision
+) -> None:
+    """On PostgreSQL each lookup takes a pooled connection: a burst must not open overflow connections (each
+    was opened for one SELECT and closed again, ~150 ms tails at 400 proposals/s). SQLite reads on the
+    event loop's own connection."""
+    await store.record_decision(make_decision(idempotency=("key_a", "burst", "hash-1")))
+    pool = store.engine.sync_engine.pool
+    busiest = 0
+
+    def on_checkout(*_: object) -> None:
+        nonlocal busiest
+        busiest = max(busiest, pool.checkedout())  # type: ignore[attr-defined]
+
+    sa.event.listen(store.engine.sync_engine, "checkout", on_checkout)
+    try:
+        found = await asyncio.gather(*(store.find_idempotent("key_a", "burst") for _ in range(60)))
+    finally:
+        sa.event.remove(store.engine.sync_engine, "checkout", on_checkout)
+    assert all(entry is not None and entry[0] == "hash-1" for entry in found)
+    assert busiest <= POOL_SIZE - 2
 
 
 async def test_idempotency_race_resolves_to_one_decision(store: Store, make_decision: MakeDecision) -> None:

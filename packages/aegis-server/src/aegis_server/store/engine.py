@@ -17,6 +17,7 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from aegis_server.canonical import CanonicalJSON, canonical_json
 
 __all__ = [
+    "POOL_SIZE",
     "SQLITE_BUSY_TIMEOUT_SECONDS",
     "WAL_FILE_LIMIT_BYTES",
     "WAL_SIZE_LIMIT_BYTES",
@@ -33,6 +34,10 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 """About how large the server lets a SQLite WAL grow before it pauses writes to start it over."""
+
+POOL_SIZE = 10
+"""Connections an async engine keeps open (PostgreSQL; up to 20 more are opened for a burst, and closed
+when they come back to a full pool)."""
 
 WAL_FILE_LIMIT_BYTES = 4 * WAL_SIZE_LIMIT_BYTES
 """When the WAL starts over, a file larger than this is cut back to it. Cutting the file stalls the
@@ -103,7 +108,7 @@ def create_engine(url: str | URL) -> AsyncEngine:
     return create_async_engine(
         parsed,
         pool_pre_ping=True,
-        pool_size=10,
+        pool_size=POOL_SIZE,
         max_overflow=20,
         json_serializer=_json_dumps,
     )
