@@ -76,6 +76,10 @@ api_keys = sa.Table(
     sa.Column("scopes", sa.JSON(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    # Actor patterns the key may propose for (JSON list of globs); NULL: a key made before 0.2, bound to none.
+    sa.Column("actors", sa.JSON(), nullable=True),
+    # The key's own requests-per-minute limit; NULL: the server-wide default.
+    sa.Column("rate_limit_per_minute", sa.Integer(), nullable=True),
 )
 
 server_settings = sa.Table(
