@@ -33,8 +33,9 @@ from aegis_server.errors import (
     error_response,
     install_exception_handlers,
 )
-from aegis_server.limits import BodyGuardMiddleware, RateLimiter
+from aegis_server.limits import BodyGuardMiddleware
 from aegis_server.metrics import Metrics
+from aegis_server.rate_limits import RateLimiter
 from aegis_server.security import KeyAuthenticator
 from aegis_server.service import GovernanceService, utcnow
 from aegis_server.settings import Settings
@@ -62,6 +63,19 @@ async def _expiry_loop(service: GovernanceService, interval: float) -> None:
             raise
         except Exception:
             logger.exception("expiring overdue reviews failed; retrying in %.1f s", interval)
+
+
+async def _warn_unbound_keys(store: Store) -> None:
+    """Log how many keys may propose but are bound to no actor (made in 0.1): their proposals are refused."""
+    unbound = await store.count_unbound_api_keys()
+    if unbound:
+        logger.warning(
+            "%d API key(s) with governance:propose or admin are bound to no actor (made before 0.2): their "
+            "proposals are refused with actor_not_allowed. Bind each with `aegis-server keys update KEY_ID "
+            "--actors 'ai-agent:support-bot-*'` (or '*' for any actor); `aegis-server keys list` shows them as "
+            "unbound.",
+            unbound,
+        )
 
 
 def _install_request_id_filter() -> None:
@@ -146,6 +160,7 @@ def create_app(
             app.state.store = store
             app.state.service = service
             app.state.authenticator = KeyAuthenticator(store.authenticate, settings.auth_cache_seconds, mono)
+            await _warn_unbound_keys(store)
             if run_background_tasks:
                 task = asyncio.create_task(_expiry_loop(service, settings.review_expiry_interval_seconds))
             logger.info(
@@ -177,7 +192,10 @@ def create_app(
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url="/redoc" if settings.docs_enabled else None,
     )
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst, mono)
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+    app.state.rate_limiter = RateLimiter(
+        settings.rate_limit_per_minute, settings.rate_limit_burst, mono, redis_url=redis_url
+    )
     install_exception_handlers(app)
 
     async def _database_unavailable(request: Request, exc: Exception) -> Response:

@@ -15,7 +15,9 @@ async with InProcessServer(policy_paths=["examples/policies"]) as server:  # asy
 `client()` and `async_client()` work there (the async transport forwards each request to that loop).
 `async with` runs the app on the caller's loop; use `async_client()` there (a sync client would block the
 very loop that must answer it, so `client()` raises and says so). The store is SQLite in a temporary
-folder (deleted on exit) unless `db_url` is given, and an `admin` API key is created (`server.api_key`).
+folder (deleted on exit) unless `db_url` is given, and an `admin` API key bound to any actor (`*`) is
+created (`server.api_key`). That key may not review what it proposed (separation of duties): make a
+reviewer key with `create_key`, or pass `allow_self_review=True` for a quick experiment.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ class InProcessServer:
         self._lifespan = lifespan
         self._app = app
         try:
-            key, _ = await self.store.create_api_key("inprocess-admin", list(self._admin_scopes))
+            key, _ = await self.store.create_api_key("inprocess-admin", list(self._admin_scopes), ["*"])
         except BaseException:
             await self._stop()
             raise
@@ -294,19 +296,37 @@ class InProcessServer:
         self._async_http_clients.append(http)
         return AsyncAegisClient(endpoint=self.endpoint, api_key=api_key or self.api_key, http_client=http, **kwargs)
 
-    def create_key(self, name: str, scopes: Sequence[str]) -> str:
-        """Create another API key (`with` mode); returns the key. In `async with` mode use `acreate_key`."""
-        key, _ = self._run(self.store.create_api_key(name, list(scopes)))
+    def create_key(
+        self,
+        name: str,
+        scopes: Sequence[str],
+        actors: Sequence[str] | None = ("*",),
+        *,
+        rate_limit_per_minute: int | None = None,
+    ) -> str:
+        """Create another API key (`with` mode); returns the key. In `async with` mode use `acreate_key`.
+        `actors`: the actor patterns it may propose for (default `*`: any actor; None: bound to none);
+        `rate_limit_per_minute`: its own limit (None: the server-wide one)."""
+        key, _ = self._run(
+            self.store.create_api_key(name, list(scopes), actors, rate_limit_per_minute=rate_limit_per_minute)
+        )
         return key
 
-    async def acreate_key(self, name: str, scopes: Sequence[str]) -> str:
-        """Create another API key from async code (either mode)."""
+    async def acreate_key(
+        self,
+        name: str,
+        scopes: Sequence[str],
+        actors: Sequence[str] | None = ("*",),
+        *,
+        rate_limit_per_minute: int | None = None,
+    ) -> str:
+        """Create another API key from async code (either mode); arguments as for `create_key`."""
+        coroutine = self.store.create_api_key(name, list(scopes), actors, rate_limit_per_minute=rate_limit_per_minute)
         if self._owns_loop:
-            coroutine = self.store.create_api_key(name, list(scopes))
             future = asyncio.run_coroutine_threadsafe(coroutine, self._loop_or_fail())
             key, _ = await asyncio.wrap_future(future)
         else:
-            key, _ = await self.store.create_api_key(name, list(scopes))
+            key, _ = await coroutine
         return key
 
 

@@ -1,6 +1,6 @@
 """Input limits: body size (enforced while reading, chunked bodies included), content type, strict JSON
 (no duplicate keys — also after NFC —, no NaN or out-of-range numbers, no U+0000 or unpaired surrogates),
-nesting depth, no NUL in path, query or headers, and the per-key token-bucket rate limit.
+nesting depth, no NUL in path, query or headers. (The per-key rate limit lives in `rate_limits.py`.)
 
 The body guard is pure ASGI and sits in front of the routers: it reads the whole body (at most
 `max_body_bytes`), checks it, and replays it, so the routers see only well-formed JSON.
@@ -11,10 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
-import time
 import unicodedata
-from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -252,49 +249,4 @@ class BodyGuardMiddleware:
         await self.app(scope, replay, send)
 
 
-class RateLimiter:
-    """A token bucket per key: `rate_per_minute` sustained, `burst` at once. 0 disables it."""
-
-    def __init__(self, rate_per_minute: int, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate_per_second = rate_per_minute / 60.0
-        self.burst = float(max(1, burst))
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    @property
-    def enabled(self) -> bool:
-        return self.rate_per_second > 0
-
-    def acquire(self, key: str) -> float | None:
-        """Take one token for `key`: None when allowed, else the seconds until one is available."""
-        if not self.enabled:
-            return None
-        now = self.clock()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate_per_second)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return None
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate_per_second
-
-    def check(self, key: str) -> None:
-        """Raise the 429 envelope when `key` is over its limit."""
-        wait = self.acquire(key)
-        if wait is None:
-            return
-        retry_after = max(1, math.ceil(wait))
-        raise ApiError(
-            429,
-            "rate_limit_error",
-            "rate_limited",
-            f"Too many requests for this API key. Retry after {retry_after} s (limit: "
-            f"{round(self.rate_per_second * 60)}/min, burst {int(self.burst)}).",
-            {"retry_after": retry_after},
-            {"Retry-After": str(retry_after)},
-        )
-
-
-__all__ = ["PARSED_BODY", "BodyGuardMiddleware", "RateLimiter", "json_depth_exceeds", "parse_strict_json"]
+__all__ = ["PARSED_BODY", "BodyGuardMiddleware", "json_depth_exceeds", "parse_strict_json"]

@@ -1,7 +1,12 @@
-"""API-key authentication and scopes.
+"""API-key authentication, scopes and actor binding.
 
 `Authorization: Bearer aegis_sk_…`; keys are stored hashed by the store. Missing or unknown key → 401,
 a key over its rate limit → 429, a key without the route's scope → 403. `admin` implies every scope.
+
+A key is bound to the actors it may propose for: a list of patterns, each a glob over `actor.id`
+(`support-bot-*`) or `type:id-glob` (`ai-agent:support-bot-*`; `*:glob` matches any type, and is how an
+id holding a `:` is written). Globs use `fnmatch.fnmatchcase` (exact case). `*` allows any actor; a key
+whose list is NULL (made before 0.2) or empty is bound to no actor.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
 from aegis_server.errors import ApiError
+from aegis_server.key_actors import ACTOR_TYPES, ANY_ACTOR, ActorBinding, parse_actor_patterns
 
 if TYPE_CHECKING:
-    from aegis_server.limits import RateLimiter
+    from aegis_server.rate_limits import RateLimiter
 
 SCOPE_PROPOSE = "governance:propose"
 SCOPE_READ = "governance:read"
@@ -30,6 +36,7 @@ SCOPE_POLICIES = "policies:manage"
 SCOPE_ADMIN = "admin"
 SCOPES: tuple[str, ...] = (SCOPE_PROPOSE, SCOPE_READ, SCOPE_REVIEW, SCOPE_AUDIT, SCOPE_POLICIES, SCOPE_ADMIN)
 KEY_PREFIX = "aegis_sk_"
+ANY_ACTOR_BINDING = ActorBinding((ANY_ACTOR,))
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class Principal:
     key_id: str
     name: str
     scopes: frozenset[str]
+    actors: ActorBinding = ANY_ACTOR_BINDING
+    rate_limit_per_minute: int | None = None
 
     def has_scope(self, scope: str) -> bool:
         return SCOPE_ADMIN in self.scopes or scope in self.scopes
@@ -96,7 +105,14 @@ class KeyAuthenticator:
         if api_key is None:
             self._cache.pop(digest, None)
             return None
-        principal = Principal(key_id=str(api_key.key_id), name=str(api_key.name), scopes=frozenset(api_key.scopes))
+        actors = api_key.actors
+        principal = Principal(
+            key_id=str(api_key.key_id),
+            name=str(api_key.name),
+            scopes=frozenset(api_key.scopes),
+            actors=ActorBinding(tuple(actors) if actors is not None else None),
+            rate_limit_per_minute=api_key.rate_limit_per_minute,
+        )
         if self._cache_seconds > 0:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -104,6 +120,8 @@ class KeyAuthenticator:
         return principal
 
     def forget_all(self) -> None:
+        """Drop every cached key: a key revoked or changed on this replica takes effect at once (other
+        replicas see it within `auth_cache_seconds`)."""
         self._cache.clear()
 
 
@@ -147,7 +165,7 @@ class RequireScope:
                 "`aegis-server keys create`.",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        limiter.check(principal.key_id)
+        await limiter.check(principal.key_id, principal.rate_limit_per_minute)
         if not principal.has_scope(self.scope):
             raise ApiError(
                 403,
@@ -171,6 +189,8 @@ def bearer_credentials(authorization: str | None) -> str | None:
 
 
 __all__ = [
+    "ACTOR_TYPES",
+    "ANY_ACTOR",
     "KEY_PREFIX",
     "SCOPES",
     "SCOPE_ADMIN",
@@ -179,9 +199,11 @@ __all__ = [
     "SCOPE_PROPOSE",
     "SCOPE_READ",
     "SCOPE_REVIEW",
+    "ActorBinding",
     "KeyAuthenticator",
     "Principal",
     "RequireScope",
     "bearer_credentials",
+    "parse_actor_patterns",
     "parse_scopes",
 ]

@@ -49,10 +49,12 @@ from aegis_server.errors import ApiError, governance_error, not_found, validatio
 from aegis_server.ids import new_audit_ref, new_id
 from aegis_server.metrics import Metrics
 from aegis_server.policy_files import load_policy_paths
+from aegis_server.security import Principal
 from aegis_server.settings import Settings
 from aegis_server.store import (
     AlreadyReported,
     AuditFilters,
+    DecisionBinding,
     DecisionFilters,
     IdempotencyConflict,
     IdempotencyEntry,
@@ -61,6 +63,7 @@ from aegis_server.store import (
     NotAllowed,
     NotFound,
     NotPending,
+    NotProposer,
     Store,
     TokenAlreadyUsed,
 )
@@ -119,9 +122,12 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _proposal_audit(proposal: Proposal, parameters: Mapping[str, Any] | None, params_hash: str) -> dict[str, Any]:
-    """The proposal as the audit keeps it: sensitive parameters already hashed by the engine. A confirmed
-    resubmission keeps only the parameters hash (its parent's record holds the redacted parameters)."""
+def _proposal_audit(
+    proposal: Proposal, parameters: Mapping[str, Any] | None, params_hash: str, api_key_id: str
+) -> dict[str, Any]:
+    """The proposal as the audit keeps it: sensitive parameters already hashed by the engine, and the id of
+    the API key that proposed it. A confirmed resubmission keeps only the parameters hash (its parent's
+    record holds the redacted parameters)."""
     action: dict[str, Any] = {"capability": proposal.action.capability, "params_hash": params_hash}
     if parameters is not None:
         action["parameters"] = dict(parameters)
@@ -132,6 +138,7 @@ def _proposal_audit(proposal: Proposal, parameters: Mapping[str, Any] | None, pa
         "action": action,
         "context": {"session_id": proposal.context.session_id, "metadata": dict(proposal.context.metadata)},
         "confirmation": proposal.confirmation_token is not None,
+        "api_key_id": api_key_id,
     }
 
 
@@ -469,10 +476,15 @@ class GovernanceService:
     # -- propose ----------------------------------------------------------------------------------
 
     async def propose(
-        self, proposal: Proposal, *, principal_key_id: str, idempotency_key: str | None
+        self, proposal: Proposal, *, principal: Principal, idempotency_key: str | None
     ) -> tuple[Decision, bool]:
-        """Decide one proposal. Returns (decision, replayed) — replayed for a repeated Idempotency-Key."""
+        """Decide one proposal. Returns (decision, replayed) — replayed for a repeated Idempotency-Key.
+        Refuses (403 actor_not_allowed, audited) a proposal whose actor is outside the key's patterns,
+        before anything else: a confirmation-token resubmission or an idempotent retry included."""
         started = time.perf_counter()
+        principal_key_id = principal.key_id
+        if not principal.actors.allows(proposal.actor.id, proposal.actor.type):
+            await self._refuse_actor(proposal, principal)
         params = proposal.action.parameters
         try:
             params_bytes = canonical_json(params)
@@ -546,16 +558,64 @@ class GovernanceService:
             self.metrics.audit_failures.inc()
             raise
 
-    async def _audit_rejection(self, proposal: Proposal, code: str, payload: dict[str, Any]) -> None:
+    async def _refuse_actor(self, proposal: Proposal, principal: Principal) -> None:
+        """Audit and raise the 403 actor_not_allowed of a proposal outside the key's actor patterns."""
+        actor = proposal.actor
+        bound = principal.actors.bound
+        await self._audit_rejection(
+            proposal,
+            "actor_not_allowed",
+            {"actor_type": actor.type, "key_bound": bound},
+            principal.key_id,
+            event_type="proposal_rejected",
+        )
+        example = f"--actors '{actor.type}:{actor.id}'" if len(actor.id) <= 100 else "--actors 'ai-agent:support-bot-*'"
+        if bound:
+            message = (
+                f"The API key {principal.name!r} ({principal.key_id}) may not propose for the actor "
+                f"{actor.type}:{actor.id[:100]!r}; its actor patterns are "
+                f"{', '.join(principal.actors.patterns or ())}. Propose with a key bound to this actor, or have an "
+                f"admin widen this key's patterns: `aegis-server keys update {principal.key_id} {example}` (or "
+                f"PATCH /api/v1/keys/{principal.key_id})."
+            )
+        else:
+            message = (
+                f"The API key {principal.name!r} ({principal.key_id}) is bound to no actor (it was made before "
+                f"keys were bound to actors, in 0.1), so it may not propose. An admin binds it with "
+                f"`aegis-server keys update {principal.key_id} {example}` (or '*' for any actor), or PATCH "
+                f"/api/v1/keys/{principal.key_id}."
+            )
+        raise governance_error(
+            403,
+            "actor_not_allowed",
+            message,
+            {
+                "api_key_id": principal.key_id,
+                "actor": {"id": actor.id, "type": actor.type},
+                "allowed_actors": list(principal.actors.patterns or ()),
+            },
+        )
+
+    async def _audit_rejection(
+        self,
+        proposal: Proposal,
+        code: str,
+        payload: dict[str, Any],
+        api_key_id: str,
+        *,
+        event_type: str | None = None,
+    ) -> None:
+        if event_type is None:
+            event_type = "proposal_rejected" if not proposal.confirmation_token else "confirmation_rejected"
         try:
             await self.store.append_audit(
-                "proposal_rejected" if not proposal.confirmation_token else "confirmation_rejected",
+                event_type,
                 decision_id=payload.get("parent_decision_id"),
                 actor_id=proposal.actor.id,
                 capability=proposal.action.capability,
                 outcome=None,
                 session_id=proposal.context.session_id,
-                payload={"code": code, **payload},
+                payload={"code": code, **payload, "api_key_id": api_key_id},
             )
         except Exception:
             self.metrics.audit_failures.inc()
@@ -575,7 +635,10 @@ class GovernanceService:
             evaluation = evaluate(proposal, policy_set, now=now, config=self.engine_config)
         except UnknownCapabilityError as exc:
             await self._audit_rejection(
-                proposal, "unknown_capability", {"params_hash": params_hash, "suggestions": exc.suggestions}
+                proposal,
+                "unknown_capability",
+                {"params_hash": params_hash, "suggestions": exc.suggestions},
+                api_key_id,
             )
             hint = (
                 "Did you mean " + " or ".join(repr(s) for s in exc.suggestions) + "?"
@@ -590,7 +653,7 @@ class GovernanceService:
             ) from None
         except ParameterSchemaError as exc:
             await self._audit_rejection(
-                proposal, "invalid_parameters", {"params_hash": params_hash, "field": exc.field}
+                proposal, "invalid_parameters", {"params_hash": params_hash, "field": exc.field}, api_key_id
             )
             raise governance_error(
                 422,
@@ -643,7 +706,7 @@ class GovernanceService:
                 capability=proposal.action.capability,
                 session_id=proposal.context.session_id,
                 params_hash=params_hash,
-                proposal_audit=_proposal_audit(proposal, evaluation.audit_parameters, params_hash),
+                proposal_audit=_proposal_audit(proposal, evaluation.audit_parameters, params_hash, api_key_id),
                 created_at=now,
                 token_expires_at=token_expires,
                 review_deadline=review_deadline,
@@ -670,7 +733,7 @@ class GovernanceService:
                 claims, actor_id=binding.actor_id, capability=binding.capability, params_hash=binding.params_hash
             )
         ):
-            await self._audit_rejection(proposal, "confirmation_invalid", {"params_hash": params_hash})
+            await self._audit_rejection(proposal, "confirmation_invalid", {"params_hash": params_hash}, api_key_id)
             raise governance_error(
                 409,
                 "confirmation_invalid",
@@ -679,7 +742,7 @@ class GovernanceService:
             )
         parent_id = claims.decision_id
         if binding.token_used:
-            await self._reject_token(proposal, "confirmation_used", parent_id, params_hash)
+            await self._reject_token(proposal, "confirmation_used", parent_id, params_hash, api_key_id)
         mismatched = [
             name
             for name, same in (
@@ -693,9 +756,9 @@ class GovernanceService:
             if not same
         ]
         if mismatched:
-            await self._reject_token(proposal, "confirmation_mismatch", parent_id, params_hash, mismatched)
+            await self._reject_token(proposal, "confirmation_mismatch", parent_id, params_hash, api_key_id, mismatched)
         if now >= claims.expires_at:
-            await self._reject_token(proposal, "confirmation_expired", parent_id, params_hash)
+            await self._reject_token(proposal, "confirmation_expired", parent_id, params_hash, api_key_id)
 
         parent = await self.store.get_decision(parent_id)
         if parent is None:  # the binding exists, so the decision does too; be strict anyway
@@ -725,7 +788,7 @@ class GovernanceService:
                     capability=proposal.action.capability,
                     session_id=proposal.context.session_id,
                     params_hash=params_hash,
-                    proposal_audit=_proposal_audit(proposal, None, params_hash),
+                    proposal_audit=_proposal_audit(proposal, None, params_hash, api_key_id),
                     created_at=now,
                     idempotency=idempotency,
                     consumes_token_of=parent_id,
@@ -733,7 +796,7 @@ class GovernanceService:
                 )
             )
         except TokenAlreadyUsed:
-            await self._reject_token(proposal, "confirmation_used", parent_id, params_hash)
+            await self._reject_token(proposal, "confirmation_used", parent_id, params_hash, api_key_id)
             raise  # unreachable: _reject_token raises
 
     async def _reject_token(
@@ -742,12 +805,13 @@ class GovernanceService:
         code: str,
         parent_id: str,
         params_hash: str,
+        api_key_id: str,
         mismatched: Sequence[str] = (),
     ) -> None:
         payload: dict[str, Any] = {"parent_decision_id": parent_id, "params_hash": params_hash}
         if mismatched:
             payload["mismatched"] = list(mismatched)
-        await self._audit_rejection(proposal, code, payload)
+        await self._audit_rejection(proposal, code, payload, api_key_id)
         messages = {
             "confirmation_used": "This confirmation token was already used; a token allows one action. Propose "
             "again to get a new decision.",
@@ -817,15 +881,23 @@ class GovernanceService:
             raise validation_error(422, "invalid_request", str(exc), {"field": "cursor"}) from None
         return DecisionPage(items=items, next_cursor=next_cursor)
 
-    async def review(self, decision_id: str, request: ReviewRequest, *, reviewer: str) -> Decision:
+    async def review(
+        self, decision_id: str, request: ReviewRequest, *, reviewer: str, reviewer_key_id: str | None = None
+    ) -> Decision:
+        """Approve or deny a pending ESCALATE. `reviewer` is recorded (the key's name, or the CLI's
+        `--reviewer`); `reviewer_key_id` is the reviewing API key (None: the CLI, which has none).
+        Separation of duties (unless `allow_self_review`): the key that proposed the decision, or a reviewer
+        named like the decision's actor, gets 403 self_review (audited as "review_rejected")."""
         await self._load(decision_id)  # 404 for an unknown id; expires an overdue review first
+        binding = await self.store.get_decision_binding(decision_id)
+        if binding is None:
+            raise not_found("decision", decision_id)
+        if not self.settings.allow_self_review:
+            await self._check_separation(binding, reviewer, reviewer_key_id)
         now = self.clock()
         token: str | None = None
         token_expires: datetime | None = None
         if request.approve:
-            binding = await self.store.get_decision_binding(decision_id)
-            if binding is None:
-                raise not_found("decision", decision_id)
             token_expires = (now + timedelta(seconds=self.settings.confirmation_ttl_seconds)).replace(microsecond=0)
             token = self.signer.issue(
                 decision_id=decision_id,
@@ -843,6 +915,7 @@ class GovernanceService:
                 now=now,
                 token=token,
                 token_expires_at=token_expires,
+                reviewer_key_id=reviewer_key_id,
             )
         except NotFound:
             raise not_found("decision", decision_id) from None
@@ -867,6 +940,50 @@ class GovernanceService:
         self.notifier.notify(decision_id)
         return decision
 
+    async def _check_separation(self, binding: DecisionBinding, reviewer: str, reviewer_key_id: str | None) -> None:
+        """Raise 403 self_review (audited) when the reviewer is the proposer: the same API key, or a reviewer
+        name equal to the decision's actor id."""
+        if reviewer_key_id is not None and binding.api_key_id == reviewer_key_id:
+            why = "proposing_key"
+            message = (
+                f"Decision {binding.decision_id} was proposed with this API key; the key that proposed an action "
+                "may not review it (separation of duties). Review it with another reviewer's key (scope "
+                "governance:review), or through `aegis-server review approve|deny`."
+            )
+        elif reviewer == binding.actor_id:
+            why = "reviewer_is_actor"
+            message = (
+                f"The reviewer {reviewer!r} is the actor of decision {binding.decision_id}; an actor may not review "
+                "its own action (separation of duties). Have another person review it."
+            )
+        else:
+            return
+        try:
+            await self.store.append_audit(
+                "review_rejected",
+                decision_id=binding.decision_id,
+                actor_id=binding.actor_id,
+                capability=binding.capability,
+                session_id=binding.session_id,
+                payload={
+                    "code": "self_review",
+                    "why": why,
+                    "reviewer": reviewer,
+                    "api_key_id": reviewer_key_id,
+                    "reviewer_via": "api" if reviewer_key_id is not None else "cli",
+                },
+            )
+        except Exception:
+            self.metrics.audit_failures.inc()
+            raise
+        self.metrics.rejected.labels(code="self_review").inc()
+        raise governance_error(
+            403,
+            "self_review",
+            message + " For development only, AEGIS_ALLOW_SELF_REVIEW=true allows it.",
+            {"decision_id": binding.decision_id, "why": why},
+        )
+
     async def expire_due(self, now: datetime | None = None) -> list[str]:
         """Expire pending reviews past their deadline (final DENY) and wake their waiters."""
         expired = await self.store.expire_due_reviews(now or self.clock())
@@ -875,11 +992,34 @@ class GovernanceService:
             self.notifier.notify(decision_id)
         return expired
 
-    async def report_execution(self, decision_id: str, report: ExecutionReport) -> ExecutionRecord:
+    async def report_execution(
+        self, decision_id: str, report: ExecutionReport, *, api_key_id: str | None = None
+    ) -> ExecutionRecord:
+        """Record the execution report of an ALLOW decision. `api_key_id`: the reporting key, which must be
+        the one that proposed the decision (403 not_proposer, audited as "execution_rejected"); None skips
+        that check (trusted in-process callers)."""
         try:
-            return await self.store.record_execution(decision_id, report, self.clock())
+            return await self.store.record_execution(decision_id, report, self.clock(), api_key_id=api_key_id)
         except NotFound:
             raise not_found("decision", decision_id) from None
+        except NotProposer:
+            try:
+                await self.store.append_audit(
+                    "execution_rejected",
+                    decision_id=decision_id,
+                    payload={"code": "not_proposer", "api_key_id": api_key_id, "status": report.status},
+                )
+            except Exception:
+                self.metrics.audit_failures.inc()
+                raise
+            self.metrics.rejected.labels(code="not_proposer").inc()
+            raise governance_error(
+                403,
+                "not_proposer",
+                f"Decision {decision_id} was proposed with another API key; only the key that proposed an action "
+                "may report how it ran. Report with the proposing key.",
+                {"decision_id": decision_id},
+            ) from None
         except NotAllowed as exc:
             raise governance_error(
                 409,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 DEFAULT_DB_URL = "sqlite+aiosqlite:///./.aegis/aegis.db"
 DEFAULT_POLICY_DIR = Path("examples/policies")
@@ -48,6 +48,15 @@ class Settings(BaseModel):
     auth_cache_seconds: float = Field(default=2.0, ge=0.0, description="How long a verified key is trusted.")
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
     docs_enabled: bool = Field(default=True, description="Serve /docs and /redoc (the OpenAPI JSON always).")
+    allow_self_review: bool = Field(
+        default=False,
+        description="Let the key that proposed a decision (or a reviewer named like its actor) review it. "
+        "Development only: it removes the separation of duties.",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="redis:// or rediss:// URL: rate-limit counters shared by every replica. None: per replica.",
+    )
 
     def resolved_policy_paths(self, cwd: Path | None = None) -> tuple[Path, ...]:
         """The policy paths to load: the configured ones, or the default folder when it exists."""
@@ -56,6 +65,15 @@ class Settings(BaseModel):
         base = cwd if cwd is not None else Path.cwd()
         default = base / DEFAULT_POLICY_DIR
         return (default,) if default.is_dir() else ()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL, e.g. redis://127.0.0.1:6379/0")
+        return value
 
     def token_secret(self) -> bytes | None:
         return self.secret.get_secret_value().encode("utf-8") if self.secret is not None else None
@@ -74,7 +92,7 @@ class Settings(BaseModel):
                 continue
             if field_name == "policy_paths":
                 values[field_name] = tuple(Path(p) for p in raw.split(os.pathsep) if p.strip())
-            elif field_name == "secret":
+            elif field_name in ("secret", "redis_url"):
                 values[field_name] = raw if raw else None
             else:
                 values[field_name] = raw
@@ -110,6 +128,8 @@ _ENV_VARIABLES: dict[str, str] = {
     "auth_cache_seconds": "AEGIS_AUTH_CACHE_SECONDS",
     "log_level": "AEGIS_LOG_LEVEL",
     "docs_enabled": "AEGIS_DOCS_ENABLED",
+    "allow_self_review": "AEGIS_ALLOW_SELF_REVIEW",
+    "redis_url": "AEGIS_REDIS_URL",
 }
 ENV_VARIABLES: Mapping[str, str] = _ENV_VARIABLES
 """Setting name -> environment variable, for the docs and the CLI."""

@@ -23,7 +23,8 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Invalid JSON or duplicate keys (validation_error).",
         401: "Missing or unknown API key (authentication_error).",
-        403: "The key lacks the route's scope (permission_error: missing_scope).",
+        403: "The key lacks the route's scope (permission_error: missing_scope), or the key may not do this "
+        "(governance_error: actor_not_allowed, self_review, not_proposer).",
         404: "Not found (not_found), or an unknown capability (governance_error: unknown_capability).",
         409: "Conflict (governance_error): token used/expired/mismatched, not pending, idempotency, policy.",
         413: "Body too large (validation_error: body_too_large).",

@@ -50,7 +50,7 @@ ServiceDep = Annotated[GovernanceService, Depends(get_service)]
         "Resubmit the same proposal with `confirmation_token` to turn a REQUIRE_CONFIRMATION (or an approved "
         "ESCALATE) into an ALLOW."
     ),
-    responses=errors(404, 409, *BODY_ERRORS),
+    responses=errors(403, 404, 409, *BODY_ERRORS),
 )
 async def propose(
     proposal: Proposal,
@@ -59,9 +59,7 @@ async def propose(
     principal: Annotated[Principal, Depends(RequireScope(SCOPE_PROPOSE))],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=_MAX_IDEMPOTENCY_KEY)] = None,
 ) -> Decision:
-    decision, replayed = await service.propose(
-        proposal, principal_key_id=principal.key_id, idempotency_key=idempotency_key
-    )
+    decision, replayed = await service.propose(proposal, principal=principal, idempotency_key=idempotency_key)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return decision
@@ -104,9 +102,7 @@ async def _propose_endpoint(request: Request) -> Response:
     if problems or proposal is None:
         raise RequestValidationError(problems)
     service: GovernanceService = request.app.state.service
-    decision, replayed = await service.propose(
-        proposal, principal_key_id=principal.key_id, idempotency_key=idempotency_key
-    )
+    decision, replayed = await service.propose(proposal, principal=principal, idempotency_key=idempotency_key)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return Response(_decision_json.dump_json(decision), media_type="application/json", headers=headers)
 
@@ -172,8 +168,12 @@ async def list_decisions(
     "/decisions/{decision_id}/review",
     response_model=Decision,
     summary="Approve or deny a pending ESCALATE",
-    description="The reviewer recorded is the API key's name. An approval issues the confirmation token.",
-    responses=errors(404, 409, *BODY_ERRORS),
+    description=(
+        "The reviewer recorded is the API key's name. An approval issues the confirmation token. The key that "
+        "proposed the decision, or a key named like the decision's actor, gets 403 `self_review` (unless the "
+        "server allows self-review for development)."
+    ),
+    responses=errors(403, 404, 409, *BODY_ERRORS),
 )
 async def review_decision(
     decision_id: str,
@@ -181,7 +181,7 @@ async def review_decision(
     service: ServiceDep,
     principal: Annotated[Principal, Depends(RequireScope(SCOPE_REVIEW))],
 ) -> Decision:
-    return await service.review(decision_id, review, reviewer=principal.name)
+    return await service.review(decision_id, review, reviewer=principal.name, reviewer_key_id=principal.key_id)
 
 
 @router.post(
@@ -189,16 +189,19 @@ async def review_decision(
     response_model=ExecutionRecord,
     status_code=201,
     summary="Report how an allowed action ran (AGP-1 EXECUTION_RESULT)",
-    description="Only for an ALLOW decision, and only once.",
-    responses=errors(404, 409, *BODY_ERRORS),
+    description=(
+        "Only for an ALLOW decision, only once, and only with the API key that proposed it (another key gets "
+        "403 `not_proposer`)."
+    ),
+    responses=errors(403, 404, 409, *BODY_ERRORS),
 )
 async def report_execution(
     decision_id: str,
     report: ExecutionReport,
     service: ServiceDep,
-    _: Annotated[Principal, Depends(RequireScope(SCOPE_PROPOSE))],
+    principal: Annotated[Principal, Depends(RequireScope(SCOPE_PROPOSE))],
 ) -> ExecutionRecord:
-    return await service.report_execution(decision_id, report)
+    return await service.report_execution(decision_id, report, api_key_id=principal.key_id)
 
 
 __all__ = ["PROPOSE_PATH", "hot_routes", "router"]

@@ -9,6 +9,7 @@ __all__ = [
     "NotAllowed",
     "NotFound",
     "NotPending",
+    "NotProposer",
     "SchemaNotReady",
     "StoreError",
     "TokenAlreadyUsed",
@@ -81,6 +82,18 @@ class NotAllowed(StoreError):
         super().__init__(
             f"decision {decision_id!r} has outcome {outcome}, so nothing may have run; "
             "report executions only for ALLOW decisions"
+        )
+
+
+class NotProposer(StoreError):
+    """An execution report from an API key other than the one that proposed the decision (API: 403
+    not_proposer). Decisions recorded before migration 0002 (no proposing key) accept any key."""
+
+    def __init__(self, decision_id: str, api_key_id: str) -> None:
+        self.decision_id = decision_id
+        self.api_key_id = api_key_id
+        super().__init__(
+            f"decision {decision_id!r} was proposed by another API key; only the proposing key may report its execution"
         )
 
 

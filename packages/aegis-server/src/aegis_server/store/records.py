@@ -36,13 +36,22 @@ SCOPES: tuple[str, ...] = (
 
 @dataclasses.dataclass(frozen=True)
 class ApiKey:
-    """An API key as stored: its id, name and scopes. The key itself is never stored, only its SHA-256."""
+    """An API key as stored: its id, name and scopes, the actor patterns it may propose for (None: a key
+    made before 0.2, bound to no actor) and its own requests-per-minute limit (None: the server-wide
+    default). The key itself is never stored, only its SHA-256."""
 
     key_id: str
     name: str
     scopes: tuple[str, ...]
     created_at: datetime
     revoked_at: datetime | None = None
+    actors: tuple[str, ...] | None = None
+    rate_limit_per_minute: int | None = None
+
+    @property
+    def bound(self) -> bool:
+        """False when the key may propose for no actor (actors NULL or empty)."""
+        return bool(self.actors)
 
     @property
     def revoked(self) -> bool:

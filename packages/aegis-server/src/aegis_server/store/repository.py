@@ -56,6 +56,7 @@ from aegis_sdk.models import (
 )
 from aegis_server.canonical import canonical_hash, canonical_text, normalise_json
 from aegis_server.ids import new_audit_ref
+from aegis_server.key_actors import ANY_ACTOR, check_rate_limit, parse_actor_patterns
 from aegis_server.store.bulk import BulkInsert, immediate_transaction
 from aegis_server.store.chain import GENESIS_HASH, ChainChecker, link_hash
 from aegis_server.store.engine import (
@@ -76,6 +77,7 @@ from aegis_server.store.errors import (
     NotAllowed,
     NotFound,
     NotPending,
+    NotProposer,
     SchemaNotReady,
     TokenAlreadyUsed,
 )
@@ -120,6 +122,13 @@ _VERIFY_BATCH = 2000
 _SECRET_NAME = "token_secret"  # noqa: S105 - the name of a row, not a secret
 _POLICY_VERSION = "policy_version"
 _MAX_PRESENTED_KEY = 512
+
+
+class _Unset:
+    """The type of `UNSET`: an argument not given (as opposed to None, which sets NULL)."""
+
+
+UNSET = _Unset()
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -360,6 +369,8 @@ def _api_key_from_row(row: Row[Any]) -> ApiKey:
         scopes=tuple(row.scopes),
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        actors=tuple(row.actors) if row.actors is not None else None,
+        rate_limit_per_minute=row.rate_limit_per_minute,
     )
 
 
@@ -499,9 +510,23 @@ class Store:
     # API keys
     # ------------------------------------------------------------------------------------------
 
-    async def create_api_key(self, name: str, scopes: Sequence[str]) -> tuple[str, ApiKey]:
+    async def create_api_key(
+        self,
+        name: str,
+        scopes: Sequence[str],
+        actors: Sequence[str] | None = (ANY_ACTOR,),
+        *,
+        rate_limit_per_minute: int | None = None,
+        by: str = "cli",
+    ) -> tuple[str, ApiKey]:
         """Make a new key `aegis_sk_<43 url-safe chars>`; returns it (shown once) and its record.
-        Only the key's SHA-256 is stored."""
+        Only the key's SHA-256 is stored.
+
+        `actors`: the actor patterns it may propose for (see `aegis_server.key_actors`). This Python API
+        defaults to `*` (any actor) for tests and embedding; the CLI and the keys API make operators
+        choose explicitly. None stores a key bound to no actor. `rate_limit_per_minute`: its own limit
+        (None: the server-wide default; 0: none). `by`: who made it, for the audit (an API key id, or
+        "cli")."""
         name = name.strip()
         if not 1 <= len(name) <= 200:
             raise ValueError("an API key needs a name of 1 to 200 characters, e.g. the service or person using it")
@@ -510,10 +535,19 @@ class Store:
             raise ValueError(f"unknown scope(s) {', '.join(unknown)}; choose from {', '.join(SCOPES)}")
         if not scopes:
             raise ValueError(f"an API key needs at least one scope; choose from {', '.join(SCOPES)}")
+        patterns = tuple(parse_actor_patterns(actors)) if actors is not None else None
+        check_rate_limit(rate_limit_per_minute)
         ordered = tuple(scope for scope in SCOPES if scope in set(scopes))
         key = API_KEY_PREFIX + secrets.token_urlsafe(32)
         now = self._clock()
-        record = ApiKey(key_id=f"key_{secrets.token_hex(8)}", name=name, scopes=ordered, created_at=now)
+        record = ApiKey(
+            key_id=f"key_{secrets.token_hex(8)}",
+            name=name,
+            scopes=ordered,
+            created_at=now,
+            actors=patterns,
+            rate_limit_per_minute=rate_limit_per_minute,
+        )
         async with self._write() as conn:
             await conn.execute(
                 sa.insert(api_keys).values(
@@ -522,12 +556,48 @@ class Store:
                     key_hash=hash_api_key(key),
                     scopes=list(record.scopes),
                     created_at=now,
+                    actors=list(patterns) if patterns is not None else None,
+                    rate_limit_per_minute=rate_limit_per_minute,
                 )
             )
             await self._audit(conn, now).append(
-                "api_key_created", payload={"key_id": record.key_id, "name": name, "scopes": list(ordered)}
+                "api_key_created",
+                payload={
+                    "key_id": record.key_id,
+                    "name": name,
+                    "scopes": list(ordered),
+                    "actors": list(patterns) if patterns is not None else None,
+                    "rate_limit_per_minute": rate_limit_per_minute,
+                    "by": by,
+                },
             )
         return key, record
+
+    async def update_api_key(
+        self,
+        key_id: str,
+        *,
+        actors: Sequence[str] | _Unset | None = UNSET,
+        rate_limit_per_minute: int | _Unset | None = UNSET,
+        by: str = "cli",
+    ) -> ApiKey | None:
+        """Change an active key's actor patterns and/or its own rate limit (None: the server default);
+        what is not given stays. Audited as "api_key_updated". None when no active key has this id."""
+        values: dict[str, Any] = {}
+        if not isinstance(actors, _Unset):
+            values["actors"] = list(parse_actor_patterns(actors)) if actors is not None else None
+        if not isinstance(rate_limit_per_minute, _Unset):
+            values["rate_limit_per_minute"] = check_rate_limit(rate_limit_per_minute)
+        now = self._clock()
+        async with self._write() as conn:
+            active = sa.and_(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+            if values:
+                result = await conn.execute(sa.update(api_keys).where(active).values(**values))
+                if result.rowcount != 1:
+                    return None
+                await self._audit(conn, now).append("api_key_updated", payload={"key_id": key_id, **values, "by": by})
+            row = (await conn.execute(sa.select(api_keys).where(active))).first()
+        return _api_key_from_row(row) if row is not None else None
 
     async def authenticate(self, presented_key: str) -> ApiKey | None:
         """The active key matching `presented_key`, or None (unknown, malformed or revoked)."""
@@ -555,8 +625,8 @@ class Store:
             row = (await conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id))).first()
         return _api_key_from_row(row) if row is not None else None
 
-    async def revoke_api_key(self, key_id: str) -> bool:
-        """Revoke an active key; False when no active key has this id."""
+    async def revoke_api_key(self, key_id: str, *, by: str = "cli") -> bool:
+        """Revoke an active key; False when no active key has this id. `by`: who (an API key id or "cli")."""
         now = self._clock()
         async with self._write() as conn:
             result = await conn.execute(
@@ -566,8 +636,17 @@ class Store:
             )
             if result.rowcount != 1:
                 return False
-            await self._audit(conn, now).append("api_key_revoked", payload={"key_id": key_id})
+            await self._audit(conn, now).append("api_key_revoked", payload={"key_id": key_id, "by": by})
         return True
+
+    async def count_unbound_api_keys(self) -> int:
+        """How many active keys are bound to no actor (actors NULL: made before 0.2) though they may
+        propose (`governance:propose` or `admin`): their proposals are refused until updated."""
+        return sum(
+            1
+            for key in await self.list_api_keys()
+            if key.revoked_at is None and not key.bound and key.has_scope("governance:propose")
+        )
 
     async def count_api_keys(self) -> int:
         """How many keys are active (not revoked)."""
@@ -874,6 +953,7 @@ class Store:
                     "review_deadline": format_timestamp(review_deadline) if review_deadline else None,
                     "confirmation_token_issued": decision.confirmation_token is not None,
                     "idempotency_key": record.idempotency is not None,
+                    "api_key_id": record.api_key_id,
                 },
                 **common,
             },
@@ -980,6 +1060,7 @@ class Store:
                         "review_deadline": format_timestamp(review_deadline) if review_deadline else None,
                         "confirmation_token_issued": decision.confirmation_token is not None,
                         "idempotency_key": record.idempotency is not None,
+                        "api_key_id": record.api_key_id,
                     },
                     **common,
                 )
@@ -990,7 +1071,7 @@ class Store:
                         actor_id=record.actor_id,
                         capability=record.capability,
                         session_id=record.session_id,
-                        payload={"token_consumed_by": decision.decision_id},
+                        payload={"token_consumed_by": decision.decision_id, "api_key_id": record.api_key_id},
                     )
                 row = (
                     await conn.execute(sa.select(decisions).where(decisions.c.decision_id == decision.decision_id))
@@ -1124,8 +1205,11 @@ class Store:
         now: datetime,
         token: str | None = None,
         token_expires_at: datetime | None = None,
+        reviewer_key_id: str | None = None,
     ) -> Decision:
-        """Approve or deny a pending ESCALATE before its deadline. On approval `token` (and its expiry)
+        """Approve or deny a pending ESCALATE before its deadline. `reviewer_key_id`: the reviewing API key
+        (audited; None: a review through the CLI, audited as `reviewer_via: "cli"`). On approval `token`
+        (and its expiry)
         become the decision's confirmation_token / expires_at and the outcome stays ESCALATE (the proposer
         resubmits with the token); a denial makes the outcome the final DENY. Raises `NotFound`, or
         `NotPending` with the current status; a review attempted after the deadline marks the decision
@@ -1192,6 +1276,8 @@ class Store:
                         "note": note,
                         "resolved_at": resolved_at,
                         "token_expires_at": format_timestamp(token_expires_at) if token_expires_at else None,
+                        "api_key_id": reviewer_key_id,
+                        "reviewer_via": "api" if reviewer_key_id is not None else "cli",
                     },
                     **context,
                 )
@@ -1274,12 +1360,19 @@ class Store:
     # ------------------------------------------------------------------------------------------
 
     async def record_execution(
-        self, decision_id: str, report: ExecutionReport, now: datetime | None = None
+        self,
+        decision_id: str,
+        report: ExecutionReport,
+        now: datetime | None = None,
+        *,
+        api_key_id: str | None = None,
     ) -> ExecutionRecord:
         """Record the one execution report of an ALLOW decision (audited as "execution": status, error,
-        duration and the canonical hash of the result; the result itself stays in `executions`).
-        Raises `NotFound`, `NotAllowed` (outcome is not ALLOW), `AlreadyReported`; `ValueError` when the
-        result is not JSON data (e.g. NaN)."""
+        duration, the canonical hash of the result and the reporting key; the result itself stays in
+        `executions`). `api_key_id`: the reporting key; when given, it must be the key that proposed the
+        decision (decisions from before migration 0002 have none and accept any key).
+        Raises `NotFound`, `NotProposer`, `NotAllowed` (outcome is not ALLOW), `AlreadyReported`;
+        `ValueError` when the result is not JSON data (e.g. NaN)."""
         moment = now or self._clock()
         result = normalise_json(report.result) if report.result is not None else None
         error = report.error.model_dump(mode="json") if report.error is not None else None
@@ -1289,11 +1382,17 @@ class Store:
         def write(conn: sa.Connection) -> None:
             row = conn.execute(
                 sa.select(
-                    decisions.c.outcome, decisions.c.actor_id, decisions.c.capability, decisions.c.session_id
+                    decisions.c.outcome,
+                    decisions.c.actor_id,
+                    decisions.c.capability,
+                    decisions.c.session_id,
+                    decisions.c.api_key_id,
                 ).where(decisions.c.decision_id == decision_id)
             ).first()
             if row is None:
                 raise NotFound("decision", decision_id)
+            if api_key_id is not None and row.api_key_id is not None and row.api_key_id != api_key_id:
+                raise NotProposer(decision_id, api_key_id)
             if row.outcome != "ALLOW":
                 raise NotAllowed(decision_id, row.outcome)
             inserted = conn.execute(
@@ -1324,6 +1423,7 @@ class Store:
                     "error": error,
                     "duration_ms": report.duration_ms,
                     "result_sha256": canonical_hash(result) if result is not None else None,
+                    "api_key_id": api_key_id,
                 },
             }
             self._append_audit_sync(conn, [entry], moment)
