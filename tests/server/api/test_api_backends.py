@@ -22,7 +22,9 @@ async def test_flows_on_each_backend(store_url: str, clock: Clock) -> None:
 
         pending = (await propose(client, proposal("payments.transfer", amount=5000))).json()
         url = f"/api/v1/governance/decisions/{pending['decision_id']}"
-        assert (await client.post(f"{url}/review", json={"approve": True})).json()["review"]["status"] == "approved"
+        reviewer = server.async_http_client(await server.acreate_key("reviewer", ["governance:review"]))
+        assert (await client.post(f"{url}/review", json={"approve": True})).json()["error"]["code"] == "self_review"
+        assert (await reviewer.post(f"{url}/review", json={"approve": True})).json()["review"]["status"] == "approved"
         expiring = (await propose(client, proposal("payments.transfer", amount=7000))).json()
         clock.advance(601)
         assert await server.service.expire_due() == [expiring["decision_id"]]

@@ -30,7 +30,13 @@ def _escalate(db: str, api_key: str | None = None) -> str:
 
 def test_keys_create_prints_only_the_key(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
-        main(["keys", "create", "--db", db, "--name", "agent", "--scopes", "governance:propose,governance:read"]) == 0
+        main(
+            [
+                "keys", "create", "--db", db, "--name", "agent", "--scopes", "governance:propose,governance:read",
+                "--actors", "ai-agent:agent-*",
+            ]
+        )  # fmt: skip
+        == 0
     )
     out = capsys.readouterr().out
     assert out.count("\n") == 1
@@ -101,7 +107,7 @@ def test_database_without_schema_says_how_to_fix(tmp_path: Path, capsys: pytest.
 
 
 def test_review_list_approve_and_deny(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["keys", "create", "--db", db, "--name", "agent", "--scopes", "admin"]) == 0
+    assert main(["keys", "create", "--db", db, "--name", "agent", "--scopes", "admin", "--actors", "a"]) == 0
     agent_key = capsys.readouterr().out.strip()
     first, second = _escalate(db, agent_key), _escalate(db, agent_key)
     assert main(["review", "list", "--db", db]) == 0

@@ -216,14 +216,15 @@ async def test_escalation_approved_then_confirmed(server: InProcessServer, clien
     assert error_of(again)["code"] == "not_pending"
 
 
-async def test_escalation_denied_gives_no_token(client: httpx.AsyncClient) -> None:
+async def test_escalation_denied_gives_no_token(server: InProcessServer, client: httpx.AsyncClient) -> None:
     pending = (await propose(client, _transfer())).json()
-    review = await client.post(
+    reviewer = server.async_http_client(await server.acreate_key("bob", ["governance:review"]))
+    review = await reviewer.post(
         f"/api/v1/governance/decisions/{pending['decision_id']}/review", json={"approve": False, "note": "no"}
     )
     denied = review.json()
     assert denied["review"]["status"] == "denied"
-    assert denied["review"]["reviewer"] == "inprocess-admin"
+    assert denied["review"]["reviewer"] == "bob"
     assert denied["confirmation_token"] is None
 
 
@@ -259,7 +260,8 @@ async def test_long_poll_returns_when_the_review_lands(server: InProcessServer) 
     url = f"/api/v1/governance/decisions/{pending['decision_id']}"
     waiter = asyncio.create_task(client.get(url, params={"wait": 30}))
     await until_waiting(server)
-    await client.post(f"{url}/review", json={"approve": True})
+    reviewer = server.async_http_client(await server.acreate_key("reviewer", ["governance:review"]))
+    await reviewer.post(f"{url}/review", json={"approve": True})
     got = (await waiter).json()
     assert got["review"]["status"] == "approved"
     assert got["confirmation_token"]

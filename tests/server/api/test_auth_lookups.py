@@ -22,7 +22,9 @@ class _Store:
         await self.release.wait()
         if not self.known:
             return None
-        return SimpleNamespace(key_id="key_1", name="agent", scopes=["governance:propose"])
+        return SimpleNamespace(
+            key_id="key_1", name="agent", scopes=["governance:propose"], actors=("*",), rate_limit_per_minute=None
+        )
 
 
 async def _concurrently(auth: KeyAuthenticator, store: _Store, n: int) -> list[Any]:

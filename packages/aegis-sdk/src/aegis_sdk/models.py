@@ -342,6 +342,67 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
+# ---------------------------------------------------------------------------------------------
+# API keys (`/api/v1/keys`, scope admin)
+# ---------------------------------------------------------------------------------------------
+
+_MAX_KEY_RATE = 10_000_000
+
+
+class ApiKeyCreate(BaseModel):
+    """The body of `POST /api/v1/keys`. `actors` (globs over `actor.id`, optionally `type:id-glob`; `*` for
+    any actor) is required for a key with `governance:propose` or `admin`. `rate_limit_per_minute`: the
+    key's own limit (None: the server-wide one; 0: none)."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[str] = Field(min_length=1, max_length=10)
+    actors: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(default=None, max_length=100)
+    rate_limit_per_minute: int | None = Field(default=None, ge=0, le=_MAX_KEY_RATE)
+
+
+class ApiKeyUpdate(BaseModel):
+    """The body of `PATCH /api/v1/keys/{key_id}`: only the fields sent change; `rate_limit_per_minute: null`
+    returns the key to the server-wide limit."""
+
+    model_config = _STRICT
+
+    actors: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(default=None, max_length=100)
+    rate_limit_per_minute: int | None = Field(default=None, ge=0, le=_MAX_KEY_RATE)
+
+
+class ApiKeyInfo(BaseModel):
+    """An API key as the keys API shows it: never the key itself, nor its hash. `actors` None: a key made
+    before 0.2, bound to no actor (`bound` false) until updated."""
+
+    model_config = _LENIENT
+
+    key_id: str
+    name: str
+    scopes: list[str]
+    actors: list[str] | None = None
+    bound: bool = False
+    rate_limit_per_minute: int | None = None
+    status: Literal["active", "revoked"] = "active"
+    created_at: str
+    revoked_at: str | None = None
+
+
+class ApiKeyCreated(ApiKeyInfo):
+    """The answer of `POST /api/v1/keys`: the key's record and the key itself, shown this once."""
+
+    api_key: str
+
+
+class ApiKeyList(BaseModel):
+    """The answer of `GET /api/v1/keys`: every key, revoked ones included, oldest first."""
+
+    model_config = _LENIENT
+
+    items: list[ApiKeyInfo]
+
+
 class Health(BaseModel):
     model_config = _LENIENT
 
@@ -355,6 +416,11 @@ __all__ = [
     "Action",
     "Actor",
     "ActorType",
+    "ApiKeyCreate",
+    "ApiKeyCreated",
+    "ApiKeyInfo",
+    "ApiKeyList",
+    "ApiKeyUpdate",
     "AuditPage",
     "AuditRecord",
     "AuditTrail",

@@ -888,11 +888,12 @@ class GovernanceService:
         `--reviewer`); `reviewer_key_id` is the reviewing API key (None: the CLI, which has none).
         Separation of duties (unless `allow_self_review`): the key that proposed the decision, or a reviewer
         named like the decision's actor, gets 403 self_review (audited as "review_rejected")."""
-        await self._load(decision_id)  # 404 for an unknown id; expires an overdue review first
+        loaded = await self._load(decision_id)  # 404 for an unknown id; expires an overdue review first
         binding = await self.store.get_decision_binding(decision_id)
         if binding is None:
             raise not_found("decision", decision_id)
-        if not self.settings.allow_self_review:
+        if _is_pending(loaded) and not self.settings.allow_self_review:
+            # Only a review that could happen is refused as a self-review; otherwise the 409 below says why not.
             await self._check_separation(binding, reviewer, reviewer_key_id)
         now = self.clock()
         token: str | None = None
