@@ -43,7 +43,7 @@ def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsServer
     folder = tmp_path_factory.mktemp("docs-server")
     db_url = f"sqlite+aiosqlite:///{folder / 'aegis.db'}"
     _cli(db_url, "db", "upgrade")
-    api_key = _cli(db_url, "keys", "create", "--name", "docs-reader", "--scopes", "admin")
+    api_key = _cli(db_url, "keys", "create", "--name", "docs-reader", "--scopes", "admin", "--actors", "*")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])

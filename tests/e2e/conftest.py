@@ -105,7 +105,7 @@ class SocketBackend:
         return self._admin_key
 
     def create_key(self, name: str, scopes: Sequence[str]) -> str:
-        return self._cli("keys", "create", "--name", name, "--scopes", ",".join(scopes)).strip()
+        return self._cli("keys", "create", "--name", name, "--scopes", ",".join(scopes), "--actors", "*").strip()
 
     def client(self, api_key: str | None = None, **kwargs: Any) -> AegisClient:
         client = AegisClient(endpoint=self.endpoint, api_key=api_key or self.api_key, **kwargs)

@@ -128,7 +128,8 @@ async def test_escalation_pending_then_approved_lets_the_same_request_through(se
         waiting = await http.post("/orders/A-20/refunds", json=refund(5000), headers=repeat)
         assert waiting.status_code == 403 and waiting.json()["detail"]["code"] == "review_pending"
 
-        await client.decisions.review(detail["decision_id"], approve=True, note="verified")
+        reviewer = server.async_client(await server.acreate_key("operator", ["governance:review"]))
+        await reviewer.decisions.review(detail["decision_id"], approve=True, note="verified")
         approved = await http.post("/orders/A-20/refunds", json=refund(5000), headers=repeat)
     assert approved.status_code == 200, approved.text
     assert approved.json()["confirmed_from"] == detail["decision_id"]
@@ -140,7 +141,8 @@ async def test_escalation_denied_by_the_reviewer_is_final(server: InProcessServe
     async with asgi_client(app) as http:
         first = await http.post("/orders/A-21/refunds", json=refund(5000), headers=BOT)
         decision_id = first.json()["detail"]["decision_id"]
-        await client.decisions.review(decision_id, approve=False, note="no")
+        reviewer = server.async_client(await server.acreate_key("operator", ["governance:review"]))
+        await reviewer.decisions.review(decision_id, approve=False, note="no")
         response = await http.post(
             "/orders/A-21/refunds", json=refund(5000), headers={**BOT, "AEGIS-Confirmation": decision_id}
         )

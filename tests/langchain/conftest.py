@@ -45,8 +45,8 @@ def client(server: InProcessServer) -> AegisClient:
 
 @pytest.fixture
 def reviewer(server: InProcessServer) -> AegisClient:
-    """An operator's client (the in-process admin key may review)."""
-    return server.client()
+    """An operator's client: a reviewer key of its own (the key that proposed may not review its decision)."""
+    return server.client(server.create_key("operator", ["governance:review", "governance:read"]))
 
 
 @pytest.fixture

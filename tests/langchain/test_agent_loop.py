@@ -94,7 +94,7 @@ async def test_async_agent_uses_the_async_client(aserver: InProcessServer) -> No
 
 async def test_async_escalation_denied_and_unreachable(aserver: InProcessServer, closed_port: int) -> None:
     aclient = aserver.async_client()
-    reviewer = aserver.async_client()
+    reviewer = aserver.async_client(await aserver.acreate_key("operator", ["governance:review"]))
 
     async def operator(decision: Decision) -> None:
         await reviewer.decisions.review(decision.decision_id, approve=False, note="no")

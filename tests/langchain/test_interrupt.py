@@ -113,7 +113,8 @@ async def test_interrupt_and_resume_async(aserver: InProcessServer) -> None:
 
     paused = await agent.ainvoke({"messages": [("user", "refund")]}, config)
     decision_id = paused["__interrupt__"][0].value["decision_id"]
-    await aclient.decisions.review(decision_id, approve=True)
+    reviewer = aserver.async_client(await aserver.acreate_key("operator", ["governance:review"]))
+    await reviewer.decisions.review(decision_id, approve=True)
     done = await agent.ainvoke(Command(resume=True), config)
 
     assert ran == ["A-60"]
