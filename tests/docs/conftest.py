@@ -23,7 +23,8 @@ POLICIES = ROOT / "examples" / "policies"
 @dataclass(frozen=True)
 class DocsServer:
     endpoint: str
-    api_key: str  # an admin key: the snippets review, manage policies and read the audit log
+    api_key: str  # an admin key: the snippets propose, manage policies and read the audit log
+    reviewer_key: str  # a reviewer's key (the key that proposed a decision may not review it)
 
 
 def _cli(db_url: str, *args: str) -> str:
@@ -44,6 +45,7 @@ def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsServer
     db_url = f"sqlite+aiosqlite:///{folder / 'aegis.db'}"
     _cli(db_url, "db", "upgrade")
     api_key = _cli(db_url, "keys", "create", "--name", "docs-reader", "--scopes", "admin", "--actors", "*")
+    reviewer_key = _cli(db_url, "keys", "create", "--name", "alice", "--scopes", "governance:review,governance:read")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
@@ -69,7 +71,7 @@ def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsServer
             if time.monotonic() > deadline:
                 raise RuntimeError(f"aegis-server not ready in 30 s: {''.join(output)}")
             time.sleep(0.05)
-        yield DocsServer(endpoint, api_key)
+        yield DocsServer(endpoint, api_key, reviewer_key)
     finally:
         process.terminate()
         try:

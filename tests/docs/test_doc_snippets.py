@@ -10,7 +10,8 @@ The rules a page follows (say them again in docs/index.md's "About the snippets"
   error, so none escapes.
 - The snippets talk to `http://127.0.0.1:8000` (what `make serve` listens on) with `AEGIS_API_KEY` /
   `AEGIS_ENDPOINT` from the environment, or with the placeholder key `"aegis_sk_..."`. Here the endpoint is
-  rewritten to the test server's, the placeholder key becomes a real admin key, and both variables are set.
+  rewritten to the test server's, the placeholder key becomes a real admin key, and both variables are set
+  (and `AEGIS_REVIEWER_KEY`, a reviewer's key: the key that proposed may not review its own decision).
   Nothing else in a snippet is changed.
 - A snippet that starts with `# continues: needs ... from "Heading"` runs in the namespace of the first
   snippet under that heading of the same page (it is the next step of that script; a heading whose first
@@ -121,6 +122,7 @@ def test_snippet_runs(snippet: Snippet, docs_server: DocsServer, monkeypatch: py
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("AEGIS_ENDPOINT", docs_server.endpoint)
     monkeypatch.setenv("AEGIS_API_KEY", docs_server.api_key)
+    monkeypatch.setenv("AEGIS_REVIEWER_KEY", docs_server.reviewer_key)
     source = snippet.continues_from
     if source is not None:
         key = (snippet.page, source)
