@@ -16,7 +16,7 @@ demo: setup
 
 serve: setup
 	@echo "AEGIS on http://127.0.0.1:8000 (SQLite under ./.aegis/, policies from examples/policies/). The first start"
-	@echo "prints a development key; later: $(UV) run aegis-server keys create --name me --scopes admin"
+	@echo "prints a development key; later: $(UV) run aegis-server keys create --name me --scopes admin --actors '*'"
 	$(RUN) aegis-server serve
 
 test: setup

@@ -59,6 +59,9 @@ SESSION = {"session_id": "sess_demo_001", "metadata": {"source": "aegis-demo"}}
 
 AGENT_SCOPES = "governance:propose,governance:read,audit:read"
 REVIEWER_SCOPES = "governance:review,governance:read"
+# The actors the agent key may propose for: this script's agent, the FastAPI app's bot and user, the
+# LangChain agent. Any other actor is refused (403 actor_not_allowed).
+AGENT_ACTORS = "ai-agent:support-bot*,ai-agent:langchain-support-bot,human:alice"
 COLOR = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 RESOLVED = re.compile(r"^Decision dec_\w+ was (confirmed with its token|approved by \S+)\. Original decision: ")
 OUTCOME_COLORS = {"ALLOW": "32", "DENY": "31", "ESCALATE": "33", "REQUIRE_CONFIRMATION": "36"}
@@ -403,10 +406,14 @@ def main() -> int:
         heading("0. aegis-server on SQLite with the example policies; two API keys made with its CLI")
         with running_server(db_url, free_port()) as endpoint:
             server_cli.join()
-            agent_key = cli("keys", "create", "--name", "support-bot", "--scopes", AGENT_SCOPES, db_url=db_url).strip()
+            agent_key = cli(
+                "keys", "create", "--name", "support-bot", "--scopes", AGENT_SCOPES, "--actors", AGENT_ACTORS,
+                db_url=db_url,
+            ).strip()  # fmt: skip
             reviewer_key = cli("keys", "create", "--name", "alice-ops", "--scopes", REVIEWER_SCOPES, db_url=db_url)
             print(f"  serving {endpoint} (database {db_url})")
-            print(f"  aegis-server keys create: support-bot ({AGENT_SCOPES}), alice-ops ({REVIEWER_SCOPES})")
+            print(f"  aegis-server keys create: support-bot ({AGENT_SCOPES}; actors {AGENT_ACTORS}),")
+            print(f"                            alice-ops ({REVIEWER_SCOPES})")
             with (
                 AegisClient(endpoint=endpoint, api_key=agent_key) as aegis,
                 AegisClient(endpoint=endpoint, api_key=reviewer_key.strip()) as reviewer,
