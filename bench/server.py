@@ -71,7 +71,18 @@ def postgres_url() -> str | None:
 @contextlib.contextmanager
 def aegis_server(db_url: str, tmp: Path, **env: str) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
     """`aegis-server serve` on a fresh port: yields (base URL, Authorization header, process)."""
-    key = _cli("keys", "create", "--db", db_url, "--name", "bench", "--scopes", "governance:propose,audit:read", "--actors", "*")
+    key = _cli(
+        "keys",
+        "create",
+        "--db",
+        db_url,
+        "--name",
+        "bench",
+        "--scopes",
+        "governance:propose,audit:read",
+        "--actors",
+        "*",
+    )
     port = free_port()
     argv = [_bin("aegis-server"), "serve", "--db", db_url, "--policy", str(POLICIES), "--port", str(port)]
     full_env = {"AEGIS_RATE_LIMIT_PER_MINUTE": "0", **env}

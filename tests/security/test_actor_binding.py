@@ -53,13 +53,17 @@ async def server(db_url: str, path: str) -> AsyncIterator[InProcessServer]:
         yield running
 
 
-def body(actor: str = "support-bot-1", kind: str = "ai-agent", capability: str = "database.query", **params: Any) -> Any:
+def body(
+    actor: str = "support-bot-1", kind: str = "ai-agent", capability: str = "database.query", **params: Any
+) -> Any:
     if not params and capability == "database.query":
         params = {"query": "SELECT 1"}
     return {"actor": {"id": actor, "type": kind}, "action": {"capability": capability, "parameters": params}}
 
 
-async def client_for(server: InProcessServer, name: str, scopes: list[str], actors: list[str] | None) -> httpx.AsyncClient:
+async def client_for(
+    server: InProcessServer, name: str, scopes: list[str], actors: list[str] | None
+) -> httpx.AsyncClient:
     return server.async_http_client(await server.acreate_key(name, scopes, actors))
 
 
@@ -143,7 +147,9 @@ async def test_a_migrated_key_is_bound_to_no_actor(
     with caplog.at_level(logging.WARNING, logger="aegis_server"):
         async with InProcessServer(policy_paths=[POLICIES], db_url=db_url, secret=SECRET):
             pass
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "bound to no actor" in r.getMessage()]
+    warnings = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "bound to no actor" in r.getMessage()
+    ]
     assert warnings and warnings[0].startswith("1 API key(s)")
 
 
@@ -173,7 +179,10 @@ async def test_finding2_the_proposing_key_cannot_review_its_own_escalation(serve
     assert review.payload["api_key_id"] == await key_id_of(server, "carol")
     confirmed = await both.post(
         PROPOSE,
-        json={**body(capability="payments.transfer", amount=5000), "confirmation_token": approved.json()["confirmation_token"]},
+        json={
+            **body(capability="payments.transfer", amount=5000),
+            "confirmation_token": approved.json()["confirmation_token"],
+        },
     )
     assert confirmed.json()["outcome"] == "ALLOW"
     assert (await records(server, "confirmation"))[0].payload["api_key_id"] == key_id
@@ -192,7 +201,9 @@ async def test_self_review_setting_allows_it_for_development(tmp_path: Path) -> 
     async with InProcessServer(policy_paths=[POLICIES], db_url=url, allow_self_review=True) as server:
         client = server.async_http_client()
         pending = (await client.post(PROPOSE, json=body(capability="payments.transfer", amount=5000))).json()
-        approved = await client.post(f"/api/v1/governance/decisions/{pending['decision_id']}/review", json={"approve": True})
+        approved = await client.post(
+            f"/api/v1/governance/decisions/{pending['decision_id']}/review", json={"approve": True}
+        )
         assert approved.status_code == 200 and approved.json()["review"]["status"] == "approved"
 
 

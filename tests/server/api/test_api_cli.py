@@ -29,14 +29,9 @@ def _escalate(db: str, api_key: str | None = None) -> str:
 
 
 def test_keys_create_prints_only_the_key(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    scopes = "governance:propose,governance:read"
     assert (
-        main(
-            [
-                "keys", "create", "--db", db, "--name", "agent", "--scopes", "governance:propose,governance:read",
-                "--actors", "ai-agent:agent-*",
-            ]
-        )  # fmt: skip
-        == 0
+        main(["keys", "create", "--db", db, "--name", "agent", "--scopes", scopes, "--actors", "ai-agent:agent-*"]) == 0
     )
     out = capsys.readouterr().out
     assert out.count("\n") == 1

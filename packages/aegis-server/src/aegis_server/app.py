@@ -161,6 +161,7 @@ def create_app(
             app.state.service = service
             app.state.authenticator = KeyAuthenticator(store.authenticate, settings.auth_cache_seconds, mono)
             await _warn_unbound_keys(store)
+            await app.state.rate_limiter.start()
             if run_background_tasks:
                 task = asyncio.create_task(_expiry_loop(service, settings.review_expiry_interval_seconds))
             logger.info(

@@ -8,7 +8,8 @@ A key without a limit of its own gets the server-wide one (`rate_limit_per_minut
 In Redis the bucket is a moving window of `burst` requests per `burst / rate` seconds (rounded to whole
 seconds): the same sustained rate and burst, counted by every replica together.
 
-Redis unreachable or slow (more than `REDIS_TIMEOUT_SECONDS`): this replica logs an ERROR and falls
+The app connects at start-up (`start()`, logging whether the counters are shared). Redis unreachable or
+slow (more than `REDIS_TIMEOUT_SECONDS` once connected): this replica logs an ERROR and falls
 back to its own in-memory buckets, retrying Redis after `REDIS_RETRY_SECONDS`. The limiter protects
 the server's availability, not the integrity of a decision, so an outage of the counter store does not
 stop governance (fail open to per-replica limits, which still hold each replica to the limit).
@@ -28,8 +29,10 @@ from aegis_server.errors import ApiError
 
 logger = logging.getLogger("aegis_server.rate_limits")
 
-REDIS_TIMEOUT_SECONDS = 0.25
+REDIS_TIMEOUT_SECONDS = 0.5
 """How long one Redis round trip may take before this replica falls back to its in-memory buckets."""
+REDIS_CONNECT_SECONDS = 5.0
+"""How long the first Redis call (connection, server checks, scripts) may take, at start-up."""
 REDIS_RETRY_SECONDS = 5.0
 """How long a replica keeps to its in-memory buckets after a Redis failure before trying Redis again."""
 REDIS_KEY_PREFIX = "aegis-rate-limit"
@@ -75,6 +78,30 @@ class RateLimiter:
         """True when the counters live in Redis (shared by every replica)."""
         return self._redis_url is not None
 
+    async def start(self) -> None:
+        """Connect to Redis (when configured) before the first request: the first call sets up the client
+        and its scripts, which takes far longer than one round trip. Logs the outcome; never raises."""
+        if self._redis_url is None:
+            return
+        try:
+            strategy = self._strategy()
+            await asyncio.wait_for(
+                strategy.get_window_stats(self._item(1.0, 1.0), "aegis-start"), REDIS_CONNECT_SECONDS
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._redis_down_until = self.clock() + REDIS_RETRY_SECONDS
+            self._redis_failed = True
+            logger.error(
+                "rate limits: Redis (AEGIS_REDIS_URL) does not answer at start (%s); counting per replica in "
+                "memory, retrying Redis in %.0f s",
+                type(exc).__name__,
+                REDIS_RETRY_SECONDS,
+            )
+            return
+        logger.info("rate limits: counters shared by every replica through Redis (AEGIS_REDIS_URL)")
+
     def limits_for(self, per_minute: int | None) -> tuple[float, float]:
         """(requests per second, burst) of a key with its own limit `per_minute` (None: server-wide)."""
         if per_minute is None:
@@ -87,6 +114,8 @@ class RateLimiter:
         rate, burst = self.limits_for(per_minute)
         if rate <= 0:
             return None
+        if per_minute is not None:
+            key = f"{key}/{per_minute}"  # a changed limit starts a bucket of its own (as in Redis)
         now = self.clock()
         with self._lock:
             tokens, last = self._buckets.get(key, (burst, now))
@@ -105,7 +134,8 @@ class RateLimiter:
         wait: float | None
         if self._redis_url is not None and self.clock() >= self._redis_down_until:
             try:
-                wait = await asyncio.wait_for(self._acquire_shared(key, rate, burst), REDIS_TIMEOUT_SECONDS)
+                strategy = self._strategy()  # made (its modules imported) outside the time limit
+                wait = await asyncio.wait_for(self._acquire_shared(strategy, key, rate, burst), REDIS_TIMEOUT_SECONDS)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # unreachable, timed out, refused: this replica counts alone for a while
@@ -147,8 +177,8 @@ class RateLimiter:
                 _limits_url(self._redis_url),
                 wrap_exceptions=True,
                 key_prefix=REDIS_KEY_PREFIX,
-                connect_timeout=REDIS_TIMEOUT_SECONDS,
-                stream_timeout=REDIS_TIMEOUT_SECONDS,
+                connect_timeout=REDIS_CONNECT_SECONDS,
+                stream_timeout=REDIS_CONNECT_SECONDS,
             )
             self._redis = MovingWindowRateLimiter(storage)
         return self._redis
@@ -163,8 +193,7 @@ class RateLimiter:
             self._redis_items[(rate, burst)] = item
         return item
 
-    async def _acquire_shared(self, key: str, rate: float, burst: float) -> float | None:
-        strategy = self._strategy()
+    async def _acquire_shared(self, strategy: Any, key: str, rate: float, burst: float) -> float | None:
         item = self._item(rate, burst)
         if await strategy.hit(item, key):
             return None
@@ -172,4 +201,4 @@ class RateLimiter:
         return max(0.0, float(stats.reset_time) - self._wall_clock())
 
 
-__all__ = ["REDIS_RETRY_SECONDS", "REDIS_TIMEOUT_SECONDS", "RateLimiter"]
+__all__ = ["REDIS_CONNECT_SECONDS", "REDIS_RETRY_SECONDS", "REDIS_TIMEOUT_SECONDS", "RateLimiter"]
