@@ -255,12 +255,16 @@ def test_a_review_or_execution_report_whose_answer_was_lost_is_not_reported_as_a
     not a failure — and a real conflict (another reviewer, another report) must still be an error."""
     server, _ = served
     admin = create_key(server.db_url, f"admin-{fault}", ["admin"])
+    agent = create_key(server.db_url, f"agent-{fault}", ["governance:propose"])  # the key that proposed may not review
     other = create_key(server.db_url, f"other-{fault}", ["governance:review"])
-    with AegisClient(endpoint=server.endpoint, api_key=admin, retries=0) as direct:
-        approve_me = direct.propose(actor={"id": "a"}, action={"capability": "rel.escalate"})
-        deny_me = direct.propose(actor={"id": "a"}, action={"capability": "rel.escalate"})
-        report_me = direct.propose(actor={"id": "a"}, action={"capability": "rel.allow"})
-        conflicted = direct.propose(actor={"id": "a"}, action={"capability": "rel.escalate"})
+    with (
+        AegisClient(endpoint=server.endpoint, api_key=agent, retries=0) as proposer,
+        AegisClient(endpoint=server.endpoint, api_key=admin, retries=0) as direct,
+    ):
+        approve_me = proposer.propose(actor={"id": "a"}, action={"capability": "rel.escalate"})
+        deny_me = proposer.propose(actor={"id": "a"}, action={"capability": "rel.escalate"})
+        report_me = direct.propose(actor={"id": "a"}, action={"capability": "rel.allow"})  # reported by admin
+        conflicted = proposer.propose(actor={"id": "a"}, action={"capability": "rel.escalate"})
     # Per call: the first attempt meets the fault, the retry passes.
     script = [fault, "pass"] * 3
     with (
