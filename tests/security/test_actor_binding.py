@@ -240,3 +240,11 @@ async def test_decisions_from_before_0002_stay_reportable_by_any_key(server: InP
         )
     url = f"/api/v1/governance/decisions/{decision['decision_id']}/execution"
     assert (await other.post(url, json={"status": "SUCCESS"})).status_code == 201
+
+
+async def test_the_refusal_never_suggests_a_command_built_from_a_hostile_actor_id(server: InProcessServer) -> None:
+    bot = await client_for(server, "bot", ["governance:propose"], ["ai-agent:bot-*"])
+    refused = await bot.post(PROPOSE, json=body("x' ; rm -rf ~ ; echo '"))
+    assert refused.status_code == 403
+    message = refused.json()["error"]["message"]
+    assert "keys update" in message and "--actors 'ai-agent:x'" not in message and "echo '`" not in message

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ from aegis_server.store import (
 from aegis_server.tokens import TokenSigner
 
 logger = logging.getLogger("aegis_server.service")
+_SAFE_ACTOR_ID = re.compile(r"[A-Za-z0-9._@+-]+")
 _DECISION_JSON: TypeAdapter[Decision] = TypeAdapter(Decision)
 
 Clock = Callable[[], datetime]
@@ -569,7 +571,9 @@ class GovernanceService:
             principal.key_id,
             event_type="proposal_rejected",
         )
-        example = f"--actors '{actor.type}:{actor.id}'" if len(actor.id) <= 100 else "--actors 'ai-agent:support-bot-*'"
+        # The actor id is the caller's text: put it into the suggested command only when it cannot change it.
+        safe = len(actor.id) <= 100 and _SAFE_ACTOR_ID.fullmatch(actor.id) is not None
+        example = f"--actors '{actor.type}:{actor.id}'" if safe else "--actors 'ai-agent:support-bot-*'"
         if bound:
             message = (
                 f"The API key {principal.name!r} ({principal.key_id}) may not propose for the actor "
