@@ -21,8 +21,8 @@ AegisError                              anything that went wrong talking to AEGI
     │   ├── ConfirmationUsedError       409 confirmation_used
     │   ├── ConfirmationExpiredError    409 confirmation_expired
     │   └── ConfirmationMismatchError   409 confirmation_mismatch
-    ├── ReviewError                     409 not_pending, or wait_for_review() on a non-ESCALATE decision
-    ├── ExecutionReportError            409 already_reported / not_allowed
+    ├── ReviewError                     409 not_pending, 403 self_review, or wait_for_review() on a non-ESCALATE
+    ├── ExecutionReportError            409 already_reported / not_allowed, 403 not_proposer
     ├── IdempotencyConflictError        409 idempotency_conflict
     └── PolicyError                     422 invalid_policy / 409 policy_conflict
 ```
@@ -211,11 +211,13 @@ class ConfirmationMismatchError(ConfirmationError):
 
 
 class ReviewError(GovernanceError):
-    """The review cannot happen: the decision is not a pending ESCALATE (already reviewed, expired)."""
+    """The review cannot happen: the decision is not a pending ESCALATE (already reviewed, expired), or the
+    reviewer is its proposer (403 self_review: the proposing key, or a key named like the actor)."""
 
 
 class ExecutionReportError(GovernanceError):
-    """The execution report was refused: already reported, or the decision was not an ALLOW."""
+    """The execution report was refused: already reported, the decision was not an ALLOW, or another key
+    proposed it (403 not_proposer)."""
 
 
 class IdempotencyConflictError(GovernanceError):
