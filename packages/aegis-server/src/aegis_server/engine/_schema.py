@@ -11,10 +11,12 @@ import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
 import re2
+import referencing.exceptions
 
 from aegis_server.canonical import canonical_hash
 
 from ._cel import _compiled as _compiled_regex
+from ._refs import NO_RETRIEVAL, check_references
 from .errors import ParameterSchemaError
 
 __all__ = ["CompiledSchema", "SchemaCompileError", "compile_schema", "hash_value"]
@@ -55,9 +57,24 @@ class CompiledSchema:
         """Raise `ParameterSchemaError` when `parameters` do not match."""
         if self.trivial or (self.accepts is not None and self.accepts(parameters)):
             return
-        if self.validator.is_valid(parameters):
-            return
-        errors = sorted(self.validator.iter_errors(parameters), key=_error_order)
+        try:
+            if self.validator.is_valid(parameters):
+                return
+            errors = sorted(self.validator.iter_errors(parameters), key=_error_order)
+        except referencing.exceptions.Unresolvable:
+            # Not reachable for a schema that passed `check_references`; fail closed if it ever is.
+            raise ParameterSchemaError(
+                capability,
+                "(root)",
+                [
+                    {
+                        "field": "(root)",
+                        "message": "the capability's parameter_schema has a reference that cannot be resolved "
+                        "inside the schema; fix the schema",
+                        "validator": "$ref",
+                    }
+                ],
+            ) from None
         best = jsonschema.exceptions.best_match(errors)
         if best is not None:
             errors.remove(best)
@@ -75,7 +92,14 @@ class CompiledSchema:
 
 
 def compile_schema(schema: Mapping[str, Any]) -> CompiledSchema:
-    """Check and compile a JSON Schema (draft 2020-12 unless `$schema` names another draft)."""
+    """Check and compile a JSON Schema (draft 2020-12 unless `$schema` names another draft).
+
+    References must stay inside the schema (`_refs.check_references`), and the validator is built with
+    a registry that retrieves nothing: validation never does I/O.
+    """
+    reference_problem = check_references(schema)
+    if reference_problem is not None:
+        raise SchemaCompileError(f"parameter_schema: {reference_problem}")
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
@@ -103,7 +127,7 @@ def compile_schema(schema: Mapping[str, Any]) -> CompiledSchema:
         },
     )
     return CompiledSchema(
-        validator=validator_cls(schema), sensitive=_sensitive_tree(schema), trivial=trivial, accepts=accepts
+        validator=validator_cls(schema, registry=NO_RETRIEVAL), sensitive=_sensitive_tree(schema), trivial=trivial, accepts=accepts
     )
 
 
