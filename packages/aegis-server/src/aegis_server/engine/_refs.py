@@ -51,7 +51,7 @@ without the trailing `#`)."""
 
 
 def _refuse(uri: str) -> referencing.Resource[Any]:
-    raise referencing.exceptions.NoSuchResource(ref=uri)
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
 
 
 NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse)  # type: ignore[call-arg]
@@ -97,7 +97,11 @@ def check_references(schema: Any) -> str | None:
     root_dialect = schema.get("$schema") if isinstance(schema, Mapping) else None
     # `id` is the identifier keyword of drafts 3 and 4 (`$id` from draft 6 on); elsewhere it is an
     # unknown keyword without effect.
-    base_keywords = ("$id", "id") if isinstance(root_dialect, str) and ("draft-03" in root_dialect or "draft-04" in root_dialect) else ("$id",)
+    base_keywords = (
+        ("$id", "id")
+        if isinstance(root_dialect, str) and ("draft-03" in root_dialect or "draft-04" in root_dialect)
+        else ("$id",)
+    )
     stack: list[tuple[Any, list[str | int]]] = [(schema, [])]
     while stack:
         node, path = stack.pop()

@@ -70,7 +70,7 @@ def evaluate(
         raise UnknownCapabilityError(name, policy_set.suggestions(name))
     parameters = proposal.action.parameters
     compiled.schema.validate(name, parameters)
-    audit_parameters = compiled.schema.redact(parameters)
+    audit_parameters = compiled.schema.redact(parameters, config.value_key)
 
     if not compiled.rules:
         return Evaluation(
