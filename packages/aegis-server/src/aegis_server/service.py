@@ -440,6 +440,7 @@ class GovernanceService:
         self.engine_config = EngineConfig(
             escalate_threshold=settings.escalate_threshold,
             default_review_timeout_seconds=settings.default_review_timeout_seconds,
+            condition_cost_budget=settings.condition_cost_budget,
         )
         self.policies = PolicyManager(
             store,

@@ -48,6 +48,13 @@ class Settings(BaseModel):
     auth_cache_seconds: float = Field(default=2.0, ge=0.0, description="How long a verified key is trusted.")
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
     docs_enabled: bool = Field(default=True, description="Serve /docs and /redoc (the OpenAPI JSON always).")
+    condition_cost_budget: int = Field(
+        default=500_000,
+        ge=1_000,
+        le=1_000_000_000,
+        description="The most a condition may cost (estimated from the proposal's data before it runs); "
+        "over it the rule fails closed with `evaluation_budget_exceeded`.",
+    )
 
     def resolved_policy_paths(self, cwd: Path | None = None) -> tuple[Path, ...]:
         """The policy paths to load: the configured ones, or the default folder when it exists."""
@@ -110,6 +117,7 @@ _ENV_VARIABLES: dict[str, str] = {
     "auth_cache_seconds": "AEGIS_AUTH_CACHE_SECONDS",
     "log_level": "AEGIS_LOG_LEVEL",
     "docs_enabled": "AEGIS_DOCS_ENABLED",
+    "condition_cost_budget": "AEGIS_CONDITION_COST_BUDGET",
 }
 ENV_VARIABLES: Mapping[str, str] = _ENV_VARIABLES
 """Setting name -> environment variable, for the docs and the CLI."""
