@@ -24,7 +24,7 @@ from aegis_server.engine import (
     value_key_from_secret,
 )
 from aegis_server.engine._cel import compile_condition
-from aegis_server.engine._cost import MAX_INDEPENDENT_NESTING, compile_cost
+from aegis_server.engine._cost import MAX_INDEPENDENT_NESTING, MAX_UNESTIMATED_CONCATENATIONS, compile_cost
 from aegis_server.engine._refs import NO_RETRIEVAL, check_references
 from aegis_server.engine._schema import CompiledSchema, SchemaCompileError, compile_schema
 from aegis_server.policy_files import load_policy_set
@@ -194,7 +194,11 @@ def test_literal_ranges_and_conditions_without_comprehensions() -> None:
     assert _estimate("[1, 2, 3].all(x, x > 0)") < 100
     assert compile_condition("action.parameters.amount > 5 && actor.id == 'a'").cost is None
     assert compile_condition("action.parameters.to.exists(r, r == 'a')").cost is not None
-    assert compile_condition("action.parameters.a + action.parameters.b > 5").cost is not None
+    assert compile_condition("action.parameters.a + action.parameters.b > 5").cost is None  # linear
+    chain = " + ".join(["action.parameters.l"] * (MAX_UNESTIMATED_CONCATENATIONS + 2))
+    assert compile_condition(f"size({chain}) > 0").cost is not None  # quadratic in the chain's length
+    assert compile_condition("['eu', 'us'].exists(r, r == action.parameters.region)").cost is None
+    assert compile_condition("[action.parameters.l].exists(l, l.exists(x, x == 1))").cost is not None
 
 
 def test_the_estimate_stops_early_above_its_limit() -> None:

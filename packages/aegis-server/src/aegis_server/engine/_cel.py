@@ -123,8 +123,8 @@ class CompiledCondition:
     fast: FastCondition | None = None
     """The condition compiled to Python (`_fast_cel`), or None when it is outside that subset."""
     cost: ConditionCost | None = None
-    """The cost model (`_cost`); None when the condition has no comprehension or concatenation (its work
-    is linear in the data it reads)."""
+    """The cost model (`_cost`); None when the condition's work is linear in the data it reads (no
+    comprehension over the proposal's data, few concatenations): it is then not estimated."""
 
 
 def _rewrite_regex_calls(source: str) -> tuple[str, list[str]]:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cel
@@ -55,6 +55,10 @@ __all__ = [
 MAX_INDEPENDENT_NESTING = 2
 """The deepest nesting of comprehensions over independent ranges a condition may have (a cross product of
 two lists is allowed and budgeted at run time; three is refused at save/load)."""
+
+MAX_UNESTIMATED_CONCATENATIONS = 8
+"""A condition without comprehensions over the proposal's data is linear in that data and is not estimated,
+unless it chains more than this many `+` (each copies its operands: k of them cost k² times the data)."""
 
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _TOKEN = re.compile(
@@ -260,27 +264,93 @@ class _Parser:
 # -- sizes ------------------------------------------------------------------------------------------
 
 
-@dataclass
+_UNSET: Any = object()
+
+
 class _Size:
     """An upper bound of a value: `count` (length of a string, items of a list, entries of a map),
-    `deep` (its deep size, >= 1) and, for collections, bounds of its elements, values and fields."""
+    `deep` (its deep size, >= 1) and, for collections, bounds of its elements (`item`: what iterating
+    yields, list items or map keys), members (`value`: what indexing yields) and `fields`.
 
-    count: int = 0
-    deep: int = 1
-    item: _Size | None = None  # what iterating yields: list items, map keys
-    value: _Size | None = None  # what indexing yields: list items, map values
-    fields: dict[str, _Size] | None = field(default=None)
-    bounded: bool = False  # only `deep` is known: every part is at most as large
+    A size measured from a proposal's value works out its parts only when they are asked for."""
+
+    __slots__ = ("_fields", "_item", "_source", "_value", "bounded", "count", "deep")
+
+    def __init__(
+        self,
+        count: int = 0,
+        deep: int = 1,
+        item: _Size | None = None,
+        value: _Size | None = None,
+        fields: dict[str, _Size] | None = None,
+        bounded: bool = False,
+        source: Any = _UNSET,
+    ) -> None:
+        self.count = count
+        self.deep = deep
+        self._item = item
+        self._value = value
+        self._fields = fields
+        self.bounded = bounded  # only `deep` is known: every part is at most as large
+        self._source = source
+
+    def _expand(self, members: bool = True) -> None:
+        source = self._source
+        if isinstance(source, Mapping) and not members:  # only the keys: what iterating a map yields
+            longest_key = max((len(key) if isinstance(key, str) else 1 for key in source), default=0)
+            self._item = _Size(count=longest_key, deep=max(1, longest_key)) if source else None
+            return
+        self._source = _UNSET
+        if isinstance(source, list | tuple):
+            longest = -1  # strings and scalars (most lists) are measured inline
+            others: list[_Size] = []
+            for item in source:
+                kind = type(item)
+                if kind is str:
+                    longest = max(longest, len(item))
+                elif kind is int or kind is float or kind is bool or item is None:
+                    longest = max(longest, 0)
+                else:
+                    others.append(_measure(item))
+            if longest >= 0:
+                others.append(_Size(count=longest, deep=max(1, longest)))
+            self._item = self._value = _merge(others)
+        elif isinstance(source, Mapping):
+            longest_key = max((len(key) if isinstance(key, str) else 1 for key in source), default=0)
+            self._item = _Size(count=longest_key, deep=max(1, longest_key)) if source else None
+            self._fields = {str(key): _measure(value) for key, value in source.items()}
+            self._value = _merge(self._fields.values())
+
+    @property
+    def item(self) -> _Size | None:
+        if self._source is not _UNSET and self._item is None:
+            self._expand(members=False)
+        return self._item
+
+    @property
+    def value(self) -> _Size | None:
+        if self._source is not _UNSET:
+            self._expand()
+        return self._value
+
+    @property
+    def fields(self) -> dict[str, _Size] | None:
+        if self._source is not _UNSET:
+            self._expand()
+        return self._fields
 
     def element(self) -> _Size:
-        return self.item if self.item is not None else _bounded(self.deep)
+        item = self.item
+        return item if item is not None else _bounded(self.deep)
 
     def member(self) -> _Size:
-        return self.value if self.value is not None else _bounded(self.deep)
+        value = self.value
+        return value if value is not None else _bounded(self.deep)
 
     def select(self, name: str) -> _Size:
-        if self.fields is not None:
-            found = self.fields.get(name)
+        fields = self.fields
+        if fields is not None:
+            found = fields.get(name)
             if found is not None:
                 return found
             if self.value is None:
@@ -294,7 +364,7 @@ _SCALAR = _Size()
 def _bounded(deep: int) -> _Size:
     """A value known only to be at most `deep` in deep size: so is each of its parts."""
     bound = _Size(count=deep, deep=deep, bounded=True)
-    bound.item = bound.value = bound
+    bound._item = bound._value = bound
     return bound
 
 
@@ -310,10 +380,25 @@ def _merge_two(a: _Size, b: _Size) -> _Size:
         return a
     if a.bounded or b.bounded:
         return _bounded(max(a.deep, b.deep))
+    if (
+        a._source is _UNSET
+        and b._source is _UNSET
+        and a._item is None
+        and b._item is None
+        and a._fields is None
+        and b._fields is None
+    ):
+        # Two strings or scalars: one that is at least as large as the other in both respects bounds both.
+        if a.count >= b.count and a.deep >= b.deep:
+            return a
+        if b.count >= a.count and b.deep >= a.deep:
+            return b
+        return _Size(count=max(a.count, b.count), deep=max(a.deep, b.deep))
     fields: dict[str, _Size] | None = None
-    if a.fields is not None or b.fields is not None:
-        fields = dict(a.fields or {})
-        for name, size in (b.fields or {}).items():
+    a_fields, b_fields = a.fields, b.fields
+    if a_fields is not None or b_fields is not None:
+        fields = dict(a_fields or {})
+        for name, size in (b_fields or {}).items():
             fields[name] = _merge_two(fields[name], size) if name in fields else size
     return _Size(
         count=max(a.count, b.count),
@@ -332,49 +417,35 @@ def _merge_optional(a: _Size | None, b: _Size | None) -> _Size | None:
     return _merge_two(a, b)
 
 
-def _measure(value: Any, memo: dict[int, _Size]) -> _Size:
-    """The exact `_Size` of a plain value (memoised by identity for the duration of one estimate)."""
-    key = id(value)
-    found = memo.get(key)
-    if found is not None:
-        return found
-    if isinstance(value, str | bytes):
-        size = _Size(count=len(value), deep=max(1, len(value)))
-    elif isinstance(value, list | tuple):
-        longest = -1  # strings and scalars (most lists) are measured inline
-        deep = 1
-        others: list[_Size] = []
+def _deep(value: Any) -> int:
+    """The deep size of a plain value: characters of strings, plus items and entries, recursively."""
+    kind = type(value)
+    if kind is str or kind is bytes:
+        return len(value) or 1
+    if kind is list or kind is tuple:
+        total = 1
         for item in value:
-            kind = type(item)
-            if kind is str:
-                length = len(item)
-                deep += length or 1
-                longest = max(longest, length)
-            elif kind is int or kind is float or kind is bool or item is None:
-                deep += 1
-                longest = max(longest, 0)
-            else:
-                measured = _measure(item, memo)
-                deep += measured.deep
-                others.append(measured)
-        if longest >= 0:
-            others.append(_Size(count=longest, deep=max(1, longest)))
-        element = _merge(others)
-        size = _Size(count=len(value), deep=deep, item=element, value=element)
-    elif isinstance(value, Mapping):
-        keys = [_measure(k, memo) for k in value]
-        values = {str(k): _measure(v, memo) for k, v in value.items()}
-        size = _Size(
-            count=len(values),
-            deep=1 + sum(k.deep for k in keys) + sum(v.deep for v in values.values()),
-            item=_merge(keys),
-            value=_merge(values.values()),
-            fields=values,
-        )
-    else:
-        size = _SCALAR
-    memo[key] = size
-    return size
+            item_kind = type(item)
+            total += (len(item) or 1) if item_kind is str else 1 if item_kind in _SCALARS else _deep(item)
+        return total
+    if isinstance(value, Mapping):
+        total = 1
+        for key, item in value.items():
+            total += _deep(key) + ((len(item) or 1) if type(item) is str else _deep(item))
+        return total
+    return 1
+
+
+_SCALARS = (int, float, bool, type(None))
+
+
+def _measure(value: Any) -> _Size:
+    """The `_Size` of a plain value: its count and deep size now, its parts when asked for."""
+    if isinstance(value, str | bytes):
+        return _Size(count=len(value), deep=max(1, len(value)))
+    if isinstance(value, list | tuple | Mapping):
+        return _Size(count=len(value), deep=_deep(value), source=value)
+    return _SCALAR
 
 
 # -- the estimate -----------------------------------------------------------------------------------
@@ -398,8 +469,9 @@ class ConditionCost:
 
     tree: Node
     needs_estimate: bool
-    """False for a condition without comprehensions and concatenation: its work is linear in the data it
-    reads (bounded by `max_parameters_bytes`), and it is not estimated."""
+    """False for a condition without comprehensions over the proposal's data (ranges that are list
+    literals of literals do not count) and with at most `MAX_UNESTIMATED_CONCATENATIONS` `+`: its work
+    is linear in the data it reads (bounded by `max_parameters_bytes`), and it is not estimated."""
 
     def estimate(self, scope: Mapping[str, Any], limit: int) -> int:
         """The estimated cost for these scope values; stops early once it is above `limit`."""
@@ -419,11 +491,16 @@ class _Estimator:
     def __init__(self, scope: Mapping[str, Any], limit: int) -> None:
         self.scope = scope
         self.limit = limit
-        self.memo: dict[int, _Size] = {}
+        self.measured: dict[int, _Size] = {}  # by identity, for the duration of one estimate
         self.over = limit + 1
 
     def size(self, size: _Size | _Value) -> _Size:
-        return _measure(size.value, self.memo) if isinstance(size, _Value) else size
+        if not isinstance(size, _Value):
+            return size
+        found = self.measured.get(id(size.value))
+        if found is None:
+            found = self.measured[id(size.value)] = _measure(size.value)
+        return found
 
     def check(self, cost: int) -> int:
         if cost > self.limit:
@@ -551,7 +628,9 @@ def compile_cost(source: str) -> ConditionCost:
             f"grows as the power {depth} of the input); at most {MAX_INDEPENDENT_NESTING} are allowed: "
             "iterate parts of the outer element instead (x.items.exists(...)) or split the rule"
         )
-    grows = _contains(tree, lambda n: n[0] == "macro" or (n[0] == "binary" and n[1] == "+"))
+    data_ranges = _contains(tree, lambda n: n[0] == "macro" and not _literal_list(n[2]))
+    concatenations = _count(tree, lambda n: n[0] == "binary" and n[1] == "+")
+    grows = data_ranges or concatenations > MAX_UNESTIMATED_CONCATENATIONS
     return ConditionCost(tree=tree, needs_estimate=grows)
 
 
@@ -580,6 +659,15 @@ def _contains(node: Node, predicate: Callable[[Node], bool]) -> bool:
     return predicate(node) or any(_contains(child, predicate) for child in _children(node))
 
 
+def _count(node: Node, predicate: Callable[[Node], bool]) -> int:
+    return int(predicate(node)) + sum(_count(child, predicate) for child in _children(node))
+
+
+def _literal_list(node: Node) -> bool:
+    """A list literal of literals (`['eu', 'us']`): a range whose size does not depend on the proposal."""
+    return node[0] == "list" and all(item[0] == "lit" for item in node[1])
+
+
 def _uses(node: Node, names: frozenset[str]) -> bool:
     return bool(names) and _contains(node, lambda n: n[0] == "var" and n[1] in names)
 
@@ -589,7 +677,6 @@ def _independent_nesting(node: Node, bound: frozenset[str]) -> int:
     if node[0] != "macro":
         return max((_independent_nesting(child, bound) for child in _children(node)), default=0)
     _, _, target, variable, body = node
-    literal_range = target[0] == "list" and all(item[0] == "lit" for item in target[1])
-    independent = 0 if literal_range or _uses(target, bound) else 1
+    independent = 0 if _literal_list(target) or _uses(target, bound) else 1
     inner = max((_independent_nesting(part, bound | {variable}) for part in body), default=0)
     return max(_independent_nesting(target, bound), independent + inner)
