@@ -315,4 +315,8 @@ if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps(run("--quick" in sys.argv), indent=2))
+    from ._common import RESULTS_DIR, dump_json
+
+    results = run("--quick" in sys.argv)
+    dump_json(RESULTS_DIR / "boundaries.json", results)  # `python -m bench.boundaries`; make bench writes latest.json
+    print(json.dumps(results, indent=2))
