@@ -8,10 +8,11 @@ reads*, before the library runs, and a condition over the budget is not evaluate
 fails closed (`evaluation_budget_exceeded`).
 
 Cost model (in the spirit of Kubernetes' CEL cost estimation; one unit is roughly one elementary step
-of the library, ~10-50 ns here):
+of the library, ~7-60 ns here):
 
 - every operator, literal, variable, field selection, index and call costs 1;
-- a comparison (`==`, `<`, ...) adds the size of the smaller operand, `in` the size of the list or map,
+- a comparison (`==`, `<`, ...) adds `COMPARISON_COST` per unit of the smaller operand's size, `in` the
+  size of the list or map,
   `+` the sizes of both operands (strings and lists are copied), a function call the sizes of its
   arguments; the *size* of a value is its deep size: characters of a string, plus items and entries of
   lists and maps, counted recursively (a number or a bool is 1);
@@ -69,11 +70,13 @@ _TOKEN = re.compile(
 )
 _RELATIONS = frozenset({"==", "!=", "<", "<=", ">", ">=", "in"})
 
-# Weights, measured against the library (bench/condition_cost.py): one unit is at most ~40 ns there.
+# Weights, measured against the library (bench/boundaries.py, "calibration"): one unit is ~7-60 ns there.
 ELEMENT_COST = 10
 """Each element a comprehension visits: the library spends ~0.25-0.7 µs per step besides the body."""
 ACCUMULATOR_COST = 2
 """`map` and `filter` copy their result list on every step (quadratic: 4,000 elements took 0.7 s)."""
+COMPARISON_COST = 2
+"""A comparison walks both operands as far as the smaller one: per unit of its size (maps compare slowest)."""
 MEMBERSHIP_COST = 4
 """`x in list` compares with each element (~90-190 ns each)."""
 CALLBACK_COST = 50
@@ -577,7 +580,7 @@ class _Estimator:
         if op == "in":
             return self.check(cost + MEMBERSHIP_COST * s2.count + s2.deep + s1.deep), _SCALAR
         if op in _RELATIONS:
-            return self.check(cost + min(s1.deep, s2.deep)), _SCALAR
+            return self.check(cost + COMPARISON_COST * min(s1.deep, s2.deep)), _SCALAR
         if op == "+":
             element = _merge_optional(s1.item, s2.item)
             size = _Size(count=s1.count + s2.count, deep=s1.deep + s2.deep, item=element, value=element)
