@@ -237,11 +237,11 @@ def _calibration(budget: int) -> dict[str, Any]:
     return {"budget": budget, "shapes": out, "worst_ms_at_budget": max(s["library_ms"] for s in out)}
 
 
-def _health_under_attack() -> dict[str, Any]:
+def _health_under_attack(condition: str) -> dict[str, Any]:
     policy = (
         "capabilities:\n  - {name: mail.send, risk_level: low}\n"
         "policies:\n  - name: mail\n    rules:\n"
-        f'      - {{capability: mail.send, outcome: ALLOW, condition: "!({FINDING})"}}\n'
+        f'      - {{capability: mail.send, outcome: ALLOW, condition: "{condition}"}}\n'
     )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -307,7 +307,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         "keyed_hashes": _keyed_hashes(),
         "finding_6": _finding_6(),
         "calibration": _calibration(budget),
-        "health_under_attack": _health_under_attack(),
+        # The same 3,000-recipient proposals under the finding's condition, and under `true` (the baseline:
+        # what reading, validating and recording those bodies costs without any condition work).
+        "health_under_attack": _health_under_attack(f"!({FINDING})"),
+        "health_under_same_load_condition_true": _health_under_attack("true"),
     }
 
 

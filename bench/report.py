@@ -233,10 +233,16 @@ def _boundaries(b: Any) -> list[str]:
         ["shape at budget " + str(c["budget"]), "n", "units", "library ms", "ns/unit"],
         [[s["shape"], s["n_at_budget"], s["estimated_units"], s["library_ms"], s["ns_per_unit"]] for s in c["shapes"]],
     )
-    h = b["health_under_attack"]
-    lines += [
-        f"/health while {h['attackers']} clients sent {h['costly_proposals']} costly proposals: p50 "
-        f"{h['health_ms_p50']} ms, p99 {h['health_ms_p99']} ms, max {h['health_ms_max']} ms.",
-        "",
-    ]
+    for key, label in (
+        ("health_under_attack", "the finding's condition"),
+        ("health_under_same_load_condition_true", "the condition `true` (baseline)"),
+    ):
+        h = b.get(key)
+        if h:
+            lines += [
+                f"/health while {h['attackers']} clients sent {h['costly_proposals']} 3,000-recipient proposals "
+                f"under {label}: p50 {h['health_ms_p50']} ms, p99 {h['health_ms_p99']} ms, "
+                f"max {h['health_ms_max']} ms.",
+                "",
+            ]
     return lines
