@@ -195,4 +195,54 @@ def markdown(r: dict[str, Any]) -> str:
     for name in ("engine", "peers", "server", "sdk", "adapters", "scale"):
         if isinstance(r.get(name), dict) and "error" in r[name]:
             lines += [f"**{name} failed**: {r[name]['error']}", ""]
+    lines += _boundaries(r.get("boundaries"))
     return "\n".join(lines)
+
+
+def _boundaries(b: Any) -> list[str]:
+    """Issue 13's engine boundaries: the condition budget and the keyed hashes (bench/boundaries.py)."""
+    if not b or "engine_100_rules" not in b:
+        return []
+    lines = ["## Engine boundaries (condition budget, keyed hashes)", ""]
+    rows = []
+    for label, case in b["engine_100_rules"].items():
+        rows.append([label, case["with_budget"]["p50_us"], case["without_budget"]["p50_us"], case["p50_ratio"]])
+    lines += _table(["rule set", "p50 µs with budget", "p50 µs without", "ratio"], rows)
+    k = b["keyed_hashes"]
+    lines += _table(
+        ["hash", "HMAC-SHA256 ns", "SHA-256 ns", "ratio"],
+        [
+            ["params_hash", k["params_hash_hmac_ns"], k["params_hash_sha256_ns"], k["params_hash_ratio"]],
+            [
+                "sensitive value",
+                k["sensitive_value_hmac_ns"],
+                k["sensitive_value_sha256_ns"],
+                k["sensitive_value_ratio"],
+            ],
+        ],
+    )
+    f = b["finding_6"]
+    lines += [
+        "Finding 6 (3,000 recipients): library without budget "
+        f"{f['library_without_budget_3000_recipients_s_extrapolated']} s "
+        f"(9x the 1,000-recipient run), decision with budget {f['decision_with_budget_3000_recipients_ms_p50']} ms.",
+        "",
+    ]
+    c = b["calibration"]
+    lines += _table(
+        ["shape at budget " + str(c["budget"]), "n", "units", "library ms", "ns/unit"],
+        [[s["shape"], s["n_at_budget"], s["estimated_units"], s["library_ms"], s["ns_per_unit"]] for s in c["shapes"]],
+    )
+    for key, label in (
+        ("health_under_attack", "the finding's condition"),
+        ("health_under_same_load_condition_true", "the condition `true` (baseline)"),
+    ):
+        h = b.get(key)
+        if h:
+            lines += [
+                f"/health while {h['attackers']} clients sent {h['costly_proposals']} 3,000-recipient proposals "
+                f"under {label}: p50 {h['health_ms_p50']} ms, p99 {h['health_ms_p99']} ms, "
+                f"max {h['health_ms_max']} ms.",
+                "",
+            ]
+    return lines

@@ -34,7 +34,8 @@ from aegis_sdk import (
     RateLimitError,
     ReviewError,
 )
-from aegis_server.canonical import canonical_hash
+from aegis_server.canonical import canonical_json
+from aegis_server.engine import keyed_digest, value_key_from_secret
 from aegis_server.store import Store
 from aegis_server.tokens import TokenSigner
 from reliability._support import ServerProcess, StoreSnapshot, create_key, run_async, sqlite_url
@@ -115,12 +116,14 @@ def test_every_token_attack_is_refused_audited_and_leaves_the_token_usable_once(
             assert caught.value.details["mismatched"] == [what]
 
         # Expired: a token genuinely signed with this server's secret, for this decision, but past its expiry.
+        # The binding's params_hash is the server's keyed HMAC of the canonical parameters (issue 13).
         signer = TokenSigner(served.secret())
+        params_hash = keyed_digest(value_key_from_secret(served.secret()), canonical_json({}))
         expired = signer.issue(
             decision_id=parent,
             actor_id="agent-1",
             capability="rel.confirm",
-            params_hash=canonical_hash({}),
+            params_hash=params_hash,
             expires_at=datetime.now(timezone.utc) - timedelta(seconds=5),
         )
         SECRETS.append(expired)
@@ -132,7 +135,7 @@ def test_every_token_attack_is_refused_audited_and_leaves_the_token_usable_once(
             decision_id=parent,
             actor_id="agent-1",
             capability="rel.confirm",
-            params_hash=canonical_hash({}),
+            params_hash=params_hash,
             expires_at=datetime.now(timezone.utc) + timedelta(minutes=5),
         )
         prefix, decision_id, expiry, mac = token.split(".")

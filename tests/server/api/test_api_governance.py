@@ -52,7 +52,7 @@ async def test_sensitive_parameters_are_hashed_in_the_audit(client: httpx.AsyncC
     records = await trail(client, decision["decision_id"])
     stored = records[0]["payload"]["action"]["parameters"]
     assert stored["query"] == "SELECT 1"
-    assert stored["password"].startswith("sha256:")
+    assert stored["password"].startswith("hmac-sha256:")  # keyed with the server secret, not a bare hash
     assert "hunter2-secret" not in str(records)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -11,12 +12,13 @@ from engine_support import NOW, cap, compile_set, decide, policy, proposal, rule
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aegis_server.canonical import canonical_hash
+from aegis_server.canonical import canonical_json
 from aegis_server.engine import (
     EngineConfig,
     ParameterSchemaError,
     UnknownCapabilityError,
     evaluate,
+    value_key_from_secret,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -402,7 +404,7 @@ def test_parameters_failing_the_schema_name_the_field(parameters: dict[str, obje
     assert "4111-secret-card" not in str(error) and "4111-secret-card" not in json.dumps(error.errors)
 
 
-def test_sensitive_fields_are_hashed_in_audit_parameters_only() -> None:
+def test_sensitive_fields_are_keyed_hashes_in_audit_parameters_only() -> None:
     schema = {
         "type": "object",
         "properties": {
@@ -413,12 +415,19 @@ def test_sensitive_fields_are_hashed_in_audit_parameters_only() -> None:
     }
     params = {"card": "4111111111111111", "holder": {"ssn": {"b": 1, "a": "é"}, "name": "Jo"}, "tokens": ["t1"], "n": 1}
     policies = [policy("p", rule("ALLOW", "action.parameters.card.startsWith('4111')"))]
-    result = decide(policies, proposal(parameters=params), capabilities=[cap(schema=schema)])
+    key = value_key_from_secret(b"a server secret of 32 bytes.....")
+    config = EngineConfig(value_key=key)
+    result = decide(policies, proposal(parameters=params), capabilities=[cap(schema=schema)], config=config)
     assert result.outcome == "ALLOW"  # conditions see the real value
     audit = result.audit_parameters
-    assert audit["card"] == "sha256:" + hashlib.sha256(b'"4111111111111111"').hexdigest()
-    assert audit["holder"] == {"ssn": "sha256:" + canonical_hash({"a": "é", "b": 1}), "name": "Jo"}
-    assert audit["tokens"] == ["sha256:" + canonical_hash("t1")]
+
+    def keyed(data: bytes) -> str:
+        return "hmac-sha256:" + hmac.new(key, data, hashlib.sha256).hexdigest()
+
+    assert audit["card"] == keyed(b'"4111111111111111"')
+    assert audit["card"] != "sha256:" + hashlib.sha256(b'"4111111111111111"').hexdigest()
+    assert audit["holder"] == {"ssn": keyed(canonical_json({"a": "é", "b": 1})), "name": "Jo"}
+    assert audit["tokens"] == [keyed(b'"t1"')]
     assert audit["n"] == 1
     assert params["card"] == "4111111111111111"  # the proposal is not modified
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import dataclasses
 import logging
 import re
 import time
@@ -36,7 +36,7 @@ from aegis_sdk.models import (
     Review,
     ReviewRequest,
 )
-from aegis_server.canonical import canonical_hash, canonical_json, normalise_json
+from aegis_server.canonical import canonical_json, normalise_json
 from aegis_server.engine import (
     EngineConfig,
     ParameterSchemaError,
@@ -45,6 +45,8 @@ from aegis_server.engine import (
     UnknownCapabilityError,
     compile_policy_set,
     evaluate,
+    keyed_digest,
+    value_key_from_secret,
 )
 from aegis_server.errors import ApiError, governance_error, not_found, validation_error
 from aegis_server.ids import new_audit_ref, new_id
@@ -447,6 +449,7 @@ class GovernanceService:
         self.engine_config = EngineConfig(
             escalate_threshold=settings.escalate_threshold,
             default_review_timeout_seconds=settings.default_review_timeout_seconds,
+            condition_cost_budget=settings.condition_cost_budget,
         )
         self.policies = PolicyManager(
             store,
@@ -456,6 +459,7 @@ class GovernanceService:
             monotonic=monotonic,
         )
         self._signer: TokenSigner | None = None
+        self._value_key: bytes | None = None
 
     async def start(self) -> None:
         """Prepare the token signer and load the policy set (raises PolicySetError if it does not compile)."""
@@ -468,6 +472,10 @@ class GovernanceService:
         if secret is None:
             secret = await self.store.get_or_create_secret()
         self._signer = TokenSigner(secret)
+        # Sensitive values, params_hash and the idempotency request_hash are keyed (HMAC) with a key
+        # derived from the secret: a bare SHA-256 of a small value (a card number) is reversed by guessing.
+        self._value_key = value_key_from_secret(secret)
+        self.engine_config = dataclasses.replace(self.engine_config, value_key=self._value_key)
 
     @property
     def signer(self) -> TokenSigner:
@@ -507,11 +515,14 @@ class GovernanceService:
                 f"{self.settings.max_parameters_bytes}. Pass references (ids, URLs) instead of large values.",
                 {"size": len(params_bytes), "max_bytes": self.settings.max_parameters_bytes},
             )
-        params_hash = hashlib.sha256(params_bytes).hexdigest()
+        value_key = self._value_key
+        if value_key is None:
+            raise ApiError(503, "server_error", "unavailable", "The server is starting; retry shortly.")
+        params_hash = keyed_digest(value_key, params_bytes)
         idempotency: IdempotencyEntry | None = None
         request_hash = ""  # only an Idempotency-Key needs the hash of the whole request
         if idempotency_key:
-            request_hash = canonical_hash(proposal.model_dump(mode="json"))
+            request_hash = keyed_digest(value_key, canonical_json(proposal.model_dump(mode="json")))
             replay = await self._idempotent_replay(principal_key_id, idempotency_key, request_hash)
             if replay is not None:
                 return replay, True

@@ -57,6 +57,13 @@ class Settings(BaseModel):
         default=None,
         description="redis:// or rediss:// URL: rate-limit counters shared by every replica. None: per replica.",
     )
+    condition_cost_budget: int = Field(
+        default=500_000,
+        ge=1_000,
+        le=1_000_000_000,
+        description="The most a condition may cost (estimated from the proposal's data before it runs); "
+        "over it the rule fails closed with `evaluation_budget_exceeded`.",
+    )
 
     def resolved_policy_paths(self, cwd: Path | None = None) -> tuple[Path, ...]:
         """The policy paths to load: the configured ones, or the default folder when it exists."""
@@ -130,6 +137,7 @@ _ENV_VARIABLES: dict[str, str] = {
     "docs_enabled": "AEGIS_DOCS_ENABLED",
     "allow_self_review": "AEGIS_ALLOW_SELF_REVIEW",
     "redis_url": "AEGIS_REDIS_URL",
+    "condition_cost_budget": "AEGIS_CONDITION_COST_BUDGET",
 }
 ENV_VARIABLES: Mapping[str, str] = _ENV_VARIABLES
 """Setting name -> environment variable, for the docs and the CLI."""

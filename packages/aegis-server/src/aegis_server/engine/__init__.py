@@ -7,7 +7,7 @@ evaluation = evaluate(proposal, policy_set, now=datetime.now(timezone.utc))
 """
 
 from ._cel import SCOPE_VARIABLES, re_match
-from ._schema import hash_value
+from ._schema import SENSITIVE_PREFIX, hash_value, keyed_digest, value_key_from_secret
 from .config import BASE_RISK, STRICTNESS, EngineConfig
 from .errors import ParameterSchemaError, PolicySetError, UnknownCapabilityError, format_problem
 from .evaluate import Evaluation, evaluate
@@ -16,6 +16,7 @@ from .policy_set import CompiledCapability, CompiledRule, PolicySet, compile_pol
 __all__ = [
     "BASE_RISK",
     "SCOPE_VARIABLES",
+    "SENSITIVE_PREFIX",
     "STRICTNESS",
     "CompiledCapability",
     "CompiledRule",
@@ -29,5 +30,7 @@ __all__ = [
     "evaluate",
     "format_problem",
     "hash_value",
+    "keyed_digest",
     "re_match",
+    "value_key_from_secret",
 ]

@@ -25,6 +25,7 @@ import cel
 import re2
 
 from ._cel_syntax import STRING_START, string_end
+from ._cost import ConditionCost, CostCompileError, UnreadableCondition, compile_cost
 from ._fast_cel import FastCondition, compile_fast
 
 __all__ = [
@@ -121,6 +122,9 @@ class CompiledCondition:
     """Per scope variable, the field paths the condition reads (`()` = the whole value)."""
     fast: FastCondition | None = None
     """The condition compiled to Python (`_fast_cel`), or None when it is outside that subset."""
+    cost: ConditionCost | None = None
+    """The cost model (`_cost`); None when the condition's work is linear in the data it reads (no
+    comprehension over the proposal's data, few concatenations): it is then not estimated."""
 
 
 def _rewrite_regex_calls(source: str) -> tuple[str, list[str]]:
@@ -223,6 +227,19 @@ def compile_condition(source: str) -> CompiledCondition:
             except re2.error as exc:
                 raise ConditionCompileError(f"invalid regular expression {pattern!r}: {exc}") from None
     variables = frozenset(referenced & SCOPE_VARIABLES)
+    cost: ConditionCost | None = None
+    try:
+        cost = compile_cost(rewritten)
+    except UnreadableCondition as exc:
+        if _could_grow(rewritten):
+            raise ConditionCompileError(
+                f"the cost of this condition cannot be estimated ({exc}), and it iterates or concatenates; "
+                "write it with the standard CEL operators and macros (all, exists, exists_one, map, filter)"
+            ) from None
+    except CostCompileError as exc:
+        raise ConditionCompileError(str(exc)) from None
+    if cost is not None and not cost.needs_estimate:
+        cost = None
     return CompiledCondition(
         source=stripped,
         program=program,
@@ -230,7 +247,14 @@ def compile_condition(source: str) -> CompiledCondition:
         always_true=stripped == "true",
         paths=_access_paths(rewritten, variables),
         fast=compile_fast(rewritten, _searcher),
+        cost=cost,
     )
+
+
+def _could_grow(source: str) -> bool:
+    """A condition the estimator could not read: does it (outside string literals) iterate or concatenate?"""
+    tokens = _tokens(source)
+    return "+" in tokens or any(token in _MACROS for token in tokens)
 
 
 def _tokens(source: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,13 +12,23 @@ import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
 import re2
+import referencing.exceptions
 
-from aegis_server.canonical import canonical_hash
+from aegis_server.canonical import canonical_json
 
 from ._cel import _compiled as _compiled_regex
+from ._refs import NO_RETRIEVAL, check_references
 from .errors import ParameterSchemaError
 
-__all__ = ["CompiledSchema", "SchemaCompileError", "compile_schema", "hash_value"]
+__all__ = [
+    "SENSITIVE_PREFIX",
+    "CompiledSchema",
+    "SchemaCompileError",
+    "compile_schema",
+    "hash_value",
+    "keyed_digest",
+    "value_key_from_secret",
+]
 
 _MAX_ERRORS = 20
 _SENSITIVE_KEY = "x-sensitive"
@@ -31,13 +42,37 @@ class SchemaCompileError(ValueError):
     """A `parameter_schema` is not a valid JSON Schema."""
 
 
-def hash_value(value: Any) -> str:
-    """`"sha256:<hex>"` of the canonical JSON of `value` (sorted keys, compact, NFC strings)."""
+SENSITIVE_PREFIX = "hmac-sha256:"
+"""What a redacted sensitive value starts with: a keyed HMAC-SHA256, not a bare (reversible) hash."""
+
+_VALUE_KEY_LABEL = b"aegis sensitive-values v1"
+
+
+def value_key_from_secret(secret: bytes) -> bytes:
+    """The key for sensitive values and parameter hashes, derived from the server secret.
+
+    `HMAC-SHA256(secret, "aegis sensitive-values v1")`: the confirmation-token key is never used directly
+    for another purpose, and the derived key does not reveal the secret.
+    """
+    return hmac.new(secret, _VALUE_KEY_LABEL, hashlib.sha256).digest()
+
+
+def keyed_digest(key: bytes, data: bytes) -> str:
+    """`HMAC-SHA256(key, data)` as 64 hex digits (the `params_hash` and idempotency `request_hash`)."""
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def hash_value(value: Any, key: bytes) -> str:
+    """`"hmac-sha256:<hex>"` of the canonical JSON of `value` (sorted keys, compact, NFC strings), keyed.
+
+    Without the key, a small value (a card number, a PIN) cannot be recovered by hashing guesses.
+    """
     try:
-        return "sha256:" + canonical_hash(value)
+        data = canonical_json(value)
     except (TypeError, ValueError):
         # Not JSON data (cannot come from a JSON request); still never store the value itself.
-        return "sha256:" + hashlib.sha256(repr(value).encode("utf-8", "replace")).hexdigest()
+        data = repr(value).encode("utf-8", "replace")
+    return SENSITIVE_PREFIX + keyed_digest(key, data)
 
 
 @dataclass(frozen=True)
@@ -55,9 +90,24 @@ class CompiledSchema:
         """Raise `ParameterSchemaError` when `parameters` do not match."""
         if self.trivial or (self.accepts is not None and self.accepts(parameters)):
             return
-        if self.validator.is_valid(parameters):
-            return
-        errors = sorted(self.validator.iter_errors(parameters), key=_error_order)
+        try:
+            if self.validator.is_valid(parameters):
+                return
+            errors = sorted(self.validator.iter_errors(parameters), key=_error_order)
+        except referencing.exceptions.Unresolvable:
+            # Not reachable for a schema that passed `check_references`; fail closed if it ever is.
+            raise ParameterSchemaError(
+                capability,
+                "(root)",
+                [
+                    {
+                        "field": "(root)",
+                        "message": "the capability's parameter_schema has a reference that cannot be resolved "
+                        "inside the schema; fix the schema",
+                        "validator": "$ref",
+                    }
+                ],
+            ) from None
         best = jsonschema.exceptions.best_match(errors)
         if best is not None:
             errors.remove(best)
@@ -65,17 +115,24 @@ class CompiledSchema:
         details = [_describe(error) for error in errors[:_MAX_ERRORS]]
         raise ParameterSchemaError(capability, details[0]["field"], details)
 
-    def redact(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
-        """The parameters for the audit log: every sensitive field replaced by its hash."""
+    def redact(self, parameters: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+        """The parameters for the audit log: every sensitive field replaced by its keyed hash (`hash_value`)."""
         if self.sensitive is None:
             return dict(parameters)
-        redacted = _redact(parameters, self.sensitive)
+        redacted = _redact(parameters, self.sensitive, key)
         assert isinstance(redacted, dict)
         return redacted
 
 
 def compile_schema(schema: Mapping[str, Any]) -> CompiledSchema:
-    """Check and compile a JSON Schema (draft 2020-12 unless `$schema` names another draft)."""
+    """Check and compile a JSON Schema (draft 2020-12 unless `$schema` names another draft).
+
+    References must stay inside the schema (`_refs.check_references`), and the validator is built with
+    a registry that retrieves nothing: validation never does I/O.
+    """
+    reference_problem = check_references(schema)
+    if reference_problem is not None:
+        raise SchemaCompileError(f"parameter_schema: {reference_problem}")
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
@@ -103,7 +160,10 @@ def compile_schema(schema: Mapping[str, Any]) -> CompiledSchema:
         },
     )
     return CompiledSchema(
-        validator=validator_cls(schema), sensitive=_sensitive_tree(schema), trivial=trivial, accepts=accepts
+        validator=validator_cls(schema, registry=NO_RETRIEVAL),
+        sensitive=_sensitive_tree(schema),
+        trivial=trivial,
+        accepts=accepts,
     )
 
 
@@ -326,24 +386,24 @@ def _sensitive_tree(schema: Any) -> SensitiveTree | None:
     return tree or None
 
 
-def _redact(value: Any, tree: SensitiveTree) -> Any:
+def _redact(value: Any, tree: SensitiveTree, key: bytes) -> Any:
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
-        for key, item in value.items():
-            rule = tree.get(key)
+        for name, item in value.items():
+            rule = tree.get(name)
             if rule is True:
-                out[key] = hash_value(item)
+                out[name] = hash_value(item, key)
             elif isinstance(rule, Mapping):
-                out[key] = _redact(item, rule)
+                out[name] = _redact(item, rule, key)
             else:
-                out[key] = item
+                out[name] = item
         return out
     if isinstance(value, list):
         rule = tree.get(_ITEMS)
         if rule is True:
-            return [hash_value(item) for item in value]
+            return [hash_value(item, key) for item in value]
         if isinstance(rule, Mapping):
-            return [_redact(item, rule) for item in value]
+            return [_redact(item, rule, key) for item in value]
     return value
 
 

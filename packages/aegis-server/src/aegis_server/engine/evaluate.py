@@ -10,7 +10,10 @@ Semantics (docs/policies.md explains them with examples):
 3. No matching rule -> DENY (default-deny), and the reason says so.
 4. Fail-closed: if any candidate rule's condition cannot be evaluated (missing field, type error,
    non-boolean result), the decision is DENY naming the rule and the error — whatever the rule's own
-   outcome, since the engine cannot know what the author meant.
+   outcome, since the engine cannot know what the author meant. A condition that iterates or
+   concatenates is first estimated from the proposal's data (`_cost`); over
+   `EngineConfig.condition_cost_budget` it is not evaluated, and the decision is DENY with the reason
+   `evaluation_budget_exceeded` naming the rule.
 5. Conditions run as Python closures (`_fast_cel`) where those are sure of the `cel` library's answer,
    and on the library otherwise: the answer, errors included, is the library's either way.
 6. Risk = base risk of the capability's level + the `risk` adjustments of the matching rules, clamped to
@@ -70,7 +73,7 @@ def evaluate(
         raise UnknownCapabilityError(name, policy_set.suggestions(name))
     parameters = proposal.action.parameters
     compiled.schema.validate(name, parameters)
-    audit_parameters = compiled.schema.redact(parameters)
+    audit_parameters = compiled.schema.redact(parameters, config.value_key)
 
     if not compiled.rules:
         return Evaluation(
@@ -88,6 +91,7 @@ def evaluate(
 
     matched: list[CompiledRule] = []
     failed: list[tuple[CompiledRule, str]] = []
+    over_budget: list[tuple[CompiledRule, int]] = []
     scope = _scope(compiled, proposal, now)
     context: Any = None  # the library's context, built only when a condition needs the library
     for rule in compiled.rules:
@@ -102,6 +106,16 @@ def evaluate(
             except Exception:  # Undecided (or anything unforeseen): the library decides, and words any error
                 result = None
         if result is not True and result is not False:  # outside the fast path, or undecided there
+            cost = condition.cost
+            if cost is not None:  # it iterates or concatenates: estimate before the library runs it
+                budget = config.condition_cost_budget
+                try:
+                    estimated = cost.estimate(scope, budget)
+                except Exception:  # fail closed: a cost that cannot be estimated is not within the budget
+                    estimated = budget + 1
+                if estimated > budget:
+                    over_budget.append((rule, estimated))
+                    continue
             try:
                 if context is None:
                     context = new_context(_projected(compiled, scope))
@@ -116,6 +130,8 @@ def evaluate(
 
     risk, risk_text = _risk(compiled, matched)
 
+    if over_budget:
+        return _over_budget(over_budget, failed, matched, risk, risk_text, audit_parameters, config)
     if failed:
         return _fail_closed(failed, matched, risk, risk_text, audit_parameters)
 
@@ -267,6 +283,37 @@ def _fail_closed(
         f"fix the condition or the proposal; {risk_text}"
     )
     ids = [rule.policy_id for rule, _ in failed]
+    ids += [rule.policy_id for rule in sorted(matched, key=_strictest_first)]
+    return Evaluation(
+        outcome="DENY",
+        reason=reason,
+        risk_score=risk,
+        constraints={},
+        policy_ids=ids,
+        review_timeout_seconds=None,
+        audit_parameters=audit_parameters,
+    )
+
+
+def _over_budget(
+    over_budget: Sequence[tuple[CompiledRule, int]],
+    failed: Sequence[tuple[CompiledRule, str]],
+    matched: Sequence[CompiledRule],
+    risk: float,
+    risk_text: str,
+    audit_parameters: dict[str, Any],
+    config: EngineConfig,
+) -> Evaluation:
+    first, estimated = over_budget[0]
+    others = len(over_budget) - 1 + len(failed)
+    more = f" (and {others} more failing condition{'s' if others > 1 else ''})" if others else ""
+    reason = (
+        f"DENY (fail-closed, evaluation_budget_exceeded): the condition of rule {first.policy_id} exceeded its "
+        f"evaluation budget and was not evaluated: its estimated cost for this proposal is {estimated:,} units, "
+        f"the budget {config.condition_cost_budget:,} (condition_cost_budget){more}; send less data (shorter "
+        f"lists) or rewrite the condition (no nested comprehensions over the same list); {risk_text}"
+    )
+    ids = [rule.policy_id for rule, _ in over_budget] + [rule.policy_id for rule, _ in failed]
     ids += [rule.policy_id for rule in sorted(matched, key=_strictest_first)]
     return Evaluation(
         outcome="DENY",

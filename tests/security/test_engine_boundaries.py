@@ -1,0 +1,218 @@
+"""Issue 13, findings 5, 6 and 8, against a real `aegis-server serve` on loopback (SQLite).
+
+- 5: a capability schema whose `$ref` points at a URL or a file is refused when it is saved (422), and
+  the server never connects to the URL: before, it was accepted and the first proposal fetched it on
+  the event loop (a listener that never answered froze `/health` for 15 s+; `/etc/passwd` was opened).
+- 6: the finding's condition over 3,000 recipients is denied with `evaluation_budget_exceeded` without
+  being evaluated, and `/health` answers meanwhile: before, one proposal took 7.4 s and stalled the server.
+- 8: an `x-sensitive` card number is stored as a keyed HMAC: sha256 of the value does not reproduce it,
+  and two servers with different secrets store different values (before: a bare `sha256:`, reversed in
+  0.12 s by hashing every card number of the issuer's range).
+
+The timings asserted are generous bounds (the finding's were seconds); exact figures live in bench/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aegis_server.canonical import canonical_json
+from reliability._support import ServerProcess, create_key, sqlite_url
+
+PROPOSE = "/api/v1/governance/propose"
+CAPABILITIES = "/api/v1/capabilities"
+FINDING_6_CONDITION = "to.exists(r, to.exists(s, r == s + 'x'))"
+
+POLICY_FILE = """
+capabilities:
+  - name: mail.send
+    risk_level: low
+    parameter_schema:
+      type: object
+      properties:
+        to: {type: array, items: {type: string}}
+  - name: pay.card
+    risk_level: low
+    parameter_schema:
+      type: object
+      properties:
+        amount: {type: number}
+        card_number: {type: string, pattern: "^[0-9]{12,19}$", x-sensitive: true}
+policies:
+  - name: boundaries
+    rules:
+      - id: no-lookalikes
+        capability: mail.send
+        outcome: ALLOW
+        condition: "action.parameters.to.exists(r, action.parameters.to.exists(s, r == s + 'x')) == false"
+      - id: pay
+        capability: pay.card
+        outcome: ALLOW
+"""
+
+
+def _server(folder: Path, secret: str) -> ServerProcess:
+    policy = folder / "boundaries.yaml"
+    policy.write_text(POLICY_FILE)
+    return ServerProcess(
+        sqlite_url(folder), folder / "server.log", policy_paths=(policy,), env={"AEGIS_SECRET": secret}
+    )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
+    folder = tmp_path_factory.mktemp("engine-boundaries")
+    with _server(folder, "secret-A-" + "a" * 32) as server:
+        key = create_key(server.db_url, "boundaries", ["admin"])
+        yield server, {"Authorization": f"Bearer {key}"}
+        assert "Traceback" not in server.logs(), server.logs()[-4000:]
+
+
+def _propose(server: ServerProcess, headers: dict[str, str], capability: str, parameters: dict[str, Any]) -> Any:
+    body = {"actor": {"id": "agent-1"}, "action": {"capability": capability, "parameters": parameters}}
+    return httpx.post(f"{server.endpoint}{PROPOSE}", json=body, headers=headers, timeout=60)
+
+
+# -- finding 5 ---------------------------------------------------------------------------------------
+
+
+def test_finding_5_remote_and_file_refs_are_refused_at_save_and_nothing_is_fetched(
+    served: tuple[ServerProcess, dict[str, str]],
+) -> None:
+    server, headers = served
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    try:
+        for ref in (f"http://127.0.0.1:{port}/schema.json", "file:///etc/passwd", "other.json#/x"):
+            capability = {
+                "name": "ssrf.probe",
+                "risk_level": "low",
+                "parameter_schema": {"type": "object", "properties": {"x": {"$ref": ref}}},
+            }
+            response = httpx.post(f"{server.endpoint}{CAPABILITIES}", json=capability, headers=headers, timeout=30)
+            assert response.status_code == 422, response.text
+            error = response.json()["error"]
+            assert error["code"] == "invalid_policy"
+            assert "/properties/x/$ref" in error["message"] and "only local references" in error["message"]
+        # Nothing was registered, so nothing can be validated against it later either.
+        probe = _propose(server, headers, "ssrf.probe", {"x": 1})
+        assert probe.status_code == 404
+        with pytest.raises(TimeoutError):
+            listener.accept()  # the server never connected to the URL
+        # /health is answered at once: nothing is stuck on the listener.
+        assert httpx.get(f"{server.endpoint}/api/v1/health", timeout=5).status_code == 200
+    finally:
+        listener.close()
+
+    local = {
+        "name": "local.refs",
+        "risk_level": "low",
+        "parameter_schema": {
+            "$defs": {"money": {"type": "number", "minimum": 0}},
+            "type": "object",
+            "properties": {"amount": {"$ref": "#/$defs/money"}},
+        },
+    }
+    response = httpx.post(f"{server.endpoint}{CAPABILITIES}", json=local, headers=headers, timeout=30)
+    assert response.status_code in (200, 201), response.text
+    refused = _propose(server, headers, "local.refs", {"amount": -1})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_parameters"
+
+
+# -- finding 6 ---------------------------------------------------------------------------------------
+
+
+def test_finding_6_a_costly_condition_is_denied_within_budget_and_health_keeps_answering(
+    served: tuple[ServerProcess, dict[str, str]],
+) -> None:
+    server, headers = served
+    recipients = [f"r{i}@x.io" for i in range(3000)]  # ~39 KB: under max_parameters_bytes
+    health_latencies: list[float] = []
+    results: list[httpx.Response] = []
+    finished = threading.Event()
+
+    def costly() -> None:
+        try:
+            for _ in range(3):
+                results.append(_propose(server, headers, "mail.send", {"to": recipients}))
+        finally:
+            finished.set()
+
+    started = time.monotonic()
+    worker = threading.Thread(target=costly)
+    worker.start()
+    with httpx.Client(timeout=10) as client:
+        while not finished.is_set() or len(health_latencies) < 5:
+            sent = time.monotonic()
+            assert client.get(f"{server.endpoint}/api/v1/health").status_code == 200
+            health_latencies.append(time.monotonic() - sent)
+            if time.monotonic() - started > 60:
+                break
+    worker.join(timeout=60)
+    elapsed = time.monotonic() - started
+
+    assert len(results) == 3
+    for response in results:
+        assert response.status_code == 200, response.text
+        decision = response.json()
+        assert decision["outcome"] == "DENY"
+        assert "evaluation_budget_exceeded" in decision["reason"]
+        assert "boundaries/no-lookalikes" in decision["reason"]
+    # Three proposals that each took 7.4 s before: generous bounds, the measured figures are in bench/.
+    assert elapsed < 10, elapsed
+    assert max(health_latencies) < 2.0, health_latencies
+
+    small = _propose(server, headers, "mail.send", {"to": ["a@x.io", "b@x.io", "a@x.iox"]})
+    assert small.json()["outcome"] == "DENY" and "evaluation_budget_exceeded" not in small.json()["reason"]
+    fine = _propose(server, headers, "mail.send", {"to": ["a@x.io", "b@x.io"]})
+    assert fine.json()["outcome"] == "ALLOW", fine.json()["reason"]
+
+
+# -- finding 8 ---------------------------------------------------------------------------------------
+
+
+def _stored_card(server: ServerProcess, headers: dict[str, str], card: str) -> tuple[str, str]:
+    decision = _propose(server, headers, "pay.card", {"amount": 12.5, "card_number": card}).json()
+    assert decision["outcome"] == "ALLOW", decision
+    trail = httpx.get(f"{server.endpoint}/api/v1/audit/log/{decision['decision_id']}", headers=headers, timeout=30)
+    assert trail.status_code == 200, trail.text
+    proposal = next(r for r in trail.json()["records"] if r["event_type"] == "proposal")
+    action = proposal["payload"]["action"]
+    return str(action["parameters"]["card_number"]), str(action["params_hash"])
+
+
+def test_finding_8_sensitive_values_are_keyed_hashes_that_differ_per_secret(
+    served: tuple[ServerProcess, dict[str, str]], tmp_path: Path
+) -> None:
+    server, headers = served
+    card = "4111111111111111"
+    stored, params_hash = _stored_card(server, headers, card)
+    assert card not in stored
+    assert stored.startswith("hmac-sha256:")
+    bare = hashlib.sha256(canonical_json(card)).hexdigest()
+    assert bare not in stored  # the brute force of the finding no longer matches anything
+    parameters = {"amount": 12.5, "card_number": card}
+    assert params_hash != hashlib.sha256(canonical_json(parameters)).hexdigest()
+    # The documented construction: HMAC-SHA256 with a key derived from the server secret.
+    value_key = hmac.new(("secret-A-" + "a" * 32).encode(), b"aegis sensitive-values v1", hashlib.sha256).digest()
+    assert stored == "hmac-sha256:" + hmac.new(value_key, canonical_json(card), hashlib.sha256).hexdigest()
+    assert params_hash == hmac.new(value_key, canonical_json(parameters), hashlib.sha256).hexdigest()
+
+    with _server(tmp_path, "secret-B-" + "b" * 32) as other:
+        other_key = create_key(other.db_url, "other", ["admin"])
+        other_stored, other_params_hash = _stored_card(other, {"Authorization": f"Bearer {other_key}"}, card)
+    assert other_stored.startswith("hmac-sha256:")
+    assert other_stored != stored and other_params_hash != params_hash

@@ -1,0 +1,269 @@
+"""Unit tests of the engine's trust boundaries (issue 13): the schema reference check, the no-retrieval
+registry, the condition cost estimator and budget, and the keyed hashes of sensitive values."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import referencing.exceptions
+from engine_support import cap, compile_set, decide, policy, proposal, rule
+
+from aegis_server.canonical import canonical_json
+from aegis_server.engine import (
+    EngineConfig,
+    ParameterSchemaError,
+    PolicySetError,
+    hash_value,
+    keyed_digest,
+    value_key_from_secret,
+)
+from aegis_server.engine._cel import compile_condition
+from aegis_server.engine._cost import MAX_INDEPENDENT_NESTING, MAX_UNESTIMATED_CONCATENATIONS, compile_cost
+from aegis_server.engine._refs import NO_RETRIEVAL, check_references
+from aegis_server.engine._schema import CompiledSchema, SchemaCompileError, compile_schema
+from aegis_server.policy_files import load_policy_set
+
+# -- schema references -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schema", "where"),
+    [
+        ({"properties": {"a": {"$ref": "http://127.0.0.1:9/x.json"}}}, "/properties/a/$ref"),
+        ({"properties": {"a": {"$ref": "https://example.com/s#/x"}}}, "/properties/a/$ref"),
+        ({"$ref": "file:///etc/passwd"}, "/$ref"),
+        ({"items": {"$ref": "other.json"}}, "/items/$ref"),
+        ({"allOf": [{"$ref": "/absolute/path"}]}, "/allOf/0/$ref"),
+        ({"$dynamicRef": "http://example.com/meta#meta"}, "/$dynamicRef"),
+        ({"$recursiveRef": "other.json"}, "/$recursiveRef"),
+        ({"$defs": {"m": {"$ref": "urn:x:y"}}}, "/$defs/m/$ref"),
+        ({"properties": {"a/b": {"$ref": "#anchor"}}}, "/properties/a~1b/$ref"),
+    ],
+)
+def test_references_outside_the_schema_are_refused_naming_their_path(schema: dict[str, Any], where: str) -> None:
+    problem = check_references(schema)
+    assert problem is not None and where in problem and "only local references" in problem
+    with pytest.raises(SchemaCompileError, match="only local references"):
+        compile_schema(schema)
+
+
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        ({"$id": "http://example.com/s", "properties": {"a": {"$ref": "#/$defs/a"}}, "$defs": {"a": {}}}, "$id at"),
+        ({"properties": {"a": {"$id": "b.json"}}}, "$id at /properties/a/$id"),
+        ({"$schema": "http://example.com/my-dialect"}, "unknown dialect"),
+        ({"$schema": "http://json-schema.org/draft-04/schema#", "id": "http://x/y"}, "id at /id"),
+        ({"properties": {"a": {"$ref": "#/$defs/missing"}}}, "points at nothing"),
+        ({"properties": {"a": {"$ref": 3}}}, "must be a string"),
+    ],
+)
+def test_identifiers_unknown_dialects_and_dangling_pointers_are_refused(schema: dict[str, Any], fragment: str) -> None:
+    problem = check_references(schema)
+    assert problem is not None and fragment in problem
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$defs": {"m": {"type": "number"}}, "properties": {"a": {"$ref": "#/$defs/m"}}},
+        {"definitions": {"m": {"type": "number"}}, "properties": {"a": {"$ref": "#/definitions/m"}}},
+        {"properties": {"tree": {"type": "object", "properties": {"child": {"$ref": "#/properties/tree"}}}}},
+        {"properties": {"self": {"$ref": "#"}}},
+        {"$defs": {"a b%": {"type": "string"}}, "properties": {"a": {"$ref": "#/$defs/a%20b%25"}}},
+        {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"},
+        {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"},
+        # Data and names are not references: an enum member, a const, a property called "$ref" or "$id".
+        {"enum": [{"$ref": "http://example.com"}], "const": {"$id": "http://example.com"}},
+        {"properties": {"$ref": {"type": "string"}, "$id": {"type": "string"}, "id": {"type": "string"}}},
+    ],
+)
+def test_local_references_data_and_names_are_accepted(schema: dict[str, Any]) -> None:
+    assert check_references(schema) is None
+    compile_schema(schema)
+
+
+def test_local_references_still_validate() -> None:
+    compiled = compile_schema(
+        {
+            "$defs": {"money": {"type": "number", "minimum": 0}},
+            "type": "object",
+            "properties": {"amount": {"$ref": "#/$defs/money"}},
+        }
+    )
+    compiled.validate("pay", {"amount": 5})
+    with pytest.raises(ParameterSchemaError) as info:
+        compiled.validate("pay", {"amount": -5})
+    assert info.value.field == "amount"
+
+
+def test_the_validator_registry_retrieves_nothing_even_when_the_check_is_bypassed() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.2)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/x.json"
+    try:
+        schema = {"properties": {"a": {"$ref": url}}}
+        validator = jsonschema.Draft202012Validator(schema, registry=NO_RETRIEVAL)
+        with pytest.raises(referencing.exceptions.Unresolvable):
+            validator.is_valid({"a": 1})
+        # Through CompiledSchema the failure is a value-free ParameterSchemaError (a 422), not a 500.
+        compiled = CompiledSchema(validator=validator, sensitive=None, trivial=False)
+        with pytest.raises(ParameterSchemaError, match="cannot be resolved"):
+            compiled.validate("probe", {"a": 1})
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    finally:
+        listener.close()
+
+
+def test_a_capability_with_a_remote_ref_is_a_policy_set_error() -> None:
+    with pytest.raises(PolicySetError) as info:
+        compile_set([policy("p", rule())], [cap(schema={"properties": {"a": {"$ref": "http://example.com/x"}}})])
+    message = str(info.value)
+    assert "database.query" in message and "/properties/a/$ref" in message
+
+
+def test_a_policy_file_with_a_file_ref_fails_to_load_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "caps.yaml"
+    path.write_text(
+        "capabilities:\n"
+        "  - name: x.read\n"
+        "    parameter_schema: {properties: {path: {$ref: 'file:///etc/passwd'}}}\n"
+        "policies:\n"
+        "  - name: p\n"
+        "    rules: [{capability: x.read, outcome: ALLOW}]\n"
+    )
+    with pytest.raises(PolicySetError) as info:
+        load_policy_set([path])
+    message = str(info.value)
+    assert str(path) in message or "caps.yaml" in message
+    assert "/properties/path/$ref" in message and "only local references" in message
+
+
+# -- the cost estimator ------------------------------------------------------------------------------
+
+FINDING = "action.parameters.to.exists(r, action.parameters.to.exists(s, r == s + 'x'))"
+
+
+def _scope(**parameters: Any) -> dict[str, Any]:
+    return {"action": {"capability": "c", "parameters": parameters, "resource": None}}
+
+
+def _estimate(condition: str, limit: int = 10**15, **parameters: Any) -> int:
+    model = compile_cost(condition)
+    return model.estimate(_scope(**parameters), limit)
+
+
+def test_nested_comprehensions_over_one_list_cost_its_square() -> None:
+    small = _estimate(FINDING, to=[f"r{i}@x.io" for i in range(30)])
+    large = _estimate(FINDING, to=[f"r{i}@x.io" for i in range(300)])
+    assert 80 < large / small < 120  # ten times the data, a hundred times the cost
+    assert _estimate(FINDING, to=[f"r{i}@x.io" for i in range(3000)]) > EngineConfig().condition_cost_budget
+
+
+def test_a_single_comprehension_is_linear_and_within_the_default_budget() -> None:
+    to = [f"r{i}@x.io" for i in range(3000)]
+    single = _estimate("action.parameters.to.all(r, r.endsWith('@x.io'))", to=to)
+    assert single < EngineConfig().condition_cost_budget
+    assert _estimate("action.parameters.to.all(r, r.endsWith('@x.io'))", to=to[:300]) * 9 < single
+
+
+def test_iterating_parts_of_each_element_is_charged_by_the_largest_part() -> None:
+    orders = [{"lines": [{"sku": f"s{i}"} for i in range(5)]} for _ in range(200)]
+    cost = _estimate("action.parameters.orders.all(o, o.lines.all(l, l.sku != 'x'))", orders=orders)
+    assert cost < 200 * 5 * 40  # elements x largest part x a small body, not a cross product
+
+
+def test_map_and_filter_are_charged_quadratically_and_in_for_each_element() -> None:
+    nums = list(range(2000))
+    mapped = _estimate("action.parameters.n.map(x, x).size() > 0", n=nums)
+    assert mapped > 2000 * 1999  # the library copies its accumulator each step
+    member = _estimate("action.parameters.n.all(x, x in action.parameters.n)", n=nums)
+    assert member > 2000 * 2000
+
+
+def test_literal_ranges_and_conditions_without_comprehensions() -> None:
+    assert _estimate("[1, 2, 3].all(x, x > 0)") < 100
+    assert compile_condition("action.parameters.amount > 5 && actor.id == 'a'").cost is None
+    assert compile_condition("action.parameters.to.exists(r, r == 'a')").cost is not None
+    assert compile_condition("action.parameters.a + action.parameters.b > 5").cost is None  # linear
+    chain = " + ".join(["action.parameters.l"] * (MAX_UNESTIMATED_CONCATENATIONS + 2))
+    assert compile_condition(f"size({chain}) > 0").cost is not None  # quadratic in the chain's length
+    assert compile_condition("['eu', 'us'].exists(r, r == action.parameters.region)").cost is None
+    assert compile_condition("[action.parameters.l].exists(l, l.exists(x, x == 1))").cost is not None
+
+
+def test_the_estimate_stops_early_above_its_limit() -> None:
+    to = [f"r{i}@x.io" for i in range(3000)]
+    assert _estimate(FINDING, limit=1000, to=to) > 1000
+
+
+def test_missing_fields_and_odd_values_do_not_break_the_estimate() -> None:
+    assert _estimate(FINDING) >= 0  # no `to`: the library raises later, the estimate is small
+    assert _estimate(FINDING, to="not a list") >= 0
+    assert _estimate("action.parameters.m.exists(k, action.parameters.m[k] > 1)", m={"a": 1, "b": 2}) > 0
+    assert _estimate("{'a': [1, 2]}.a.exists(x, x == 1) ? true : [1].size() > 0") > 0
+
+
+def test_cross_products_of_three_lists_are_refused_at_compile() -> None:
+    source = "action.parameters.a.exists(x, action.parameters.b.exists(y, action.parameters.c.exists(z, x == y)))"
+    with pytest.raises(PolicySetError) as info:
+        compile_set([policy("p", rule(condition=source))])
+    assert f"at most {MAX_INDEPENDENT_NESTING}" in str(info.value)
+    # Nesting over parts of the outer element, or over literal lists, is not a cross product.
+    compile_set([policy("p", rule(condition="action.parameters.a.all(x, x.b.all(y, y.c.all(z, z > 0)))"))])
+    compile_set([policy("p", rule(condition="[1, 2].all(x, [3].all(y, [4].all(z, x < y + z)))"))])
+
+
+def test_a_condition_over_budget_is_denied_without_being_evaluated() -> None:
+    to = [f"r{i}@x.io" for i in range(3000)]
+    policies = [policy("mail", rule("ALLOW", f"!({FINDING})", capability="mail.send", id="lookalikes"))]
+    result = decide(policies, proposal("mail.send", {"to": to}), capabilities=[cap("mail.send")])
+    assert result.outcome == "DENY"
+    assert "evaluation_budget_exceeded" in result.reason and "mail/lookalikes" in result.reason
+    assert result.policy_ids == ["mail/lookalikes"]
+    # The same rule on small data is evaluated as usual; a larger budget evaluates the large one too.
+    small = decide(policies, proposal("mail.send", {"to": to[:3]}), capabilities=[cap("mail.send")])
+    assert small.outcome == "ALLOW"
+    generous = EngineConfig(condition_cost_budget=10**9)
+    mid = decide(policies, proposal("mail.send", {"to": to[:200]}), capabilities=[cap("mail.send")], config=generous)
+    assert mid.outcome == "ALLOW"
+
+
+def test_the_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="condition_cost_budget"):
+        EngineConfig(condition_cost_budget=0)
+
+
+# -- keyed hashes ------------------------------------------------------------------------------------
+
+
+def test_value_keys_are_derived_with_a_label_and_differ_per_secret() -> None:
+    secret = b"s" * 32
+    key = value_key_from_secret(secret)
+    assert key == hmac.new(secret, b"aegis sensitive-values v1", hashlib.sha256).digest()
+    assert key != secret and key != value_key_from_secret(b"t" * 32)
+
+
+def test_hash_value_and_keyed_digest_are_hmacs() -> None:
+    key = value_key_from_secret(b"s" * 32)
+    card = "4111111111111111"
+    assert hash_value(card, key) == "hmac-sha256:" + hmac.new(key, canonical_json(card), hashlib.sha256).hexdigest()
+    assert hashlib.sha256(canonical_json(card)).hexdigest() not in hash_value(card, key)
+    assert keyed_digest(key, b"x") == hmac.new(key, b"x", hashlib.sha256).hexdigest()
+    assert len(keyed_digest(key, b"x")) == 64  # fits the params_hash column
+
+
+def test_without_a_configured_key_each_config_draws_its_own() -> None:
+    assert EngineConfig().value_key != EngineConfig().value_key
+    assert "value_key" not in repr(EngineConfig())
+    with pytest.raises(ValueError, match="value_key"):
+        EngineConfig(value_key=b"short")
