@@ -43,6 +43,7 @@ from aegis_server.store.repository import (
     default_audit_dir,
     format_timestamp,
     hash_api_key,
+    open_existing,
     verify_database,
 )
 
@@ -55,9 +56,9 @@ __all__ = [
     "AlreadyReported",
     "ApiKey",
     "AuditChainCut",
+    "AuditFilters",
     "AuditKeyError",
     "AuditKeySource",
-    "AuditFilters",
     "ChainLinker",
     "ChainState",
     "DecisionBinding",
@@ -83,6 +84,7 @@ __all__ = [
     "link_hash",
     "link_hmac",
     "normalise_url",
+    "open_existing",
     "redact_url",
     "upgrade_database",
     "verify_database",

@@ -168,7 +168,9 @@ class AuditKeySource:
             return self._key
         assert self.file is not None
         try:
-            raw = read_or_create_key_file(self.file, lambda: secrets.token_hex(32).encode("ascii") + b"\n", create=create)
+            raw = read_or_create_key_file(
+                self.file, lambda: secrets.token_hex(32).encode("ascii") + b"\n", create=create
+            )
         except OSError as exc:
             raise AuditKeyError(
                 f"cannot read or create the audit key file {self.file} ({exc.strerror or exc}); set "
@@ -239,7 +241,8 @@ class ChainChecker:
         elif keyed and self._linker is None:
             reason = (
                 f"unverifiable: records from #{self.v2_from} are keyed (HMAC) and the audit key is not "
-                "available; set AEGIS_AUDIT_KEY (or AEGIS_AUDIT_CHECKPOINT_DIR, where the key file is) as the server has it"
+                "available; set AEGIS_AUDIT_KEY (or AEGIS_AUDIT_CHECKPOINT_DIR, where the key file is) as "
+                "the server has it"
             )
         else:
             try:

@@ -118,6 +118,7 @@ __all__ = [
     "default_audit_dir",
     "format_timestamp",
     "hash_api_key",
+    "open_existing",
     "verify_database",
 ]
 
@@ -441,6 +442,7 @@ class Store:
         self._engine = engine
         self._audit_key = audit_key if audit_key is not None else AuditKeySource()
         self._chain: _ChainWriter | None = None  # set by `prepare_chain` before the first write
+        self._floor = 0  # a record known to exist (`raise_chain_floor`) before the chain was prepared
         self._chain_lock = asyncio.Lock()
         self._postgres = engine.dialect.name == "postgresql"
         self._writer = engine if self._postgres else sqlite_writer(engine)
@@ -615,6 +617,7 @@ class Store:
                     "database the same AEGIS_AUDIT_KEY (or the same key file)"
                 )
             self._chain = _ChainWriter(linker)
+            self._chain.floor = self._floor
             return state
 
     async def chain_state(self) -> ChainState:
@@ -638,6 +641,7 @@ class Store:
     def raise_chain_floor(self, sequence: int) -> None:
         """Tell the appender that record `sequence` existed (e.g. it was checkpointed): a head read below
         it afterwards refuses to append (`AuditChainCut`)."""
+        self._floor = max(self._floor, sequence)
         if self._chain is not None and sequence > self._chain.floor:
             self._chain.floor = sequence
 
@@ -953,7 +957,9 @@ class Store:
                 raise _IdempotentReplay  # roll back; each record is then written alone
             chain = self._chain
             assert chain is not None  # `_write_group` prepared it
-            audit_rows, _ = _chained_rows(chain.head(connection.execute(_HEAD_SQL).fetchone()), entries, now, chain.linker)
+            audit_rows, _ = _chained_rows(
+                chain.head(connection.execute(_HEAD_SQL).fetchone()), entries, now, chain.linker
+            )
             self._bulk_audit.execute(connection, audit_rows)
 
     def _decision_row(self, record: NewDecision, now: datetime) -> dict[str, Any]:
@@ -1901,17 +1907,23 @@ def _missing_sqlite_file(url: str) -> str | None:
     return None
 
 
-async def verify_database(url: str, audit_key: AuditKeySource | None = None) -> AuditVerification:
-    """Verify the audit chain of the database at `url` (the chain alone; `aegis_server.audit_anchor`
-    adds the checkpoint and the decisions). Raises `SchemaNotReady` when the database has no (current)
-    AEGIS schema, or is a SQLite file that does not exist (it is not created)."""
+async def open_existing(url: str, audit_key: AuditKeySource | None = None) -> Store:
+    """`Store.open(url, migrate=False)` for checking a database: a SQLite file that does not exist is not
+    created (`SchemaNotReady`)."""
     database = await asyncio.to_thread(_missing_sqlite_file, url)
     if database is not None:
         raise SchemaNotReady(
             f"there is no SQLite database at {database}; check the --db URL (the server writes "
             "its database where its db_url points, by default ./.aegis/aegis.db)"
         )
-    store = await Store.open(url, migrate=False, audit_key=audit_key)
+    return await Store.open(url, migrate=False, audit_key=audit_key)
+
+
+async def verify_database(url: str, audit_key: AuditKeySource | None = None) -> AuditVerification:
+    """Verify the audit chain of the database at `url` (the chain alone; `aegis_server.audit_anchor`
+    adds the checkpoint and the decisions). Raises `SchemaNotReady` when the database has no (current)
+    AEGIS schema, or is a SQLite file that does not exist (it is not created)."""
+    store = await open_existing(url, audit_key)
     try:
         return await store.verify_chain()
     finally:
