@@ -271,9 +271,6 @@ class CheckpointDirectory:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
-        current = self._read_latest()
-        if current is not None and current.sequence > checkpoint.sequence:
-            return  # another replica already recorded a later head
         temporary = self.path / f".{LATEST_FILE}.{secrets.token_hex(6)}.tmp"
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(line)
@@ -295,9 +292,11 @@ class CheckpointDirectory:
             return None
 
     def latest(self) -> Checkpoint | None:
-        """The newest checkpoint: `latest.json`, or the last readable line of the newest day file when
-        `latest.json` is missing or unreadable (a crash between the two writes). None when there is none."""
-        found = self._read_latest()
+        """The checkpoint written last: the last readable line of the newest day file (written first), or
+        `latest.json` when it is newer (by its time) or the day files are gone. None when there is none.
+        (The last written, not the highest sequence: a checkpoint written by `audit acknowledge-cut`
+        after an investigation supersedes the one of the longer chain.)"""
+        found: Checkpoint | None = None
         days = sorted(self.path.glob("checkpoints-*.jsonl")) if self.path.is_dir() else []
         for day in reversed(days):
             try:
@@ -306,14 +305,15 @@ class CheckpointDirectory:
                 continue
             for number in range(len(lines) - 1, -1, -1):
                 try:
-                    candidate = Checkpoint.parse(json.loads(lines[number]), f"{day}:{number + 1}")
+                    found = Checkpoint.parse(json.loads(lines[number]), f"{day}:{number + 1}")
                 except ValueError:
                     continue
-                if found is None or candidate.sequence > found.sequence:
-                    found = candidate
                 break
             if found is not None:
                 break
+        latest = self._read_latest()
+        if latest is not None and (found is None or latest.time > found.time):
+            return latest
         return found
 
 
@@ -474,6 +474,10 @@ class AuditAnchor:
         self._unsent: Checkpoint | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self.written = 0  # checkpoints written by this process
+        # Checkpoints vouch for the database's head only once it was found to match the latest one
+        # (`check_startup`) or an operator accepted it (`audit acknowledge-cut`): a server that refused to
+        # start must not write a checkpoint of the cut chain on its way out.
+        self.verified = False
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store, **kwargs: Any) -> AuditAnchor | None:
@@ -501,6 +505,7 @@ class AuditAnchor:
         different. Returns the checkpoint (None: there is none yet)."""
         checkpoint = await self.latest()
         if checkpoint is None:
+            self.verified = True
             head, _ = await self.store.chain_head()
             if head:
                 logger.warning(
@@ -528,11 +533,14 @@ class AuditAnchor:
             )
         self._last = (checkpoint.sequence, checkpoint.head_hash)
         self.store.raise_chain_floor(checkpoint.sequence)
+        self.verified = True
         return checkpoint
 
     async def checkpoint(self, *, extra: Mapping[str, Any] | None = None, force: bool = False) -> Checkpoint | None:
         """Write a checkpoint of the database's head when it moved since the last one (or `force`);
-        returns it, or None when nothing was written."""
+        returns it, or None when nothing was written (also before the head was `verified`)."""
+        if not self.verified:
+            return None
         head_sequence, head_hash = await self.store.chain_head()
         if not force and (head_sequence, head_hash) == self._last:
             return None

@@ -62,7 +62,7 @@ class Settings(BaseModel):
     audit_checkpoint_dir: Path | None = Field(
         default=None,
         description="Where signed checkpoints (and generated key files) go. None: beside a SQLite file "
-        "(`aegis.db` -> `aegis.audit/`), `./.aegis/audit/<host>-<port>-<database>/` for PostgreSQL.",
+        "(`aegis.db` -> `aegis.audit/`), `~/.aegis/audit/<host>-<port>-<database>/` for PostgreSQL.",
     )
     audit_checkpoint_webhook: str | None = Field(
         default=None,

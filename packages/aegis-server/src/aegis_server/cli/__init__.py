@@ -465,6 +465,7 @@ def _cmd_audit_acknowledge_cut(args: argparse.Namespace) -> int:
                     "operator": operator,
                 },
             )
+            anchor.verified = True  # the operator accepts the current head
             written = await anchor.checkpoint(
                 extra={"acknowledged_cut": {**acknowledged, "reason": reason}}, force=True
             )

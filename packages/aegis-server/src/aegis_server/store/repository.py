@@ -1885,8 +1885,9 @@ def default_audit_dir(url: str) -> Path | None:
     """Where the audit key files and checkpoints live unless configured (AEGIS_AUDIT_CHECKPOINT_DIR):
     beside a SQLite file (its name with the suffix `.audit`: `./.aegis/aegis.audit/` for
     `./.aegis/aegis.db`), under
-    `./.aegis/audit/<host>-<port>-<database>/` for a server database; None for in-memory SQLite (nothing
-    to anchor: the chain ends with the process)."""
+    `~/.aegis/audit/<host>-<port>-<database>/` for a server database (the home directory, so the server
+    and the CLI agree from any working directory); None for in-memory SQLite (nothing to anchor: the
+    chain ends with the process)."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -1895,7 +1896,7 @@ def default_audit_dir(url: str) -> Path | None:
         path = Path(database).expanduser()
         return path.with_suffix(".audit") if path.suffix != ".audit" else path.with_name(path.name + "-audit")
     name = f"{parsed.host or 'localhost'}-{parsed.port or 'default'}-{parsed.database or 'default'}"
-    return Path(".aegis") / "audit" / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return Path.home() / ".aegis" / "audit" / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _missing_sqlite_file(url: str) -> str | None:
