@@ -251,6 +251,15 @@ async def test_the_appender_refuses_to_fork_a_chain_cut_under_it(
     assert (await anchored.store.chain_head())[0] == 7
 
 
+async def test_records_deleted_right_after_they_were_written_stop_the_appender(anchored: Anchored) -> None:
+    # No checkpoint covers them yet: the store itself remembers the head it committed.
+    await anchored.store.append_audit("test", payload={"i": 1})
+    await anchored.store.record_decision(_decision(1))  # the group commit: records 2 and 3
+    await anchored.sql("DELETE FROM audit_records WHERE sequence = 3")
+    with pytest.raises(AuditChainCut, match=r"records #3\.\.#3 were deleted"):
+        await anchored.store.append_audit("test", payload={"i": 2})
+
+
 async def test_a_0_1_chain_still_verifies_and_continues_keyed(store_url: str, tmp_path: Path) -> None:
     settings = _settings(store_url, tmp_path)
     store = await Store.open(store_url, audit_key=audit_key_source(settings))

@@ -443,6 +443,7 @@ class Store:
         self._audit_key = audit_key if audit_key is not None else AuditKeySource()
         self._chain: _ChainWriter | None = None  # set by `prepare_chain` before the first write
         self._floor = 0  # a record known to exist (`raise_chain_floor`) before the chain was prepared
+        self._appenders: dict[AsyncConnection, list[_AuditAppender]] = {}  # of the open write transactions
         self._chain_lock = asyncio.Lock()
         self._postgres = engine.dialect.name == "postgresql"
         self._writer = engine if self._postgres else sqlite_writer(engine)
@@ -558,12 +559,23 @@ class Store:
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         if self._chain is None:
             await self.prepare_chain()
-        if self._postgres:
-            async with self._writer.begin() as conn:
-                yield conn
-        else:
-            async with self._write_lock, self._writer.begin() as conn:
-                yield conn
+        conn: AsyncConnection | None = None
+        try:
+            if self._postgres:
+                async with self._writer.begin() as conn:
+                    yield conn
+            else:
+                async with self._write_lock, self._writer.begin() as conn:
+                    yield conn
+        except BaseException:
+            if conn is not None:
+                self._appenders.pop(conn, None)
+            raise
+        assert conn is not None
+        # Committed: the records the transaction's appenders wrote exist, and a head below them is a cut.
+        for appender in self._appenders.pop(conn, ()):
+            if appender.head is not None:
+                self.raise_chain_floor(appender.head[0])
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -572,7 +584,9 @@ class Store:
 
     def _audit(self, conn: AsyncConnection, now: datetime) -> _AuditAppender:
         assert self._chain is not None  # `_write` prepared it
-        return _AuditAppender(conn=conn, postgres=self._postgres, now=now, chain=self._chain)
+        appender = _AuditAppender(conn=conn, postgres=self._postgres, now=now, chain=self._chain)
+        self._appenders.setdefault(conn, []).append(appender)
+        return appender
 
     # ------------------------------------------------------------------------------------------
     # the keyed chain
@@ -957,10 +971,11 @@ class Store:
                 raise _IdempotentReplay  # roll back; each record is then written alone
             chain = self._chain
             assert chain is not None  # `_write_group` prepared it
-            audit_rows, _ = _chained_rows(
+            audit_rows, head = _chained_rows(
                 chain.head(connection.execute(_HEAD_SQL).fetchone()), entries, now, chain.linker
             )
             self._bulk_audit.execute(connection, audit_rows)
+        chain.floor = max(chain.floor, head[0])  # committed
 
     def _decision_row(self, record: NewDecision, now: datetime) -> dict[str, Any]:
         """The `decisions` row of a new decision (as `_record_one` inserts it)."""
@@ -1490,9 +1505,11 @@ class Store:
                     "result_sha256": canonical_hash(result) if result is not None else None,
                 },
             }
-            self._append_audit_sync(conn, [entry], moment)
+            written.append(self._append_audit_sync(conn, [entry], moment))
 
+        written: list[int] = []
         await self._write_sync(write)
+        self.raise_chain_floor(written[-1])
         return ExecutionRecord(
             decision_id=decision_id, status=report.status, recorded_at=recorded_at, audit_ref=audit_ref
         )
@@ -1516,14 +1533,15 @@ class Store:
         async with self._write() as async_conn:
             await async_conn.run_sync(work)
 
-    def _append_audit_sync(self, conn: sa.Connection, entries: Sequence[Mapping[str, Any]], now: datetime) -> None:
+    def _append_audit_sync(self, conn: sa.Connection, entries: Sequence[Mapping[str, Any]], now: datetime) -> int:
         """`_AuditAppender.append_many` for a synchronous connection (in the caller's write transaction)."""
         if self._postgres:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
         chain = self._chain
         assert chain is not None  # `_write_sync` prepared it
-        audit_rows, _ = _chained_rows(chain.head(conn.execute(_HEAD_QUERY).first()), entries, now, chain.linker)
+        audit_rows, head = _chained_rows(chain.head(conn.execute(_HEAD_QUERY).first()), entries, now, chain.linker)
         conn.execute(sa.insert(audit_records), audit_rows)
+        return head[0]  # the caller raises the floor to it once the transaction committed
 
     async def get_execution(self, decision_id: str) -> dict[str, Any] | None:
         """The stored execution report of a decision (status, result, error, duration_ms, recorded_at,
