@@ -223,6 +223,14 @@ async def test_a_decision_without_its_audit_record_and_a_record_without_its_deci
     }
 
 
+async def test_an_edited_created_at_is_found(anchored: Anchored) -> None:
+    await _fill(anchored)
+    await anchored.sql("UPDATE audit_records SET created_at = :t WHERE sequence = 5", t=datetime(2020, 1, 1))
+    result = await anchored.verify()
+    assert result.first_broken is not None and result.first_broken.sequence == 5
+    assert result.first_broken.reason.startswith("created_at mismatch")
+
+
 async def test_a_tampered_checkpoint_signature_is_found(anchored: Anchored) -> None:
     await _fill(anchored)
     latest = anchored.directory / "latest.json"
