@@ -49,6 +49,7 @@ from aegis_server.store import (
     Store,
     format_timestamp,
     link_hash,
+    verify_database,
 )
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -313,6 +314,15 @@ async def test_a_0_1_chain_still_verifies_and_continues_keyed(store_url: str, tm
         assert broken.first_broken is not None and broken.first_broken.sequence == 3
     finally:
         await store.close()
+
+
+async def test_without_the_audit_key_keyed_records_are_unverifiable(anchored: Anchored, tmp_path: Path) -> None:
+    await _fill(anchored, decisions=1)
+    result = await verify_database(anchored.settings.db_url, AuditKeySource(file=tmp_path / "elsewhere" / "none.key"))
+    assert not result.valid and result.first_broken is not None and result.first_broken.sequence == 1
+    assert result.first_broken.reason.startswith("unverifiable")
+    wrong = await verify_database(anchored.settings.db_url, AuditKeySource(key=b"w" * 32))
+    assert wrong.first_broken is not None and "keyed hash" in wrong.first_broken.reason
 
 
 async def test_a_replica_with_another_audit_key_refuses_to_write(store_url: str, tmp_path: Path) -> None:
