@@ -562,3 +562,23 @@ def test_a_write_to_a_chain_cut_under_the_running_server_is_a_503(
     with caplog.at_level(logging.CRITICAL):
         asyncio.run(_serve_once(settings, work))  # its shutdown checkpoint is refused (the head went back)
     assert any("refusing" in record.getMessage() for record in caplog.records if record.levelno == logging.CRITICAL)
+
+
+def test_the_running_server_checkpoints_within_its_interval(tmp_path: Path) -> None:
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'aegis.db'}"
+    settings = _settings(db_url, tmp_path, audit_checkpoint_interval_seconds=0.05)
+
+    async def run() -> int:
+        app = create_app(settings)  # background tasks on: the checkpoint writer runs
+        async with app.router.lifespan_context(app):
+            await app.state.store.record_decision(_decision(1))
+            anchor: AuditAnchor = app.state.audit_anchor
+            for _ in range(200):  # bounded: 200 x 25 ms
+                latest = await anchor.latest()
+                if latest is not None and latest.sequence == 2:
+                    return anchor.written
+                await asyncio.sleep(0.025)
+            raise AssertionError("no checkpoint of record #2 within 5 s")
+
+    assert asyncio.run(run()) == 1
+    assert json.loads((tmp_path / "anchor" / "latest.json").read_text())["sequence"] == 2
