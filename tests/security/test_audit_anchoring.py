@@ -583,3 +583,30 @@ def test_the_running_server_checkpoints_within_its_interval(tmp_path: Path) -> N
 
     assert asyncio.run(run()) == 1  # one: the chain was idle after the append
     assert json.loads((tmp_path / "anchor" / "latest.json").read_text())["sequence"] == 2
+
+
+async def test_replicas_sharing_the_keys_write_one_anchored_chain(store_url: str, tmp_path: Path) -> None:
+    settings = _settings(
+        store_url,
+        tmp_path,
+        audit_key="shared-audit-key-of-every-replica-0123456789",
+        audit_signing_key="5a" * 32,  # an Ed25519 seed as 64 hex digits
+    )
+    replicas = [await Store.open(store_url, audit_key=audit_key_source(settings)) for _ in range(2)]
+    try:
+        anchors = [AuditAnchor.from_settings(settings, replica) for replica in replicas]
+        assert anchors[0] is not None and anchors[1] is not None
+        assert anchors[0].key_id == anchors[1].key_id
+        for anchor in anchors:
+            await anchor.check_startup()
+        for number in range(1, 7):
+            await replicas[number % 2].record_decision(_decision(number))
+            assert await anchors[number % 2].checkpoint() is not None  # each reads the database's head
+        result = await verify_audit(replicas[0], checkpoint=await anchors[1].latest(), public_key=anchors[0].public_key)
+        assert result.valid, (result.first_broken, result.problems)
+        assert result.checkpoint is not None and result.checkpoint.sequence == 12
+        assert not (tmp_path / "anchor" / "audit-hmac.key").exists()  # the keys came from the settings
+        assert not (tmp_path / "anchor" / "audit-signing.key").exists()
+    finally:
+        for replica in replicas:
+            await replica.close()
