@@ -12,6 +12,7 @@ import concurrent.futures
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from aegis_server.store import Store
+from aegis_server.store import Store, default_audit_dir
 from aegis_server.store.schema import audit_records, decisions, idempotency_keys
 
 T = TypeVar("T")
@@ -82,10 +83,14 @@ def postgres_database() -> Iterator[str]:
         if os.environ.get("AEGIS_TEST_POSTGRES") == "required":
             pytest.fail(message + " (AEGIS_TEST_POSTGRES=required)")
         pytest.skip(message)
+    url = admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
     try:
-        yield admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+        yield url
     finally:
         run_async(lambda: admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        directory = default_audit_dir(url)  # the audit key file and checkpoints made for it
+        if directory is not None and directory.name.endswith(name):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def cli(db_url: str, *args: str, env: Mapping[str, str] | None = None) -> str:

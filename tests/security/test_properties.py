@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from aegis_sdk.models import Decision
 from aegis_server.canonical import canonical_hash, normalise_json
-from aegis_server.store import Store
+from aegis_server.store import AuditKeySource, Store, default_audit_dir
 from aegis_server.store.chain import CHAINED_FIELDS
 from aegis_server.store.records import NewDecision
 from aegis_server.tokens import TokenSigner
@@ -175,8 +175,13 @@ def _rows(path: Path) -> list[dict[str, Any]]:
         return [dict(row) for row in conn.execute("SELECT * FROM audit_records ORDER BY sequence")]
 
 
-async def _verify(path: Path) -> Any:
-    store = await Store.open(f"sqlite+aiosqlite:///{path}", migrate=False)
+async def _verify(path: Path, original: Path) -> Any:
+    # The copy is checked with the audit key of the original (the key file lives beside the database file,
+    # outside it: a copy of the file alone cannot verify its keyed records).
+    key_dir = default_audit_dir(f"sqlite+aiosqlite:///{original}")
+    assert key_dir is not None
+    key = AuditKeySource(file=key_dir / "audit-hmac.key")
+    store = await Store.open(f"sqlite+aiosqlite:///{path}", migrate=False, audit_key=key)
     try:
         return await store.verify_chain()
     finally:
@@ -206,7 +211,7 @@ def test_any_single_byte_change_is_found_by_verify(chain_db: Path, tmp_path: Pat
             assume(changed.isdigit() and int(changed) not in {r["sequence"] for r in rows})
             value = int(changed)
         conn.execute(f"UPDATE audit_records SET {column} = ? WHERE sequence = ?", (value, row["sequence"]))
-    result = asyncio.run(_verify(copy))
+    result = asyncio.run(_verify(copy, chain_db))
     copy.unlink()
     assert not result.valid, (column, original, changed)
     broken = result.first_broken.sequence  # type: ignore[union-attr]

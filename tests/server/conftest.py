@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,10 +78,21 @@ def postgres_url() -> Iterator[str]:
         _unreachable.append(f"{type(exc).__name__}: {exc}")
         _skip_or_fail(_unreachable[0])
     url = make_url(_admin_url()).set(drivername="postgresql+asyncpg", database=name)
+    rendered = url.render_as_string(hide_password=False)
     try:
-        yield url.render_as_string(hide_password=False)
+        yield rendered
     finally:
         _run_in_thread(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _remove_audit_dir(rendered)
+
+
+def _remove_audit_dir(url: str) -> None:
+    """The audit key file and checkpoints a store made for this test database (`~/.aegis/audit/...`)."""
+    from aegis_server.store import default_audit_dir
+
+    directory = default_audit_dir(url)
+    if directory is not None and directory.name.endswith(str(make_url(url).database)):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -39,7 +39,11 @@ async def test_first_record_links_to_genesis_and_hash_is_recomputable(store: Sto
     second = await store.append_audit("test", payload={"é": [1.5, None]})
     assert (first.sequence, first.previous_hash) == (1, GENESIS_HASH)
     assert (second.sequence, second.previous_hash) == (2, first.hash)
-    assert link_hash(second.model_dump()) == second.hash
+    # New records are keyed (chain version 2): HMAC-SHA256 under the store's audit key, not plain SHA-256.
+    linker = store.audit_linker()
+    assert linker is not None
+    assert linker.link(second.model_dump()) == second.hash
+    assert link_hash(second.model_dump()) != second.hash
     result = await store.verify_chain()
     assert result.valid and result.records_checked == 2 and result.head_hash == second.hash
     assert result.first_broken is None
@@ -127,7 +131,9 @@ async def test_rewriting_a_record_and_its_hash_breaks_the_next_link(store: Store
     records, _ = await store.audit_log(AuditFilters(), 10, None)
     forged = records[2].model_dump()
     forged["payload"] = {"i": 100}
-    forged_hash = link_hash(forged)
+    linker = store.audit_linker()
+    assert linker is not None
+    forged_hash = linker.link(forged)  # an attacker holding the audit key
     async with store.engine.begin() as conn:
         await conn.execute(
             sa.text("UPDATE audit_records SET payload = :p, hash = :h WHERE sequence = 3"),
@@ -137,6 +143,23 @@ async def test_rewriting_a_record_and_its_hash_breaks_the_next_link(store: Store
     assert result.first_broken is not None
     assert (result.first_broken.sequence, result.first_broken.audit_ref) == (4, records[3].audit_ref)
     assert result.first_broken.reason.startswith("previous_hash mismatch")
+
+
+async def test_rewriting_a_keyed_record_with_the_unkeyed_formula_is_a_keyed_hash_mismatch(store: Store) -> None:
+    for i in range(5):
+        await store.append_audit("test", payload={"i": i})
+    records, _ = await store.audit_log(AuditFilters(), 10, None)
+    forged = records[2].model_dump()
+    forged["payload"] = {"i": 100}
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE audit_records SET payload = :p, hash = :h WHERE sequence = 3"),
+            {"p": '{"i": 100}', "h": link_hash(forged)},  # version 1: no key needed
+        )
+    result = await store.verify_chain()
+    assert result.first_broken is not None
+    assert result.first_broken.sequence == 3
+    assert "keyed hash" in result.first_broken.reason
 
 
 async def test_a_deleted_record_is_a_sequence_gap(store: Store) -> None:

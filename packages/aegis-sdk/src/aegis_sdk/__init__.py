@@ -50,6 +50,8 @@ from aegis_sdk.errors import (
 from aegis_sdk.models import (
     Action,
     Actor,
+    AuditCheckpoint,
+    AuditProblem,
     AuditRecord,
     AuditTrail,
     AuditVerification,
@@ -82,6 +84,8 @@ __all__ = [
     "AsyncPageIterator",
     "AsyncPolicies",
     "Audit",
+    "AuditCheckpoint",
+    "AuditProblem",
     "AuditRecord",
     "AuditTrail",
     "AuditVerification",

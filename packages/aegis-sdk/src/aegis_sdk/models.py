@@ -298,8 +298,35 @@ class BrokenLink(BaseModel):
     reason: str
 
 
+class AuditProblem(BaseModel):
+    """One thing wrong with the audit trail, besides a broken link: e.g. `tail_cut`, `chain_recomputed`,
+    `checkpoint_signature_invalid`, `chain_version_downgraded`, `decision_mismatch`,
+    `decision_unaudited`, `audit_without_decision` (see docs/api.md)."""
+
+    model_config = _LENIENT
+
+    code: str
+    message: str
+    sequence: int | None = None
+    decision_id: str | None = None
+
+
+class AuditCheckpoint(BaseModel):
+    """The signed checkpoint a verification compared the chain with."""
+
+    model_config = _LENIENT
+
+    sequence: int
+    head_hash: str
+    time: str
+    chain_version: int = 1
+    signature_valid: bool = True
+
+
 class AuditVerification(BaseModel):
-    """The answer of `GET /api/v1/audit/verify`."""
+    """The answer of `GET /api/v1/audit/verify`. `valid` is false when a link is broken
+    (`first_broken`) or anything in `problems` is wrong; `checkpoint` is the signed head the chain was
+    compared with (None when there is none yet)."""
 
     model_config = _LENIENT
 
@@ -307,6 +334,11 @@ class AuditVerification(BaseModel):
     records_checked: int
     head_hash: str | None = None
     first_broken: BrokenLink | None = None
+    head_sequence: int | None = None
+    chain_version: int | None = None
+    keyed_from: int | None = None
+    checkpoint: AuditCheckpoint | None = None
+    problems: list[AuditProblem] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,7 +453,9 @@ __all__ = [
     "ApiKeyInfo",
     "ApiKeyList",
     "ApiKeyUpdate",
+    "AuditCheckpoint",
     "AuditPage",
+    "AuditProblem",
     "AuditRecord",
     "AuditTrail",
     "AuditVerification",

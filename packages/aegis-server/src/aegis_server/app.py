@@ -1,7 +1,9 @@
 """`create_app(settings)`: the FastAPI application of the AEGIS platform.
 
-The lifespan opens the store (migrating it unless told not to), loads the policy set (files + API-stored
-policies, compiled into one), and runs the background task that expires overdue reviews every second.
+The lifespan opens the store (migrating it unless told not to), checks the audit chain against its latest
+signed checkpoint (refusing to start on a cut or rewritten chain), loads the policy set (files + API-stored
+policies, compiled into one), and runs the background tasks that expire overdue reviews every second and
+write signed checkpoints of the audit chain's head (`aegis_server.audit_anchor`), one more at shutdown.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from aegis_server import __version__
 from aegis_server.api import api_router
 from aegis_server.api.governance import hot_routes
 from aegis_server.api.hot_path import HotPathDispatch, HotRoute
+from aegis_server.audit_anchor import AnchorError, AuditAnchor, CheckpointError, audit_key_source
 from aegis_server.engine import PolicySetError
 from aegis_server.errors import (
     ApiError,
@@ -39,7 +42,7 @@ from aegis_server.rate_limits import RateLimiter
 from aegis_server.security import KeyAuthenticator
 from aegis_server.service import GovernanceService, utcnow
 from aegis_server.settings import Settings
-from aegis_server.store import SchemaNotReady, Store
+from aegis_server.store import AuditChainCut, AuditKeyError, SchemaNotReady, Store
 
 logger = logging.getLogger("aegis_server")
 
@@ -143,7 +146,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            store = await Store.open(settings.db_url, migrate=settings.db_migrate)
+            store = await Store.open(settings.db_url, migrate=settings.db_migrate, audit_key=audit_key_source(settings))
+        except AuditKeyError as exc:
+            raise StartupError(f"the audit key is not usable: {exc}") from None
         except SchemaNotReady as exc:
             raise StartupError(f"the database at AEGIS_DB_URL is not ready: {exc}") from None
         except (OSError, DBAPIError) as exc:
@@ -151,7 +156,23 @@ def create_app(
                 f"cannot open the database ({type(exc).__name__}); check AEGIS_DB_URL and that the server is up"
             ) from None
         task: asyncio.Task[None] | None = None
+        anchor: AuditAnchor | None = None
+        anchor_task: asyncio.Task[None] | None = None
         try:
+            try:
+                anchor = AuditAnchor.from_settings(settings, store, clock=wall)
+                if anchor is not None:
+                    await anchor.check_startup()  # read-only: before anything is written
+                await store.prepare_chain()
+            except AnchorError as exc:
+                logger.critical("refusing to start: %s", exc)
+                raise StartupError(f"the audit chain does not match its latest signed checkpoint: {exc}") from None
+            except (AuditKeyError, CheckpointError) as exc:
+                raise StartupError(f"the audit keys are not usable: {exc}") from None
+            if anchor is None:
+                logger.warning(
+                    "audit checkpoints are off: the database is in memory and AEGIS_AUDIT_CHECKPOINT_DIR is unset"
+                )
             service = GovernanceService(settings, store, metrics, clock=wall, monotonic=mono)
             try:
                 await service.start()
@@ -159,11 +180,14 @@ def create_app(
                 raise StartupError(f"the policy files do not load: {exc}") from None
             app.state.store = store
             app.state.service = service
+            app.state.audit_anchor = service.audit_anchor = anchor
             app.state.authenticator = KeyAuthenticator(store.authenticate, settings.auth_cache_seconds, mono)
             await _warn_unbound_keys(store)
             await app.state.rate_limiter.start()
             if run_background_tasks:
                 task = asyncio.create_task(_expiry_loop(service, settings.review_expiry_interval_seconds))
+                if anchor is not None:
+                    anchor_task = asyncio.create_task(anchor.run())
             logger.info(
                 "AEGIS %s ready: %d policies, %d capabilities, %d rules",
                 __version__,
@@ -176,10 +200,13 @@ def create_app(
                 gc.freeze()
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for background in (task, anchor_task):
+                if background is not None:
+                    background.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await background
+            if anchor is not None:
+                await anchor.close()  # the head at shutdown, after the last request's records
             await store.close()
 
     app = AegisAPI(
@@ -213,6 +240,20 @@ def create_app(
 
     for exc_type in (OperationalError, PoolTimeoutError, DBAPIError, SchemaNotReady):
         app.add_exception_handler(exc_type, _database_unavailable)
+
+    async def _audit_chain_cut(request: Request, exc: Exception) -> Response:
+        logger.critical("refusing to write: %s", exc)
+        return error_response(
+            ApiError(
+                503,
+                "server_error",
+                "audit_chain_cut",
+                "Audit records were deleted under the running server, so nothing is decided or written "
+                "(fail closed). An operator must investigate (`aegis-server audit verify`) and restart it.",
+            )
+        )
+
+    app.add_exception_handler(AuditChainCut, _audit_chain_cut)
 
     app.include_router(api_router())
     app.hot_routes.update({(route.method, route.path): route for route in hot_routes()})

@@ -36,6 +36,7 @@ from aegis_sdk.models import (
     Review,
     ReviewRequest,
 )
+from aegis_server.audit_anchor import AuditAnchor, verify_audit
 from aegis_server.canonical import canonical_json, normalise_json
 from aegis_server.engine import (
     EngineConfig,
@@ -446,6 +447,7 @@ class GovernanceService:
         self.metrics = metrics
         self.clock = clock
         self.notifier = ReviewNotifier()
+        self.audit_anchor: AuditAnchor | None = None  # the lifespan's checkpoints (None: nothing anchored)
         self.engine_config = EngineConfig(
             escalate_threshold=settings.escalate_threshold,
             default_review_timeout_seconds=settings.default_review_timeout_seconds,
@@ -1087,7 +1089,12 @@ class GovernanceService:
         return AuditTrail(decision_id=decision_id, records=records)
 
     async def verify_audit(self) -> AuditVerification:
-        return await self.store.verify_chain()
+        """The chain, the latest signed checkpoint and the decisions table (`audit_anchor.verify_audit`)."""
+        anchor = self.audit_anchor
+        checkpoint = await anchor.latest() if anchor is not None else None
+        return await verify_audit(
+            self.store, checkpoint=checkpoint, public_key=anchor.public_key if anchor is not None else None
+        )
 
     # -- health -----------------------------------------------------------------------------------
 

@@ -64,6 +64,30 @@ class Settings(BaseModel):
         description="The most a condition may cost (estimated from the proposal's data before it runs); "
         "over it the rule fails closed with `evaluation_budget_exceeded`.",
     )
+    audit_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="HMAC key of the audit chain (version 2). None: `audit-hmac.key` in the checkpoint directory, "
+        "generated once. Never stored in the database; every replica of one database needs the same key.",
+    )
+    audit_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 key signing audit checkpoints (PEM PKCS#8, or 64 hex digits). None: "
+        "`audit-signing.key` in the checkpoint directory, generated once.",
+    )
+    audit_checkpoint_dir: Path | None = Field(
+        default=None,
+        description="Where signed checkpoints (and generated key files) go. None: beside a SQLite file "
+        "(`aegis.db` -> `aegis.audit/`), `~/.aegis/audit/<host>-<port>-<database>/` for PostgreSQL.",
+    )
+    audit_checkpoint_webhook: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Also POST each checkpoint (JSON) here, off the request path, retried on failure.",
+    )
+    audit_checkpoint_interval_seconds: float = Field(
+        default=1.0, gt=0.0, le=60.0, description="How often a checkpoint is written while records are appended."
+    )
 
     def resolved_policy_paths(self, cwd: Path | None = None) -> tuple[Path, ...]:
         """The policy paths to load: the configured ones, or the default folder when it exists."""
@@ -99,7 +123,7 @@ class Settings(BaseModel):
                 continue
             if field_name == "policy_paths":
                 values[field_name] = tuple(Path(p) for p in raw.split(os.pathsep) if p.strip())
-            elif field_name in ("secret", "redis_url"):
+            elif field_name in _EMPTY_IS_UNSET:
                 values[field_name] = raw if raw else None
             else:
                 values[field_name] = raw
@@ -138,7 +162,15 @@ _ENV_VARIABLES: dict[str, str] = {
     "allow_self_review": "AEGIS_ALLOW_SELF_REVIEW",
     "redis_url": "AEGIS_REDIS_URL",
     "condition_cost_budget": "AEGIS_CONDITION_COST_BUDGET",
+    "audit_key": "AEGIS_AUDIT_KEY",
+    "audit_signing_key": "AEGIS_AUDIT_SIGNING_KEY",
+    "audit_checkpoint_dir": "AEGIS_AUDIT_CHECKPOINT_DIR",
+    "audit_checkpoint_webhook": "AEGIS_AUDIT_CHECKPOINT_WEBHOOK",
+    "audit_checkpoint_interval_seconds": "AEGIS_AUDIT_CHECKPOINT_INTERVAL_SECONDS",
 }
+_EMPTY_IS_UNSET = frozenset(
+    {"secret", "redis_url", "audit_key", "audit_signing_key", "audit_checkpoint_dir", "audit_checkpoint_webhook"}
+)
 ENV_VARIABLES: Mapping[str, str] = _ENV_VARIABLES
 """Setting name -> environment variable, for the docs and the CLI."""
 

@@ -1,4 +1,5 @@
-"""`/api/v1/audit/...`: the hash-chained audit log, one decision's trail, and chain verification."""
+"""`/api/v1/audit/...`: the hash-chained audit log, one decision's trail, and chain verification (the chain,
+the latest signed checkpoint and the decisions table, as `aegis-server audit verify` checks them)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ async def audit_trail(decision_id: str, service: ServiceDep, _: Auditor) -> Audi
 @router.get(
     "/verify",
     response_model=AuditVerification,
-    summary="Walk the hash chain and report the first broken link",
+    summary="Verify the audit: the hash chain, the latest signed checkpoint and the decisions table",
     responses=errors(),
 )
 async def verify(service: ServiceDep, _: Auditor) -> AuditVerification:

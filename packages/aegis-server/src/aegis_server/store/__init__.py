@@ -1,10 +1,18 @@
 """The persistence layer of the AEGIS server: SQLAlchemy 2 (async) on SQLite or PostgreSQL, with the
 schema managed by Alembic migrations shipped in this package (`store/migrations`)."""
 
-from aegis_server.store.chain import GENESIS_HASH, link_hash
+from aegis_server.store.chain import (
+    GENESIS_HASH,
+    AuditKeyError,
+    AuditKeySource,
+    ChainLinker,
+    link_hash,
+    link_hmac,
+)
 from aegis_server.store.engine import normalise_url, redact_url
 from aegis_server.store.errors import (
     AlreadyReported,
+    AuditChainCut,
     IdempotencyConflict,
     InvalidCursor,
     NotAllowed,
@@ -31,9 +39,12 @@ from aegis_server.store.records import (
 from aegis_server.store.repository import (
     API_KEY_PREFIX,
     MAX_PAGE_SIZE,
+    ChainState,
     Store,
+    default_audit_dir,
     format_timestamp,
     hash_api_key,
+    open_existing,
     verify_database,
 )
 
@@ -45,7 +56,12 @@ __all__ = [
     "SCOPES",
     "AlreadyReported",
     "ApiKey",
+    "AuditChainCut",
     "AuditFilters",
+    "AuditKeyError",
+    "AuditKeySource",
+    "ChainLinker",
+    "ChainState",
     "DecisionBinding",
     "DecisionFilters",
     "IdempotencyConflict",
@@ -63,11 +79,14 @@ __all__ = [
     "StoredPolicy",
     "TokenAlreadyUsed",
     "current_revision",
+    "default_audit_dir",
     "format_timestamp",
     "hash_api_key",
     "head_revision",
     "link_hash",
+    "link_hmac",
     "normalise_url",
+    "open_existing",
     "redact_url",
     "upgrade_database",
     "verify_database",

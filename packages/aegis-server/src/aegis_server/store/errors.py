@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyReported",
+    "AuditChainCut",
     "IdempotencyConflict",
     "InvalidCursor",
     "NotAllowed",
@@ -106,3 +107,18 @@ class InvalidCursor(StoreError, ValueError):
 
 class SchemaNotReady(StoreError):
     """The database schema is missing or older than this server (run `aegis-server db upgrade`)."""
+
+
+class AuditChainCut(StoreError):
+    """The chain head in the database is below a record this process saw or checkpointed: records were
+    deleted under the running server. Nothing is appended (API: 503 audit_chain_cut), so the chain is
+    not forked from the shortened head."""
+
+    def __init__(self, head_sequence: int, floor: int) -> None:
+        self.head_sequence = head_sequence
+        self.floor = floor
+        super().__init__(
+            f"the audit chain in the database ends at record #{head_sequence}, but this server already saw "
+            f"record #{floor}: records #{head_sequence + 1}..#{floor} were deleted. Nothing is written until an "
+            "operator investigates (`aegis-server audit verify`) and restarts the server"
+        )

@@ -45,6 +45,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aegis_sdk.models import (
+    AuditProblem,
     AuditRecord,
     AuditVerification,
     Capability,
@@ -58,7 +59,13 @@ from aegis_server.canonical import canonical_hash, canonical_text, normalise_jso
 from aegis_server.ids import new_audit_ref
 from aegis_server.key_actors import ANY_ACTOR, check_rate_limit, parse_actor_patterns
 from aegis_server.store.bulk import BulkInsert, immediate_transaction
-from aegis_server.store.chain import GENESIS_HASH, ChainChecker, link_hash
+from aegis_server.store.chain import (
+    GENESIS_HASH,
+    AuditKeyError,
+    AuditKeySource,
+    ChainChecker,
+    ChainLinker,
+)
 from aegis_server.store.engine import (
     POOL_SIZE,
     WAL_SIZE_LIMIT_BYTES,
@@ -72,6 +79,7 @@ from aegis_server.store.engine import (
 )
 from aegis_server.store.errors import (
     AlreadyReported,
+    AuditChainCut,
     IdempotencyConflict,
     InvalidCursor,
     NotAllowed,
@@ -107,9 +115,12 @@ __all__ = [
     "API_KEY_PREFIX",
     "AUDIT_LOCK_KEY",
     "MAX_PAGE_SIZE",
+    "ChainState",
     "Store",
+    "default_audit_dir",
     "format_timestamp",
     "hash_api_key",
+    "open_existing",
     "verify_database",
 ]
 
@@ -121,6 +132,7 @@ logger = logging.getLogger("aegis_server.store")
 _VERIFY_BATCH = 2000
 _SECRET_NAME = "token_secret"  # noqa: S105 - the name of a row, not a secret
 _POLICY_VERSION = "policy_version"
+_AUDIT_CHAIN = "audit_chain"  # {"v2_from": first keyed record, "key_id": fingerprint of the audit key}
 _MAX_PRESENTED_KEY = 512
 
 
@@ -168,6 +180,40 @@ class _IdempotentReplay(Exception):
     """Internal: the Idempotency-Key row already exists; roll back and answer from the stored decision."""
 
 
+@dataclasses.dataclass(frozen=True)
+class ChainState:
+    """Where the keyed chain starts (`v2_from`: the first version-2 record; None: every record is version
+    1) and the fingerprint of the audit key it uses, as the database's `server_settings` records them."""
+
+    v2_from: int | None
+    key_id: str | None
+
+
+class _ChainWriter:
+    """The store's side of the chain: the keyed linker, and the highest head this process has seen under
+    the chain lock (or checkpointed). A head read below it means records were deleted while the server
+    ran: appending would fork the chain from the shortened head, so `head` raises `AuditChainCut`."""
+
+    __slots__ = ("floor", "linker")
+
+    def __init__(self, linker: ChainLinker) -> None:
+        self.linker = linker
+        self.floor = 0
+
+    def head(self, last: Any) -> tuple[int, str]:
+        head = _head_of(last)
+        if head[0] < self.floor:
+            logger.critical(
+                "the audit chain was cut under the running server: the database head is record #%d, this "
+                "server saw record #%d; refusing to append (fail closed)",
+                head[0],
+                self.floor,
+            )
+            raise AuditChainCut(head[0], self.floor)
+        self.floor = head[0]
+        return head
+
+
 @dataclasses.dataclass
 class _AuditAppender:
     """Appends audit records inside one write transaction (takes the chain lock on first use)."""
@@ -175,6 +221,7 @@ class _AuditAppender:
     conn: AsyncConnection
     postgres: bool
     now: datetime
+    chain: _ChainWriter
     head: tuple[int, str] | None = None
 
     async def append(
@@ -206,7 +253,7 @@ class _AuditAppender:
             "payload": clean_payload,
             "previous_hash": previous_hash,
         }
-        fields["hash"] = link_hash(fields)
+        fields["hash"] = self.chain.linker.link(fields)
         await self.conn.execute(sa.insert(audit_records).values(created_at=self.now, **fields))
         self.head = (sequence, fields["hash"])
         return AuditRecord(**fields)
@@ -217,7 +264,7 @@ class _AuditAppender:
             return
         await self._load_head()
         assert self.head is not None
-        rows, self.head = _chained_rows(self.head, entries, self.now)
+        rows, self.head = _chained_rows(self.head, entries, self.now, self.chain.linker)
         await self.conn.execute(sa.insert(audit_records), rows)
 
     async def _load_head(self) -> None:
@@ -225,7 +272,7 @@ class _AuditAppender:
             return
         if self.postgres:
             await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
-        self.head = _head_of((await self.conn.execute(_HEAD_QUERY)).first())
+        self.head = self.chain.head((await self.conn.execute(_HEAD_QUERY)).first())
 
 
 _HEAD_QUERY = (
@@ -241,10 +288,11 @@ def _head_of(last: Any) -> tuple[int, str]:
 
 
 def _chained_rows(
-    head: tuple[int, str], entries: Sequence[Mapping[str, Any]], now: datetime
+    head: tuple[int, str], entries: Sequence[Mapping[str, Any]], now: datetime, linker: ChainLinker
 ) -> tuple[list[dict[str, Any]], tuple[int, str]]:
     """The `audit_records` rows of `entries` (each the keyword arguments of `_AuditAppender.append`)
-    linked after `head`, and the new head."""
+    linked (keyed, version 2) after `head`, and the new head."""
+    link = linker.link
     sequence, previous_hash = head
     timestamp = format_timestamp(now)
     rows = []
@@ -263,10 +311,21 @@ def _chained_rows(
             "payload": canonical_text(entry["payload"]),  # encoded once: hashed and stored as it is
             "previous_hash": previous_hash,
         }
-        fields["hash"] = previous_hash = link_hash(fields)
+        fields["hash"] = previous_hash = link(fields)
         fields["created_at"] = now
         rows.append(fields)
     return rows, (sequence, previous_hash)
+
+
+def _parse_chain_state(value: Any) -> ChainState:
+    if value is None:
+        return ChainState(v2_from=None, key_id=None)
+    try:
+        document = json.loads(str(value))
+        return ChainState(v2_from=int(document["v2_from"]), key_id=str(document["key_id"]))
+    except (ValueError, KeyError, TypeError):
+        # An edited row: the chain's checks then fail (no record is keyed) and the checkpoint disagrees.
+        return ChainState(v2_from=None, key_id="unreadable")
 
 
 def _encode_cursor(kind: str, order: str, key: int) -> str:
@@ -378,6 +437,8 @@ class Store:
     """The repository of the AEGIS server. Open it with `await Store.open(url)`; close it with `close()`.
 
     `clock` (default: the system clock, UTC) stamps audit records and key/policy times; tests patch it.
+    `audit_key` says where the audit (HMAC) key is: `Store.open` defaults to the key file of
+    `default_audit_dir(url)`; a store made here without one uses a random key of its own.
     """
 
     def __init__(
@@ -387,8 +448,14 @@ class Store:
         clock: Callable[[], datetime] | None = None,
         batch_writer: sa.Engine | None = None,
         loop_writer: sa.Engine | None = None,
+        audit_key: AuditKeySource | None = None,
     ) -> None:
         self._engine = engine
+        self._audit_key = audit_key if audit_key is not None else AuditKeySource()
+        self._chain: _ChainWriter | None = None  # set by `prepare_chain` before the first write
+        self._floor = 0  # a record known to exist (`raise_chain_floor`) before the chain was prepared
+        self._appenders: dict[AsyncConnection, list[_AuditAppender]] = {}  # of the open write transactions
+        self._chain_lock = asyncio.Lock()
         self._postgres = engine.dialect.name == "postgresql"
         self._writer = engine if self._postgres else sqlite_writer(engine)
         self._write_lock = asyncio.Lock()
@@ -430,10 +497,22 @@ class Store:
     # ------------------------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, url: str, *, migrate: bool = True, clock: Callable[[], datetime] | None = None) -> Store:
+    async def open(
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        clock: Callable[[], datetime] | None = None,
+        audit_key: AuditKeySource | None = None,
+    ) -> Store:
         """Connect to `url` (`sqlite+aiosqlite:///path`, `postgresql+asyncpg://...`; plain `sqlite:///` and
         `postgresql://` are accepted). With `migrate`, pending migrations are applied first (safe when
-        several processes start at once); without, a schema that is not at head raises `SchemaNotReady`."""
+        several processes start at once); without, a schema that is not at head raises `SchemaNotReady`.
+        `audit_key`: where the audit key is (default: `audit-hmac.key` in `default_audit_dir(url)`, made
+        on the first write; an in-memory database uses a random key)."""
+        if audit_key is None:
+            directory = default_audit_dir(url)
+            audit_key = AuditKeySource(file=directory / "audit-hmac.key" if directory is not None else None)
         engine = create_engine(url)
         try:
             if migrate:
@@ -448,6 +527,7 @@ class Store:
             clock=clock,
             batch_writer=sqlite_batch_writer(url),
             loop_writer=sqlite_batch_writer(url, on_event_loop=True),
+            audit_key=audit_key,
         )
 
     @property
@@ -488,12 +568,25 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        if self._postgres:
-            async with self._writer.begin() as conn:
-                yield conn
-        else:
-            async with self._write_lock, self._writer.begin() as conn:
-                yield conn
+        if self._chain is None:
+            await self.prepare_chain()
+        conn: AsyncConnection | None = None
+        try:
+            if self._postgres:
+                async with self._writer.begin() as conn:
+                    yield conn
+            else:
+                async with self._write_lock, self._writer.begin() as conn:
+                    yield conn
+        except BaseException:
+            if conn is not None:
+                self._appenders.pop(conn, None)
+            raise
+        assert conn is not None
+        # Committed: the records the transaction's appenders wrote exist, and a head below them is a cut.
+        for appender in self._appenders.pop(conn, ()):
+            if appender.head is not None:
+                self.raise_chain_floor(appender.head[0])
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -501,7 +594,86 @@ class Store:
             yield conn
 
     def _audit(self, conn: AsyncConnection, now: datetime) -> _AuditAppender:
-        return _AuditAppender(conn=conn, postgres=self._postgres, now=now)
+        assert self._chain is not None  # `_write` prepared it
+        appender = _AuditAppender(conn=conn, postgres=self._postgres, now=now, chain=self._chain)
+        self._appenders.setdefault(conn, []).append(appender)
+        return appender
+
+    # ------------------------------------------------------------------------------------------
+    # the keyed chain
+    # ------------------------------------------------------------------------------------------
+
+    async def prepare_chain(self) -> ChainState:
+        """Make sure new records are keyed: load (or create) the audit key, and record in `server_settings`
+        where the keyed chain starts (the record after the current head) with the key's fingerprint, once
+        per database. Raises `AuditKeyError` when the database's chain uses another audit key (a replica
+        configured with a different AEGIS_AUDIT_KEY). Called by the first write; the server calls it at
+        startup."""
+        async with self._chain_lock:
+            if self._chain is not None:
+                return await self.chain_state()
+            key = self._audit_key.get(create=True)
+            assert key is not None
+            linker = ChainLinker(key)
+            lock = self._write_lock if not self._postgres else contextlib.nullcontext()
+            async with lock, self._writer.begin() as conn:
+                if self._postgres:
+                    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
+                value = await conn.scalar(
+                    sa.select(server_settings.c.value).where(server_settings.c.name == _AUDIT_CHAIN)
+                )
+                if value is None:
+                    head = _head_of((await conn.execute(_HEAD_QUERY)).first())
+                    now = self._clock()
+                    value = json.dumps({"v2_from": head[0] + 1, "key_id": linker.key_id}, sort_keys=True)
+                    await conn.execute(
+                        self._upsert(server_settings)
+                        .values(name=_AUDIT_CHAIN, value=value, created_at=now, updated_at=now)
+                        .on_conflict_do_nothing(index_elements=["name"])
+                    )
+                    value = await conn.scalar(
+                        sa.select(server_settings.c.value).where(server_settings.c.name == _AUDIT_CHAIN)
+                    )
+            state = _parse_chain_state(value)
+            if state.key_id != linker.key_id:
+                raise AuditKeyError(
+                    f"the audit chain in this database is keyed with audit key {state.key_id}, but this server "
+                    f"has key {linker.key_id} ({self._audit_key.description}); give every server and CLI on this "
+                    "database the same AEGIS_AUDIT_KEY (or the same key file)"
+                )
+            self._chain = _ChainWriter(linker)
+            self._chain.floor = self._floor
+            return state
+
+    async def chain_state(self) -> ChainState:
+        """Where the keyed chain starts, as the database records it (`v2_from` None: not yet keyed)."""
+        async with self._read() as conn:
+            value = await conn.scalar(sa.select(server_settings.c.value).where(server_settings.c.name == _AUDIT_CHAIN))
+        return _parse_chain_state(value)
+
+    async def chain_head(self) -> tuple[int, str | None]:
+        """(sequence, hash) of the last record in the database; (0, None) for an empty chain."""
+        async with self._read() as conn:
+            last = (await conn.execute(_HEAD_QUERY)).first()
+        return (int(last[0]), str(last[1])) if last is not None else (0, None)
+
+    async def record_hash(self, sequence: int) -> str | None:
+        """The stored hash of record `sequence`, or None when there is no such record."""
+        async with self._read() as conn:
+            value = await conn.scalar(sa.select(audit_records.c.hash).where(audit_records.c.sequence == sequence))
+        return str(value) if value is not None else None
+
+    def raise_chain_floor(self, sequence: int) -> None:
+        """Tell the appender that record `sequence` existed (e.g. it was checkpointed): a head read below
+        it afterwards refuses to append (`AuditChainCut`)."""
+        self._floor = max(self._floor, sequence)
+        if self._chain is not None and sequence > self._chain.floor:
+            self._chain.floor = sequence
+
+    def audit_linker(self, *, create: bool = False) -> ChainLinker | None:
+        """The keyed linker of this store's audit key (None when the key does not exist and not `create`)."""
+        key = self._audit_key.get(create=create)
+        return ChainLinker(key) if key is not None else None
 
     def _upsert(self, table: sa.Table) -> Any:
         return pg_dialect.insert(table) if self._postgres else sqlite_dialect.insert(table)
@@ -772,6 +944,8 @@ class Store:
             for record, row in zip(records, rows, strict=True)
             for entry in self._decision_audit_entries(record, row)
         ]
+        if self._chain is None:
+            await self.prepare_chain()
         if self._batch_writer is not None:
             # The asyncio lock keeps this process's other writers out, BEGIN IMMEDIATE other processes.
             async with self._write_lock:
@@ -874,8 +1048,13 @@ class Store:
             self._bulk_decisions.execute(connection, rows)
             if self._bulk_keys.execute(connection, keys) != len(keys):
                 raise _IdempotentReplay  # roll back; each record is then written alone
-            audit_rows, _ = _chained_rows(_head_of(connection.execute(_HEAD_SQL).fetchone()), entries, now)
+            chain = self._chain
+            assert chain is not None  # `_write_group` prepared it
+            audit_rows, head = _chained_rows(
+                chain.head(connection.execute(_HEAD_SQL).fetchone()), entries, now, chain.linker
+            )
             self._bulk_audit.execute(connection, audit_rows)
+        chain.floor = max(chain.floor, head[0])  # committed
 
     def _decision_row(self, record: NewDecision, now: datetime) -> dict[str, Any]:
         """The `decisions` row of a new decision (as `_record_one` inserts it)."""
@@ -1426,9 +1605,11 @@ class Store:
                     "api_key_id": api_key_id,
                 },
             }
-            self._append_audit_sync(conn, [entry], moment)
+            written.append(self._append_audit_sync(conn, [entry], moment))
 
+        written: list[int] = []
         await self._write_sync(write)
+        self.raise_chain_floor(written[-1])
         return ExecutionRecord(
             decision_id=decision_id, status=report.status, recorded_at=recorded_at, audit_ref=audit_ref
         )
@@ -1437,6 +1618,8 @@ class Store:
         """Run `work` in one write transaction: on a SQLite file, on the event loop's own connection when
         the write lock is free (six statements there take well under a millisecond; through aiosqlite each
         is a thread hand-off), else through the async engine."""
+        if self._chain is None:
+            await self.prepare_chain()
         if self._loop_writer is not None:
             async with self._write_lock:
                 try:
@@ -1450,12 +1633,15 @@ class Store:
         async with self._write() as async_conn:
             await async_conn.run_sync(work)
 
-    def _append_audit_sync(self, conn: sa.Connection, entries: Sequence[Mapping[str, Any]], now: datetime) -> None:
+    def _append_audit_sync(self, conn: sa.Connection, entries: Sequence[Mapping[str, Any]], now: datetime) -> int:
         """`_AuditAppender.append_many` for a synchronous connection (in the caller's write transaction)."""
         if self._postgres:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_LOCK_KEY)))
-        audit_rows, _ = _chained_rows(_head_of(conn.execute(_HEAD_QUERY).first()), entries, now)
+        chain = self._chain
+        assert chain is not None  # `_write_sync` prepared it
+        audit_rows, head = _chained_rows(chain.head(conn.execute(_HEAD_QUERY).first()), entries, now, chain.linker)
         conn.execute(sa.insert(audit_records), audit_rows)
+        return head[0]  # the caller raises the floor to it once the transaction committed
 
     async def get_execution(self, decision_id: str) -> dict[str, Any] | None:
         """The stored execution report of a decision (status, result, error, duration_ms, recorded_at,
@@ -1540,16 +1726,32 @@ class Store:
 
     async def verify_chain(self, *, batch_size: int = _VERIFY_BATCH) -> AuditVerification:
         """Walk the whole chain in batches (constant memory) and report the first broken record:
-        a sequence gap, a previous_hash that does not link, or contents that do not match the hash.
-        `records_checked` counts the records examined, the broken one included."""
-        checker = ChainChecker()
+        a sequence gap, a previous_hash that does not link, or contents that do not match the hash (the
+        keyed HMAC from the database's `v2_from` on, under this store's audit key; a keyed record is
+        unverifiable when the key is not available). `records_checked` counts the records examined, the
+        broken one included; `head_sequence`, `chain_version` and `keyed_from` describe the chain."""
+        state = await self.chain_state()
+        linker = self.audit_linker() if state.v2_from is not None else None
+        checker = ChainChecker(v2_from=state.v2_from, linker=linker)
+        result = await self._walk_chain(checker, batch_size)
+        head_sequence, _ = await self.chain_head() if checker.broken else (checker.head_sequence, None)
+        keyed = state.v2_from is not None and head_sequence >= state.v2_from
+        return result.model_copy(
+            update={"head_sequence": head_sequence, "chain_version": 2 if keyed else 1, "keyed_from": state.v2_from}
+        )
+
+    async def _walk_chain(self, checker: ChainChecker, batch_size: int) -> AuditVerification:
         columns: list[Any] = [column for column in audit_records.c if column.name not in ("payload", "created_at")]
         payload_text: Any = sa.cast(audit_records.c.payload, sa.Text).label("payload_text")
+        columns.append(audit_records.c.created_at)
         if not self._postgres:
             # SQLite keeps whatever bytes were written: read text as bytes, so a record whose bytes are not
             # UTF-8 (a tampered file) is reported as broken instead of failing the whole check.
             columns = [
-                sa.cast(c, sa.LargeBinary).label(c.name) if isinstance(c.type, sa.String) else c for c in columns
+                sa.cast(c, sa.LargeBinary).label(c.name)
+                if isinstance(c.type, sa.String) or c.name == "created_at"
+                else c
+                for c in columns
             ]
             payload_text = sa.cast(audit_records.c.payload, sa.LargeBinary).label("payload_text")
         last = 0
@@ -1580,6 +1782,89 @@ class Store:
             if len(rows) < batch_size:
                 return checker.result()
             last = int(rows[-1].sequence)
+
+    async def verify_decisions(self, *, batch_size: int = _VERIFY_BATCH, max_problems: int = 20) -> list[AuditProblem]:
+        """Compare the decisions table with the audit: every decision row needs its "decision" audit record
+        (same audit_ref, actor, capability, params_hash, and an outcome the audit explains: the recorded
+        one, or DENY after a denied or expired review), and every "decision" record its decision row.
+        Returns at most `max_problems` problems (an empty list: they agree). Batched, constant memory."""
+        problems: list[AuditProblem] = []
+        last = 0
+        audit_columns = (
+            audit_records.c.decision_id,
+            audit_records.c.event_type,
+            audit_records.c.audit_ref,
+            audit_records.c.actor_id,
+            audit_records.c.capability,
+            audit_records.c.outcome,
+            audit_records.c.sequence,
+            sa.cast(audit_records.c.payload, sa.Text).label("payload_text"),
+        )
+        audited_events = ("decision", "review", "review_expired")
+        while len(problems) < max_problems:
+            async with self._read() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(
+                            decisions.c.row_id,
+                            decisions.c.decision_id,
+                            decisions.c.outcome,
+                            decisions.c.audit_ref,
+                            decisions.c.actor_id,
+                            decisions.c.capability,
+                            decisions.c.params_hash,
+                        )
+                        .where(decisions.c.row_id > last)
+                        .order_by(decisions.c.row_id)
+                        .limit(batch_size)
+                    )
+                ).all()
+                if not rows:
+                    break
+                records = (
+                    await conn.execute(
+                        sa.select(*audit_columns)
+                        .where(
+                            audit_records.c.decision_id.in_([row.decision_id for row in rows]),
+                            audit_records.c.event_type.in_(audited_events),
+                        )
+                        .order_by(audit_records.c.sequence)
+                    )
+                ).all()
+            by_decision: dict[str, list[Any]] = {}
+            for record in records:
+                by_decision.setdefault(str(record.decision_id), []).append(record)
+            for row in rows:
+                problem = _decision_disagreement(row, by_decision.get(str(row.decision_id), []))
+                if problem is not None:
+                    problems.append(problem)
+            last = int(rows[-1].row_id)
+            if len(rows) < batch_size:
+                break
+        if len(problems) < max_problems:
+            async with self._read() as conn:
+                orphans = (
+                    await conn.execute(
+                        sa.select(audit_records.c.sequence, audit_records.c.decision_id)
+                        .where(
+                            audit_records.c.event_type == "decision",
+                            ~sa.exists().where(decisions.c.decision_id == audit_records.c.decision_id),
+                        )
+                        .order_by(audit_records.c.sequence)
+                        .limit(max_problems - len(problems))
+                    )
+                ).all()
+            problems.extend(
+                AuditProblem(
+                    code="audit_without_decision",
+                    message=f"audit record #{orphan.sequence} records decision {orphan.decision_id}, which the "
+                    "decisions table does not hold (its row was deleted)",
+                    sequence=int(orphan.sequence),
+                    decision_id=orphan.decision_id,
+                )
+                for orphan in orphans
+            )
+        return problems[:max_problems]
 
     # ------------------------------------------------------------------------------------------
     # API-managed policies and capabilities
@@ -1673,6 +1958,65 @@ class Store:
         return await self._delete_document(capabilities, "capability", name)
 
 
+def _decision_disagreement(row: Any, records: Sequence[Any]) -> AuditProblem | None:
+    """How a decision row disagrees with its audit records (in chain order), or None."""
+    decision_record = next((record for record in records if record.event_type == "decision"), None)
+    if decision_record is None:
+        return AuditProblem(
+            code="decision_unaudited",
+            message=f"decision {row.decision_id} has no 'decision' audit record (it was deleted, or the row was "
+            "inserted outside the server)",
+            decision_id=row.decision_id,
+        )
+    try:
+        payload = json.loads(decision_record.payload_text)
+    except (TypeError, ValueError):
+        payload = {}
+    outcomes = {decision_record.outcome}
+    for record in records:
+        if record.event_type in ("review", "review_expired") and record.outcome == "DENY":
+            outcomes = {"DENY"}
+    different = [
+        name
+        for name, stored, audited in (
+            ("audit_ref", row.audit_ref, decision_record.audit_ref),
+            ("actor_id", row.actor_id, decision_record.actor_id),
+            ("capability", row.capability, decision_record.capability),
+            ("params_hash", row.params_hash, payload.get("params_hash") if isinstance(payload, dict) else None),
+        )
+        if stored != audited
+    ]
+    if row.outcome not in outcomes:
+        different.insert(0, "outcome")
+    if not different:
+        return None
+    return AuditProblem(
+        code="decision_mismatch",
+        message=f"decision {row.decision_id} differs from its audit record #{decision_record.sequence} in "
+        f"{', '.join(different)} (the decisions table was edited)",
+        sequence=int(decision_record.sequence),
+        decision_id=row.decision_id,
+    )
+
+
+def default_audit_dir(url: str) -> Path | None:
+    """Where the audit key files and checkpoints live unless configured (AEGIS_AUDIT_CHECKPOINT_DIR):
+    beside a SQLite file (its name with the suffix `.audit`: `./.aegis/aegis.audit/` for
+    `./.aegis/aegis.db`), under
+    `~/.aegis/audit/<host>-<port>-<database>/` for a server database (the home directory, so the server
+    and the CLI agree from any working directory); None for in-memory SQLite (nothing to anchor: the
+    chain ends with the process)."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if not database or database == ":memory:" or "mode=memory" in str(parsed.query):
+            return None
+        path = Path(database).expanduser()
+        return path.with_suffix(".audit") if path.suffix != ".audit" else path.with_name(path.name + "-audit")
+    name = f"{parsed.host or 'localhost'}-{parsed.port or 'default'}-{parsed.database or 'default'}"
+    return Path.home() / ".aegis" / "audit" / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def _missing_sqlite_file(url: str) -> str | None:
     """The path of a SQLite database file that does not exist, or None."""
     parsed = normalise_url(url)
@@ -1682,17 +2026,23 @@ def _missing_sqlite_file(url: str) -> str | None:
     return None
 
 
-async def verify_database(url: str) -> AuditVerification:
-    """Verify the audit chain of the database at `url` (for `aegis-server audit verify --db URL`).
-    Raises `SchemaNotReady` when the database has no (current) AEGIS schema, or is a SQLite file that
-    does not exist (it is not created)."""
+async def open_existing(url: str, audit_key: AuditKeySource | None = None) -> Store:
+    """`Store.open(url, migrate=False)` for checking a database: a SQLite file that does not exist is not
+    created (`SchemaNotReady`)."""
     database = await asyncio.to_thread(_missing_sqlite_file, url)
     if database is not None:
         raise SchemaNotReady(
             f"there is no SQLite database at {database}; check the --db URL (the server writes "
             "its database where its db_url points, by default ./.aegis/aegis.db)"
         )
-    store = await Store.open(url, migrate=False)
+    return await Store.open(url, migrate=False, audit_key=audit_key)
+
+
+async def verify_database(url: str, audit_key: AuditKeySource | None = None) -> AuditVerification:
+    """Verify the audit chain of the database at `url` (the chain alone; `aegis_server.audit_anchor`
+    adds the checkpoint and the decisions). Raises `SchemaNotReady` when the database has no (current)
+    AEGIS schema, or is a SQLite file that does not exist (it is not created)."""
+    store = await open_existing(url, audit_key)
     try:
         return await store.verify_chain()
     finally:
