@@ -1,9 +1,8 @@
 """`python -m bench` (`make bench`): every benchmark, each with its baseline of the same run.
 
 Writes bench/results/latest.json and bench/results/latest.md. Options: `--quick` (shorter runs, smaller
-scale), `--only engine,boundaries,peers,server,sdk,adapters,scale`, `--no-postgres`. None of this is a
-pass/fail test: the
-`targets` entries say where a run landed against the issue's targets.
+scale), `--only engine,boundaries,trust,peers,server,sdk,adapters,scale`, `--no-postgres`. None of this is a
+pass/fail test: the `targets` entries say where a run landed against the issue's targets.
 """
 
 from __future__ import annotations
@@ -15,10 +14,10 @@ import time
 import traceback
 from typing import Any
 
-from . import adapters, boundaries, engine, peers, report, scale, sdk, server
+from . import adapters, audit_chain, boundaries, engine, keys, peers, report, scale, sdk, server
 from ._common import RESULTS_DIR, dump_json, machine
 
-SUITES = ("engine", "boundaries", "peers", "server", "sdk", "adapters", "scale")
+SUITES = ("engine", "boundaries", "trust", "peers", "server", "sdk", "adapters", "scale")
 BUDGET_SECONDS = 570.0  # `make bench` stays under ten minutes: the memory run takes what the others left
 
 
@@ -47,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = engine.run(args.quick)
             elif name == "boundaries":
                 results[name] = boundaries.run(args.quick)
+            elif name == "trust":
+                results[name] = {"keys": keys.run(args.quick), "audit_chain": audit_chain.run(args.quick)}
             elif name == "peers":
                 results[name] = peers.run(args.quick)
             elif name == "server":

@@ -196,6 +196,7 @@ def markdown(r: dict[str, Any]) -> str:
         if isinstance(r.get(name), dict) and "error" in r[name]:
             lines += [f"**{name} failed**: {r[name]['error']}", ""]
     lines += _boundaries(r.get("boundaries"))
+    lines += _trust(r.get("trust"))
     return "\n".join(lines)
 
 
@@ -245,4 +246,36 @@ def _boundaries(b: Any) -> list[str]:
                 f"max {h['health_ms_max']} ms.",
                 "",
             ]
+    return lines
+
+
+def _trust(t: Any) -> list[str]:
+    """Issue 13's keys and audit chain: each cost beside its baseline of the same run (bench/keys.py,
+    bench/audit_chain.py)."""
+    if not t or "keys" not in t or "audit_chain" not in t:
+        return []
+    lines = ["## Trust boundaries: actor binding, rate limits, keyed audit chain", ""]
+    k = t["keys"]
+    rows = [[f"actor check: {name}", s["p50_us"], s["p99_us"]] for name, s in k.get("actor_check_us", {}).items()]
+    rows += [[f"rate limit: {name}", s["p50_us"], s["p99_us"]] for name, s in k.get("rate_limit_us", {}).items()]
+    rows += [[f"whole proposal: {name}", s["p50_us"], s["p99_us"]] for name, s in k.get("propose_us", {}).items()]
+    lines += _table(["what (same run)", "p50 µs", "p99 µs"], rows)
+    a = t["audit_chain"]
+    lines += _table(
+        ["audit chain", "v1 SHA-256 µs", "v2 HMAC µs", "ratio"],
+        [
+            ["one link", a["link_us"]["v1_sha256"], a["link_us"]["v2_hmac"], a["link_ratio_v2_over_v1"]],
+            [
+                "one decision's records",
+                a["per_decision_us"]["v1_sha256"],
+                a["per_decision_us"]["v2_hmac"],
+                a["per_decision_ratio_v2_over_v1"],
+            ],
+        ],
+    )
+    lines += [
+        f"Signing a checkpoint: {a['checkpoint_sign_us']} µs; writing it durably: {a['checkpoint_write_ms']} ms "
+        "(at most once a second, off the request path).",
+        "",
+    ]
     return lines
