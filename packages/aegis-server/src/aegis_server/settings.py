@@ -48,6 +48,22 @@ class Settings(BaseModel):
     auth_cache_seconds: float = Field(default=2.0, ge=0.0, description="How long a verified key is trusted.")
     log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
     docs_enabled: bool = Field(default=True, description="Serve /docs and /redoc (the OpenAPI JSON always).")
+    keep_alive_timeout_seconds: float = Field(
+        default=5.0, gt=0.0, le=3600.0, description="`serve`: an idle keep-alive connection is closed after this."
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        description="`serve`: a connection whose request line and headers are not complete this long after it "
+        "opened (or after the first byte of its next request) is closed.",
+    )
+    shutdown_timeout_seconds: int = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="`serve`: on SIGTERM, requests in flight (long polls included) get this long to finish.",
+    )
 
     def resolved_policy_paths(self, cwd: Path | None = None) -> tuple[Path, ...]:
         """The policy paths to load: the configured ones, or the default folder when it exists."""
@@ -110,6 +126,9 @@ _ENV_VARIABLES: dict[str, str] = {
     "auth_cache_seconds": "AEGIS_AUTH_CACHE_SECONDS",
     "log_level": "AEGIS_LOG_LEVEL",
     "docs_enabled": "AEGIS_DOCS_ENABLED",
+    "keep_alive_timeout_seconds": "AEGIS_KEEP_ALIVE_TIMEOUT_SECONDS",
+    "header_timeout_seconds": "AEGIS_HEADER_TIMEOUT_SECONDS",
+    "shutdown_timeout_seconds": "AEGIS_SHUTDOWN_TIMEOUT_SECONDS",
 }
 ENV_VARIABLES: Mapping[str, str] = _ENV_VARIABLES
 """Setting name -> environment variable, for the docs and the CLI."""
