@@ -120,8 +120,8 @@ def _print_dev_key(key: str, host: str, port: int, out: TextIO) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from aegis_server.app import create_app
-    from aegis_server.http_server import build_server, raise_open_files_limit
     from aegis_server.engine import PolicySetError
+    from aegis_server.http_server import build_server, raise_open_files_limit
     from aegis_server.policy_files import load_policy_paths
 
     overrides: dict[str, Any] = {}

@@ -1,0 +1,357 @@
+"""Issue 13, the network edge (findings 7, 9 and 10): connections, readiness under storage failure, and the
+contract. One test per finding item; each failed on 3ddec14.
+
+Where the finding is about the server process (connections, SIGTERM, protocol-level 400s) the test runs a
+real `aegis-server serve` on loopback; the rest drives the ASGI app through httpx. Everything is bounded:
+the connection test opens at most EDGE_SOCKETS sockets (closed at the end) and every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import selectors
+import signal
+import socket
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+from aegis_server.app import create_app
+from aegis_server.http_server import raise_open_files_limit
+from aegis_server.settings import Settings
+from reliability._support import POLICY, ServerProcess, env_int, postgres_database, sqlite_url
+
+EDGE_SOCKETS = env_int("AEGIS_EDGE_SOCKETS", 2000)
+HEADER_TIMEOUT = 6.0
+KEEP_ALIVE_TIMEOUT = 2.0
+ENVELOPE_KEYS = {"type", "code", "message", "request_id", "details"}
+
+
+def _assert_envelope(body: Any, type_: str, code: str) -> dict[str, Any]:
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == ENVELOPE_KEYS, error
+    assert (error["type"], error["code"]) == (type_, code), error
+    return error
+
+
+@pytest.fixture
+def edge_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real server with short connection timeouts (the defaults are 10 s and 5 s)."""
+    env = {
+        "AEGIS_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+        "AEGIS_KEEP_ALIVE_TIMEOUT_SECONDS": str(KEEP_ALIVE_TIMEOUT),
+    }
+    with ServerProcess(sqlite_url(tmp_path), tmp_path / "server.log", env=env, log_level="info") as server:
+        yield server
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setblocking(False)
+    return sock
+
+
+def _is_open(sock: socket.socket) -> bool:
+    """True while the server has not closed the connection (nothing to read, no EOF)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _wait_closed(socks: list[socket.socket], deadline: float) -> list[socket.socket]:
+    """Wait until the server closed every socket (EOF or reset); the ones still open at the deadline."""
+    selector = selectors.DefaultSelector()
+    waiting = set()
+    for sock in socks:
+        selector.register(sock, selectors.EVENT_READ)
+        waiting.add(sock)
+    try:
+        while waiting and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=0.5):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    selector.unregister(sock)
+                    waiting.discard(sock)
+    finally:
+        selector.close()
+    return list(waiting)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding 7: connection exhaustion
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_idle_and_partial_header_connections_are_closed_and_a_new_client_is_served(
+    edge_server: ServerProcess,
+) -> None:
+    raise_open_files_limit()  # this process holds EDGE_SOCKETS sockets too
+    port = edge_server.port
+    partial: list[socket.socket] = []
+    idle: list[socket.socket] = []
+    kept_alive: list[socket.socket] = []
+    try:
+        # Half send a request head without its final blank line (slowloris), half send nothing at all.
+        for i in range(EDGE_SOCKETS):
+            sock = _connect(port)
+            if i % 2 == 0:
+                sock.send(b"GET /api/v1/health HTTP/1.1\r\nHost: edge\r\nX-Slow: 1\r\n")
+                partial.append(sock)
+            else:
+                idle.append(sock)
+        # A few complete one request and then stay idle on keep-alive.
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: edge\r\n\r\n")
+            answer = b""
+            while b'"ok"' not in answer:
+                chunk = sock.recv(4096)
+                assert chunk, "the server closed a keep-alive connection before answering"
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+            sock.setblocking(False)
+            kept_alive.append(sock)
+
+        # With all of them open, a new client gets a proper answer.
+        response = httpx.get(f"{edge_server.endpoint}/api/v1/health", timeout=10)
+        assert response.status_code == 200
+        assert response.json()["status"] == "ok"
+        still_open = sum(_is_open(sock) for sock in partial + idle)
+        assert still_open >= 0.9 * EDGE_SOCKETS, f"only {still_open} of {EDGE_SOCKETS} sockets were open"
+
+        # The server closes them: keep-alive ones after KEEP_ALIVE_TIMEOUT, the rest after HEADER_TIMEOUT
+        # (bounded generously: a loaded machine may be slow to run the timers, never to skip them).
+        left = _wait_closed(kept_alive, time.monotonic() + KEEP_ALIVE_TIMEOUT + 15)
+        assert not left, f"{len(left)} idle keep-alive connections were not closed"
+        left = _wait_closed(partial + idle, time.monotonic() + HEADER_TIMEOUT + 20)
+        assert not left, f"{len(left)} idle or partial-header connections were not closed"
+
+        # And the server still serves.
+        assert httpx.get(f"{edge_server.endpoint}/api/v1/health", timeout=10).status_code == 200
+    finally:
+        for sock in partial + idle + kept_alive:
+            sock.close()
+    assert "Traceback" not in edge_server.logs()
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding 10: protocol-level 400s and SIGTERM (the server process)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /api/v1/health HTTP/1.1\r\nHost: edge\r\nBad Header\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 TLS hello to a plain-HTTP port\r\n\r\n",
+        b"POST /api/v1/governance/propose HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /api/v1/health HTTP/1.1\r\nHost: edge\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ],
+    ids=["header-without-colon", "tls-on-http", "bad-chunk-size", "two-content-lengths"],
+)
+def test_protocol_level_400_is_the_json_error_envelope(edge_server: ServerProcess, raw: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", edge_server.port), timeout=10) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0] == "HTTP/1.1 400 Bad Request", answer[:300]
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    assert headers["content-type"] == "application/json"
+    assert int(headers["content-length"]) == len(body)
+    error = _assert_envelope(json.loads(body), "validation_error", "bad_request")
+    assert "HTTP" in error["message"]
+
+
+def test_sigterm_exits_0_after_a_graceful_shutdown_with_its_log_flushed(tmp_path: Path) -> None:
+    server = ServerProcess(sqlite_url(tmp_path), tmp_path / "server.log", log_level="info").start()
+    try:
+        assert httpx.get(f"{server.endpoint}/api/v1/health", timeout=10).status_code == 200
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(timeout=30)
+    finally:
+        server.kill()
+    logs = server.logs()
+    assert code == 0, logs[-3000:]
+    for line in ("Shutting down", "Application shutdown complete", "Finished server process"):
+        assert line in logs, logs[-3000:]
+    assert "aegis-server stopped (SIGTERM): graceful shutdown complete" in logs
+    assert "Traceback" not in logs
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding 9: readiness under storage failure (the ASGI app; SQLite and PostgreSQL)
+# ---------------------------------------------------------------------------------------------
+
+SECRET = "edge-test-secret-of-at-least-16-bytes"
+
+
+def _settings(db_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "db_url": db_url,
+        "policy_paths": (POLICY,),
+        "secret": SECRET,
+        "rate_limit_per_minute": 0,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def _served(settings: Settings) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    app = create_app(settings, run_background_tasks=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://aegis", timeout=30) as client:
+            yield app, client
+
+
+def _proposal(note: str = "edge") -> dict[str, Any]:
+    return {"actor": {"id": "agent-1"}, "action": {"capability": "rel.allow", "parameters": {"note": note}}}
+
+
+async def _prepare(db_url: str) -> str:
+    """A migrated database with an admin key and one decision; the key."""
+    async with _served(_settings(db_url)) as (app, client):
+        key, _ = await app.state.store.create_api_key("edge-admin", ["admin"])
+        response = await client.post("/api/v1/governance/propose", json=_proposal(), headers=_auth(key))
+        assert response.status_code == 200, response.text
+        assert (await client.get("/api/v1/ready")).status_code == 200
+    return str(key)
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def _assert_not_ready(client: httpx.AsyncClient, cause: str) -> None:
+    response = await client.get("/api/v1/ready")
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    error = _assert_envelope(response.json(), "server_error", "unavailable")
+    store = error["details"]["checks"]["store"]
+    assert (store["ok"], store["writable"], store["cause"]) == (False, False, cause), store
+    assert store["message"] in error["message"]
+
+
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in record.getMessage() for record in caplog.records)
+
+
+async def test_ready_is_503_and_the_log_names_the_cause_when_sqlite_is_read_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "aegis.db"
+    key = await _prepare(f"sqlite+aiosqlite:///{path}")
+    # The same file opened read-only: what SQLite does with a file it cannot open for writing (a
+    # read-only mount, a file the server's user may not write).
+    read_only = _settings(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true", db_migrate=False)
+    with caplog.at_level(logging.INFO, logger="aegis_server"):
+        async with _served(read_only) as (_, client):
+            assert (await client.get("/api/v1/health")).status_code == 200  # alive, but not ready:
+            await _assert_not_ready(client, "read_only")
+            response = await client.post("/api/v1/governance/propose", json=_proposal(), headers=_auth(key))
+            assert response.status_code == 503, response.text
+            error = _assert_envelope(response.json(), "server_error", "unavailable")
+            assert error["details"] == {"cause": "read_only"}
+            assert "read-only" in error["message"]
+    assert _logged(caplog, "database error on POST /api/v1/governance/propose: the database is read-only")
+    assert _logged(caplog, "not ready: store (the database is read-only)")
+
+
+async def test_ready_is_503_and_the_log_names_the_cause_when_sqlite_is_full(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "aegis.db"
+    key = await _prepare(f"sqlite+aiosqlite:///{path}")
+    with sqlite3.connect(path) as conn:
+        conn.execute("VACUUM")  # no free pages left inside the file
+
+    # Every connection may not grow the file past its size when it connects: a disk with no space left.
+    def no_room(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA page_count")
+        pages = int(cursor.fetchone()[0])
+        cursor.execute(f"PRAGMA max_page_count={pages}")
+        cursor.close()
+
+    event.listen(Engine, "connect", no_room)
+    try:
+        with caplog.at_level(logging.INFO, logger="aegis_server"):
+            async with _served(_settings(f"sqlite+aiosqlite:///{path}", db_migrate=False)) as (_, client):
+                assert (await client.get("/api/v1/health")).status_code == 200
+                await _assert_not_ready(client, "disk_full")
+                response = await client.post(
+                    "/api/v1/governance/propose", json=_proposal("x" * 20_000), headers=_auth(key)
+                )
+                assert response.status_code == 503, response.text
+                assert _assert_envelope(response.json(), "server_error", "unavailable")["details"] == {
+                    "cause": "disk_full"
+                }
+    finally:
+        event.remove(Engine, "connect", no_room)
+    assert _logged(caplog, "database error on POST /api/v1/governance/propose: disk full")
+    # The probe rolled back: the file did not grow.
+    with sqlite3.connect(path) as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM server_settings WHERE name LIKE 'aegis.readiness%'").fetchone()[0] == 0
+        )
+
+
+@pytest.mark.postgres
+async def test_ready_is_503_and_the_log_names_the_cause_when_postgresql_is_read_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with postgres_database() as db_url:
+        key = await _prepare(db_url)
+        name = make_url(db_url).database
+        async with _served(_settings(db_url, db_migrate=False)) as (_, client):
+            assert (await client.get("/api/v1/ready")).status_code == 200
+            # The operator (or a failover to a standby) makes the database read-only; sessions reconnect.
+            admin = await asyncpg.connect(make_url(db_url).set(drivername="postgresql").render_as_string(False))
+            try:
+                await admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 "
+                    "AND pid <> pg_backend_pid()",
+                    name,
+                )
+            finally:
+                await admin.close()
+            await asyncio.sleep(1.1)  # past the probe's 1 s cache
+            with caplog.at_level(logging.INFO, logger="aegis_server"):
+                response = await client.post("/api/v1/governance/propose", json=_proposal(), headers=_auth(key))
+                assert response.status_code == 503, response.text
+                error = _assert_envelope(response.json(), "server_error", "unavailable")
+                assert error["details"] == {"cause": "read_only"}
+                await _assert_not_ready(client, "read_only")
+        assert _logged(caplog, "database error on POST /api/v1/governance/propose: the database is read-only")
