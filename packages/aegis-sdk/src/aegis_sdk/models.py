@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 from pydantic.dataclasses import dataclass
 
 Outcome = Literal["ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION"]
@@ -27,6 +27,11 @@ DEGRADED_PREFIX = "degraded_"
 """Decision ids that start with this were made locally by a fail-open path, not by the platform."""
 
 _STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+Number = Annotated[float, Strict()]
+"""A JSON number in a request: an int or a float, never a boolean (`true` is not 1) nor a numeric string."""
+Integer = Annotated[int, Strict()]
+"""A JSON integer in a request: never a boolean, a float (`3.0`) nor a numeric string."""
 _LENIENT = ConfigDict(extra="ignore")
 
 
@@ -168,7 +173,7 @@ class ExecutionReport(BaseModel):
     status: ExecutionStatus
     result: Any | None = None
     error: ExecutionError | None = None
-    duration_ms: float | None = Field(default=None, ge=0)
+    duration_ms: Number | None = Field(default=None, ge=0)
 
 
 class ExecutionRecord(BaseModel):
@@ -208,11 +213,11 @@ class PolicyRule(BaseModel):
     capability: str = Field(min_length=1, max_length=200, description="Glob over capability names.")
     condition: str = Field(default="true", max_length=10_000, description="CEL expression.")
     outcome: Outcome
-    priority: int = Field(default=0, description="Among rules voting the deciding outcome, the highest explains.")
+    priority: Integer = Field(default=0, description="Among rules voting the deciding outcome, the highest explains.")
     reason: str | None = Field(default=None, max_length=2000)
     constraints: dict[str, Any] = Field(default_factory=dict)
-    risk: float | None = Field(default=None, ge=-1.0, le=1.0, description="Adjustment added to the risk score.")
-    review_timeout_seconds: int | None = Field(
+    risk: Number | None = Field(default=None, ge=-1.0, le=1.0, description="Adjustment added to the risk score.")
+    review_timeout_seconds: Integer | None = Field(
         default=None, gt=0, le=30 * 24 * 3600, description="ESCALATE only: how long a reviewer has."
     )
 

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aegis_server.ids import new_request_id
@@ -167,12 +168,19 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
             {"resource": "route", "path": request.url.path},
         )
     elif exc.status_code == 405:
-        allowed = headers.get("Allow") or headers.get("allow") or ""
+        # Starlette names the methods of the first route whose path matched; FastAPI declares one route per
+        # method, so the union over every route of the path is the truth.
+        methods = allowed_methods(request.scope) or sorted(
+            m.strip() for m in (headers.get("Allow") or headers.get("allow") or "").split(",") if m.strip()
+        )
+        headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+        headers["Allow"] = ", ".join(methods)
         error = validation_error(
             405,
             "method_not_allowed",
-            f"{request.method} is not allowed on {request.url.path}. Allowed: {allowed or 'see /openapi.json'}.",
-            {"allowed": [m.strip() for m in allowed.split(",") if m.strip()]},
+            f"{request.method} is not allowed on {request.url.path}. "
+            f"Allowed: {', '.join(methods) or 'see /openapi.json'}.",
+            {"allowed": methods},
         )
     elif exc.status_code >= 500:
         error = ApiError(exc.status_code, "server_error", "internal_error", str(exc.detail))
@@ -180,6 +188,23 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
         error = validation_error(exc.status_code, "invalid_request", str(exc.detail))
     error.headers.update(headers)
     return error_response(error)
+
+
+def allowed_methods(scope: Scope) -> list[str]:
+    """Every method some route of the app serves on the scope's path (sorted), for a 405's `Allow`."""
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    methods: set[str] = set()
+    for route in getattr(router, "routes", ()):
+        route_methods = getattr(route, "methods", None)
+        if not route_methods:
+            continue
+        match, _ = route.matches({**scope, "type": "http"})
+        if match is not Match.NONE:
+            methods.update(route_methods)
+    hot_routes = getattr(app, "hot_routes", None) or {}
+    methods.update(method for method, path in hot_routes if path == scope.get("path"))
+    return sorted(methods)
 
 
 async def _unexpected_error_handler(request: Request, exc: Exception) -> Response:
@@ -264,6 +289,7 @@ __all__ = [
     "ApiError",
     "RequestContextMiddleware",
     "RequestIdLogFilter",
+    "allowed_methods",
     "current_request_id",
     "envelope",
     "error_response",

@@ -941,7 +941,7 @@ class GovernanceService:
         # The store is ready when it can write (a rolled-back write probe, cached 1 s) and no request met
         # a read-only database or a full disk in the last seconds (see store/probe.py).
         problem = await self.storage.check()
-        store_check: dict[str, Any] = {"ok": problem is None, "writable": problem is None}
+        store_check: dict[str, Any] = {"ok": problem is None}
         if problem is not None:
             store_check.update(cause=problem.cause, message=problem.message)
         checks: dict[str, dict[str, Any]] = {"store": store_check}

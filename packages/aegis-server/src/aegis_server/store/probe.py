@@ -194,6 +194,8 @@ class StorageHealth:
 
     async def _probe(self) -> StorageProblem | None:
         try:
+            if not await self._store.ping():  # SELECT 1: reachable at all?
+                return StorageProblem(*_UNREACHABLE, detail="SELECT 1 failed")
             await probe_write(self._store)
         except Exception as exc:  # every failure is the answer; nothing is re-raised
             return describe_database_error(exc)
