@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from aegis_server.app import create_app
 from aegis_server.http_server import raise_open_files_limit
+from aegis_server.inprocess import InProcessServer
 from aegis_server.settings import Settings
 from reliability._support import POLICY, ServerProcess, env_int, postgres_database, sqlite_url
 
@@ -355,3 +356,123 @@ async def test_ready_is_503_and_the_log_names_the_cause_when_postgresql_is_read_
                 assert error["details"] == {"cause": "read_only"}
                 await _assert_not_ready(client, "read_only")
         assert _logged(caplog, "database error on POST /api/v1/governance/propose: the database is read-only")
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding 10: the contract (the ASGI app)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def app_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with InProcessServer(
+        [POLICY], db_url=sqlite_url(tmp_path), secret=SECRET, run_background_tasks=False, rate_limit_per_minute=0
+    ) as server:
+        yield server.async_http_client()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PATCH", "/api/v1/capabilities", ["GET", "POST"]),
+        ("DELETE", "/api/v1/capabilities", ["GET", "POST"]),
+        ("PATCH", "/api/v1/policies", ["GET", "POST"]),
+        ("POST", "/api/v1/policies/some-policy", ["DELETE", "GET", "PUT"]),
+        ("GET", "/api/v1/governance/propose", ["POST"]),
+    ],
+)
+async def test_405_allow_lists_every_method_of_the_path(
+    app_client: httpx.AsyncClient, method: str, path: str, allowed: list[str]
+) -> None:
+    response = await app_client.request(method, path)
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == ", ".join(allowed)
+    error = _assert_envelope(response.json(), "validation_error", "method_not_allowed")
+    assert error["details"] == {"allowed": allowed}
+    assert error["request_id"] == response.headers["x-request-id"]
+    for other in allowed:  # and each method listed is served (no 405) on that path
+        assert (await app_client.request(other, path)).status_code != 405, other
+
+
+async def test_openapi_documents_200_and_201_of_the_create_or_replace_routes(app_client: httpx.AsyncClient) -> None:
+    document = (await app_client.get("/openapi.json")).json()
+    for path, method, model in (
+        ("/api/v1/capabilities", "post", "Capability"),
+        ("/api/v1/policies/{name}", "put", "Policy"),
+    ):
+        responses = document["paths"][path][method]["responses"]
+        for status in ("200", "201"):
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": f"#/components/schemas/{model}"}, (path, status, schema)
+
+    # And the server answers as documented.
+    capability = {"name": "edge.cap", "risk_level": "low"}
+    assert (await app_client.post("/api/v1/capabilities", json=capability)).status_code == 201
+    assert (await app_client.post("/api/v1/capabilities", json=capability)).status_code == 200
+    policy = {"name": "edge-policy", "rules": [{"capability": "edge.cap", "outcome": "ALLOW"}]}
+    assert (await app_client.put("/api/v1/policies/edge-policy", json=policy)).status_code == 201
+    assert (await app_client.put("/api/v1/policies/edge-policy", json=policy)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("risk", False),
+        ("risk", True),
+        ("risk", "0.5"),
+        ("priority", True),
+        ("priority", 2.5),
+        ("review_timeout_seconds", True),
+    ],
+)
+async def test_a_boolean_or_a_string_is_not_a_number_in_a_rule(
+    app_client: httpx.AsyncClient, field: str, value: Any
+) -> None:
+    rule: dict[str, Any] = {"capability": "rel.escalate", "outcome": "ESCALATE", field: value}
+    response = await app_client.post("/api/v1/policies/validate", json={"name": "edge-bool", "rules": [rule]})
+    assert response.status_code == 422, response.text
+    error = _assert_envelope(response.json(), "validation_error", "invalid_request")
+    assert [e["loc"] for e in error["details"]["errors"]] == [["body", "rules", 0, field]]
+
+
+async def test_numbers_still_accept_ints_and_floats(app_client: httpx.AsyncClient) -> None:
+    rule = {"capability": "rel.escalate", "outcome": "ESCALATE", "risk": 1, "priority": 3, "review_timeout_seconds": 60}
+    response = await app_client.post("/api/v1/policies/validate", json={"name": "edge-int", "rules": [rule]})
+    assert response.status_code == 200, response.text
+    rule["risk"] = 0.25
+    response = await app_client.post("/api/v1/policies/validate", json={"name": "edge-int", "rules": [rule]})
+    assert response.status_code == 200, response.text
+
+
+async def test_an_execution_report_duration_is_not_a_boolean(app_client: httpx.AsyncClient) -> None:
+    decision = (await app_client.post("/api/v1/governance/propose", json=_proposal())).json()
+    assert decision["outcome"] == "ALLOW"
+    url = f"/api/v1/governance/decisions/{decision['decision_id']}/execution"
+    response = await app_client.post(url, json={"status": "SUCCESS", "duration_ms": True})
+    assert response.status_code == 422, response.text
+    response = await app_client.post(url, json={"status": "SUCCESS", "duration_ms": 12})
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("digits", [310, 4000, 5000, 100_000])
+async def test_an_integer_beyond_a_64_bit_float_is_a_400_in_our_own_words(
+    app_client: httpx.AsyncClient, digits: int
+) -> None:
+    body = b'{"actor": {"id": "agent-1"}, "action": {"capability": "rel.allow", "parameters": {"n": '
+    body += b"9" * digits + b"}}}"
+    response = await app_client.post(
+        "/api/v1/governance/propose", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    error = _assert_envelope(response.json(), "validation_error", "invalid_json")
+    assert f"an integer of {digits} digits" in error["message"]
+    assert "int_max_str_digits" not in response.text and "Exceeds the limit" not in response.text
+
+
+async def test_an_integer_within_a_64_bit_float_is_accepted(app_client: httpx.AsyncClient) -> None:
+    body = b'{"actor": {"id": "agent-1"}, "action": {"capability": "rel.allow", "parameters": {"n": '
+    body += b"1" + b"0" * 300 + b"}}}"
+    response = await app_client.post(
+        "/api/v1/governance/propose", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text

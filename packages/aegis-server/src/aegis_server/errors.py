@@ -190,18 +190,21 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def allowed_methods(scope: Scope) -> list[str]:
-    """Every method some route of the app serves on the scope's path (sorted), for a 405's `Allow`."""
+    """Every method some route of the app serves on the scope's path (sorted), for a 405's `Allow`.
+
+    Each method is tried against the router's routes (`matches` is public on every Starlette route,
+    however FastAPI nests included routers), so the answer is what the router would really serve."""
     app = scope.get("app")
-    router = getattr(app, "router", None)
+    routes = getattr(getattr(app, "router", None), "routes", ())
     methods: set[str] = set()
-    for route in getattr(router, "routes", ()):
-        route_methods = getattr(route, "methods", None)
-        if not route_methods:
-            continue
-        match, _ = route.matches({**scope, "type": "http"})
-        if match is not Match.NONE:
-            methods.update(route_methods)
+    for method in _METHODS:
+        probe = {**scope, "type": "http", "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            methods.add(method)
     hot_routes = getattr(app, "hot_routes", None) or {}
     methods.update(method for method, path in hot_routes if path == scope.get("path"))
     return sorted(methods)

@@ -1,6 +1,7 @@
 """Input limits: body size (enforced while reading, chunked bodies included), content type, strict JSON
-(no duplicate keys — also after NFC —, no NaN, no number (integers included) beyond a 64-bit float, no U+0000 or unpaired surrogates),
-nesting depth, no NUL in path, query or headers, and the per-key token-bucket rate limit.
+(no duplicate keys — also after NFC —, no NaN, no number (integers included) beyond a 64-bit float, no
+U+0000 or unpaired surrogates), nesting depth, no NUL in path, query or headers, and the per-key
+token-bucket rate limit.
 
 The body guard is pure ASGI and sits in front of the routers: it reads the whole body (at most
 `max_body_bytes`), checks it, and replays it, so the routers see only well-formed JSON.

@@ -23,7 +23,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -205,7 +205,7 @@ class StorageHealth:
 async def probe_write(store: Store) -> None:
     """Take the write lock and write pages in a transaction that is rolled back; raise what the
     database raises when it cannot."""
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     insert: Any = store._upsert(server_settings).values(
         name=_PROBE_NAME, value=_PROBE_VALUE, created_at=now, updated_at=now
     )
