@@ -388,6 +388,8 @@ async def app_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         ("PATCH", "/api/v1/policies", ["GET", "POST"]),
         ("POST", "/api/v1/policies/some-policy", ["DELETE", "GET", "PUT"]),
         ("GET", "/api/v1/governance/propose", ["POST"]),
+        # A literal path is its own resource, although /policies/{name} matches it too (as documented).
+        ("OPTIONS", "/api/v1/policies/validate", ["POST"]),
     ],
 )
 async def test_405_allow_lists_every_method_of_the_path(
@@ -401,6 +403,9 @@ async def test_405_allow_lists_every_method_of_the_path(
     assert error["request_id"] == response.headers["x-request-id"]
     for other in allowed:  # and each method listed is served (no 405) on that path
         assert (await app_client.request(other, path)).status_code != 405, other
+    document = (await app_client.get("/openapi.json")).json()
+    if path in document["paths"]:  # and is what the OpenAPI document lists for it
+        assert sorted(m.upper() for m in document["paths"][path]) == allowed
 
 
 async def test_openapi_documents_200_and_201_of_the_create_or_replace_routes(app_client: httpx.AsyncClient) -> None:
@@ -444,11 +449,29 @@ async def test_a_boolean_or_a_string_is_not_a_number_in_a_rule(
     assert [e["loc"] for e in error["details"]["errors"]] == [["body", "rules", 0, field]]
 
 
+@pytest.mark.parametrize("value", [0, 1, "true"])
+async def test_a_number_or_a_string_is_not_a_boolean(app_client: httpx.AsyncClient, value: Any) -> None:
+    response = await app_client.post("/api/v1/policies/validate", json={"name": "edge-flag", "enabled": value})
+    assert response.status_code == 422, response.text
+    error = _assert_envelope(response.json(), "validation_error", "invalid_request")
+    assert [e["loc"] for e in error["details"]["errors"]] == [["body", "enabled"]]
+    decision = (await app_client.post("/api/v1/governance/propose", json=_escalation())).json()
+    assert decision["outcome"] == "ESCALATE"
+    url = f"/api/v1/governance/decisions/{decision['decision_id']}/review"
+    response = await app_client.post(url, json={"approve": value})
+    assert response.status_code == 422, response.text
+
+
+def _escalation() -> dict[str, Any]:
+    return {"actor": {"id": "agent-1"}, "action": {"capability": "rel.escalate", "parameters": {}}}
+
+
 async def test_numbers_still_accept_ints_and_floats(app_client: httpx.AsyncClient) -> None:
     rule = {"capability": "rel.escalate", "outcome": "ESCALATE", "risk": 1, "priority": 3, "review_timeout_seconds": 60}
     response = await app_client.post("/api/v1/policies/validate", json={"name": "edge-int", "rules": [rule]})
     assert response.status_code == 200, response.text
     rule["risk"] = 0.25
+    rule["review_timeout_seconds"] = 60.0  # an integer, as JSON Schema counts it
     response = await app_client.post("/api/v1/policies/validate", json={"name": "edge-int", "rules": [rule]})
     assert response.status_code == 200, response.text
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from pydantic.dataclasses import dataclass
 
 Outcome = Literal["ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION"]
@@ -27,12 +27,21 @@ DEGRADED_PREFIX = "degraded_"
 """Decision ids that start with this were made locally by a fail-open path, not by the platform."""
 
 _STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
+_LENIENT = ConfigDict(extra="ignore")
+
+
+def _not_bool_or_text(value: Any) -> Any:
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("must be a JSON integer, not a boolean or a string")
+    return value
+
 
 Number = Annotated[float, Strict()]
 """A JSON number in a request: an int or a float, never a boolean (`true` is not 1) nor a numeric string."""
-Integer = Annotated[int, Strict()]
-"""A JSON integer in a request: never a boolean, a float (`3.0`) nor a numeric string."""
-_LENIENT = ConfigDict(extra="ignore")
+Integer = Annotated[int, BeforeValidator(_not_bool_or_text)]
+"""A JSON integer in a request (`3`, or `3.0` as JSON Schema counts it), never a boolean nor a string."""
+Flag = Annotated[bool, Strict()]
+"""A JSON boolean in a request: `true` or `false`, never `0`/`1` nor `"yes"`."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +163,7 @@ class ReviewRequest(BaseModel):
 
     model_config = _STRICT
 
-    approve: bool
+    approve: Flag
     note: str | None = Field(default=None, max_length=2000)
 
 
@@ -229,7 +238,7 @@ class Policy(BaseModel):
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
     description: str = ""
-    enabled: bool = True
+    enabled: Flag = True
     rules: list[PolicyRule] = Field(default_factory=list)
 
 
