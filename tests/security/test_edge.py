@@ -31,6 +31,8 @@ from sqlalchemy.engine import Engine, make_url
 from aegis_server.app import create_app
 from aegis_server.inprocess import InProcessServer
 from aegis_server.settings import Settings
+from aegis_server.store import probe as probe_module
+from aegis_server.store.probe import StorageHealth, describe_database_error
 from reliability._support import POLICY, ServerProcess, env_int, postgres_database, sqlite_url
 
 EDGE_SOCKETS = env_int("AEGIS_EDGE_SOCKETS", 2000)
@@ -199,6 +201,7 @@ def test_protocol_level_400_is_the_json_error_envelope(edge_server: ServerProces
     assert int(headers["content-length"]) == len(body)
     error = _assert_envelope(json.loads(body), "validation_error", "bad_request")
     assert "HTTP" in error["message"]
+    assert error["request_id"] == headers["x-request-id"] and error["request_id"].startswith("req_")
 
 
 def test_sigterm_exits_0_after_a_graceful_shutdown_with_its_log_flushed(tmp_path: Path) -> None:
@@ -508,3 +511,84 @@ async def test_an_integer_within_a_64_bit_float_is_accepted(app_client: httpx.As
         "/api/v1/governance/propose", content=body, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 200, response.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding 9, the probe's own behaviour: cheap (cached, shared), remembers what requests met, names causes
+# ---------------------------------------------------------------------------------------------
+
+
+class _FakeStore:
+    """A store whose write probe is counted and can be made to fail."""
+
+    def __init__(self) -> None:
+        self.probes = 0
+        self.fail_with: Exception | None = None
+
+    async def ping(self) -> bool:
+        return True
+
+
+async def test_the_write_probe_is_cached_shared_and_remembers_storage_failures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = _FakeStore()
+
+    async def probe(_store: Any) -> None:
+        store.probes += 1
+        await asyncio.sleep(0)
+        if store.fail_with is not None:
+            raise store.fail_with
+
+    monkeypatch.setattr(probe_module, "probe_write", probe)
+    now = [100.0]
+    health = StorageHealth(store, monotonic=lambda: now[0])  # type: ignore[arg-type]
+
+    # Ten /ready at once and ten more within the second: one probe.
+    assert await asyncio.gather(*(health.check() for _ in range(10))) == [None] * 10
+    now[0] += 0.5
+    assert await health.check() is None
+    assert store.probes == 1
+    now[0] += 0.6
+    assert await health.check() is None
+    assert store.probes == 2
+
+    # A request met a full disk: not ready for FAILURE_MEMORY_SECONDS, although the probe passes.
+    health.note_failure(describe_database_error(OSError(28, "No space left on device")))
+    problem = await health.check()
+    assert problem is not None and problem.cause == "disk_full"
+    now[0] += probe_module.FAILURE_MEMORY_SECONDS + 0.1
+    assert await health.check() is None
+
+    # A lost connection is the probe's to judge, not remembered.
+    health.note_failure(describe_database_error(ConnectionRefusedError("connection refused")))
+    now[0] += 1.1
+    assert await health.check() is None
+
+
+class _PgError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__("driver text that may quote a parameter: 4111 1111 1111 1111")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (_PgError("25006"), "read_only"),
+        (_PgError("53100"), "disk_full"),
+        (_PgError("57P01"), "unreachable"),
+        (ConnectionRefusedError(111, "Connection refused"), "unreachable"),
+        (sqlite3.OperationalError("attempt to write a readonly database"), "read_only"),
+        (sqlite3.OperationalError("database or disk is full"), "disk_full"),
+        (sqlite3.OperationalError("database is locked"), "locked"),
+        (ValueError("something else"), "database_error"),
+    ],
+)
+def test_database_errors_are_named_without_their_text(error: Exception, cause: str) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    wrapped = OperationalError("INSERT INTO audit_records VALUES (?)", {"secret": "4111"}, error)
+    problem = describe_database_error(wrapped)
+    assert problem.cause == cause, problem
+    assert "4111" not in problem.for_log() and "INSERT" not in problem.for_log()

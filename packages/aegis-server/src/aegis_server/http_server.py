@@ -32,6 +32,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aegis_server.errors import envelope
+from aegis_server.ids import new_request_id
 
 __all__ = ["AegisHttpToolsProtocol", "AegisServer", "protocol_error_bytes", "raise_open_files_limit"]
 
@@ -44,16 +45,19 @@ _BAD_REQUEST_MESSAGE = (
 
 
 def protocol_error_bytes(message: str = _BAD_REQUEST_MESSAGE) -> bytes:
-    """The raw HTTP/1.1 400 answer, in the error envelope, for a request the parser rejected."""
-    body = json.dumps(envelope("validation_error", "bad_request", message, {}, request_id=None)).encode("utf-8")
+    """The raw HTTP/1.1 400 answer, in the error envelope, for a request the parser rejected. It carries a
+    request id of its own (in the body and `X-Request-ID`), as every answer does."""
+    request_id = new_request_id()
+    body = json.dumps(envelope("validation_error", "bad_request", message, {}, request_id=request_id))
     head = (
         "HTTP/1.1 400 Bad Request\r\n"
         "content-type: application/json\r\n"
         f"content-length: {len(body)}\r\n"
+        f"x-request-id: {request_id}\r\n"
         "connection: close\r\n"
         "\r\n"
     )
-    return head.encode("ascii") + body
+    return head.encode("ascii") + body.encode("ascii")
 
 
 class AegisHttpToolsProtocol(HttpToolsProtocol):
