@@ -36,7 +36,7 @@ from aegis_server.store.probe import StorageHealth, describe_database_error
 from reliability._support import POLICY, ServerProcess, env_int, postgres_database, sqlite_url
 
 EDGE_SOCKETS = env_int("AEGIS_EDGE_SOCKETS", 2000)
-HEADER_TIMEOUT = 6.0
+HEADER_TIMEOUT = 10.0  # long enough to open every socket first on a loaded machine
 KEEP_ALIVE_TIMEOUT = 2.0
 ENVELOPE_KEYS = {"type", "code", "message", "request_id", "details"}
 
