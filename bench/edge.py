@@ -10,10 +10,11 @@ Servers compared, each the AEGIS app on a SQLite file with the example policies,
   with its own header-read timeout.
 
 Measured for each: decisions/s at 32 keep-alive connections (closed loop) and the server's CPU time per
-decision; then, with 2,000 sockets open (half a partial request head, half nothing), how long a new
-client waits for `/health`, and how many of the 2,000 the server closed by itself within the header
-timeout + 5 s. The same again with the soft open-files limit at 1,024 (a common default), where a server
-that does not raise it cannot accept the new client. Loopback only, bounded in time and count.
+decision (for `aegis-serve` also while `/api/v1/ready` is polled ten times a second: its write probe);
+then, with 2,000 sockets open (half a partial request head, half nothing), how long a new client waits
+for `/health`, and how many of the 2,000 the server closed by itself within the header timeout + 5 s.
+The same again with the soft open-files limit at 1,024 (a common default), where a server that does not
+raise it cannot accept the new client. Loopback only, bounded in time and count.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,15 +124,37 @@ def _tree_cpu(pid: int) -> float:
     return total
 
 
-def _throughput(kind: str, tmp: Path, duration: float) -> dict[str, Any]:
+def _poll_ready(base: str, stop: threading.Event, answers: list[int]) -> None:
+    """GET /ready every 0.1 s (a load balancer's health check, polled hard) until `stop`."""
+    while not stop.wait(0.1):
+        try:
+            with urllib.request.urlopen(base + "/api/v1/ready", timeout=5) as response:
+                answers.append(response.status)
+        except urllib.error.HTTPError as exc:
+            answers.append(exc.code)
+        except OSError:
+            answers.append(0)
+
+
+def _throughput(kind: str, tmp: Path, duration: float, *, poll_ready: bool = False) -> dict[str, Any]:
     with _server(kind, tmp) as (base, proc):
         db_url = f"sqlite+aiosqlite:///{tmp / kind}.db"
         key = _cli(db_url, "keys", "create", "--name", "bench", "--scopes", "governance:propose")
         body = json.dumps(server_proposal()).encode()
         loadgen.run_python(base + PROPOSE, body, f"Bearer {key}", connections=4, duration=1.0)  # warm up
+        stop = threading.Event()
+        ready_answers: list[int] = []
+        poller = threading.Thread(target=_poll_ready, args=(base, stop, ready_answers), daemon=True)
         before = _tree_cpu(proc.pid)
+        if poll_ready:
+            poller.start()
         result = loadgen.closed_loop(base + PROPOSE, body, f"Bearer {key}", 32, duration)
         used = _tree_cpu(proc.pid) - before
+        stop.set()
+        if poll_ready:
+            poller.join(timeout=10)
+            result["ready_polls"] = len(ready_answers)
+            result["ready_non_200"] = sum(1 for status in ready_answers if status != 200)
         answered = int(result["requests"]) - int(result["non_2xx"])
         result["server_cpu_us_per_decision"] = round(used / answered * 1e6, 1) if answered else None
         return result
@@ -230,6 +256,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             entry: dict[str, Any] = {}
             print(f"[edge] {kind}: throughput", file=sys.stderr, flush=True)
             entry["throughput_32_connections"] = _throughput(kind, tmp, duration)
+            if kind == "aegis-serve":
+                # The readiness write probe (at most once a second, whatever the polling rate) under load.
+                print(f"[edge] {kind}: throughput with /ready polled 10 times a second", file=sys.stderr, flush=True)
+                entry["throughput_with_ready_polled"] = _throughput(kind, tmp, duration, poll_ready=True)
             print(f"[edge] {kind}: {SOCKETS} idle/partial sockets", file=sys.stderr, flush=True)
             entry["slowloris"] = _slowloris(kind, tmp, None)
             print(f"[edge] {kind}: the same under a soft limit of 1,024 open files", file=sys.stderr, flush=True)
