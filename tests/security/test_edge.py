@@ -592,3 +592,13 @@ def test_database_errors_are_named_without_their_text(error: Exception, cause: s
     problem = describe_database_error(wrapped)
     assert problem.cause == cause, problem
     assert "4111" not in problem.for_log() and "INSERT" not in problem.for_log()
+
+
+async def test_a_probe_that_does_not_finish_is_not_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def hangs(_store: Any) -> None:
+        await asyncio.sleep(3600)  # a database that never answers
+
+    monkeypatch.setattr(probe_module, "probe_write", hangs)
+    monkeypatch.setattr(probe_module, "PROBE_TIMEOUT_SECONDS", 0.05)
+    problem = await StorageHealth(_FakeStore()).check()  # type: ignore[arg-type]
+    assert problem is not None and problem.cause == "timeout", problem

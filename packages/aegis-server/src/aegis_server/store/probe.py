@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FAILURE_MEMORY_SECONDS",
     "PROBE_CACHE_SECONDS",
+    "PROBE_TIMEOUT_SECONDS",
     "StorageHealth",
     "StorageProblem",
     "describe_database_error",
@@ -44,6 +45,10 @@ __all__ = [
 
 PROBE_CACHE_SECONDS = 1.0
 """A write probe's answer is reused this long: `/ready` polled many times a second costs one probe."""
+
+PROBE_TIMEOUT_SECONDS = 5.0
+"""A probe that has not finished by then (a database that does not answer, a write lock held by another
+process past SQLite's busy timeout) answers "not ready" rather than keeping `/ready` waiting."""
 
 FAILURE_MEMORY_SECONDS = 10.0
 """After a request meets a storage failure (read-only, disk full), readiness answers 503 this long."""
@@ -193,6 +198,14 @@ class StorageHealth:
         return problem
 
     async def _probe(self) -> StorageProblem | None:
+        try:
+            return await asyncio.wait_for(self._run_probe(), PROBE_TIMEOUT_SECONDS)
+        except asyncio.TimeoutError:
+            return StorageProblem(
+                "timeout", f"the database did not complete a write within {PROBE_TIMEOUT_SECONDS:g} s"
+            )
+
+    async def _run_probe(self) -> StorageProblem | None:
         try:
             if not await self._store.ping():  # SELECT 1: reachable at all?
                 return StorageProblem(*_UNREACHABLE, detail="SELECT 1 failed")
