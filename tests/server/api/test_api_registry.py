@@ -183,7 +183,12 @@ async def test_not_ready_when_the_store_is_down(server: InProcessServer, client:
     assert response.status_code == 503
     error = error_of(response)
     assert (error["type"], error["code"]) == ("server_error", "unavailable")
-    assert error["details"]["checks"]["store"] == {"ok": False}
+    # Since issue 13 the store check names the cause (docs/api.md, /ready).
+    assert error["details"]["checks"]["store"] == {
+        "ok": False,
+        "cause": "unreachable",
+        "message": "the database cannot be reached",
+    }
     assert response.headers["retry-after"] == "1"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from pydantic.dataclasses import dataclass
 
 Outcome = Literal["ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION"]
@@ -28,6 +28,20 @@ DEGRADED_PREFIX = "degraded_"
 
 _STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
 _LENIENT = ConfigDict(extra="ignore")
+
+
+def _not_bool_or_text(value: Any) -> Any:
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("must be a JSON integer, not a boolean or a string")
+    return value
+
+
+Number = Annotated[float, Strict()]
+"""A JSON number in a request: an int or a float, never a boolean (`true` is not 1) nor a numeric string."""
+Integer = Annotated[int, BeforeValidator(_not_bool_or_text)]
+"""A JSON integer in a request (`3`, or `3.0` as JSON Schema counts it), never a boolean nor a string."""
+Flag = Annotated[bool, Strict()]
+"""A JSON boolean in a request: `true` or `false`, never `0`/`1` nor `"yes"`."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +163,7 @@ class ReviewRequest(BaseModel):
 
     model_config = _STRICT
 
-    approve: bool
+    approve: Flag
     note: str | None = Field(default=None, max_length=2000)
 
 
@@ -168,7 +182,7 @@ class ExecutionReport(BaseModel):
     status: ExecutionStatus
     result: Any | None = None
     error: ExecutionError | None = None
-    duration_ms: float | None = Field(default=None, ge=0)
+    duration_ms: Number | None = Field(default=None, ge=0)
 
 
 class ExecutionRecord(BaseModel):
@@ -208,11 +222,11 @@ class PolicyRule(BaseModel):
     capability: str = Field(min_length=1, max_length=200, description="Glob over capability names.")
     condition: str = Field(default="true", max_length=10_000, description="CEL expression.")
     outcome: Outcome
-    priority: int = Field(default=0, description="Among rules voting the deciding outcome, the highest explains.")
+    priority: Integer = Field(default=0, description="Among rules voting the deciding outcome, the highest explains.")
     reason: str | None = Field(default=None, max_length=2000)
     constraints: dict[str, Any] = Field(default_factory=dict)
-    risk: float | None = Field(default=None, ge=-1.0, le=1.0, description="Adjustment added to the risk score.")
-    review_timeout_seconds: int | None = Field(
+    risk: Number | None = Field(default=None, ge=-1.0, le=1.0, description="Adjustment added to the risk score.")
+    review_timeout_seconds: Integer | None = Field(
         default=None, gt=0, le=30 * 24 * 3600, description="ESCALATE only: how long a reviewer has."
     )
 
@@ -224,7 +238,7 @@ class Policy(BaseModel):
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
     description: str = ""
-    enabled: bool = True
+    enabled: Flag = True
     rules: list[PolicyRule] = Field(default_factory=list)
 
 

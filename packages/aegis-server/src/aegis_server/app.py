@@ -43,6 +43,7 @@ from aegis_server.security import KeyAuthenticator
 from aegis_server.service import GovernanceService, utcnow
 from aegis_server.settings import Settings
 from aegis_server.store import AuditChainCut, AuditKeyError, SchemaNotReady, Store
+from aegis_server.store.probe import describe_database_error
 
 logger = logging.getLogger("aegis_server")
 
@@ -227,13 +228,20 @@ def create_app(
     install_exception_handlers(app)
 
     async def _database_unavailable(request: Request, exc: Exception) -> Response:
-        logger.error("database error: %s", type(exc).__name__)
+        # The cause by name (read-only, disk full, unreachable, ...), never the statement or its parameters.
+        problem = describe_database_error(exc)
+        logger.error("database error on %s %s: %s", request.method, request.url.path, problem.for_log())
+        service = getattr(request.app.state, "service", None)
+        if service is not None:
+            service.storage.note_failure(problem)  # /ready answers 503 while writes fail this way
         return error_response(
             ApiError(
                 503,
                 "server_error",
                 "unavailable",
-                "The database is unavailable, so nothing was decided (fail closed). Retry shortly.",
+                f"The database is unavailable ({problem.message}), so nothing was decided (fail closed). "
+                "Retry shortly.",
+                {"cause": problem.cause},
                 headers={"Retry-After": "1"},
             )
         )

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aegis_server.ids import new_request_id
@@ -167,12 +168,19 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
             {"resource": "route", "path": request.url.path},
         )
     elif exc.status_code == 405:
-        allowed = headers.get("Allow") or headers.get("allow") or ""
+        # Starlette names the methods of the first route whose path matched; FastAPI declares one route per
+        # method, so the union over every route of the path is the truth.
+        methods = allowed_methods(request.scope) or sorted(
+            m.strip() for m in (headers.get("Allow") or headers.get("allow") or "").split(",") if m.strip()
+        )
+        headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+        headers["Allow"] = ", ".join(methods)
         error = validation_error(
             405,
             "method_not_allowed",
-            f"{request.method} is not allowed on {request.url.path}. Allowed: {allowed or 'see /openapi.json'}.",
-            {"allowed": [m.strip() for m in allowed.split(",") if m.strip()]},
+            f"{request.method} is not allowed on {request.url.path}. "
+            f"Allowed: {', '.join(methods) or 'see /openapi.json'}.",
+            {"allowed": methods},
         )
     elif exc.status_code >= 500:
         error = ApiError(exc.status_code, "server_error", "internal_error", str(exc.detail))
@@ -180,6 +188,55 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
         error = validation_error(exc.status_code, "invalid_request", str(exc.detail))
     error.headers.update(headers)
     return error_response(error)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(scope: Scope) -> list[str]:
+    """The methods the app serves on the scope's path (sorted), for a 405's `Allow`.
+
+    Each method is tried against the router's routes (`matches` is public on every Starlette route,
+    however FastAPI nests included routers). Where the OpenAPI document describes the path, the answer is
+    narrowed to what it documents for the most literal template that matches: `/api/v1/policies/validate`
+    is its own resource (POST), although `/api/v1/policies/{name}` matches the same path."""
+    app = scope.get("app")
+    routes = getattr(getattr(app, "router", None), "routes", ())
+    probed: set[str] = set()
+    for method in _METHODS:
+        probe = {**scope, "type": "http", "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            probed.add(method)
+    hot_routes = getattr(app, "hot_routes", None) or {}
+    probed.update(method for method, path in hot_routes if path == scope.get("path"))
+    documented = _documented_methods(app, str(scope.get("path", "")))
+    if documented and documented & probed:
+        return sorted(documented & probed)
+    return sorted(probed)
+
+
+_TEMPLATE_PARAMETER = re.compile(r"\{[^/{}]+\}")
+
+
+def _documented_methods(app: Any, path: str) -> set[str]:
+    """The methods the app's OpenAPI document lists for the most literal path template matching `path`."""
+    openapi = getattr(app, "openapi", None)
+    if not callable(openapi):
+        return set()
+    try:
+        paths: Mapping[str, Any] = openapi().get("paths", {})
+    except Exception:  # a document that cannot be built: the router's answer stands
+        return set()
+    best: tuple[int, set[str]] | None = None
+    for template, operations in paths.items():
+        pattern = "[^/]+".join(re.escape(part) for part in _TEMPLATE_PARAMETER.split(template))
+        if not re.fullmatch(pattern, path):
+            continue
+        parameters = len(_TEMPLATE_PARAMETER.findall(template))
+        methods = {m.upper() for m in operations if m.upper() in _METHODS}
+        if best is None or parameters < best[0]:
+            best = (parameters, methods)
+    return best[1] if best is not None else set()
 
 
 async def _unexpected_error_handler(request: Request, exc: Exception) -> Response:
@@ -264,6 +321,7 @@ __all__ = [
     "ApiError",
     "RequestContextMiddleware",
     "RequestIdLogFilter",
+    "allowed_methods",
     "current_request_id",
     "envelope",
     "error_response",

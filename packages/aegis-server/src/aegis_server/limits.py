@@ -1,6 +1,7 @@
 """Input limits: body size (enforced while reading, chunked bodies included), content type, strict JSON
-(no duplicate keys — also after NFC —, no NaN or out-of-range numbers, no U+0000 or unpaired surrogates),
-nesting depth, no NUL in path, query or headers. (The per-key rate limit lives in `rate_limits.py`.)
+(no duplicate keys — also after NFC —, no NaN, no number (integers included) beyond a 64-bit float, no
+U+0000 or unpaired surrogates), nesting depth, no NUL in path, query or headers. (The per-key rate limit
+lives in `rate_limits.py`.)
 
 The body guard is pure ASGI and sits in front of the routers: it reads the whole body (at most
 `max_body_bytes`), checks it, and replays it, so the routers see only well-formed JSON.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import unicodedata
 from typing import Any
 
@@ -49,11 +51,29 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class NumberOutOfRange(ValueError):
+    """A JSON number beyond a 64-bit float (the documented limit; docs/api.md)."""
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError("a number is out of range (larger than a 64-bit float can hold)")
+        raise NumberOutOfRange("a number out of range (larger than a 64-bit float can hold)")
     return value
+
+
+_MAX_FLOAT = sys.float_info.max
+_MAX_INT_DIGITS = len(str(int(_MAX_FLOAT)))  # 309: a longer integer literal is beyond any 64-bit float
+
+
+def _bounded_int(text: str) -> int:
+    """An integer literal within the range of a 64-bit float (the documented limit of every number), checked
+    on its length before it is converted: a 5,000-digit literal never reaches `int()` (whose error quotes
+    Python's `sys.set_int_max_str_digits`)."""
+    digits = len(text) - (text[0] == "-")
+    if digits > _MAX_INT_DIGITS or (digits == _MAX_INT_DIGITS and abs(int(text)) > _MAX_FLOAT):
+        raise NumberOutOfRange(f"an integer of {digits} digits, out of range (larger than a 64-bit float can hold)")
+    return int(text)
 
 
 _BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
@@ -109,7 +129,11 @@ def parse_strict_json(data: bytes, max_depth: int) -> Any:
         raise validation_error(400, "invalid_json", "The body is not UTF-8. Send UTF-8 encoded JSON.") from None
     try:
         value = json.loads(
-            text, object_pairs_hook=_pairs_hook, parse_constant=_reject_constant, parse_float=_finite_float
+            text,
+            object_pairs_hook=_pairs_hook,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
         )
     except DuplicateKeyError as exc:
         raise validation_error(
@@ -120,6 +144,14 @@ def parse_strict_json(data: bytes, max_depth: int) -> Any:
         ) from None
     except RecursionError:
         raise _too_deep(max_depth) from None
+    except NumberOutOfRange as exc:
+        raise validation_error(
+            400,
+            "invalid_json",
+            f"The body holds {exc}. Numbers must be within ±1.7976931348623157e308 (integers: at most "
+            f"{_MAX_INT_DIGITS} digits); send large values as strings.",
+            {},
+        ) from None
     except ValueError as exc:
         raise validation_error(
             400, "invalid_json", f"The body is not valid JSON ({exc}). Send one JSON document.", {}

@@ -71,6 +71,7 @@ from aegis_server.store import (
     Store,
     TokenAlreadyUsed,
 )
+from aegis_server.store.probe import StorageHealth
 from aegis_server.tokens import TokenSigner
 
 logger = logging.getLogger("aegis_server.service")
@@ -444,6 +445,7 @@ class GovernanceService:
     ) -> None:
         self.settings = settings
         self.store = store
+        self.storage = StorageHealth(store, monotonic=monotonic)  # readiness: can the store write?
         self.metrics = metrics
         self.clock = clock
         self.notifier = ReviewNotifier()
@@ -1099,11 +1101,13 @@ class GovernanceService:
     # -- health -----------------------------------------------------------------------------------
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
-        try:
-            store_ok = await self.store.ping()
-        except Exception:
-            store_ok = False
-        checks: dict[str, dict[str, Any]] = {"store": {"ok": store_ok}}
+        # The store is ready when it can write (a rolled-back write probe, cached 1 s) and no request met
+        # a read-only database or a full disk in the last seconds (see store/probe.py).
+        problem = await self.storage.check()
+        store_check: dict[str, Any] = {"ok": problem is None}
+        if problem is not None:
+            store_check.update(cause=problem.cause, message=problem.message)
+        checks: dict[str, dict[str, Any]] = {"store": store_check}
         if self.policies.loaded:
             active = self.policies.active
             checks["policies"] = {

@@ -88,6 +88,22 @@ class Settings(BaseModel):
     audit_checkpoint_interval_seconds: float = Field(
         default=1.0, gt=0.0, le=60.0, description="How often a checkpoint is written while records are appended."
     )
+    keep_alive_timeout_seconds: float = Field(
+        default=5.0, gt=0.0, le=3600.0, description="`serve`: an idle keep-alive connection is closed after this."
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        description="`serve`: a connection whose request line and headers are not complete this long after it "
+        "opened (or after the first byte of its next request) is closed.",
+    )
+    shutdown_timeout_seconds: int = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="`serve`: on SIGTERM, requests in flight (long polls included) get this long to finish.",
+    )
 
     def resolved_policy_paths(self, cwd: Path | None = None) -> tuple[Path, ...]:
         """The policy paths to load: the configured ones, or the default folder when it exists."""
@@ -167,6 +183,9 @@ _ENV_VARIABLES: dict[str, str] = {
     "audit_checkpoint_dir": "AEGIS_AUDIT_CHECKPOINT_DIR",
     "audit_checkpoint_webhook": "AEGIS_AUDIT_CHECKPOINT_WEBHOOK",
     "audit_checkpoint_interval_seconds": "AEGIS_AUDIT_CHECKPOINT_INTERVAL_SECONDS",
+    "keep_alive_timeout_seconds": "AEGIS_KEEP_ALIVE_TIMEOUT_SECONDS",
+    "header_timeout_seconds": "AEGIS_HEADER_TIMEOUT_SECONDS",
+    "shutdown_timeout_seconds": "AEGIS_SHUTDOWN_TIMEOUT_SECONDS",
 }
 _EMPTY_IS_UNSET = frozenset(
     {"secret", "redis_url", "audit_key", "audit_signing_key", "audit_checkpoint_dir", "audit_checkpoint_webhook"}

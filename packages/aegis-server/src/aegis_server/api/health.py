@@ -1,7 +1,8 @@
-"""Health (liveness, no auth), readiness (store reachable, policies loaded) and Prometheus metrics."""
+"""Health (liveness, no auth), readiness (the store accepts writes, policies loaded) and Prometheus metrics."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -12,6 +13,8 @@ from aegis_server.api.common import get_service
 from aegis_server.errors import ApiError
 from aegis_server.metrics import Metrics
 from aegis_server.service import GovernanceService
+
+logger = logging.getLogger("aegis_server")
 
 router = APIRouter(tags=["health"])
 
@@ -24,18 +27,29 @@ async def health() -> Health:
 @router.get(
     "/api/v1/ready",
     response_model=Health,
-    summary="Readiness: the store answers and the policy set is loaded (no auth)",
-    responses={503: {"model": ErrorEnvelope, "description": "Not ready (server_error: unavailable)."}},
+    summary="Readiness: the store accepts writes and the policy set is loaded (no auth)",
+    responses={
+        503: {
+            "model": ErrorEnvelope,
+            "description": "Not ready (server_error: unavailable): the store cannot write (read-only, disk full, "
+            "unreachable; `details.checks.store.cause`) or the policy set is not loaded.",
+        }
+    },
 )
 async def ready(service: Annotated[GovernanceService, Depends(get_service)]) -> Health:
     checks = await service.readiness()
     if not all(bool(c.get("ok")) for c in checks.values()):
-        failing = ", ".join(name for name, c in checks.items() if not c.get("ok"))
+        failing = []
+        for name, check in checks.items():
+            if not check.get("ok"):
+                failing.append(f"{name} ({check['message']})" if check.get("message") else name)
+        logger.warning("not ready: %s", ", ".join(failing))
         raise ApiError(
             503,
             "server_error",
             "unavailable",
-            f"Not ready: {failing}. Check the database URL and the policy files, then retry.",
+            f"Not ready: {', '.join(failing)}. The store must accept writes (a read-only database or a full "
+            "disk does not) and the policy files must load; fix that, then retry.",
             {"checks": checks},
             {"Retry-After": "1"},
         )

@@ -36,7 +36,11 @@ async def list_capabilities(service: ServiceDep, _: Reader) -> list[Capability]:
     summary="Register (or replace) a capability",
     description="201 when created, 200 when an API-defined capability of that name was replaced. "
     "A capability defined in a policy file → 409 policy_conflict.",
-    responses=errors(409, *BODY_ERRORS),
+    responses={
+        200: {"model": Capability, "description": "Replaced: an API-defined capability of that name existed."},
+        201: {"model": Capability, "description": "Created."},
+        **errors(409, *BODY_ERRORS),
+    },
 )
 async def create_capability(capability: Capability, response: Response, service: ServiceDep, _: Manager) -> Capability:
     stored, created = await service.policies.put_capability(capability)
@@ -87,7 +91,11 @@ async def get_policy(name: str, service: ServiceDep, _: Reader) -> Policy:
     response_model=Policy,
     summary="Create or replace an API policy",
     description="201 when created, 200 when replaced. The body's name must equal the path's.",
-    responses=errors(409, *BODY_ERRORS),
+    responses={
+        200: {"model": Policy, "description": "Replaced: an API policy of that name existed."},
+        201: {"model": Policy, "description": "Created."},
+        **errors(409, *BODY_ERRORS),
+    },
 )
 async def put_policy(name: str, policy: Policy, response: Response, service: ServiceDep, _: Manager) -> Policy:
     if policy.name != name:

@@ -134,10 +134,9 @@ def _print_dev_key(key: str, host: str, port: int, out: TextIO) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from aegis_server.app import create_app
     from aegis_server.engine import PolicySetError
+    from aegis_server.http_server import build_server, raise_open_files_limit
     from aegis_server.policy_files import load_policy_paths
 
     overrides: dict[str, Any] = {}
@@ -147,6 +146,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         overrides["policy_paths"] = tuple(Path(p) for p in args.policy)
     if args.log_level:
         overrides["log_level"] = args.log_level
+    if args.keep_alive_timeout is not None:
+        overrides["keep_alive_timeout_seconds"] = args.keep_alive_timeout
+    if args.header_timeout is not None:
+        overrides["header_timeout_seconds"] = args.header_timeout
     try:
         settings = Settings.from_env(**overrides)
     except ValueError as exc:
@@ -173,15 +176,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         _print_dev_key(dev_key, args.host, args.port, sys.stdout)
     policy_note = ", ".join(str(p) for p in paths) if paths else "none (register policies through the API)"
     logging.getLogger("aegis_server").info("policy files: %s", policy_note)
-    uvicorn.run(
+    log = logging.getLogger("aegis_server")
+    raised = raise_open_files_limit()
+    if raised is not None:
+        log.info("open files limit raised from %d to %d (one per connection)", *raised)
+    server = build_server(
         create_app(settings, freeze_gc_after_startup=True),
         host=args.host,
         port=args.port,
-        access_log=False,
-        log_config=None,
-        server_header=False,
         proxy_headers=args.proxy_headers,
+        keep_alive_timeout=settings.keep_alive_timeout_seconds,
+        header_timeout=settings.header_timeout_seconds,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
     )
+    try:
+        server.run()
+    except KeyboardInterrupt:  # a second Ctrl-C: uvicorn's forced exit
+        log.warning("aegis-server stopped without a graceful shutdown (second interrupt)")
+        return 130
+    if not server.started:
+        # The lifespan failed (uvicorn logged why) or the port could not be bound.
+        raise CommandError("the server did not start; the log above says why")
+    log.info("aegis-server stopped (%s): graceful shutdown complete", server.stopped_by or "exit requested")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
     return 0
 
 
@@ -598,6 +616,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default: info")
     serve.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* from a reverse proxy in front")
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close idle keep-alive connections after this (default: $AEGIS_KEEP_ALIVE_TIMEOUT_SECONDS or 5)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a connection whose request head is not complete in time "
+        "(default: $AEGIS_HEADER_TIMEOUT_SECONDS or 10)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     db = commands.add_parser("db", help="database schema")
