@@ -30,6 +30,7 @@ import logging
 import secrets
 import sqlite3
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -40,7 +41,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import URL, Row
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -2008,21 +2009,33 @@ def default_audit_dir(url: str) -> Path | None:
     chain ends with the process)."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if not database or database == ":memory:" or "mode=memory" in str(parsed.query):
+        path = _sqlite_file(parsed)
+        if path is None:
             return None
-        path = Path(database).expanduser()
         return path.with_suffix(".audit") if path.suffix != ".audit" else path.with_name(path.name + "-audit")
     name = f"{parsed.host or 'localhost'}-{parsed.port or 'default'}-{parsed.database or 'default'}"
     return Path.home() / ".aegis" / "audit" / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def _sqlite_file(parsed: URL) -> Path | None:
+    """The file of a SQLite URL, also in SQLite's URI form (`sqlite:///file:/path/aegis.db?mode=ro&uri=true`,
+    the way to open a file read-only); None for an in-memory database."""
+    database = parsed.database
+    if not database or database == ":memory:" or "mode=memory" in str(parsed.query):
+        return None
+    if str(parsed.query.get("uri", "")).lower() in ("true", "1") and database.startswith("file:"):
+        database = urllib.parse.unquote(urllib.parse.urlsplit(database).path)
+        if not database:
+            return None
+    return Path(database).expanduser()
+
+
 def _missing_sqlite_file(url: str) -> str | None:
     """The path of a SQLite database file that does not exist, or None."""
     parsed = normalise_url(url)
-    database = parsed.database if parsed.get_backend_name() == "sqlite" else None
-    if database and database != ":memory:" and not Path(database).expanduser().is_file():
-        return database
+    path = _sqlite_file(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is not None and not path.is_file():
+        return str(path)
     return None
 
 
