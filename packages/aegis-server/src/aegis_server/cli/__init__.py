@@ -475,26 +475,30 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
-    from aegis_server.audit_anchor import (
-        CheckpointDirectory,
-        CheckpointError,
-        anchor_paths,
-        load_signing_key,
-        public_key_pem,
-    )
+def _checkpoint_signing_key(settings: Settings, what_to_do: str) -> tuple[Path, Any]:
+    """The checkpoint directory and the signing key of the server with these settings; a CommandError
+    ending with `what_to_do` when there is none."""
+    from aegis_server.audit_anchor import CheckpointError, anchor_paths, load_signing_key
 
-    settings = _cli_settings(args.db)
     directory = anchor_paths(settings).directory
     try:
         signing_key = load_signing_key(settings, create=False)
     except CheckpointError as exc:
         raise CommandError(str(exc)) from None
     if signing_key is None or directory is None:
-        raise CommandError(
-            f"no checkpoint signing key in {directory}: start the server once (it makes the key and writes "
-            "checkpoints), or set AEGIS_AUDIT_SIGNING_KEY / AEGIS_AUDIT_CHECKPOINT_DIR as the server has them"
-        )
+        raise CommandError(f"no checkpoint signing key in {directory}: {what_to_do}")
+    return directory, signing_key
+
+
+def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from aegis_server.audit_anchor import CheckpointDirectory, public_key_pem
+
+    settings = _cli_settings(args.db)
+    directory, signing_key = _checkpoint_signing_key(
+        settings,
+        "start the server once (it makes the key and writes checkpoints), or set AEGIS_AUDIT_SIGNING_KEY / "
+        "AEGIS_AUDIT_CHECKPOINT_DIR as the server has them",
+    )
     checkpoint = CheckpointDirectory(directory).latest()
     if checkpoint is None:
         raise CommandError(f"no checkpoint in {directory} yet: the server writes one within a second of an append")
@@ -514,11 +518,8 @@ def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 def _cmd_audit_acknowledge_cut(args: argparse.Namespace) -> int:
     from aegis_server.audit_anchor import (
         AuditAnchor,
-        CheckpointError,
-        anchor_paths,
         audit_key_source,
         compare_with_checkpoint,
-        load_signing_key,
         verify_signature,
     )
     from aegis_server.store import AuditKeyError, open_existing
@@ -527,13 +528,7 @@ def _cmd_audit_acknowledge_cut(args: argparse.Namespace) -> int:
     if not reason:
         raise CommandError("--reason must say why the cut is accepted (it is kept in the audit)", code=2)
     settings = _cli_settings(args.db)
-    directory = anchor_paths(settings).directory
-    try:
-        signing_key = load_signing_key(settings, create=False)
-    except CheckpointError as exc:
-        raise CommandError(str(exc)) from None
-    if signing_key is None or directory is None:
-        raise CommandError(f"no checkpoint signing key in {directory}: there is no checkpoint to acknowledge")
+    directory, signing_key = _checkpoint_signing_key(settings, "there is no checkpoint to acknowledge")
     operator = f"cli:{getpass.getuser()}"
 
     async def work() -> str:

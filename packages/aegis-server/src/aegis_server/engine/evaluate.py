@@ -283,16 +283,7 @@ def _fail_closed(
         f"fix the condition or the proposal; {risk_text}"
     )
     ids = [rule.policy_id for rule, _ in failed]
-    ids += [rule.policy_id for rule in sorted(matched, key=_strictest_first)]
-    return Evaluation(
-        outcome="DENY",
-        reason=reason,
-        risk_score=risk,
-        constraints={},
-        policy_ids=ids,
-        review_timeout_seconds=None,
-        audit_parameters=audit_parameters,
-    )
+    return _denied_unevaluated(reason, ids, matched, risk, audit_parameters)
 
 
 def _over_budget(
@@ -314,7 +305,19 @@ def _over_budget(
         f"lists) or rewrite the condition (no nested comprehensions over the same list); {risk_text}"
     )
     ids = [rule.policy_id for rule, _ in over_budget] + [rule.policy_id for rule, _ in failed]
-    ids += [rule.policy_id for rule in sorted(matched, key=_strictest_first)]
+    return _denied_unevaluated(reason, ids, matched, risk, audit_parameters)
+
+
+def _denied_unevaluated(
+    reason: str,
+    unevaluated_ids: list[str],
+    matched: Sequence[CompiledRule],
+    risk: float,
+    audit_parameters: dict[str, Any],
+) -> Evaluation:
+    """The fail-closed DENY when a condition could not be (or was not) evaluated: the rules that failed first,
+    then the ones that matched, strictest first."""
+    ids = unevaluated_ids + [rule.policy_id for rule in sorted(matched, key=_strictest_first)]
     return Evaluation(
         outcome="DENY",
         reason=reason,
