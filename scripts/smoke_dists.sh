@@ -37,7 +37,7 @@ server="$work/venv/bin/aegis-server"
 echo "== start the installed aegis-server"
 db="sqlite+aiosqlite:///$work/aegis.db"
 "$server" db upgrade --db "$db"
-key=$("$server" keys create --db "$db" --name smoke --scopes admin)
+key=$("$server" keys create --db "$db" --name smoke --scopes admin --actors '*')
 port=$("$py" -I -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 AEGIS_LOG_LEVEL=warning "$server" serve --db "$db" --policy "$work/policies" --host 127.0.0.1 --port "$port" \
     >"$work/server.log" 2>&1 &
