@@ -17,6 +17,8 @@ import base64
 import contextlib
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -494,6 +496,18 @@ def test_the_server_checkpoints_at_shutdown_and_refuses_to_start_on_a_cut_chain(
     asyncio.run(cut())
     with pytest.raises(StartupError, match=r"records #5\.\.#6 are missing"):
         asyncio.run(_serve_once(settings))
+    # `aegis-server serve` says so in one line before it binds, and exits 1 (no traceback, nothing written).
+    served = subprocess.run(
+        [sys.executable, "-m", "aegis_server", "serve", "--db", db_url, "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=folder,
+    )
+    assert served.returncode == 1, served.stderr
+    assert "refusing to start: the audit chain does not match its latest signed checkpoint" in served.stderr
+    assert "records #5..#6 are missing" in served.stderr
+    assert "Traceback" not in served.stderr + served.stdout
     assert cli_main(["audit", "verify", "--db", db_url]) == 1
     assert "audit BROKEN (tail_cut): the tail of the audit chain was cut: records #5..#6" in capsys.readouterr().err
     # A third party with only the exported files finds the cut too.

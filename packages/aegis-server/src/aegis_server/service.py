@@ -968,7 +968,7 @@ class GovernanceService:
             message = (
                 f"Decision {binding.decision_id} was proposed with this API key; the key that proposed an action "
                 "may not review it (separation of duties). Review it with another reviewer's key (scope "
-                "governance:review), or through `aegis-server review approve|deny`."
+                "governance:review)."
             )
         elif reviewer == binding.actor_id:
             why = "reviewer_is_actor"

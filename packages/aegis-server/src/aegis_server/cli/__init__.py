@@ -135,9 +135,11 @@ def _print_dev_key(key: str, host: str, port: int, out: TextIO) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from aegis_server.app import create_app
+    from aegis_server.audit_anchor import AnchorError, AuditAnchor, CheckpointError
     from aegis_server.engine import PolicySetError
     from aegis_server.http_server import build_server, raise_open_files_limit
     from aegis_server.policy_files import load_policy_paths
+    from aegis_server.store import AuditKeyError
 
     overrides: dict[str, Any] = {}
     if args.db:
@@ -166,6 +168,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise CommandError(f"the policy files do not load: {exc}") from None
 
     async def first_start(store: Any) -> str | None:
+        # Before anything is written (the development key is an audit record): a chain cut or recomputed
+        # since the last signed checkpoint stops here, in one line, as the server's startup would.
+        try:
+            anchor = AuditAnchor.from_settings(settings, store)
+            if anchor is not None:
+                await anchor.check_startup()
+        except AnchorError as exc:
+            raise CommandError(
+                f"refusing to start: the audit chain does not match its latest signed checkpoint: {exc}"
+            ) from None
+        except (AuditKeyError, CheckpointError) as exc:
+            raise CommandError(f"refusing to start: the audit keys are not usable: {exc}") from None
         if await store.count_api_keys() > 0:
             return None
         key, _ = await store.create_api_key("dev-admin", ["admin"], ["*"])
@@ -194,6 +208,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C: uvicorn's forced exit
         log.warning("aegis-server stopped without a graceful shutdown (second interrupt)")
         return 130
+    except SystemExit:
+        if server.started:
+            raise
+        # uvicorn exits with 3 when the application's startup fails; the log above says why.
+        raise CommandError("the server did not start; the log above says why") from None
     if not server.started:
         # The lifespan failed (uvicorn logged why) or the port could not be bound.
         raise CommandError("the server did not start; the log above says why")
