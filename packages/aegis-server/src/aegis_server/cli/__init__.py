@@ -183,6 +183,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if await store.count_api_keys() > 0:
             return None
         key, _ = await store.create_api_key("dev-admin", ["admin"], ["*"])
+        if anchor is not None:
+            await anchor.close()  # the first checkpoint anchors the chain from its first record on
         return str(key)
 
     dev_key = _run(lambda: _with_store(settings.db_url, first_start, migrate=settings.db_migrate), settings.db_url)
