@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,79 @@ async def test_the_refusal_never_suggests_a_command_built_from_a_hostile_actor_i
     assert refused.status_code == 403
     message = refused.json()["error"]["message"]
     assert "keys update" in message and "--actors 'ai-agent:x'" not in message and "echo '`" not in message
+
+
+# -- found by a red-team pass on the merged code --------------------------------------------------
+
+
+async def test_reviewer_names_are_compared_as_a_person_reads_them(server: InProcessServer) -> None:
+    """`Support-Bot-1 ` (case, spaces, compatibility forms) is the actor `support-bot-1`; a key named like
+    the proposing key is the proposer."""
+    agent = await client_for(server, "pbot", ["governance:propose"], ["*"])
+    for name, why in (("Support-Bot-1", "reviewer_is_actor"), ("ＰＢＯＴ", "reviewer_is_proposer")):
+        pending = await agent.post(PROPOSE, json=body("support-bot-1", capability="payments.transfer", amount=5000))
+        decision_id = pending.json()["decision_id"]
+        reviewer = await client_for(server, name, ["governance:review"], None)
+        refused = await reviewer.post(f"/api/v1/governance/decisions/{decision_id}/review", json={"approve": True})
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["details"]["why"] == why
+    other = await client_for(server, "erin", ["governance:review"], None)
+    approved = await other.post(f"/api/v1/governance/decisions/{decision_id}/review", json={"approve": True})
+    assert approved.status_code == 200, approved.text
+
+
+async def test_a_token_minted_for_a_decision_that_cannot_be_confirmed_is_refused(server: InProcessServer) -> None:
+    """Whoever reads the token secret can sign a token for any decision; the server confirms only a
+    REQUIRE_CONFIRMATION or an approved ESCALATE, and `audit verify` flags any other parent."""
+    from aegis_server.tokens import TokenSigner
+
+    agent = await client_for(server, "minter", ["governance:propose", "governance:read"], ["*"])
+    signer = TokenSigner(SECRET.encode("utf-8"))
+    denied = (await agent.post(PROPOSE, json=body(capability="database.drop", table="users"))).json()
+    pending = (await agent.post(PROPOSE, json=body(capability="payments.transfer", amount=5000))).json()
+    assert (denied["outcome"], pending["outcome"]) == ("DENY", "ESCALATE")
+    for parent, proposal in (
+        (denied, body(capability="database.drop", table="users")),
+        (pending, body(capability="payments.transfer", amount=5000)),
+    ):
+        binding = await server.store.get_decision_binding(parent["decision_id"])
+        assert binding is not None
+        token = signer.issue(
+            decision_id=parent["decision_id"],
+            actor_id=binding.actor_id,
+            capability=binding.capability,
+            params_hash=binding.params_hash,
+            expires_at=datetime.now(timezone.utc) + timedelta(minutes=5),
+        )
+        refused = await agent.post(PROPOSE, json={**proposal, "confirmation_token": token})
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "confirmation_invalid"
+    rejected = await records(server, "confirmation_rejected")
+    assert [r.payload["code"] for r in rejected] == ["confirmation_invalid"] * 2
+
+    # The same forgery written straight into the database is found by the verification.
+    async with server.store.engine.begin() as conn:
+        row = (await conn.execute(sa.select(decisions).where(decisions.c.decision_id == denied["decision_id"]))).one()
+        child = {**row._mapping, "decision_id": "dec_forged", "outcome": "ALLOW", "parent_decision_id": row.decision_id}
+        child.pop("row_id")
+        await conn.execute(sa.insert(decisions).values(**child))
+    report = (await server.async_http_client().get("/api/v1/audit/verify")).json()
+    assert "confirmation_without_approval" in {problem["code"] for problem in report["problems"]}
+
+
+@pytest.mark.parametrize("stored", ['"ai-agent:support-bot-*"', "[null]", "[1]", '["ai-agent:"]'])
+async def test_malformed_stored_actor_patterns_bind_the_key_to_no_actor(
+    server: InProcessServer, stored: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hand-edited `actors` value the CLI and API could not have written fails closed: a JSON string was
+    read one character at a time, and its `*` let the key propose for anyone."""
+    bot = await client_for(server, "edited", ["governance:propose"], ["ai-agent:support-bot-*"])
+    key_id = await key_id_of(server, "edited")
+    async with server.store.engine.begin() as conn:
+        await conn.execute(sa.update(api_keys).where(api_keys.c.key_id == key_id).values(actors=sa.text(f"'{stored}'")))
+    server.app.state.authenticator.forget_all()
+    with caplog.at_level(logging.ERROR, logger="aegis_server.store"):
+        refused = await bot.post(PROPOSE, json=body("finance-admin-agent", "human"))
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "actor_not_allowed"
+    assert any("malformed" in record.getMessage() and key_id in record.getMessage() for record in caplog.records)

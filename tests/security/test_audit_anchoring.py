@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import subprocess
@@ -210,6 +211,30 @@ async def test_an_edited_decision_row_disagrees_with_the_audit(anchored: Anchore
     assert not result.valid and _codes(result) == {"decision_mismatch"}
     assert result.problems[0].decision_id == "dec_0002"
     assert "outcome, actor_id" in result.problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("assignment", "column"),
+    [
+        ("api_key_id = NULL", "api_key_id"),
+        ("constraints = '{\"max_amount\": 1000000}'", "constraints"),
+        ("reason = 'approved by the board'", "reason"),
+        ("risk_score = 0.0", "risk_score"),
+        ("policy_ids = '[]'", "policy_ids"),
+        ("review_status = 'approved', reviewer = 'mallory'", "review_status"),
+    ],
+)
+async def test_every_column_fixed_at_decision_time_is_checked(anchored: Anchored, assignment: str, column: str) -> None:
+    """An edited key id (which would let a stranger report the execution), inflated constraints (which a
+    confirmed child inherits), a review that never happened: each disagrees with the audit."""
+    for number in range(1, 4):
+        record = _decision(number)
+        await anchored.store.record_decision(dataclasses.replace(record, api_key_id="key_proposer"))
+    assert await anchored.anchor.checkpoint() is not None
+    await anchored.sql(f"UPDATE decisions SET {assignment} WHERE decision_id = 'dec_0002'")
+    result = await anchored.verify()
+    assert not result.valid and _codes(result) == {"decision_mismatch"}, result.problems
+    assert column in result.problems[0].message
 
 
 async def test_a_decision_without_its_audit_record_and_a_record_without_its_decision(anchored: Anchored) -> None:

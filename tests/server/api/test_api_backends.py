@@ -32,5 +32,5 @@ async def test_flows_on_each_backend(store_url: str, clock: Clock) -> None:
         racing = await asyncio.gather(*(propose(client, proposal(), **{"Idempotency-Key": "r"}) for _ in range(4)))
         assert len({r.json()["decision_id"] for r in racing}) == 1
         verification = (await client.get("/api/v1/audit/verify")).json()
-        assert verification["valid"] is True
+        assert verification["valid"] is True, verification["problems"]
         assert verification["records_checked"] > 10

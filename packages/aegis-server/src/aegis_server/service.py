@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -146,6 +147,25 @@ def _proposal_audit(
         "confirmation": proposal.confirmation_token is not None,
         "api_key_id": api_key_id,
     }
+
+
+def _same_person(first: str | None, second: str | None) -> bool:
+    """Names that a person could not tell apart: the same after Unicode compatibility normalisation (NFKC),
+    case folding and trimming (`Support-Bot-1 ` is `support-bot-1`)."""
+    if first is None or second is None:
+        return False
+    return _person_key(first) == _person_key(second)
+
+
+def _person_key(name: str) -> str:
+    return unicodedata.normalize("NFKC", name).casefold().strip()
+
+
+def _confirmable(decision: Decision) -> bool:
+    """Whether a confirmation token may turn this decision into an ALLOW."""
+    if decision.outcome == "REQUIRE_CONFIRMATION":
+        return True
+    return decision.outcome == "ESCALATE" and decision.review is not None and decision.review.status == "approved"
 
 
 def _is_pending(decision: Decision) -> bool:
@@ -782,6 +802,22 @@ class GovernanceService:
         parent = await self.store.get_decision(parent_id)
         if parent is None:  # the binding exists, so the decision does too; be strict anyway
             raise not_found("decision", parent_id)
+        if not _confirmable(parent):
+            # A token is only ever issued for these; one for another decision was minted with the secret.
+            state = parent.outcome + (f" (review {parent.review.status})" if parent.review is not None else "")
+            await self._audit_rejection(
+                proposal,
+                "confirmation_invalid",
+                {"parent_decision_id": parent_id, "params_hash": params_hash, "parent_state": state},
+                api_key_id,
+            )
+            raise governance_error(
+                409,
+                "confirmation_invalid",
+                f"Decision {parent_id} is {state}: only a REQUIRE_CONFIRMATION decision or an approved ESCALATE "
+                "can be confirmed. Propose again to get a new decision.",
+                {"parent_decision_id": parent_id},
+            )
         how = (
             f"approved by {parent.review.reviewer}"
             if parent.review is not None and parent.review.reviewer
@@ -970,11 +1006,18 @@ class GovernanceService:
                 "may not review it (separation of duties). Review it with another reviewer's key (scope "
                 "governance:review)."
             )
-        elif reviewer == binding.actor_id:
+        elif _same_person(reviewer, binding.actor_id):
             why = "reviewer_is_actor"
             message = (
                 f"The reviewer {reviewer!r} is the actor of decision {binding.decision_id}; an actor may not review "
                 "its own action (separation of duties). Have another person review it."
+            )
+        elif binding.api_key_id is not None and _same_person(reviewer, await self._key_name(binding.api_key_id)):
+            why = "reviewer_is_proposer"
+            message = (
+                f"The reviewer {reviewer!r} has the name of the API key that proposed decision "
+                f"{binding.decision_id}; whoever proposed an action may not review it (separation of duties). "
+                "Have another person review it."
             )
         else:
             return
@@ -1003,6 +1046,10 @@ class GovernanceService:
             message + " For development only, AEGIS_ALLOW_SELF_REVIEW=true allows it.",
             {"decision_id": binding.decision_id, "why": why},
         )
+
+    async def _key_name(self, key_id: str) -> str | None:
+        api_key = await self.store.get_api_key(key_id)
+        return str(api_key.name) if api_key is not None else None
 
     async def expire_due(self, now: datetime | None = None) -> list[str]:
         """Expire pending reviews past their deadline (final DENY) and wake their waiters."""

@@ -429,9 +429,32 @@ def _api_key_from_row(row: Row[Any]) -> ApiKey:
         scopes=tuple(row.scopes),
         created_at=row.created_at,
         revoked_at=row.revoked_at,
-        actors=tuple(row.actors) if row.actors is not None else None,
+        actors=_stored_actor_patterns(row.key_id, row.actors),
         rate_limit_per_minute=row.rate_limit_per_minute,
     )
+
+
+def _stored_actor_patterns(key_id: str, stored: Any) -> tuple[str, ...] | None:
+    """A key's actor patterns as stored, checked as the CLI and the API check them. A value they could not
+    have written (a string instead of a list, a pattern that does not parse: a row edited by hand) binds
+    the key to no actor — its proposals are refused — and says so in the log."""
+    if stored is None:
+        return None
+    if isinstance(stored, list) and all(isinstance(pattern, str) for pattern in stored):
+        try:
+            return tuple(parse_actor_patterns(stored))
+        except ValueError as exc:
+            problem = str(exc)
+    else:
+        problem = f"a JSON {type(stored).__name__} where a list of patterns belongs"
+    logger.error(
+        "API key %s: its stored actor patterns are malformed (%s); it is bound to no actor until "
+        "`aegis-server keys update %s --actors ...` rewrites them",
+        key_id,
+        problem,
+        key_id,
+    )
+    return None
 
 
 class Store:
@@ -1814,6 +1837,14 @@ class Store:
                             decisions.c.actor_id,
                             decisions.c.capability,
                             decisions.c.params_hash,
+                            decisions.c.reason,
+                            decisions.c.risk_score,
+                            decisions.c.constraints,
+                            decisions.c.policy_ids,
+                            decisions.c.parent_decision_id,
+                            decisions.c.api_key_id,
+                            decisions.c.review_status,
+                            decisions.c.reviewer,
                         )
                         .where(decisions.c.row_id > last)
                         .order_by(decisions.c.row_id)
@@ -1865,7 +1896,39 @@ class Store:
                 )
                 for orphan in orphans
             )
+        if len(problems) < max_problems:
+            problems.extend(await self._unearned_confirmations(max_problems - len(problems)))
         return problems[:max_problems]
+
+    async def _unearned_confirmations(self, limit: int) -> list[AuditProblem]:
+        """ALLOW decisions confirmed from a parent no token is issued for (neither REQUIRE_CONFIRMATION nor
+        an approved ESCALATE): a token minted with the secret. The parents' own rows are checked against
+        their audit records by the caller."""
+        parent = decisions.alias("parent")
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(decisions.c.decision_id, parent.c.decision_id.label("parent_id"), parent.c.outcome)
+                    .join(parent, parent.c.decision_id == decisions.c.parent_decision_id)
+                    .where(
+                        ~sa.or_(
+                            parent.c.outcome == "REQUIRE_CONFIRMATION",
+                            sa.and_(parent.c.outcome == "ESCALATE", parent.c.review_status == "approved"),
+                        )
+                    )
+                    .order_by(decisions.c.row_id)
+                    .limit(limit)
+                )
+            ).all()
+        return [
+            AuditProblem(
+                code="confirmation_without_approval",
+                message=f"decision {row.decision_id} confirms decision {row.parent_id}, which is {row.outcome} and "
+                "was never open to confirmation (a token minted outside the server, or an edited row)",
+                decision_id=row.decision_id,
+            )
+            for row in rows
+        ]
 
     # ------------------------------------------------------------------------------------------
     # API-managed policies and capabilities
@@ -1960,7 +2023,9 @@ class Store:
 
 
 def _decision_disagreement(row: Any, records: Sequence[Any]) -> AuditProblem | None:
-    """How a decision row disagrees with its audit records (in chain order), or None."""
+    """How a decision row disagrees with its audit records (in chain order), or None. Every column fixed
+    when the decision was made is compared with its "decision" record; the review columns with its last
+    "review" / "review_expired" record."""
     decision_record = next((record for record in records if record.event_type == "decision"), None)
     if decision_record is None:
         return AuditProblem(
@@ -1969,26 +2034,43 @@ def _decision_disagreement(row: Any, records: Sequence[Any]) -> AuditProblem | N
             "inserted outside the server)",
             decision_id=row.decision_id,
         )
-    try:
-        payload = json.loads(decision_record.payload_text)
-    except (TypeError, ValueError):
-        payload = {}
-    outcomes = {decision_record.outcome}
-    for record in records:
-        if record.event_type in ("review", "review_expired") and record.outcome == "DENY":
-            outcomes = {"DENY"}
-    different = [
-        name
-        for name, stored, audited in (
-            ("audit_ref", row.audit_ref, decision_record.audit_ref),
-            ("actor_id", row.actor_id, decision_record.actor_id),
-            ("capability", row.capability, decision_record.capability),
-            ("params_hash", row.params_hash, payload.get("params_hash") if isinstance(payload, dict) else None),
-        )
-        if stored != audited
+    payload = _payload_of(decision_record)
+    review_record = next(
+        (record for record in reversed(records) if record.event_type in ("review", "review_expired")), None
+    )
+    outcome = "DENY" if review_record is not None and review_record.outcome == "DENY" else decision_record.outcome
+    review = _payload_of(review_record) if review_record is not None else {}
+    expected: list[tuple[str, Any, Any]] = [
+        ("outcome", row.outcome, outcome),
+        ("audit_ref", row.audit_ref, decision_record.audit_ref),
+        ("actor_id", row.actor_id, decision_record.actor_id),
+        ("capability", row.capability, decision_record.capability),
     ]
-    if row.outcome not in outcomes:
-        different.insert(0, "outcome")
+    # Payload fields: those a 0.1 record lacks are not compared (it did not name its key, for instance).
+    for column, field in (
+        ("params_hash", "params_hash"),
+        ("reason", "reason"),
+        ("risk_score", "risk_score"),
+        ("constraints", "constraints"),
+        ("policy_ids", "policy_ids"),
+        ("parent_decision_id", "parent_decision_id"),
+        ("api_key_id", "api_key_id"),
+    ):
+        if column == "reason" and review_record is not None:
+            continue  # an expired review rewrites the reason; its record holds what happened
+        if field in payload or column == "params_hash":
+            stored = getattr(row, column)
+            if column in ("constraints", "policy_ids"):
+                stored = _as_json_value(stored)
+            expected.append((column, stored, payload.get(field)))
+    if review_record is not None:
+        status = "expired" if review_record.event_type == "review_expired" else review.get("status")
+        expected.append(("review_status", row.review_status, status))
+        if review_record.event_type == "review":
+            expected.append(("reviewer", row.reviewer, review.get("reviewer")))
+    elif row.review_status not in (None, "pending"):
+        expected.append(("review_status", row.review_status, "pending" if row.outcome == "ESCALATE" else None))
+    different = [name for name, stored, audited in expected if stored != audited]
     if not different:
         return None
     return AuditProblem(
@@ -1998,6 +2080,24 @@ def _decision_disagreement(row: Any, records: Sequence[Any]) -> AuditProblem | N
         sequence=int(decision_record.sequence),
         decision_id=row.decision_id,
     )
+
+
+def _payload_of(record: Any) -> dict[str, Any]:
+    try:
+        payload = json.loads(record.payload_text)
+    except (TypeError, ValueError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _as_json_value(value: Any) -> Any:
+    """A JSON column's value as it reads back from JSON (a driver may hand it back as text)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def default_audit_dir(url: str) -> Path | None:
