@@ -610,17 +610,18 @@ def test_the_running_server_checkpoints_within_its_interval(tmp_path: Path) -> N
     async def run() -> int:
         app = create_app(settings)  # background tasks on: the checkpoint writer runs
         async with app.router.lifespan_context(app):
-            await app.state.store.record_decision(_decision(1))
             anchor: AuditAnchor = app.state.audit_anchor
+            assert anchor.written == 1  # the empty chain, anchored at startup
+            await app.state.store.record_decision(_decision(1))
             for _ in range(200):  # bounded: 200 x 25 ms
-                if anchor.written:
+                if anchor.written > 1:
                     latest = await anchor.latest()
                     assert latest is not None and latest.sequence == 2
                     return anchor.written
                 await asyncio.sleep(0.025)
             raise AssertionError("no checkpoint of record #2 within 5 s")
 
-    assert asyncio.run(run()) == 1  # one: the chain was idle after the append
+    assert asyncio.run(run()) == 2  # startup, then one: the chain was idle after the append
     assert json.loads((tmp_path / "anchor" / "latest.json").read_text())["sequence"] == 2
 
 
@@ -649,3 +650,31 @@ async def test_replicas_sharing_the_keys_write_one_anchored_chain(store_url: str
     finally:
         for replica in replicas:
             await replica.close()
+
+
+def test_deleted_checkpoints_stop_the_server_and_the_cli_until_acknowledged(
+    anchored_sync: tuple[Settings, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a red-team pass: with the checkpoint files gone, a cut or rewritten keyed chain looked whole
+    (the server only warned, then signed a checkpoint over whatever head it found)."""
+    settings, folder = anchored_sync
+    db_url = settings.db_url
+    for path in (folder / "anchor").glob("checkpoints-*.jsonl"):
+        path.unlink()
+    (folder / "anchor" / "latest.json").unlink()
+    capsys.readouterr()
+
+    with pytest.raises(StartupError, match="no signed checkpoint"):
+        asyncio.run(_serve_once(settings))
+    assert cli_main(["audit", "verify", "--db", db_url]) == 1
+    assert "(unanchored)" in capsys.readouterr().err
+    # The CLI's own writes are refused as the server's are, rather than appended to an unchecked chain.
+    assert cli_main(["keys", "create", "--db", db_url, "--name", "late", "--scopes", "audit:read"]) == 1
+    assert "refusing to write to the audit chain" in capsys.readouterr().err
+
+    assert cli_main(["audit", "acknowledge-cut", "--db", db_url, "--reason", "checkpoints lost with the old host"]) == 0
+    capsys.readouterr()
+    asyncio.run(_serve_once(settings))  # starts again, anchored anew
+    assert cli_main(["audit", "verify", "--db", db_url]) == 0
+    assert cli_main(["keys", "create", "--db", db_url, "--name", "late", "--scopes", "audit:read"]) == 0
+    assert cli_main(["audit", "verify", "--db", db_url]) == 0

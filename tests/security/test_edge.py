@@ -602,3 +602,24 @@ async def test_a_probe_that_does_not_finish_is_not_ready(monkeypatch: pytest.Mon
     monkeypatch.setattr(probe_module, "PROBE_TIMEOUT_SECONDS", 0.05)
     problem = await StorageHealth(_FakeStore()).check()  # type: ignore[arg-type]
     assert problem is not None and problem.cause == "timeout", problem
+
+
+async def test_key_rate_limits_and_long_poll_waits_are_plain_numbers(tmp_path: Path) -> None:
+    """Found by a red-team pass: `"rate_limit_per_minute": false` meant no limit at all, `"5"` was 5, and
+    `?wait=inf` was accepted."""
+    from aegis_server.inprocess import InProcessServer
+
+    async with InProcessServer(db_url=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", policy_paths=[]) as server:
+        client = server.async_http_client()
+        base = {"name": "limited", "scopes": ["audit:read"]}
+        for bad in (False, True, "5", 5.5):
+            created = await client.post("/api/v1/keys", json={**base, "rate_limit_per_minute": bad})
+            assert created.status_code == 422, (bad, created.text)
+        created = await client.post("/api/v1/keys", json={**base, "rate_limit_per_minute": 5})
+        assert created.status_code == 201, created.text
+        key_id = created.json()["key_id"]
+        patched = await client.patch(f"/api/v1/keys/{key_id}", json={"rate_limit_per_minute": False})
+        assert patched.status_code == 422, patched.text
+        for wait in ("inf", "1e400", "nan"):
+            answer = await client.get("/api/v1/governance/decisions/dec_missing", params={"wait": wait})
+            assert answer.status_code == 422, (wait, answer.text)

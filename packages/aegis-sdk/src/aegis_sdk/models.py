@@ -405,7 +405,7 @@ class ApiKeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     scopes: list[str] = Field(min_length=1, max_length=10)
     actors: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(default=None, max_length=100)
-    rate_limit_per_minute: int | None = Field(default=None, ge=0, le=_MAX_KEY_RATE)
+    rate_limit_per_minute: Integer | None = Field(default=None, ge=0, le=_MAX_KEY_RATE)
 
 
 class ApiKeyUpdate(BaseModel):
@@ -415,7 +415,7 @@ class ApiKeyUpdate(BaseModel):
     model_config = _STRICT
 
     actors: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(default=None, max_length=100)
-    rate_limit_per_minute: int | None = Field(default=None, ge=0, le=_MAX_KEY_RATE)
+    rate_limit_per_minute: Integer | None = Field(default=None, ge=0, le=_MAX_KEY_RATE)
 
 
 class ApiKeyInfo(BaseModel):

@@ -165,6 +165,8 @@ def create_app(
                 if anchor is not None:
                     await anchor.check_startup()  # read-only: before anything is written
                 await store.prepare_chain()
+                if anchor is not None and await anchor.latest() is None:
+                    await anchor.checkpoint(force=True)  # anchored from the start, even before the first append
             except AnchorError as exc:
                 logger.critical("refusing to start: %s", exc)
                 raise StartupError(f"the audit chain does not match its latest signed checkpoint: {exc}") from None

@@ -391,18 +391,40 @@ async def compare_with_checkpoint(store: Store, checkpoint: Checkpoint) -> list[
     return problems
 
 
+async def unanchored_chain(store: Store, directory: Path | str) -> AuditProblem | None:
+    """The problem of a keyed chain with no checkpoint to check it against, or None. Every writer of a keyed
+    chain (the server, the CLI) checkpoints what it wrote, so keyed records without any checkpoint mean the
+    checkpoints were moved or deleted — and without them a cut or rewritten chain would look whole."""
+    head, _ = await store.chain_head()
+    state = await store.chain_state()
+    if not head or state.v2_from is None or head < state.v2_from:
+        return None
+    return AuditProblem(
+        code="unanchored",
+        message=f"the audit chain holds keyed records (#{state.v2_from}..#{head}) but there is no signed checkpoint "
+        f"in {directory}: the checkpoints were moved or deleted, and without them a cut or rewritten chain cannot "
+        "be told from a whole one",
+    )
+
+
 async def verify_audit(
     store: Store,
     *,
     checkpoint: Checkpoint | None,
     public_key: Ed25519PublicKey | None,
     decisions: bool = True,
+    checkpoint_directory: Path | None = None,
 ) -> AuditVerification:
     """The whole check: the chain (links, keyed hashes), the checkpoint (signature, tail, head hash, chain
-    version) when there is one, and the decisions table against the audit."""
+    version) when there is one, and the decisions table against the audit. `checkpoint_directory`: where
+    the checkpoint was looked for; a keyed chain with none there is a problem (`unanchored`)."""
     result = await store.verify_chain()
     problems: list[AuditProblem] = []
     info: AuditCheckpoint | None = None
+    if checkpoint is None and checkpoint_directory is not None:
+        unanchored = await unanchored_chain(store, checkpoint_directory)
+        if unanchored is not None:
+            problems.append(unanchored)
     if checkpoint is not None:
         signature_valid = public_key is not None and verify_signature(public_key, checkpoint)
         info = AuditCheckpoint(
@@ -505,15 +527,20 @@ class AuditAnchor:
         different. Returns the checkpoint (None: there is none yet)."""
         checkpoint = await self.latest()
         if checkpoint is None:
-            self.verified = True
             head, _ = await self.store.chain_head()
+            problem = await unanchored_chain(self.store, self.directory.path)
+            if problem is not None:
+                raise AnchorError(
+                    problem.message + ". Point AEGIS_AUDIT_CHECKPOINT_DIR at the directory that holds them; if they "
+                    "are lost, check the chain (`aegis-server audit verify --no-checkpoint`) and accept it as it is "
+                    "with `aegis-server audit acknowledge-cut --reason TEXT`"
+                )
+            self.verified = True
             if head:
-                logger.warning(
-                    "no audit checkpoint in %s yet although the chain has %d records; the first is written once "
-                    "records are appended (point AEGIS_AUDIT_CHECKPOINT_DIR at the directory the server used "
-                    "before, if it moved)",
-                    self.directory.path,
+                logger.info(
+                    "the audit chain (%d records, none keyed yet) is anchored from now on in %s",
                     head,
+                    self.directory.path,
                 )
             return None
         if not verify_signature(self.public_key, checkpoint):

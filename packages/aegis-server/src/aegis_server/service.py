@@ -1142,7 +1142,10 @@ class GovernanceService:
         anchor = self.audit_anchor
         checkpoint = await anchor.latest() if anchor is not None else None
         return await verify_audit(
-            self.store, checkpoint=checkpoint, public_key=anchor.public_key if anchor is not None else None
+            self.store,
+            checkpoint=checkpoint,
+            public_key=anchor.public_key if anchor is not None else None,
+            checkpoint_directory=anchor.directory.path if anchor is not None else None,
         )
 
     # -- health -----------------------------------------------------------------------------------

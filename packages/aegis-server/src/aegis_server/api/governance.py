@@ -127,7 +127,12 @@ async def get_decision(
     service: ServiceDep,
     _: Annotated[Principal, Depends(RequireScope(SCOPE_READ))],
     wait: Annotated[
-        float | None, Query(ge=0, description="Seconds to wait for a pending review (capped at 60 by default).")
+        float | None,
+        Query(
+            ge=0,
+            allow_inf_nan=False,
+            description="Seconds to wait for a pending review (capped at 60 by default).",
+        ),
     ] = None,
 ) -> Decision:
     return await service.get_decision(decision_id, wait=wait)

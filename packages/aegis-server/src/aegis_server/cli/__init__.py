@@ -71,13 +71,30 @@ def _cli_settings(db_url: str, **overrides: Any) -> Settings:
         raise CommandError(str(exc), code=2) from None
 
 
-async def _with_store(db_url: str, work: Callable[[Any], Awaitable[T]], *, migrate: bool = False) -> T:
-    from aegis_server.audit_anchor import audit_key_source
-    from aegis_server.store import Store
+async def _with_store(
+    db_url: str, work: Callable[[Any], Awaitable[T]], *, migrate: bool = False, writes: bool = False
+) -> T:
+    """Run `work` on the store of `db_url`. `writes`: it appends audit records, so like the server it first
+    checks the chain against the latest signed checkpoint (a cut or rewritten chain is refused, not written
+    to) and afterwards checkpoints what it wrote."""
+    from aegis_server.audit_anchor import AnchorError, AuditAnchor, CheckpointError, audit_key_source
+    from aegis_server.store import AuditKeyError, Store
 
-    store = await Store.open(db_url, migrate=migrate, audit_key=audit_key_source(_cli_settings(db_url)))
+    settings = _cli_settings(db_url)
+    store = await Store.open(db_url, migrate=migrate, audit_key=audit_key_source(settings))
     try:
-        return await work(store)
+        anchor = AuditAnchor.from_settings(settings, store) if writes else None
+        if anchor is not None:
+            try:
+                await anchor.check_startup()
+            except AnchorError as exc:
+                raise CommandError(f"refusing to write to the audit chain: {exc}") from None
+            except (AuditKeyError, CheckpointError) as exc:
+                raise CommandError(f"the audit keys are not usable: {exc}") from None
+        result = await work(store)
+        if anchor is not None:
+            await anchor.close()
+        return result
     finally:
         await store.close()
 
@@ -282,7 +299,7 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
         key, _ = await store.create_api_key(name, scopes, actors, rate_limit_per_minute=rate_limit, by="cli")
         return str(key)
 
-    key = _run(lambda: _with_store(args.db, work, migrate=args.migrate), args.db)
+    key = _run(lambda: _with_store(args.db, work, migrate=args.migrate, writes=True), args.db)
     print(key)  # ONLY the key on stdout, so `KEY=$(aegis-server keys create ...)` works
     return 0
 
@@ -339,7 +356,7 @@ def _cmd_keys_update(args: argparse.Namespace) -> int:
             by="cli",
         )
 
-    key = _run(lambda: _with_store(args.db, work), args.db)
+    key = _run(lambda: _with_store(args.db, work, writes=True), args.db)
     if key is None:
         raise CommandError(f"no active API key with id {args.key_id!r} (see `aegis-server keys list`)")
     rate = "default" if key.rate_limit_per_minute is None else f"{key.rate_limit_per_minute}/min"
@@ -352,7 +369,7 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     async def work(store: Any) -> bool:
         return bool(await store.revoke_api_key(args.key_id))
 
-    if not _run(lambda: _with_store(args.db, work), args.db):
+    if not _run(lambda: _with_store(args.db, work, writes=True), args.db):
         raise CommandError(f"no active API key with id {args.key_id!r} (see `aegis-server keys list`)")
     print(f"revoked {args.key_id}")
     return 0
@@ -396,7 +413,7 @@ def _cmd_review_resolve(args: argparse.Namespace) -> int:
         return await service.review(args.decision_id, ReviewRequest(approve=approve, note=args.note), reviewer=reviewer)
 
     try:
-        decision = _run(lambda: _with_store(args.db, work), args.db)
+        decision = _run(lambda: _with_store(args.db, work, writes=True), args.db)
     except ApiError as exc:
         raise CommandError(exc.message) from None
     print(f"{decision.decision_id}: {'approved' if approve else 'denied'} by {reviewer}")
@@ -434,6 +451,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = _cli_settings(args.db)
     checkpoint = None
     public_key = None
+    searched: Path | None = None  # the checkpoint directory looked in, when it held none
     note = ""
     try:
         if args.public_key:
@@ -445,6 +463,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
                 directory = anchor_paths(settings).directory
                 checkpoint = CheckpointDirectory(directory).latest() if directory is not None else None
                 if checkpoint is None:
+                    searched = directory
                     note = (
                         f"no signed checkpoint in {directory}: the tail of the chain was not checked (set "
                         "AEGIS_AUDIT_CHECKPOINT_DIR as the server has it, or pass --checkpoint FILE)"
@@ -466,7 +485,11 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
         store = await open_existing(args.db, audit_key_source(settings))
         try:
             return await verify_audit(
-                store, checkpoint=checkpoint, public_key=public_key, decisions=not args.no_decisions
+                store,
+                checkpoint=checkpoint,
+                public_key=public_key,
+                decisions=not args.no_decisions,
+                checkpoint_directory=searched,
             )
         finally:
             await store.close()
@@ -539,8 +562,12 @@ def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 def _cmd_audit_acknowledge_cut(args: argparse.Namespace) -> int:
     from aegis_server.audit_anchor import (
         AuditAnchor,
+        CheckpointError,
+        anchor_paths,
         audit_key_source,
         compare_with_checkpoint,
+        load_signing_key,
+        unanchored_chain,
         verify_signature,
     )
     from aegis_server.store import AuditKeyError, open_existing
@@ -549,7 +576,15 @@ def _cmd_audit_acknowledge_cut(args: argparse.Namespace) -> int:
     if not reason:
         raise CommandError("--reason must say why the cut is accepted (it is kept in the audit)", code=2)
     settings = _cli_settings(args.db)
-    directory, signing_key = _checkpoint_signing_key(settings, "there is no checkpoint to acknowledge")
+    directory = anchor_paths(settings).directory
+    if directory is None:
+        raise CommandError("an in-memory database has no checkpoints to acknowledge")
+    try:
+        # A lost checkpoint directory took its signing key with it: the acknowledgement starts a new one.
+        signing_key = load_signing_key(settings, create=True)
+    except CheckpointError as exc:
+        raise CommandError(str(exc)) from None
+    assert signing_key is not None
     operator = f"cli:{getpass.getuser()}"
 
     async def work() -> str:
@@ -558,17 +593,22 @@ def _cmd_audit_acknowledge_cut(args: argparse.Namespace) -> int:
             anchor = AuditAnchor(store, directory, signing_key)
             latest = await anchor.latest()
             if latest is None:
-                return f"no checkpoint in {directory}: nothing to acknowledge"
-            if not verify_signature(anchor.public_key, latest):
-                raise CommandError(
-                    f"the signature of {latest.describe()} does not verify with the signing key; move the "
-                    "checkpoint files aside only after checking them with the old public key"
-                )
-            problems = await compare_with_checkpoint(store, latest)
-            if not problems:
-                return f"the database matches {latest.describe()}: nothing to acknowledge"
+                unanchored = await unanchored_chain(store, directory)
+                if unanchored is None:
+                    return f"no checkpoint in {directory}, and none is needed yet: nothing to acknowledge"
+                problems = [unanchored]
+                acknowledged: dict[str, Any] = {"sequence": None, "head_hash": None, "time": None}
+            else:
+                if not verify_signature(anchor.public_key, latest):
+                    raise CommandError(
+                        f"the signature of {latest.describe()} does not verify with the signing key; move the "
+                        "checkpoint files aside only after checking them with the old public key"
+                    )
+                problems = await compare_with_checkpoint(store, latest)
+                if not problems:
+                    return f"the database matches {latest.describe()}: nothing to acknowledge"
+                acknowledged = {"sequence": latest.sequence, "head_hash": latest.head_hash, "time": latest.time}
             head, _ = await store.chain_head()
-            acknowledged = {"sequence": latest.sequence, "head_hash": latest.head_hash, "time": latest.time}
             await store.append_audit(
                 "audit_cut_acknowledged",
                 payload={
