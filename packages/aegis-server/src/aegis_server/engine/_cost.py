@@ -79,6 +79,11 @@ COMPARISON_COST = 2
 """A comparison walks both operands as far as the smaller one: per unit of its size (maps compare slowest)."""
 MEMBERSHIP_COST = 4
 """`x in list` compares with each element (~90-190 ns each)."""
+COPY_COST = 1
+"""Selecting a field or indexing copies the result, item by item: ~3-50 ns per unit of its deep size
+(list items ~20 ns, map entries ~100 ns; a unit of `deep` is at least one item, entry key or value)."""
+STRING_COPY_CHARS = 512
+"""A selected string is copied whole, ~0.03 ns a character: one unit per this many characters."""
 CALLBACK_COST = 50
 """`matches`/`re_match` calls back into Python (~2 µs a call)."""
 _CALLBACKS = frozenset({"matches", "re_match"})
@@ -496,6 +501,7 @@ class _Estimator:
         self.limit = limit
         self.measured: dict[int, _Size] = {}  # by identity, for the duration of one estimate
         self.over = limit + 1
+        self.scale = 1  # how many times the node being walked runs: the product of the enclosing ranges
 
     def size(self, size: _Size | _Value) -> _Size:
         if not isinstance(size, _Value):
@@ -505,9 +511,24 @@ class _Estimator:
             found = self.measured[id(size.value)] = _measure(size.value)
         return found
 
+    def copy(self, size: _Size | _Value) -> int:
+        """What the library spends copying a value it selects or indexes: it copies the whole result (a
+        map of 12,000 flags on every `flags[k]`), ~20-50 ns per item or entry; a string is one `memcpy`."""
+        if isinstance(size, _Value):
+            value = size.value
+            if isinstance(value, str | bytes):
+                return 1 + len(value) // STRING_COPY_CHARS
+            if not isinstance(value, list | tuple | Mapping):
+                return 0
+        measured = self.size(size)
+        if measured._source is _UNSET and measured._item is None and measured._fields is None and not measured.bounded:
+            return 1 + measured.count // STRING_COPY_CHARS  # a string or a scalar
+        return COPY_COST * measured.deep
+
     def check(self, cost: int) -> int:
-        if cost > self.limit:
-            self.over = cost
+        """`cost`, unless it (times the runs of the enclosing comprehensions' bodies) is above the limit."""
+        if cost * self.scale > self.limit:
+            self.over = cost * self.scale
             raise _OverLimit
         return cost
 
@@ -527,16 +548,19 @@ class _Estimator:
             if isinstance(size, _Value):
                 holder = size.value
                 if isinstance(holder, Mapping) and node[2] in holder:
-                    return cost + 1, _Value(holder[node[2]])
+                    found = _Value(holder[node[2]])
+                    return self.check(cost + 1 + self.copy(found)), found
                 return cost + 1, _SCALAR  # no such field: the library raises
-            return cost + 1, size.select(node[2])
+            selected = size.select(node[2])
+            return self.check(cost + 1 + self.copy(selected)), selected
         if kind == "has":
             operand = node[1]
             cost, _ = self.walk(operand[1] if operand[0] == "select" else operand, env)
             return cost + 1, _SCALAR
         if kind == "index":
             (c1, s1), (c2, _) = self.walk(node[1], env), self.walk(node[2], env)
-            return c1 + c2 + 1, self.size(s1).member()
+            member = self.size(s1).member()
+            return self.check(c1 + c2 + 1 + self.copy(member)), member
         if kind == "list":
             parts = [(c, self.size(s)) for c, s in (self.walk(item, env) for item in node[1])]
             element = _merge(s for _, s in parts)
@@ -594,11 +618,16 @@ class _Estimator:
         inner = {**env, variable: element}
         body_cost = 0
         body_size = _SCALAR
-        for part in body:  # the predicate (filter, 3-argument map) and the transform
-            cost, body_value = self.walk(part, inner)
-            body_size = self.size(body_value)
-            body_cost += cost
         count = range_size.count
+        outer_scale = self.scale
+        self.scale = outer_scale * max(1, count)  # so a costly body stops the estimate before it is walked whole
+        try:
+            for part in body:  # the predicate (filter, 3-argument map) and the transform
+                cost, body_value = self.walk(part, inner)
+                body_size = self.size(body_value)
+                body_cost += cost
+        finally:
+            self.scale = outer_scale
         total = range_cost + 1 + count * (body_cost + ELEMENT_COST)
         if name in ("map", "filter"):
             total += ACCUMULATOR_COST * count * (count - 1) // 2
