@@ -92,6 +92,9 @@ def evaluate(
     matched: list[CompiledRule] = []
     failed: list[tuple[CompiledRule, str]] = []
     over_budget: list[tuple[CompiledRule, int]] = []
+    spent = spent_before = (
+        0  # the estimated costs of the conditions evaluated so far: one budget for the whole proposal
+    )
     scope = _scope(compiled, proposal, now)
     context: Any = None  # the library's context, built only when a condition needs the library
     for rule in compiled.rules:
@@ -108,14 +111,18 @@ def evaluate(
         if result is not True and result is not False:  # outside the fast path, or undecided there
             cost = condition.cost
             if cost is not None:  # it iterates or concatenates: estimate before the library runs it
-                budget = config.condition_cost_budget
+                remaining = config.condition_cost_budget - spent
                 try:
-                    estimated = cost.estimate(scope, budget)
+                    estimated = cost.estimate(scope, remaining)
                 except Exception:  # fail closed: a cost that cannot be estimated is not within the budget
-                    estimated = budget + 1
-                if estimated > budget:
+                    estimated = remaining + 1
+                if estimated > remaining:
                     over_budget.append((rule, estimated))
+                    if len(over_budget) == 1:
+                        spent_before = spent
+                    spent = config.condition_cost_budget  # the budget is spent: no further costly condition runs
                     continue
+                spent += estimated
             try:
                 if context is None:
                     context = new_context(_projected(compiled, scope))
@@ -131,7 +138,7 @@ def evaluate(
     risk, risk_text = _risk(compiled, matched)
 
     if over_budget:
-        return _over_budget(over_budget, failed, matched, risk, risk_text, audit_parameters, config)
+        return _over_budget(over_budget, failed, matched, risk, risk_text, audit_parameters, config, spent_before)
     if failed:
         return _fail_closed(failed, matched, risk, risk_text, audit_parameters)
 
@@ -294,15 +301,27 @@ def _over_budget(
     risk_text: str,
     audit_parameters: dict[str, Any],
     config: EngineConfig,
+    spent_before: int,
 ) -> Evaluation:
     first, estimated = over_budget[0]
     others = len(over_budget) - 1 + len(failed)
     more = f" (and {others} more failing condition{'s' if others > 1 else ''})" if others else ""
+    budget = config.condition_cost_budget
+    if estimated > budget:
+        what = (
+            f"the condition of rule {first.policy_id} exceeded its evaluation budget and was not evaluated: its "
+            f"estimated cost for this proposal is {estimated:,} units"
+        )
+    else:  # each within the budget, but not all of them: the budget is the proposal's
+        what = (
+            f"the conditions evaluated for this proposal together exceeded the proposal's evaluation budget: rule "
+            f"{first.policy_id} (estimated {estimated:,} units) was not evaluated, the rules before it had spent "
+            f"{spent_before:,} units of it"
+        )
     reason = (
-        f"DENY (fail-closed, evaluation_budget_exceeded): the condition of rule {first.policy_id} exceeded its "
-        f"evaluation budget and was not evaluated: its estimated cost for this proposal is {estimated:,} units, "
-        f"the budget {config.condition_cost_budget:,} (condition_cost_budget){more}; send less data (shorter "
-        f"lists) or rewrite the condition (no nested comprehensions over the same list); {risk_text}"
+        f"DENY (fail-closed, evaluation_budget_exceeded): {what}, the budget {budget:,} (condition_cost_budget, "
+        f"per proposal){more}; send less data (shorter lists) or rewrite the conditions (no nested comprehensions "
+        f"over the same list, fewer costly rules per capability); {risk_text}"
     )
     ids = [rule.policy_id for rule, _ in over_budget] + [rule.policy_id for rule, _ in failed]
     return _denied_unevaluated(reason, ids, matched, risk, audit_parameters)
