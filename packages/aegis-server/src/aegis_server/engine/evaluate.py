@@ -10,10 +10,10 @@ Semantics (docs/policies.md explains them with examples):
 3. No matching rule -> DENY (default-deny), and the reason says so.
 4. Fail-closed: if any candidate rule's condition cannot be evaluated (missing field, type error,
    non-boolean result), the decision is DENY naming the rule and the error — whatever the rule's own
-   outcome, since the engine cannot know what the author meant. A condition that iterates or
-   concatenates is first estimated from the proposal's data (`_cost`); over
-   `EngineConfig.condition_cost_budget` it is not evaluated, and the decision is DENY with the reason
-   `evaluation_budget_exceeded` naming the rule.
+   outcome, since the engine cannot know what the author meant. Every condition the library is to run
+   is first estimated from the proposal's data (`_cost`); the estimates of one proposal's conditions add
+   up, and a condition that would take the total over `EngineConfig.condition_cost_budget` is not
+   evaluated: the decision is DENY with the reason `evaluation_budget_exceeded` naming the rule.
 5. Conditions run as Python closures (`_fast_cel`) where those are sure of the `cel` library's answer,
    and on the library otherwise: the answer, errors included, is the library's either way.
 6. Risk = base risk of the capability's level + the `risk` adjustments of the matching rules, clamped to
@@ -32,6 +32,7 @@ from typing import Any
 from aegis_sdk.models import Outcome, Proposal
 
 from ._cel import new_context
+from ._cost import CONVERSION_COST, SCOPE_COPY_COST, scope_cost
 from .config import EngineConfig
 from .errors import UnknownCapabilityError
 from .policy_set import CompiledCapability, CompiledRule, PolicySet
@@ -97,6 +98,8 @@ def evaluate(
     )
     scope = _scope(compiled, proposal, now)
     context: Any = None  # the library's context, built only when a condition needs the library
+    projected: dict[str, Any] | None = None
+    scope_units = 0
     for rule in compiled.rules:
         condition = rule.condition
         if condition.always_true:
@@ -109,23 +112,29 @@ def evaluate(
             except Exception:  # Undecided (or anything unforeseen): the library decides, and words any error
                 result = None
         if result is not True and result is not False:  # outside the fast path, or undecided there
+            if projected is None:  # what the library is given, measured before anything is converted
+                projected = _projected(compiled, scope)
+                scope_units = scope_cost(projected)
+            # Estimated before the library runs it: the copy of the variables every run makes, their conversion
+            # (once), and the condition's own work over the proposal's data.
+            remaining = config.condition_cost_budget - spent
+            estimated = scope_units * (SCOPE_COPY_COST + (CONVERSION_COST if context is None else 0))
             cost = condition.cost
-            if cost is not None:  # it iterates or concatenates: estimate before the library runs it
-                remaining = config.condition_cost_budget - spent
-                try:
-                    estimated = cost.estimate(scope, remaining)
-                except Exception:  # fail closed: a cost that cannot be estimated is not within the budget
-                    estimated = remaining + 1
-                if estimated > remaining:
-                    over_budget.append((rule, estimated))
-                    if len(over_budget) == 1:
-                        spent_before = spent
-                    spent = config.condition_cost_budget  # the budget is spent: no further costly condition runs
-                    continue
-                spent += estimated
+            try:
+                if cost is not None and estimated <= remaining:
+                    estimated += cost.estimate(scope, remaining - estimated)
+            except Exception:  # fail closed: a cost that cannot be estimated is not within the budget
+                estimated = remaining + 1
+            if estimated > remaining:
+                over_budget.append((rule, estimated))
+                if len(over_budget) == 1:
+                    spent_before = spent
+                spent = config.condition_cost_budget  # the budget is spent: no further condition runs on the library
+                continue
+            spent += estimated
             try:
                 if context is None:
-                    context = new_context(_projected(compiled, scope))
+                    context = new_context(projected)
                 result = condition.program.execute(context)
             except Exception as exc:  # fail closed on anything the evaluator raises
                 failed.append((rule, _error_text(exc)))
