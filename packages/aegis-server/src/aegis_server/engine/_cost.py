@@ -83,12 +83,15 @@ COMPARISON_COST = 2
 MEMBERSHIP_COST = 4
 """`x in list` compares with each element (~90-190 ns each)."""
 SCOPE_COPY_COST = 1
-"""Every run of a program copies all the variables it is given (~160 ns per map entry, ~30 ns a unit)."""
-CONVERSION_COST = 4
-"""Building the library's context converts the proposal's values once (~800 ns per map entry)."""
+"""Every run of a program copies all the variables it is given (~160 ns per map entry, ~30 ns a unit of
+`_copy_units`)."""
+CONVERSION_COST = 8
+"""Building the library's context converts the proposal's values once (~50 ns an int in a list, ~800 ns a
+map entry or a string in a list: up to ~400 ns per unit of `_copy_units`)."""
 COPY_COST = 1
-"""Selecting a field or indexing copies the result, item by item: ~3-50 ns per unit of its deep size
-(list items ~20 ns, map entries ~100 ns; a unit of `deep` is at least one item, entry key or value)."""
+"""Selecting a field or indexing copies the result, item by item (`_copy_units`: ~20-30 ns a unit)."""
+MAP_ENTRY_COPY = 4
+"""A map entry costs this much more to copy than a list item (its key, its hash: ~100 ns against ~20)."""
 STRING_COPY_CHARS = 512
 """A selected string is copied whole, ~0.03 ns a character: one unit per this many characters."""
 CALLBACK_COST = 50
@@ -454,6 +457,39 @@ def _deep(value: Any) -> int:
 _SCALARS = (int, float, bool, type(None))
 
 
+def _copy_units(value: Any) -> int:
+    """What copying a plain value costs the library: 1 a list item or scalar, 2 a string (plus 1 per
+    `STRING_COPY_CHARS` characters), 4 more a map entry (measured ~20, ~45 and ~100 ns), recursively."""
+    kind = type(value)
+    if kind is str or kind is bytes:
+        return 2 + len(value) // STRING_COPY_CHARS
+    if kind is list or kind is tuple:
+        total = 1
+        for item in value:
+            item_kind = type(item)
+            total += (
+                (2 + len(item) // STRING_COPY_CHARS)
+                if item_kind is str
+                else 1
+                if item_kind in _SCALARS
+                else _copy_units(item)
+            )
+        return total
+    if isinstance(value, Mapping):
+        total = 1 + MAP_ENTRY_COPY * len(value)
+        for item in value.values():
+            item_kind = type(item)
+            total += (
+                (2 + len(item) // STRING_COPY_CHARS)
+                if item_kind is str
+                else 1
+                if item_kind in _SCALARS
+                else _copy_units(item)
+            )
+        return total
+    return 1
+
+
 def _measure(value: Any) -> _Size:
     """The `_Size` of a plain value: its count and deep size now, its parts when asked for."""
     if isinstance(value, str | bytes):
@@ -508,6 +544,7 @@ class _Estimator:
         self.scope = scope
         self.limit = limit
         self.measured: dict[int, _Size] = {}  # by identity, for the duration of one estimate
+        self.copies: dict[int, int] = {}
         self.over = limit + 1
         self.scale = 1  # how many times the node being walked runs: the product of the enclosing ranges
 
@@ -521,17 +558,18 @@ class _Estimator:
 
     def copy(self, size: _Size | _Value) -> int:
         """What the library spends copying a value it selects or indexes: it copies the whole result (a
-        map of 12,000 flags on every `flags[k]`), ~20-50 ns per item or entry; a string is one `memcpy`."""
+        map of 12,000 flags on every `flags[k]`), ~20 ns per list item, ~100 per map entry; a string is
+        one `memcpy`."""
         if isinstance(size, _Value):
-            value = size.value
-            if isinstance(value, str | bytes):
-                return 1 + len(value) // STRING_COPY_CHARS
-            if not isinstance(value, list | tuple | Mapping):
-                return 0
-        measured = self.size(size)
-        if measured._source is _UNSET and measured._item is None and measured._fields is None and not measured.bounded:
-            return 1 + measured.count // STRING_COPY_CHARS  # a string or a scalar
-        return COPY_COST * measured.deep
+            found = self.copies.get(id(size.value))
+            if found is None:
+                found = self.copies[id(size.value)] = _copy_units(size.value)
+            return COPY_COST * found
+        if size._source is not _UNSET:
+            return COPY_COST * _copy_units(size._source)
+        if size._item is None and size._fields is None and not size.bounded:
+            return 1 + size.count // STRING_COPY_CHARS  # a string or a scalar
+        return 2 * COPY_COST * size.deep  # a computed value: its deep size bounds its copy (2 units an entry)
 
     def check(self, cost: int) -> int:
         """`cost`, unless it (times the runs of the enclosing comprehensions' bodies) is above the limit."""
@@ -649,9 +687,9 @@ class _Estimator:
 
 
 def scope_cost(variables: Mapping[str, Any]) -> int:
-    """The deep size of the variables handed to the library: each run copies them (`SCOPE_COPY_COST` per
-    unit), and building the context converts them once (`CONVERSION_COST` per unit)."""
-    return _deep(variables)
+    """The copy size (`_copy_units`) of the variables handed to the library: each run copies them
+    (`SCOPE_COPY_COST` per unit), and building the context converts them once (`CONVERSION_COST` per unit)."""
+    return _copy_units(variables)
 
 
 # -- compile ----------------------------------------------------------------------------------------
