@@ -305,7 +305,7 @@ def test_red_team_a_indexing_a_collection_in_a_loop_over_it_is_denied_within_bud
     ]
     results, health, elapsed = _timed_with_health(server, send, headers)
     assert len(results) == 3
-    for response, (rule_id, _, _) in zip(results, rules):
+    for response, (rule_id, _, _) in zip(results, rules, strict=True):
         assert response.status_code == 200, response.text
         decision = response.json()
         assert decision["outcome"] == "DENY", decision["reason"]

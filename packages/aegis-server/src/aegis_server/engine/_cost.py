@@ -10,7 +10,11 @@ fails closed (`evaluation_budget_exceeded`).
 Cost model (in the spirit of Kubernetes' CEL cost estimation; one unit is roughly one elementary step
 of the library, ~7-60 ns here):
 
-- every operator, literal, variable, field selection, index and call costs 1;
+- every operator, literal, variable, field selection, index and call costs 1; a field selection and an
+  index add the *copy* of their result (`_copy_units`): the library copies the whole selected value, so
+  `flags.exists(k, flags[k] == 'x')` is quadratic in the size of `flags` (12,000 flags ran 42 s);
+- every run of the library copies the variables it is given, and the first run of a proposal converts
+  them (`SCOPE_COPY_COST`, `CONVERSION_COST`: charged by the engine, `scope_cost`);
 - a comparison (`==`, `<`, ...) adds `COMPARISON_COST` per unit of the smaller operand's size, `in` the
   size of the list or map,
   `+` the sizes of both operands (strings and lists are copied), a function call the sizes of its
@@ -28,6 +32,9 @@ size, field by field). A value computed by the condition gets a size bound from 
 concatenation is as large as both operands; `map` as large as its range times its body). The estimate
 is therefore an upper bound of the work, not of the time, and it is cheap: one walk of the condition
 and one walk of the values it reads.
+
+Every condition the library runs is estimated (the engine's fast path decides most plain conditions
+without it), and the estimates of one proposal's conditions add up against one budget.
 
 Statically, a condition nesting more than `MAX_INDEPENDENT_NESTING` comprehensions whose ranges do not
 depend on an enclosing comprehension's variable (a cross product, `a.all(x, b.all(y, c.all(z, ...)))`)

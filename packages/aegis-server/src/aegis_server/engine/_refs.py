@@ -7,7 +7,9 @@ first time a proposal is validated: a server-side request forgery, a file read, 
 
 `check_references` refuses all of that when a capability is compiled (saved through the API, or loaded
 from a policy file): the only references allowed are local JSON pointers (`#` and `#/...`, e.g.
-`#/$defs/money`) that point at something in the schema itself, and `$schema` may only name a draft
+`#/$defs/money`) that point at a subschema of the schema itself (never into `enum`, `const`, `default`,
+`examples` or other data), no references that loop without consuming input (jsonschema would recurse
+until `RecursionError`), and `$schema` may only name a draft
 jsonschema knows. `NO_RETRIEVAL` is the registry every validator is built with: its `retrieve` refuses
 every URI, so even a reference the check missed cannot make a validator do I/O.
 """
