@@ -192,6 +192,21 @@ _SHAPES: list[tuple[str, str, Any]] = [
     ("filter (quadratic)", "action.parameters.to.filter(r, r > 0).size() > 0", lambda n: {"to": list(range(n))}),
     ("in over a list", "action.parameters.to.all(r, r in action.parameters.to)", lambda n: {"to": list(range(n))}),
     (
+        "index a map in a loop over it",
+        "action.parameters.m.exists(k, action.parameters.m[k] == -1)",
+        lambda n: {"m": {f"k{i}": i for i in range(n)}},
+    ),
+    (
+        "index a list in a loop over it",
+        "action.parameters.l.exists(x, action.parameters.l[0] == x + 1)",
+        lambda n: {"l": list(range(n))},
+    ),
+    (
+        "select a map of lists in a loop",
+        "action.parameters.l.exists(x, action.parameters.m.a == [x])",
+        lambda n: {"l": list(range(n)), "m": {"a": [-1], "b": [list(range(10)) for _ in range(n)]}},
+    ),
+    (
         "nested maps",
         "action.parameters.to.exists(o, action.parameters.to.exists(p, o == p && o.a != p.a))",
         lambda n: {"to": [{"a": i, "t": ["x", "y"]} for i in range(n)]},

@@ -216,3 +216,201 @@ def test_finding_8_sensitive_values_are_keyed_hashes_that_differ_per_secret(
         other_stored, other_params_hash = _stored_card(other, {"Authorization": f"Bearer {other_key}"}, card)
     assert other_stored.startswith("hmac-sha256:")
     assert other_stored != stored and other_params_hash != params_hash
+
+
+# -- red team 2: A and B (the cost of a condition), H and I (schema references) ----------------------
+
+POLICIES = "/api/v1/policies"
+
+
+def _save(server: ServerProcess, headers: dict[str, str], path: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{server.endpoint}{path}", json=body, headers=headers, timeout=30)
+
+
+def _timed_with_health(
+    server: ServerProcess, send: list[tuple[str, dict[str, Any], dict[str, Any]]], headers: dict[str, str]
+) -> tuple[list[httpx.Response], list[float], float]:
+    """Send each (capability, parameters, metadata) proposal in turn while /health is probed."""
+    results: list[httpx.Response] = []
+    health: list[float] = []
+    finished = threading.Event()
+
+    def costly() -> None:
+        try:
+            for capability, parameters, metadata in send:
+                body = {
+                    "actor": {"id": "agent-1"},
+                    "action": {"capability": capability, "parameters": parameters},
+                    "context": {"metadata": metadata},
+                }
+                results.append(httpx.post(f"{server.endpoint}{PROPOSE}", json=body, headers=headers, timeout=120))
+        finally:
+            finished.set()
+
+    started = time.monotonic()
+    worker = threading.Thread(target=costly)
+    worker.start()
+    with httpx.Client(timeout=60) as client:
+        while not finished.is_set() or len(health) < 3:
+            sent = time.monotonic()
+            assert client.get(f"{server.endpoint}/api/v1/health").status_code == 200
+            health.append(time.monotonic() - sent)
+            if time.monotonic() - started > 120:
+                break
+    worker.join(timeout=120)
+    return results, health, time.monotonic() - started
+
+
+def test_red_team_a_indexing_a_collection_in_a_loop_over_it_is_denied_within_budget(
+    served: tuple[ServerProcess, dict[str, str]],
+) -> None:
+    # Each took seconds (42.2 s, 3.4 s, 6.3 s) and stalled /health: the library copies the whole map or list
+    # on every `m[k]`, `l[0]` and selection, which the estimate charged 1 unit. The metadata is not under the
+    # 64 KiB parameters limit (12,000 flags are ~180 KB).
+    server, headers = served
+    capability = {
+        "name": "red.map",
+        "risk_level": "low",
+        "parameter_schema": {"type": "object", "properties": {"m": {"type": "object"}, "l": {"type": "array"}}},
+    }
+    assert _save(server, headers, CAPABILITIES, capability).status_code == 201
+    rules = [
+        ("flagged", "context.metadata.flags.exists(k, context.metadata.flags[k] == 'block')", "flags"),
+        ("bigvalue", "action.parameters.m.exists(k, action.parameters.m[k] > 100000)", "m"),
+        ("firstdup", "action.parameters.l.exists(x, action.parameters.l[0] == x + 1)", "l"),
+    ]
+    policy = {
+        "name": "red-map",
+        "rules": [
+            *(
+                {
+                    "id": rule_id,
+                    "capability": "red.map",
+                    "condition": f"has({'context.metadata' if field == 'flags' else 'action.parameters'}.{field}) && "
+                    + condition,
+                    "outcome": "DENY",
+                    "priority": 10,
+                }
+                for rule_id, condition, field in rules
+            ),
+            {"id": "ok", "capability": "red.map", "condition": "true", "outcome": "ALLOW", "priority": 1},
+        ],
+    }
+    saved = _save(server, headers, POLICIES, policy)
+    assert saved.status_code == 201, saved.text
+    send = [
+        ("red.map", {}, {"flags": {f"k{i}": "ok" for i in range(12_000)}}),
+        ("red.map", {"m": {f"k{i}": i for i in range(4_400)}}, {}),
+        ("red.map", {"l": list(range(10_000))}, {}),
+    ]
+    results, health, elapsed = _timed_with_health(server, send, headers)
+    assert len(results) == 3
+    for response, (rule_id, _, _) in zip(results, rules, strict=True):
+        assert response.status_code == 200, response.text
+        decision = response.json()
+        assert decision["outcome"] == "DENY", decision["reason"]
+        assert "evaluation_budget_exceeded" in decision["reason"] and f"red-map/{rule_id}" in decision["reason"]
+    assert elapsed < 20, elapsed  # the three took 52 s before; generous bounds, the figures are in bench/
+    assert max(health) < 2.0, health
+    # Small data is evaluated as usual.
+    few = _propose(server, headers, "red.map", {"m": {"a": 1, "b": 200000}})
+    assert few.json()["outcome"] == "DENY" and "red-map/bigvalue" in few.json()["reason"]
+    assert "evaluation_budget_exceeded" not in few.json()["reason"]
+    assert _propose(server, headers, "red.map", {"m": {"a": 1}}).json()["outcome"] == "ALLOW"
+
+
+def test_red_team_b_the_budget_holds_for_a_whole_proposal(served: tuple[ServerProcess, dict[str, str]]) -> None:
+    # 60 rules, each within the budget on its own: one proposal took 471 ms and /health waited as long.
+    server, headers = served
+    assert _save(server, headers, CAPABILITIES, {"name": "red.many", "risk_level": "low"}).status_code == 201
+    rules = [
+        {
+            "id": f"r{i}",
+            "capability": "red.many",
+            "condition": "has(action.parameters.l) && "
+            f"action.parameters.l.exists(a, action.parameters.l.exists(b, a == b + {100000 + i}))",
+            "outcome": "DENY",
+            "priority": 10,
+        }
+        for i in range(60)
+    ]
+    rules.append({"id": "ok", "capability": "red.many", "condition": "true", "outcome": "ALLOW", "priority": 1})
+    saved = _save(server, headers, POLICIES, {"name": "red-many", "rules": rules})
+    assert saved.status_code == 201, saved.text
+    results, health, elapsed = _timed_with_health(
+        server, [("red.many", {"l": list(range(100))}, {}), ("red.many", {"l": list(range(160))}, {})], headers
+    )
+    for response in results:
+        decision = response.json()
+        assert decision["outcome"] == "DENY", decision["reason"]
+        assert "evaluation_budget_exceeded" in decision["reason"]
+    assert "together exceeded the proposal's evaluation budget" in results[0].json()["reason"]
+    assert elapsed < 10, elapsed
+    assert max(health) < 2.0, health
+    assert _propose(server, headers, "red.many", {"l": [1, 2, 3]}).json()["outcome"] == "ALLOW"
+
+
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        # H: a pointer into data (an enum member holding a remote $ref): saved, then every proposal was a 422.
+        ({"enum": [{"$ref": "http://127.0.0.1:9/x"}], "properties": {"a": {"$ref": "#/enum/0"}}}, "subschema"),
+        ({"default": {"$ref": "http://127.0.0.1:9/x"}, "properties": {"a": {"$ref": "#/default"}}}, "subschema"),
+        # I: reference loops that consume no input: saved, then every proposal was a 500 (RecursionError).
+        ({"type": "object", "properties": {"a": {"$ref": "#/properties/a"}}}, "loop"),
+        (
+            {
+                "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}},
+                "properties": {"x": {"$ref": "#/$defs/a"}},
+            },
+            "loop",
+        ),
+    ],
+)
+def test_red_team_h_i_references_into_data_and_reference_loops_are_refused_at_save(
+    served: tuple[ServerProcess, dict[str, str]], schema: dict[str, Any], fragment: str
+) -> None:
+    server, headers = served
+    response = _save(
+        server, headers, CAPABILITIES, {"name": "refs.bad", "risk_level": "low", "parameter_schema": schema}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_policy" and fragment in error["message"]
+    assert _propose(server, headers, "refs.bad", {"a": 1, "x": 1}).status_code == 404
+
+
+def test_red_team_i_a_recursive_tree_schema_is_fine_and_no_proposal_is_a_500(
+    served: tuple[ServerProcess, dict[str, str]],
+) -> None:
+    server, headers = served
+    tree = {
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "children": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+                },
+            }
+        },
+        "type": "object",
+        "properties": {"root": {"$ref": "#/$defs/node"}},
+    }
+    capability = {"name": "refs.tree", "risk_level": "low", "parameter_schema": tree}
+    assert _save(server, headers, CAPABILITIES, capability).status_code == 201
+    assert (
+        _save(
+            server, headers, POLICIES, {"name": "tree", "rules": [{"capability": "refs.tree", "outcome": "ALLOW"}]}
+        ).status_code
+        == 201
+    )
+    good = _propose(server, headers, "refs.tree", {"root": {"name": "a", "children": [{"name": "b"}]}})
+    assert good.status_code == 200 and good.json()["outcome"] == "ALLOW", good.text
+    bad = _propose(server, headers, "refs.tree", {"root": {"name": "a", "children": [{"name": 3}]}})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_parameters"
+    node: dict[str, Any] = {"name": "leaf"}
+    for _ in range(14):  # as deep as the body's nesting limit allows (32 levels of JSON)
+        node = {"name": "n", "children": [node]}
+    deep = _propose(server, headers, "refs.tree", {"root": node})
+    assert deep.status_code in (200, 400, 422), deep.text

@@ -89,6 +89,76 @@ def test_local_references_data_and_names_are_accepted(schema: dict[str, Any]) ->
     compile_schema(schema)
 
 
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        # Red team 2, finding H: a local pointer into schema data saved, and every proposal was then a 422.
+        ({"enum": [{"$ref": "http://example.com/x"}], "properties": {"a": {"$ref": "#/enum/0"}}}, "'enum'"),
+        ({"const": {"$ref": "http://example.com/x"}, "properties": {"a": {"$ref": "#/const"}}}, "'const'"),
+        ({"default": {"x": {}}, "properties": {"a": {"$ref": "#/default/x"}}}, "'default'"),
+        ({"examples": [{}], "properties": {"a": {"$ref": "#/examples/0"}}}, "'examples'"),
+        ({"x-common": {"type": "string"}, "properties": {"a": {"$ref": "#/x-common"}}}, "'x-common'"),
+        ({"properties": {"a": {"type": "string"}, "b": {"$ref": "#/properties/a/type"}}}, "'type'"),
+        ({"properties": {"a": {"type": "string"}, "b": {"$ref": "#/properties"}}}, "does not point at a subschema"),
+    ],
+)
+def test_a_reference_must_point_at_a_subschema(schema: dict[str, Any], fragment: str) -> None:
+    problem = check_references(schema)
+    assert problem is not None and fragment in problem and "must point at a subschema" in problem
+    with pytest.raises(SchemaCompileError, match="must point at a subschema"):
+        compile_schema(schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        # Red team 2, finding I: each saved, and every proposal was then a 500 (RecursionError).
+        {"properties": {"a": {"$ref": "#/properties/a"}}},
+        {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "properties": {"x": {"$ref": "#/$defs/a"}}},
+        {"$defs": {"a": {"allOf": [{"$ref": "#/$defs/b"}]}, "b": {"not": {"$ref": "#/$defs/a"}}}},
+        {"$ref": "#"},
+        {"anyOf": [{"type": "string"}, {"$ref": "#"}]},
+    ],
+)
+def test_reference_loops_that_consume_no_input_are_refused(schema: dict[str, Any]) -> None:
+    problem = check_references(schema)
+    assert problem is not None and "loop" in problem
+    with pytest.raises(SchemaCompileError, match="loop"):
+        compile_schema(schema)
+
+
+def test_recursive_schemas_that_descend_into_the_value_are_accepted_and_validate() -> None:
+    tree = {
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "children": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+                },
+            }
+        },
+        "type": "object",
+        "properties": {"root": {"$ref": "#/$defs/node"}},
+    }
+    assert check_references(tree) is None
+    compiled = compile_schema(tree)
+    compiled.validate("t", {"root": {"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]}})
+    with pytest.raises(ParameterSchemaError):
+        compiled.validate("t", {"root": {"name": "a", "children": [{"name": 3}]}})
+
+
+def test_a_recursion_error_in_validation_is_a_parameter_error_not_a_crash() -> None:
+    # A loop the static check refuses, built directly: the validator recurses until RecursionError.
+    validator = jsonschema.Draft202012Validator(
+        {"properties": {"a": {"$ref": "#/properties/a"}}}, registry=NO_RETRIEVAL
+    )
+    compiled = CompiledSchema(validator=validator, sensitive=None, trivial=False)
+    with pytest.raises(ParameterSchemaError) as info:
+        compiled.validate("loop", {"a": 1})
+    assert info.value.field == "(root)"
+
+
 def test_local_references_still_validate() -> None:
     compiled = compile_schema(
         {
@@ -179,7 +249,7 @@ def test_a_single_comprehension_is_linear_and_within_the_default_budget() -> Non
 def test_iterating_parts_of_each_element_is_charged_by_the_largest_part() -> None:
     orders = [{"lines": [{"sku": f"s{i}"} for i in range(5)]} for _ in range(200)]
     cost = _estimate("action.parameters.orders.all(o, o.lines.all(l, l.sku != 'x'))", orders=orders)
-    assert cost < 200 * 5 * 40  # elements x largest part x a small body, not a cross product
+    assert cost < 200 * 5 * 60  # elements x (largest part + its copy) x a small body, not a cross product
 
 
 def test_map_and_filter_are_charged_quadratically_and_in_for_each_element() -> None:
@@ -190,15 +260,21 @@ def test_map_and_filter_are_charged_quadratically_and_in_for_each_element() -> N
     assert member > 2000 * 2000
 
 
+def _grows(condition: str) -> bool:
+    cost = compile_condition(condition).cost
+    assert cost is not None  # every readable condition has a cost model, estimated before the library runs it
+    return cost.needs_estimate
+
+
 def test_literal_ranges_and_conditions_without_comprehensions() -> None:
     assert _estimate("[1, 2, 3].all(x, x > 0)") < 100
-    assert compile_condition("action.parameters.amount > 5 && actor.id == 'a'").cost is None
-    assert compile_condition("action.parameters.to.exists(r, r == 'a')").cost is not None
-    assert compile_condition("action.parameters.a + action.parameters.b > 5").cost is None  # linear
+    assert not _grows("action.parameters.amount > 5 && actor.id == 'a'")
+    assert _grows("action.parameters.to.exists(r, r == 'a')")
+    assert not _grows("action.parameters.a + action.parameters.b > 5")  # linear
     chain = " + ".join(["action.parameters.l"] * (MAX_UNESTIMATED_CONCATENATIONS + 2))
-    assert compile_condition(f"size({chain}) > 0").cost is not None  # quadratic in the chain's length
-    assert compile_condition("['eu', 'us'].exists(r, r == action.parameters.region)").cost is None
-    assert compile_condition("[action.parameters.l].exists(l, l.exists(x, x == 1))").cost is not None
+    assert _grows(f"size({chain}) > 0")  # quadratic in the chain's length
+    assert not _grows("['eu', 'us'].exists(r, r == action.parameters.region)")
+    assert _grows("[action.parameters.l].exists(l, l.exists(x, x == 1))")
 
 
 def test_the_estimate_stops_early_above_its_limit() -> None:
@@ -236,6 +312,85 @@ def test_a_condition_over_budget_is_denied_without_being_evaluated() -> None:
     generous = EngineConfig(condition_cost_budget=10**9)
     mid = decide(policies, proposal("mail.send", {"to": to[:200]}), capabilities=[cap("mail.send")], config=generous)
     assert mid.outcome == "ALLOW"
+
+
+# Red team 2, finding A: the library copies the whole value on every selection and index (`m[k]`, `l[0]`,
+# `action.parameters.m`), so a loop over a map that indexes it is quadratic; each took seconds, estimated ~1 unit.
+RED_TEAM_INDEXING = [
+    (
+        "has(context.metadata.flags) && context.metadata.flags.exists(k, context.metadata.flags[k] == 'block')",
+        {},
+        {"flags": {f"k{i}": "ok" for i in range(12_000)}},
+    ),
+    (
+        "has(action.parameters.m) && action.parameters.m.exists(k, action.parameters.m[k] > 100000)",
+        {"m": {f"k{i}": i for i in range(4_400)}},
+        {},
+    ),
+    (
+        "has(action.parameters.l) && action.parameters.l.exists(x, action.parameters.l[0] == x + 1)",
+        {"l": list(range(10_000))},
+        {},
+    ),
+]
+
+
+@pytest.mark.parametrize(("condition", "parameters", "metadata"), RED_TEAM_INDEXING)
+def test_indexing_a_collection_in_a_loop_over_it_is_charged_its_copy(
+    condition: str, parameters: dict[str, Any], metadata: dict[str, Any]
+) -> None:
+    policies = [policy("red", rule("DENY", condition, capability="red.map", id="flagged"), rule(capability="red.map"))]
+    result = decide(policies, proposal("red.map", parameters, metadata=metadata), capabilities=[cap("red.map")])
+    assert result.outcome == "DENY"
+    assert "evaluation_budget_exceeded" in result.reason and "red/flagged" in result.reason
+    # The same condition over a few entries is evaluated as usual.
+    small_parameters = {
+        key: (dict(list(v.items())[:5]) if isinstance(v, dict) else v[:5]) for key, v in parameters.items()
+    }
+    small_metadata = {key: dict(list(v.items())[:5]) for key, v in metadata.items()}
+    small = decide(
+        policies, proposal("red.map", small_parameters, metadata=small_metadata), capabilities=[cap("red.map")]
+    )
+    assert small.outcome == "ALLOW", small.reason
+
+
+def test_the_copy_of_a_selected_value_is_charged_per_item_and_strings_by_their_length() -> None:
+    m = {f"k{i}": i for i in range(1000)}
+    once = _estimate("action.parameters.m.k0 == 1", m=m)
+    assert once > 1000  # the library copies `action.parameters` and then `m`... once
+    in_loop = _estimate("action.parameters.l.exists(x, action.parameters.m.k0 == x)", m=m, l=list(range(100)))
+    assert in_loop > 100 * 1000  # ... and again on every iteration
+    text = "a" * 60_000  # a string is one memcpy: not charged per character like a list is per item
+    assert _estimate("action.parameters.l.exists(x, action.parameters.s == 'b')", s=text, l=list(range(100))) < 100_000
+
+
+def test_the_budget_is_per_proposal_not_per_condition() -> None:
+    # Red team 2, finding B: 60 rules each under the budget took 471 ms together for one proposal.
+    conditions = [
+        f"action.parameters.l.exists(a, action.parameters.l.exists(b, a == b + {100000 + i}))" for i in range(60)
+    ]
+    capability = [cap("red.many")]
+    data = proposal("red.many", {"l": list(range(100))})
+    alone = decide(
+        [policy("red", rule("DENY", conditions[0], capability="red.many"), rule(capability="red.many"))],
+        data,
+        capabilities=capability,
+    )
+    assert alone.outcome == "ALLOW", alone.reason  # one of them is within the budget
+    rules = [rule("DENY", c, capability="red.many", id=f"r{i}") for i, c in enumerate(conditions)]
+    together = decide([policy("red", *rules, rule(capability="red.many"))], data, capabilities=capability)
+    assert together.outcome == "DENY"
+    assert "evaluation_budget_exceeded" in together.reason
+    assert "together exceeded the proposal's evaluation budget" in together.reason
+
+
+def test_plain_conditions_over_huge_metadata_are_estimated_too() -> None:
+    # One `flags['k1']` over 80,000 flags took ~340 ms in the library (the context conversion and copies).
+    flags = {f"k{i}": "ok" for i in range(80_000)}
+    policies = [policy("red", rule("DENY", "context.metadata.flags['k1'] == 'block'", id="one"), rule())]
+    result = decide(policies, proposal(metadata={"flags": flags}))
+    assert result.outcome == "DENY" and "evaluation_budget_exceeded" in result.reason
+    assert decide(policies, proposal(metadata={"flags": {"k1": "ok"}})).outcome == "ALLOW"
 
 
 def test_the_budget_must_be_positive() -> None:

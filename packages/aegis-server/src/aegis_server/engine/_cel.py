@@ -123,8 +123,8 @@ class CompiledCondition:
     fast: FastCondition | None = None
     """The condition compiled to Python (`_fast_cel`), or None when it is outside that subset."""
     cost: ConditionCost | None = None
-    """The cost model (`_cost`); None when the condition's work is linear in the data it reads (no
-    comprehension over the proposal's data, few concatenations): it is then not estimated."""
+    """The cost model (`_cost`), estimated before the library runs the condition; None only when the
+    estimator cannot read the condition and it neither iterates nor concatenates."""
 
 
 def _rewrite_regex_calls(source: str) -> tuple[str, list[str]]:
@@ -238,8 +238,6 @@ def compile_condition(source: str) -> CompiledCondition:
             ) from None
     except CostCompileError as exc:
         raise ConditionCompileError(str(exc)) from None
-    if cost is not None and not cost.needs_estimate:
-        cost = None
     return CompiledCondition(
         source=stripped,
         program=program,

@@ -10,7 +10,11 @@ fails closed (`evaluation_budget_exceeded`).
 Cost model (in the spirit of Kubernetes' CEL cost estimation; one unit is roughly one elementary step
 of the library, ~7-60 ns here):
 
-- every operator, literal, variable, field selection, index and call costs 1;
+- every operator, literal, variable, field selection, index and call costs 1; a field selection and an
+  index add the *copy* of their result (`_copy_units`): the library copies the whole selected value, so
+  `flags.exists(k, flags[k] == 'x')` is quadratic in the size of `flags` (12,000 flags ran 42 s);
+- every run of the library copies the variables it is given, and the first run of a proposal converts
+  them (`SCOPE_COPY_COST`, `CONVERSION_COST`: charged by the engine, `scope_cost`);
 - a comparison (`==`, `<`, ...) adds `COMPARISON_COST` per unit of the smaller operand's size, `in` the
   size of the list or map,
   `+` the sizes of both operands (strings and lists are copied), a function call the sizes of its
@@ -29,6 +33,9 @@ concatenation is as large as both operands; `map` as large as its range times it
 is therefore an upper bound of the work, not of the time, and it is cheap: one walk of the condition
 and one walk of the values it reads.
 
+Every condition the library runs is estimated (the engine's fast path decides most plain conditions
+without it), and the estimates of one proposal's conditions add up against one budget.
+
 Statically, a condition nesting more than `MAX_INDEPENDENT_NESTING` comprehensions whose ranges do not
 depend on an enclosing comprehension's variable (a cross product, `a.all(x, b.all(y, c.all(z, ...)))`)
 is refused when the policy is saved or loaded: its cost grows as the cube of the input.
@@ -46,11 +53,14 @@ import cel
 from ._cel_syntax import STRING_START, string_end
 
 __all__ = [
+    "CONVERSION_COST",
     "MAX_INDEPENDENT_NESTING",
+    "SCOPE_COPY_COST",
     "ConditionCost",
     "CostCompileError",
     "UnreadableCondition",
     "compile_cost",
+    "scope_cost",
 ]
 
 MAX_INDEPENDENT_NESTING = 2
@@ -79,6 +89,18 @@ COMPARISON_COST = 2
 """A comparison walks both operands as far as the smaller one: per unit of its size (maps compare slowest)."""
 MEMBERSHIP_COST = 4
 """`x in list` compares with each element (~90-190 ns each)."""
+SCOPE_COPY_COST = 1
+"""Every run of a program copies all the variables it is given (~160 ns per map entry, ~30 ns a unit of
+`_copy_units`)."""
+CONVERSION_COST = 8
+"""Building the library's context converts the proposal's values once (~50 ns an int in a list, ~800 ns a
+map entry or a string in a list: up to ~400 ns per unit of `_copy_units`)."""
+COPY_COST = 1
+"""Selecting a field or indexing copies the result, item by item (`_copy_units`: ~20-30 ns a unit)."""
+MAP_ENTRY_COPY = 4
+"""A map entry costs this much more to copy than a list item (its key, its hash: ~100 ns against ~20)."""
+STRING_COPY_CHARS = 512
+"""A selected string is copied whole, ~0.03 ns a character: one unit per this many characters."""
 CALLBACK_COST = 50
 """`matches`/`re_match` calls back into Python (~2 µs a call)."""
 _CALLBACKS = frozenset({"matches", "re_match"})
@@ -442,6 +464,39 @@ def _deep(value: Any) -> int:
 _SCALARS = (int, float, bool, type(None))
 
 
+def _copy_units(value: Any) -> int:
+    """What copying a plain value costs the library: 1 a list item or scalar, 2 a string (plus 1 per
+    `STRING_COPY_CHARS` characters), 4 more a map entry (measured ~20, ~45 and ~100 ns), recursively."""
+    kind = type(value)
+    if kind is str or kind is bytes:
+        return 2 + len(value) // STRING_COPY_CHARS
+    if kind is list or kind is tuple:
+        total = 1
+        for item in value:
+            item_kind = type(item)
+            total += (
+                (2 + len(item) // STRING_COPY_CHARS)
+                if item_kind is str
+                else 1
+                if item_kind in _SCALARS
+                else _copy_units(item)
+            )
+        return total
+    if isinstance(value, Mapping):
+        total = 1 + MAP_ENTRY_COPY * len(value)
+        for item in value.values():
+            item_kind = type(item)
+            total += (
+                (2 + len(item) // STRING_COPY_CHARS)
+                if item_kind is str
+                else 1
+                if item_kind in _SCALARS
+                else _copy_units(item)
+            )
+        return total
+    return 1
+
+
 def _measure(value: Any) -> _Size:
     """The `_Size` of a plain value: its count and deep size now, its parts when asked for."""
     if isinstance(value, str | bytes):
@@ -472,9 +527,10 @@ class ConditionCost:
 
     tree: Node
     needs_estimate: bool
-    """False for a condition without comprehensions over the proposal's data (ranges that are list
-    literals of literals do not count) and with at most `MAX_UNESTIMATED_CONCATENATIONS` `+`: its work
-    is linear in the data it reads (bounded by `max_parameters_bytes`), and it is not estimated."""
+    """True for a condition with comprehensions over the proposal's data (ranges that are list literals of
+    literals do not count) or more than `MAX_UNESTIMATED_CONCATENATIONS` `+`: its work grows faster than
+    the data it reads. Every condition the library runs is estimated all the same: even a plain one copies
+    what it selects, and a 1 MiB metadata map made one `flags['k1']` cost ~300 ms."""
 
     def estimate(self, scope: Mapping[str, Any], limit: int) -> int:
         """The estimated cost for these scope values; stops early once it is above `limit`."""
@@ -495,7 +551,9 @@ class _Estimator:
         self.scope = scope
         self.limit = limit
         self.measured: dict[int, _Size] = {}  # by identity, for the duration of one estimate
+        self.copies: dict[int, int] = {}
         self.over = limit + 1
+        self.scale = 1  # how many times the node being walked runs: the product of the enclosing ranges
 
     def size(self, size: _Size | _Value) -> _Size:
         if not isinstance(size, _Value):
@@ -505,9 +563,25 @@ class _Estimator:
             found = self.measured[id(size.value)] = _measure(size.value)
         return found
 
+    def copy(self, size: _Size | _Value) -> int:
+        """What the library spends copying a value it selects or indexes: it copies the whole result (a
+        map of 12,000 flags on every `flags[k]`), ~20 ns per list item, ~100 per map entry; a string is
+        one `memcpy`."""
+        if isinstance(size, _Value):
+            found = self.copies.get(id(size.value))
+            if found is None:
+                found = self.copies[id(size.value)] = _copy_units(size.value)
+            return COPY_COST * found
+        if size._source is not _UNSET:
+            return COPY_COST * _copy_units(size._source)
+        if size._item is None and size._fields is None and not size.bounded:
+            return 1 + size.count // STRING_COPY_CHARS  # a string or a scalar
+        return 2 * COPY_COST * size.deep  # a computed value: its deep size bounds its copy (2 units an entry)
+
     def check(self, cost: int) -> int:
-        if cost > self.limit:
-            self.over = cost
+        """`cost`, unless it (times the runs of the enclosing comprehensions' bodies) is above the limit."""
+        if cost * self.scale > self.limit:
+            self.over = cost * self.scale
             raise _OverLimit
         return cost
 
@@ -527,16 +601,19 @@ class _Estimator:
             if isinstance(size, _Value):
                 holder = size.value
                 if isinstance(holder, Mapping) and node[2] in holder:
-                    return cost + 1, _Value(holder[node[2]])
+                    found = _Value(holder[node[2]])
+                    return self.check(cost + 1 + self.copy(found)), found
                 return cost + 1, _SCALAR  # no such field: the library raises
-            return cost + 1, size.select(node[2])
+            selected = size.select(node[2])
+            return self.check(cost + 1 + self.copy(selected)), selected
         if kind == "has":
             operand = node[1]
             cost, _ = self.walk(operand[1] if operand[0] == "select" else operand, env)
             return cost + 1, _SCALAR
         if kind == "index":
             (c1, s1), (c2, _) = self.walk(node[1], env), self.walk(node[2], env)
-            return c1 + c2 + 1, self.size(s1).member()
+            member = self.size(s1).member()
+            return self.check(c1 + c2 + 1 + self.copy(member)), member
         if kind == "list":
             parts = [(c, self.size(s)) for c, s in (self.walk(item, env) for item in node[1])]
             element = _merge(s for _, s in parts)
@@ -594,11 +671,16 @@ class _Estimator:
         inner = {**env, variable: element}
         body_cost = 0
         body_size = _SCALAR
-        for part in body:  # the predicate (filter, 3-argument map) and the transform
-            cost, body_value = self.walk(part, inner)
-            body_size = self.size(body_value)
-            body_cost += cost
         count = range_size.count
+        outer_scale = self.scale
+        self.scale = outer_scale * max(1, count)  # so a costly body stops the estimate before it is walked whole
+        try:
+            for part in body:  # the predicate (filter, 3-argument map) and the transform
+                cost, body_value = self.walk(part, inner)
+                body_size = self.size(body_value)
+                body_cost += cost
+        finally:
+            self.scale = outer_scale
         total = range_cost + 1 + count * (body_cost + ELEMENT_COST)
         if name in ("map", "filter"):
             total += ACCUMULATOR_COST * count * (count - 1) // 2
@@ -609,6 +691,12 @@ class _Estimator:
         if name == "filter":
             return total, range_size
         return total, _SCALAR
+
+
+def scope_cost(variables: Mapping[str, Any]) -> int:
+    """The copy size (`_copy_units`) of the variables handed to the library: each run copies them
+    (`SCOPE_COPY_COST` per unit), and building the context converts them once (`CONVERSION_COST` per unit)."""
+    return _copy_units(variables)
 
 
 # -- compile ----------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ first time a proposal is validated: a server-side request forgery, a file read, 
 
 `check_references` refuses all of that when a capability is compiled (saved through the API, or loaded
 from a policy file): the only references allowed are local JSON pointers (`#` and `#/...`, e.g.
-`#/$defs/money`) that point at something in the schema itself, and `$schema` may only name a draft
+`#/$defs/money`) that point at a subschema of the schema itself (never into `enum`, `const`, `default`,
+`examples` or other data), no references that loop without consuming input (jsonschema would recurse
+until `RecursionError`), and `$schema` may only name a draft
 jsonschema knows. `NO_RETRIEVAL` is the registry every validator is built with: its `retrieve` refuses
 every URI, so even a reference the check missed cannot make a validator do I/O.
 """
@@ -32,6 +34,29 @@ _DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples", "example"})
 _NAMED_SCHEMAS = frozenset(
     {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies"}
 )
+# Keywords whose value is a schema, and those whose value is a list of schemas (`items` is either).
+_SUBSCHEMA = frozenset(
+    {
+        "additionalItems",
+        "additionalProperties",
+        "contains",
+        "contentSchema",
+        "else",
+        "if",
+        "items",
+        "not",
+        "propertyNames",
+        "then",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+    }
+)
+_SUBSCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
+# Keywords applying their schemas to the same instance: a loop of references through these alone never
+# consumes any input, and jsonschema recurses until Python's RecursionError.
+_IN_PLACE_LISTS = ("allOf", "anyOf", "oneOf")
+_IN_PLACE_ONE = ("not", "if", "then", "else")
+_IN_PLACE_NAMED = ("dependentSchemas", "dependencies")
 
 
 def _known_dialects() -> frozenset[str]:
@@ -65,34 +90,118 @@ def _pointer(path: list[str | int]) -> str:
     return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
 
-def _resolves(root: Any, fragment: str) -> bool:
-    """Does the JSON pointer `fragment` (after `#`, percent-encoded) point at something in `root`?"""
+Location = tuple[str, ...]
+
+
+def _resolve(root: Any, fragment: str) -> Location | str:
+    """Where the JSON pointer `fragment` (after `#`, percent-encoded) leads in `root`, as its decoded tokens;
+    or what is wrong: it points at nothing, or at something that is not a subschema."""
     if fragment == "":
-        return True
+        return ()
     if not fragment.startswith("/"):
-        return False
-    node = root
+        return "points at nothing in the schema"
+    node, state = root, "schema"  # what `node` is: a schema, a map of named schemas, a list of schemas
+    tokens: list[str] = []
     for raw in fragment[1:].split("/"):
         token = urllib.parse.unquote(raw).replace("~1", "/").replace("~0", "~")
+        tokens.append(token)
         if isinstance(node, Mapping):
             if token not in node:
-                return False
-            node = node[token]
+                return "points at nothing in the schema"
+            value = node[token]
         elif isinstance(node, list):
             if not token.isdigit() or int(token) >= len(node) or (len(token) > 1 and token[0] == "0"):
-                return False
-            node = node[int(token)]
+                return "points at nothing in the schema"
+            value = node[int(token)]
         else:
-            return False
-    return True
+            return "points at nothing in the schema"
+        if state == "schema":
+            if not isinstance(node, Mapping):
+                return "points at nothing in the schema"
+            if token in _NAMED_SCHEMAS and isinstance(value, Mapping):
+                state = "named"
+            elif token in _SUBSCHEMA_LISTS and isinstance(value, list):
+                state = "list"
+            elif token in _SUBSCHEMA:
+                state = "schema"
+            else:  # enum, const, default, examples, or a keyword jsonschema does not apply: data, not a schema
+                return f"passes through {_quoted(token)}, which holds data, not schemas"
+        else:
+            state = "schema"
+        node = value
+    if state != "schema" or not isinstance(node, Mapping | bool):
+        return "does not point at a subschema"
+    return tuple(tokens)
+
+
+def _at(root: Any, location: Location) -> Any:
+    node = root
+    for token in location:
+        node = node[int(token)] if isinstance(node, list) else node[token]
+    return node
+
+
+def _in_place(root: Any, location: Location) -> list[Location]:
+    """The schemas applied to the same instance as the one at `location`: its reference and in-place keywords."""
+    node = _at(root, location)
+    if not isinstance(node, Mapping):
+        return []
+    found: list[Location] = []
+    for keyword in _REFERENCE_KEYWORDS:
+        value = node.get(keyword)
+        if isinstance(value, str) and (value == "#" or value.startswith("#/")):
+            target = _resolve(root, value[1:])
+            if isinstance(target, tuple):
+                found.append(target)
+    for keyword in _IN_PLACE_LISTS:
+        if isinstance(node.get(keyword), list):
+            found.extend((*location, keyword, str(i)) for i in range(len(node[keyword])))
+    for keyword in _IN_PLACE_ONE:
+        if isinstance(node.get(keyword), Mapping):
+            found.append((*location, keyword))
+    for keyword in _IN_PLACE_NAMED:
+        if isinstance(node.get(keyword), Mapping):
+            found.extend((*location, keyword, name) for name, sub in node[keyword].items() if isinstance(sub, Mapping))
+    return found
+
+
+def _reference_loop(root: Any, starts: list[Location]) -> list[Location] | None:
+    """A loop of references that consumes no input (each step a `$ref` or an in-place keyword), if any."""
+    done: set[Location] = set()
+    for start in starts:
+        if start in done:
+            continue
+        path: list[Location] = [start]
+        on_path = {start}
+        stack = [iter(_in_place(root, start))]
+        while stack:
+            following = next(stack[-1], None)
+            if following is None:
+                stack.pop()
+                finished = path.pop()
+                on_path.discard(finished)
+                done.add(finished)
+                continue
+            if following in on_path:
+                return [*path[path.index(following) :], following]
+            if following in done:
+                continue
+            path.append(following)
+            on_path.add(following)
+            stack.append(iter(_in_place(root, following)))
+    return None
 
 
 def check_references(schema: Any) -> str | None:
     """None when every reference of `schema` stays inside it, else what is wrong and where.
 
     Refused: any `$ref`/`$dynamicRef`/`$recursiveRef` that is not `#` or `#/<JSON pointer>`, a local
-    pointer that points at nothing, any `$id` (it changes what relative references resolve against,
-    and names a document that could be retrieved), and a `$schema` that is not a known draft.
+    pointer that points at nothing or at something other than a subschema (through `enum`, `const`,
+    `default`, `examples` or a keyword that holds no schemas), references that loop back to where they
+    started through `$ref` and in-place keywords only (`allOf`, `anyOf`, `oneOf`, `not`, `if`...: a loop
+    that consumes no input, on which jsonschema recurses until `RecursionError`), any `$id` (it changes
+    what relative references resolve against, and names a document that could be retrieved), and a
+    `$schema` that is not a known draft.
     """
     root_dialect = schema.get("$schema") if isinstance(schema, Mapping) else None
     # `id` is the identifier keyword of drafts 3 and 4 (`$id` from draft 6 on); elsewhere it is an
@@ -102,6 +211,7 @@ def check_references(schema: Any) -> str | None:
         if isinstance(root_dialect, str) and ("draft-03" in root_dialect or "draft-04" in root_dialect)
         else ("$id",)
     )
+    references: list[Location] = []  # where the local references are, to look for loops once all resolve
     stack: list[tuple[Any, list[str | int]]] = [(schema, [])]
     while stack:
         node, path = stack.pop()
@@ -123,11 +233,14 @@ def check_references(schema: Any) -> str | None:
                     "are allowed: '#' or a JSON pointer such as '#/$defs/name'. Copy the referenced schema into "
                     "$defs and refer to it there"
                 )
-            if not _resolves(schema, value[1:]):
+            target = _resolve(schema, value[1:])
+            if isinstance(target, str):
                 return (
-                    f"{keyword} at {where} ({_quoted(value)}) points at nothing in the schema; "
+                    f"{keyword} at {where} ({_quoted(value)}) {target}; a reference must point at a subschema "
+                    "(under properties, $defs, items, allOf, ...), never into enum, const, default or examples: "
                     "fix the JSON pointer (e.g. '#/$defs/name')"
                 )
+            references.append(tuple(str(part) for part in path))
         for keyword in base_keywords:
             if isinstance(node.get(keyword), str):
                 return (
@@ -149,6 +262,14 @@ def check_references(schema: Any) -> str | None:
                 stack.extend((sub, [*path, key, name]) for name, sub in value.items())
             elif isinstance(value, Mapping | list):
                 stack.append((value, [*path, key]))
+    loop = _reference_loop(schema, sorted(references))
+    if loop is not None:
+        steps = " -> ".join(_pointer(list(location)) for location in loop)
+        return (
+            f"the references loop without consuming any input ({steps}): validating would recurse forever; "
+            "break the loop (a recursive schema must go through properties, items or another keyword that "
+            "descends into the value)"
+        )
     return None
 
 

@@ -108,6 +108,22 @@ class CompiledSchema:
                     }
                 ],
             ) from None
+        except RecursionError:
+            # Not reachable for a schema that passed `check_references` (it refuses reference loops), nor for
+            # parameters within `max_json_depth`; fail closed with a 422, never a 500 and a traceback.
+            raise ParameterSchemaError(
+                capability,
+                "(root)",
+                [
+                    {
+                        "field": "(root)",
+                        "message": "the parameters could not be checked against the capability's parameter_schema "
+                        "(its references recurse without end, or the value nests too deeply); fix the schema or "
+                        "send flatter parameters",
+                        "validator": "$ref",
+                    }
+                ],
+            ) from None
         best = jsonschema.exceptions.best_match(errors)
         if best is not None:
             errors.remove(best)

@@ -10,10 +10,10 @@ Semantics (docs/policies.md explains them with examples):
 3. No matching rule -> DENY (default-deny), and the reason says so.
 4. Fail-closed: if any candidate rule's condition cannot be evaluated (missing field, type error,
    non-boolean result), the decision is DENY naming the rule and the error — whatever the rule's own
-   outcome, since the engine cannot know what the author meant. A condition that iterates or
-   concatenates is first estimated from the proposal's data (`_cost`); over
-   `EngineConfig.condition_cost_budget` it is not evaluated, and the decision is DENY with the reason
-   `evaluation_budget_exceeded` naming the rule.
+   outcome, since the engine cannot know what the author meant. Every condition the library is to run
+   is first estimated from the proposal's data (`_cost`); the estimates of one proposal's conditions add
+   up, and a condition that would take the total over `EngineConfig.condition_cost_budget` is not
+   evaluated: the decision is DENY with the reason `evaluation_budget_exceeded` naming the rule.
 5. Conditions run as Python closures (`_fast_cel`) where those are sure of the `cel` library's answer,
    and on the library otherwise: the answer, errors included, is the library's either way.
 6. Risk = base risk of the capability's level + the `risk` adjustments of the matching rules, clamped to
@@ -32,6 +32,7 @@ from typing import Any
 from aegis_sdk.models import Outcome, Proposal
 
 from ._cel import new_context
+from ._cost import CONVERSION_COST, SCOPE_COPY_COST, scope_cost
 from .config import EngineConfig
 from .errors import UnknownCapabilityError
 from .policy_set import CompiledCapability, CompiledRule, PolicySet
@@ -92,8 +93,13 @@ def evaluate(
     matched: list[CompiledRule] = []
     failed: list[tuple[CompiledRule, str]] = []
     over_budget: list[tuple[CompiledRule, int]] = []
+    spent = spent_before = (
+        0  # the estimated costs of the conditions evaluated so far: one budget for the whole proposal
+    )
     scope = _scope(compiled, proposal, now)
     context: Any = None  # the library's context, built only when a condition needs the library
+    projected: dict[str, Any] | None = None
+    scope_units = 0
     for rule in compiled.rules:
         condition = rule.condition
         if condition.always_true:
@@ -106,19 +112,29 @@ def evaluate(
             except Exception:  # Undecided (or anything unforeseen): the library decides, and words any error
                 result = None
         if result is not True and result is not False:  # outside the fast path, or undecided there
+            if projected is None:  # what the library is given, measured before anything is converted
+                projected = _projected(compiled, scope)
+                scope_units = scope_cost(projected)
+            # Estimated before the library runs it: the copy of the variables every run makes, their conversion
+            # (once), and the condition's own work over the proposal's data.
+            remaining = config.condition_cost_budget - spent
+            estimated = scope_units * (SCOPE_COPY_COST + (CONVERSION_COST if context is None else 0))
             cost = condition.cost
-            if cost is not None:  # it iterates or concatenates: estimate before the library runs it
-                budget = config.condition_cost_budget
-                try:
-                    estimated = cost.estimate(scope, budget)
-                except Exception:  # fail closed: a cost that cannot be estimated is not within the budget
-                    estimated = budget + 1
-                if estimated > budget:
-                    over_budget.append((rule, estimated))
-                    continue
+            try:
+                if cost is not None and estimated <= remaining:
+                    estimated += cost.estimate(scope, remaining - estimated)
+            except Exception:  # fail closed: a cost that cannot be estimated is not within the budget
+                estimated = remaining + 1
+            if estimated > remaining:
+                over_budget.append((rule, estimated))
+                if len(over_budget) == 1:
+                    spent_before = spent
+                spent = config.condition_cost_budget  # the budget is spent: no further condition runs on the library
+                continue
+            spent += estimated
             try:
                 if context is None:
-                    context = new_context(_projected(compiled, scope))
+                    context = new_context(projected)
                 result = condition.program.execute(context)
             except Exception as exc:  # fail closed on anything the evaluator raises
                 failed.append((rule, _error_text(exc)))
@@ -131,7 +147,7 @@ def evaluate(
     risk, risk_text = _risk(compiled, matched)
 
     if over_budget:
-        return _over_budget(over_budget, failed, matched, risk, risk_text, audit_parameters, config)
+        return _over_budget(over_budget, failed, matched, risk, risk_text, audit_parameters, config, spent_before)
     if failed:
         return _fail_closed(failed, matched, risk, risk_text, audit_parameters)
 
@@ -294,15 +310,27 @@ def _over_budget(
     risk_text: str,
     audit_parameters: dict[str, Any],
     config: EngineConfig,
+    spent_before: int,
 ) -> Evaluation:
     first, estimated = over_budget[0]
     others = len(over_budget) - 1 + len(failed)
     more = f" (and {others} more failing condition{'s' if others > 1 else ''})" if others else ""
+    budget = config.condition_cost_budget
+    if estimated > budget:
+        what = (
+            f"the condition of rule {first.policy_id} exceeded its evaluation budget and was not evaluated: its "
+            f"estimated cost for this proposal is {estimated:,} units"
+        )
+    else:  # each within the budget, but not all of them: the budget is the proposal's
+        what = (
+            f"the conditions evaluated for this proposal together exceeded the proposal's evaluation budget: rule "
+            f"{first.policy_id} (estimated {estimated:,} units) was not evaluated, the rules before it had spent "
+            f"{spent_before:,} units of it"
+        )
     reason = (
-        f"DENY (fail-closed, evaluation_budget_exceeded): the condition of rule {first.policy_id} exceeded its "
-        f"evaluation budget and was not evaluated: its estimated cost for this proposal is {estimated:,} units, "
-        f"the budget {config.condition_cost_budget:,} (condition_cost_budget){more}; send less data (shorter "
-        f"lists) or rewrite the condition (no nested comprehensions over the same list); {risk_text}"
+        f"DENY (fail-closed, evaluation_budget_exceeded): {what}, the budget {budget:,} (condition_cost_budget, "
+        f"per proposal){more}; send less data (shorter lists) or rewrite the conditions (no nested comprehensions "
+        f"over the same list, fewer costly rules per capability); {risk_text}"
     )
     ids = [rule.policy_id for rule, _ in over_budget] + [rule.policy_id for rule, _ in failed]
     return _denied_unevaluated(reason, ids, matched, risk, audit_parameters)
