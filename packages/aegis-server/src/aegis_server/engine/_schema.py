@@ -457,11 +457,16 @@ class _Facet:
 class _Node:
     """The sensitive part of a (sub)schema: `whole` (the value itself), or what its facets mark below."""
 
-    __slots__ = ("facets", "whole")
+    __slots__ = ("facets", "simple", "whole")
 
     def __init__(self, whole: bool, facets: tuple[_Facet, ...] = ()) -> None:
         self.whole = whole
         self.facets = facets
+        # The common shape (one schema object marking only named properties): a plain lookup per key.
+        only = facets[0] if len(facets) == 1 else None
+        self.simple: dict[str, _Node] | None = (
+            only.properties if only is not None and not only.patterns and only.additional is None else None
+        )
 
 
 _WHOLE = _Node(True)
@@ -653,7 +658,12 @@ def _sensitive_tree(schema: Any) -> SensitiveTree | None:
     if not marks:
         return None
     plan = _SensitivePlan(schema)
-    node = plan.build(schema, ())
+    try:
+        node = plan.build(schema, ())
+    except RecursionError:
+        raise SchemaCompileError(
+            "parameter_schema nests too deeply to map its x-sensitive fields; flatten it (use $defs)"
+        ) from None
     for mark in sorted(marks, key=lambda path: [str(part) for part in path]):
         if mark not in plan.honoured:
             raise SchemaCompileError(
@@ -670,6 +680,12 @@ def _walk(value: Any, node: _Node, replace: Callable[[Any], Any]) -> Any:
     if node.whole:
         return replace(value)
     if isinstance(value, Mapping):
+        simple = node.simple
+        if simple is not None:
+            return {
+                name: item if (child := simple.get(name)) is None else _walk(item, child, replace)
+                for name, item in value.items()
+            }
         out: dict[str, Any] = {}
         found: list[_Node] = []
         for name, item in value.items():
@@ -680,6 +696,12 @@ def _walk(value: Any, node: _Node, replace: Callable[[Any], Any]) -> Any:
             out[name] = item if child is None else _walk(item, child, replace)
         return out
     if isinstance(value, list):
+        if len(node.facets) == 1:
+            facet = node.facets[0]
+            return [
+                item if (child := facet.index_child(index)) is None else _walk(item, child, replace)
+                for index, item in enumerate(value)
+            ]
         items: list[Any] = []
         for index, item in enumerate(value):
             children = [c for c in (facet.index_child(index) for facet in node.facets) if c is not None]

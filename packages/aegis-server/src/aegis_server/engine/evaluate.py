@@ -125,6 +125,9 @@ def evaluate(
                     context = new_context(_projected(compiled, scope))
                 result = condition.program.execute(context)
             except Exception as exc:  # fail closed on anything the evaluator raises
+                if failed:  # only the first failure's error is worded in the reason
+                    failed.append((rule, ""))
+                    continue
                 if secrets is None:
                     secrets = _Secrets(compiled.schema.sensitive_values(parameters)) if sensitive else _NO_SECRETS
                 failed.append((rule, _error_text(exc, secrets)))
@@ -346,7 +349,8 @@ def _error_text(exc: BaseException, secrets: _Secrets = _NO_SECRETS) -> str:
     proposer and audited, and must not carry the values the audit stores only as keyed hashes."""
     message = str(exc)
     if secrets:
-        message = secrets.scrub(message)
+        # Cut first (a value cut off at the end is scrubbed by its start), so the scrub works on little text.
+        message = secrets.scrub(message[: 2 * _MAX_ERROR_TEXT])
     if isinstance(exc, KeyError):
         message = f"no such key {message} (guard optional fields with has(...))"
     text = f"{type(exc).__name__}: {message}"
