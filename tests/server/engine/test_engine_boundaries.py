@@ -418,3 +418,13 @@ def test_regex_errors_do_not_repeat_the_pattern() -> None:
     with pytest.raises(ValueError) as raised:
         re_match("x", "SECRET-(")
     assert "SECRET" not in str(raised.value) and "invalid regular expression" in str(raised.value)
+
+
+def test_a_scrubbed_reason_keeps_the_function_name_unless_it_is_the_value() -> None:
+    from aegis_server.engine.evaluate import _error_text, _Secrets
+
+    message = "Function 'duration' error: Error { input: \"SECRET\" }"
+    assert _error_text(RuntimeError(message), _Secrets(["SECRET"])) == (
+        "RuntimeError: Function 'duration' error: Error { input: [redacted] }"
+    )
+    assert "duration" not in _error_text(RuntimeError(message), _Secrets(["duration"]))

@@ -271,8 +271,9 @@ def _risk(compiled: CompiledCapability, matched: Sequence[CompiledRule]) -> tupl
 
 
 # A quoted literal in an error message: '...' or "..." (backslash escapes allowed), or one cut off by the end
-# of the message (the library may quote only the start of a long value).
-_QUOTED = re.compile(r"""b?'(?:[^'\\]|\\.)*(?:'|$)|b?"(?:[^"\\]|\\.)*(?:"|$)""", re.DOTALL)
+# of the message (the library may quote only the start of a long value). The library's own
+# "Function 'name' error" keeps its function name (a sensitive value equal to it is still scrubbed as a value).
+_QUOTED = re.compile(r"""(Function '\w+')|b?'(?:[^'\\]|\\.)*(?:'|$)|b?"(?:[^"\\]|\\.)*(?:"|$)""", re.DOTALL)
 _REDACTED = "[redacted]"
 _MIN_PREFIX = 4  # a cut-off quote of a sensitive value is scrubbed down to its first 4 characters
 
@@ -316,7 +317,7 @@ class _Secrets:
 
     def scrub(self, message: str) -> str:
         """`message` without any quoted literal and without any form (or cut-off start) of a sensitive value."""
-        message = _QUOTED.sub(_REDACTED, message)
+        message = _QUOTED.sub(_keep_function_name, message)
         for form in self.forms:
             message = message.replace(form, _REDACTED)
         for text in self.prefixes:
@@ -329,6 +330,10 @@ class _Secrets:
 
 
 _NO_SECRETS = _Secrets(None)
+
+
+def _keep_function_name(match: re.Match[str]) -> str:
+    return match.group(1) or _REDACTED
 
 
 def _longest_prefix_in(text: str, message: str) -> int:
