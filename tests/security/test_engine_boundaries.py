@@ -414,3 +414,113 @@ def test_red_team_i_a_recursive_tree_schema_is_fine_and_no_proposal_is_a_500(
         node = {"name": "n", "children": [node]}
     deep = _propose(server, headers, "refs.tree", {"root": node})
     assert deep.status_code in (200, 400, 422), deep.text
+
+
+# -- red team D and E: x-sensitive wherever it marks a value; no sensitive value in a reason ----------
+
+_MARKED = {"type": "string", "x-sensitive": True}
+_PLACEMENTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "ref": ({"$defs": {"card": _MARKED}, "properties": {"card": {"$ref": "#/$defs/card"}}}, {"card": "{card}"}),
+    "additional": ({"additionalProperties": _MARKED}, {"card": "{card}"}),
+    "pattern": ({"patternProperties": {"^card": _MARKED}}, {"card": "{card}"}),
+    "anyof": ({"properties": {"card": {"anyOf": [_MARKED, {"type": "integer"}]}}}, {"card": "{card}"}),
+    "allof": ({"properties": {"card": {"allOf": [{"x-sensitive": True}]}}}, {"card": "{card}"}),
+    "oneof": ({"properties": {"card": {"oneOf": [_MARKED, {"type": "integer"}]}}}, {"card": "{card}"}),
+    "prefixitems": ({"properties": {"cards": {"type": "array", "prefixItems": [_MARKED]}}}, {"cards": ["{card}"]}),
+    "ifthen": ({"if": {"required": ["card"]}, "then": {"properties": {"card": _MARKED}}}, {"card": "{card}"}),
+    "dependent": ({"dependentSchemas": {"card": {"properties": {"card": _MARKED}}}}, {"card": "{card}"}),
+}
+_REFUSED: dict[str, dict[str, Any]] = {
+    "string-mark": {"properties": {"card": {"type": "string", "x-sensitive": "true"}}},
+    "not": {"properties": {"card": {"not": {"x-sensitive": True}}}},
+    "unreferenced-defs": {"$defs": {"card": _MARKED}},
+}
+
+
+def _with_card(parameters: Any, card: str) -> Any:
+    if isinstance(parameters, dict):
+        return {key: _with_card(value, card) for key, value in parameters.items()}
+    if isinstance(parameters, list):
+        return [_with_card(item, card) for item in parameters]
+    return card if parameters == "{card}" else parameters
+
+
+def _allow_all(server: ServerProcess, headers: dict[str, str], name: str, capability: str, condition: str) -> None:
+    body = {
+        "name": name,
+        "enabled": True,
+        "rules": [{"id": "r", "capability": capability, "condition": condition, "outcome": "ALLOW"}],
+    }
+    response = httpx.put(f"{server.endpoint}/api/v1/policies/{name}", json=body, headers=headers, timeout=30)
+    assert response.status_code in (200, 201), response.text
+
+
+@pytest.mark.parametrize("placement", sorted(_PLACEMENTS))
+def test_red_team_d_x_sensitive_is_redacted_wherever_it_marks_a_value(
+    served: tuple[ServerProcess, dict[str, str]], placement: str
+) -> None:
+    server, headers = served
+    schema, template = _PLACEMENTS[placement]
+    card = "4111111111111111"
+    name = f"sens.{placement}"
+    capability = {"name": name, "risk_level": "low", "parameter_schema": {"type": "object", **schema}}
+    saved = httpx.post(f"{server.endpoint}{CAPABILITIES}", json=capability, headers=headers, timeout=30)
+    assert saved.status_code in (200, 201), saved.text
+    _allow_all(server, headers, f"sens-{placement}", name, "true")
+    decision = _propose(server, headers, name, _with_card(template, card))
+    assert decision.status_code == 200, decision.text
+    trail = httpx.get(
+        f"{server.endpoint}/api/v1/audit/log/{decision.json()['decision_id']}", headers=headers, timeout=30
+    )
+    assert trail.status_code == 200 and "hmac-sha256:" in trail.text, trail.text
+    assert card not in trail.text
+
+
+@pytest.mark.parametrize("placement", sorted(_REFUSED))
+def test_red_team_d_x_sensitive_that_cannot_be_honoured_is_refused_at_save(
+    served: tuple[ServerProcess, dict[str, str]], placement: str
+) -> None:
+    server, headers = served
+    capability = {
+        "name": f"refused.{placement}",
+        "risk_level": "low",
+        "parameter_schema": {"type": "object", **_REFUSED[placement]},
+    }
+    response = httpx.post(f"{server.endpoint}{CAPABILITIES}", json=capability, headers=headers, timeout=30)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_policy" and "x-sensitive at /" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "{'a': 1}[action.parameters.pin] == 1",
+        "action.parameters[action.parameters.pin] == 1",
+        "duration(action.parameters.pin) > duration('1s')",
+        "'x'.matches(action.parameters.pin)",
+    ],
+)
+def test_red_team_e_a_failed_condition_never_returns_or_audits_a_sensitive_value(
+    served: tuple[ServerProcess, dict[str, str]], condition: str
+) -> None:
+    server, headers = served
+    pin = "SECRET-PIN-("
+    capability = {
+        "name": "sens.pin",
+        "risk_level": "low",
+        "parameter_schema": {"type": "object", "properties": {"pin": {"type": "string", "x-sensitive": True}}},
+    }
+    saved = httpx.post(f"{server.endpoint}{CAPABILITIES}", json=capability, headers=headers, timeout=30)
+    assert saved.status_code in (200, 201, 409), saved.text
+    _allow_all(server, headers, "sens-pin", "sens.pin", condition)
+    decision = _propose(server, headers, "sens.pin", {"pin": pin})
+    assert decision.status_code == 200, decision.text
+    assert decision.json()["outcome"] == "DENY" and "fail-closed" in decision.json()["reason"]
+    trail = httpx.get(
+        f"{server.endpoint}/api/v1/audit/log/{decision.json()['decision_id']}", headers=headers, timeout=30
+    )
+    assert trail.status_code == 200
+    for text in (decision.text, trail.text):
+        assert "SECRET" not in text, text
+    assert "SECRET" not in server.logs()

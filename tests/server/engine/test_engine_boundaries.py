@@ -422,3 +422,164 @@ def test_without_a_configured_key_each_config_draws_its_own() -> None:
     assert "value_key" not in repr(EngineConfig())
     with pytest.raises(ValueError, match="value_key"):
         EngineConfig(value_key=b"short")
+
+
+# -- x-sensitive wherever a schema can mark a value (red team D) -------------------------------------
+
+CARD = "4111111111111111"
+_CARD_DEF = {"type": "string", "x-sensitive": True}
+
+
+@pytest.mark.parametrize(
+    ("schema", "parameters"),
+    [
+        ({"$defs": {"card": _CARD_DEF}, "properties": {"card": {"$ref": "#/$defs/card"}}}, {"card": CARD}),
+        ({"definitions": {"card": _CARD_DEF}, "properties": {"card": {"$ref": "#/definitions/card"}}}, {"card": CARD}),
+        ({"$defs": {"o": {"properties": {"card": _CARD_DEF}}}, "$ref": "#/$defs/o"}, {"card": CARD}),
+        ({"additionalProperties": _CARD_DEF}, {"card": CARD}),
+        ({"properties": {"id": {}}, "additionalProperties": _CARD_DEF}, {"id": "o-1", "card": CARD}),
+        ({"patternProperties": {"^card": _CARD_DEF}}, {"card_1": CARD}),
+        ({"properties": {"card": {"anyOf": [_CARD_DEF, {"type": "integer"}]}}}, {"card": CARD}),
+        ({"properties": {"card": {"oneOf": [_CARD_DEF, {"type": "integer"}]}}}, {"card": CARD}),
+        ({"properties": {"card": {"allOf": [{"x-sensitive": True}]}}}, {"card": CARD}),
+        ({"allOf": [{"properties": {"card": {}}}, {"additionalProperties": _CARD_DEF}]}, {"card": CARD}),
+        ({"properties": {"cards": {"prefixItems": [_CARD_DEF]}}}, {"cards": [CARD, "x"]}),
+        ({"properties": {"cards": {"prefixItems": [{}], "items": _CARD_DEF}}}, {"cards": ["x", CARD]}),
+        ({"properties": {"cards": {"items": {"properties": {"n": _CARD_DEF}}}}}, {"cards": [{"n": CARD}]}),
+        ({"if": {"required": ["card"]}, "then": {"properties": {"card": _CARD_DEF}}}, {"card": CARD}),
+        ({"if": {"required": ["x"]}, "else": {"properties": {"card": _CARD_DEF}}}, {"card": CARD}),
+        ({"dependentSchemas": {"card": {"properties": {"card": _CARD_DEF}}}}, {"card": CARD}),
+        ({"properties": {"card": {"x-sensitive": True, "properties": {"n": {}}}}}, {"card": {"n": CARD}}),
+        (
+            {
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "properties": {"cards": {"items": [{"x-sensitive": True}], "additionalItems": _CARD_DEF}},
+            },
+            {"cards": [CARD, CARD]},
+        ),
+    ],
+)
+def test_x_sensitive_is_honoured_wherever_it_marks_a_value(schema: dict[str, Any], parameters: dict[str, Any]) -> None:
+    compiled = compile_schema({"type": "object", **schema})
+    key = value_key_from_secret(b"s" * 32)
+    redacted = compiled.redact(parameters, key)
+    assert CARD not in repr(redacted)
+    assert "hmac-sha256:" in repr(redacted)
+    assert CARD in repr(compiled.sensitive_values(parameters))
+    # What is not marked stays readable.
+    if "id" in parameters:
+        assert redacted["id"] == "o-1"
+    if parameters.get("cards", [None])[-1] == "x":
+        assert redacted["cards"][-1] == "x"
+
+
+@pytest.mark.parametrize(
+    ("schema", "fragments"),
+    [
+        ({"properties": {"card": {"x-sensitive": "true"}}}, ["/properties/card/x-sensitive", "JSON boolean"]),
+        ({"properties": {"card": {"x-sensitive": 1}}}, ["/properties/card/x-sensitive", "JSON boolean"]),
+        ({"properties": {"card": {"not": {"x-sensitive": True}}}}, ["/properties/card/not/x-sensitive", "honoured"]),
+        ({"properties": {"c": {"contains": {"x-sensitive": True}}}}, ["/c/contains/x-sensitive", "honoured"]),
+        ({"propertyNames": {"x-sensitive": True}}, ["/propertyNames/x-sensitive", "honoured"]),
+        ({"unevaluatedProperties": {"x-sensitive": True}}, ["/unevaluatedProperties/x-sensitive", "honoured"]),
+        ({"$defs": {"card": {"x-sensitive": True}}}, ["/$defs/card/x-sensitive", "unreferenced $defs"]),
+        ({"x-extra": {"card": {"x-sensitive": True}}}, ["/x-extra/card/x-sensitive", "not in a schema"]),
+        (
+            {"$defs": {"n": {"properties": {"pin": _CARD_DEF, "next": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"},
+            ["recursive reference '#/$defs/n'"],
+        ),
+    ],
+)
+def test_x_sensitive_that_cannot_be_honoured_is_refused_naming_its_path(
+    schema: dict[str, Any], fragments: list[str]
+) -> None:
+    with pytest.raises(SchemaCompileError) as raised:
+        compile_schema({"type": "object", **schema})
+    for fragment in fragments:
+        assert fragment in str(raised.value)
+
+
+def test_x_sensitive_as_data_or_as_a_property_name_is_not_a_mark() -> None:
+    compiled = compile_schema(
+        {"properties": {"x-sensitive": {"type": "string"}, "k": {"const": {"x-sensitive": "yes"}}}}
+    )
+    assert compiled.sensitive is None
+    assert compiled.redact({"x-sensitive": "a"}, b"k" * 32) == {"x-sensitive": "a"}
+    assert compile_schema({"properties": {"a": {"x-sensitive": False}}}).sensitive is None
+
+
+def test_a_refused_mark_is_a_policy_set_error() -> None:
+    capability = cap("pay", schema={"type": "object", "additionalProperties": {"x-sensitive": "true"}})
+    with pytest.raises(PolicySetError, match="x-sensitive at /additionalProperties/x-sensitive"):
+        compile_set([policy("p", rule(capability="pay"))], [capability])
+
+
+# -- sensitive values in the reason of a failed condition (red team E) -------------------------------
+
+PIN = "SECRET-PIN-("
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "{'a': 1}[action.parameters.pin] == 1",
+        "action.parameters[action.parameters.pin] == 1",
+        "duration(action.parameters.pin) > duration('1s')",
+        "'x'.matches(action.parameters.pin)",
+        "action.parameters.pin.matches(action.parameters.pin)",
+        "timestamp(action.parameters.pin) > timestamp('2020-01-01T00:00:00Z')",
+        "{'a': 1}[action.parameters.cards[0]] == 1",
+    ],
+)
+@pytest.mark.parametrize("pin", [PIN, PIN + "x" * 600, "1234-(5678"])
+def test_a_failed_condition_never_quotes_a_sensitive_value(condition: str, pin: str) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"pin": {"type": "string", "x-sensitive": True}},
+        "patternProperties": {"^cards$": {"items": {"x-sensitive": True}}},
+    }
+    result = decide(
+        [policy("p", rule("ALLOW", condition, capability="sec"))],
+        proposal("sec", {"pin": pin, "cards": [pin]}),
+        capabilities=[cap("sec", schema=schema)],
+    )
+    assert result.outcome == "DENY" and "fail-closed" in result.reason, result.reason
+    assert pin[:4] not in result.reason, result.reason
+    assert "p/0" in result.reason
+
+
+def test_a_failed_condition_keeps_its_values_without_sensitive_fields() -> None:
+    result = decide(
+        [policy("p", rule("ALLOW", "{'a': 1}[action.parameters.pin] == 1", capability="open"))],
+        proposal("open", {"pin": "visible-key"}),
+        capabilities=[cap("open")],
+    )
+    assert "visible-key" in result.reason  # nothing to hide: the key the condition missed helps its author
+
+
+def test_a_cut_off_quote_of_a_sensitive_value_is_scrubbed() -> None:
+    from aegis_server.engine.evaluate import _error_text, _Secrets
+
+    secret = "TOPSECRET-" + "z" * 50
+    text = _error_text(RuntimeError(f"bad input {secret[:20]} (cut) and 'TOPSEC"), _Secrets([secret, 4321]))
+    assert "TOPSEC" not in text and "[redacted]" in text
+    assert "4321" not in _error_text(ValueError("no 4321 here"), _Secrets([4321]))
+    assert _error_text(ValueError("kept 'quote'"), _Secrets(None)) == "ValueError: kept 'quote'"
+
+
+def test_regex_errors_do_not_repeat_the_pattern() -> None:
+    from aegis_server.engine._cel import re_match
+
+    with pytest.raises(ValueError) as raised:
+        re_match("x", "SECRET-(")
+    assert "SECRET" not in str(raised.value) and "invalid regular expression" in str(raised.value)
+
+
+def test_a_scrubbed_reason_keeps_the_function_name_unless_it_is_the_value() -> None:
+    from aegis_server.engine.evaluate import _error_text, _Secrets
+
+    message = "Function 'duration' error: Error { input: \"SECRET\" }"
+    assert _error_text(RuntimeError(message), _Secrets(["SECRET"])) == (
+        "RuntimeError: Function 'duration' error: Error { input: [redacted] }"
+    )
+    assert "duration" not in _error_text(RuntimeError(message), _Secrets(["duration"]))

@@ -98,7 +98,13 @@ def re_match(text: object, pattern: object) -> bool:
     try:
         search = _searcher(pattern)
     except re2.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+        # RE2 words the error as "<what>: <the pattern>", and the pattern can be a parameter value (the
+        # library also prints this message to stderr): keep only what is wrong.
+        detail = exc.args[0] if exc.args else ""
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        what = str(detail).split(":", 1)[0].strip() or "not valid RE2 syntax"
+        raise ValueError(f"invalid regular expression ({what}); the pattern is not repeated here") from None
     return search(text)
 
 

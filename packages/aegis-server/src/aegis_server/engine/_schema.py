@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,10 +33,6 @@ __all__ = [
 
 _MAX_ERRORS = 20
 _SENSITIVE_KEY = "x-sensitive"
-_ITEMS = "[]"
-
-SensitiveTree = Mapping[str, Any]
-"""`{property: True | subtree}`; the key `"[]"` stands for every item of an array."""
 
 
 class SchemaCompileError(ValueError):
@@ -138,6 +135,20 @@ class CompiledSchema:
         redacted = _redact(parameters, self.sensitive, key)
         assert isinstance(redacted, dict)
         return redacted
+
+    def sensitive_values(self, parameters: Mapping[str, Any]) -> list[Any]:
+        """The raw values of the sensitive fields in `parameters` (to scrub them from error texts); each
+        marked value whole (a string, a number, or an object or array as sent)."""
+        if self.sensitive is None:
+            return []
+        found: list[Any] = []
+
+        def collect(value: Any) -> Any:
+            found.append(value)
+            return value
+
+        _walk(parameters, self.sensitive, collect)
+        return found
 
 
 def compile_schema(schema: Mapping[str, Any]) -> CompiledSchema:
@@ -378,49 +389,346 @@ def _object_check(properties: Any, additional: Any) -> _Check | None:
     return check_object
 
 
-def _sensitive_tree(schema: Any) -> SensitiveTree | None:
-    if not isinstance(schema, Mapping):
+# -- sensitive fields ------------------------------------------------------------------------------
+# `"x-sensitive": true` marks a subschema: every value it validates is stored as a keyed hash. The mark is
+# honoured under the keywords that say which value a subschema validates: `properties`,
+# `patternProperties`, `additionalProperties`, `items` (a schema or, in older drafts, a list),
+# `prefixItems`, `additionalItems`, the in-place applicators `allOf`/`anyOf`/`oneOf`, `if`/`then`/`else`,
+# `dependentSchemas` (and draft-7 `dependencies`), and local references (`$ref` into `$defs`). Where
+# branches disagree (`anyOf` with one marked branch), the value is redacted: a branch that marks it is
+# enough. Everywhere else (`not`, `contains`, `propertyNames`, `unevaluated*`, an unreferenced `$defs`
+# entry, a recursive reference, a keyword AEGIS does not know) the mark could not be honoured, so the
+# schema is refused when it is compiled, naming the JSON path. The mark must be a JSON boolean.
+
+_SENSITIVE_KEYWORDS = (
+    "properties, patternProperties, additionalProperties, items, prefixItems, additionalItems, allOf, anyOf, "
+    "oneOf, if/then/else, dependentSchemas, and local $ref (e.g. to '#/$defs/name')"
+)
+_IN_PLACE_LISTS = ("allOf", "anyOf", "oneOf")
+_IN_PLACE_SINGLE = ("if", "then", "else")
+_IN_PLACE_MAPS = ("dependentSchemas", "dependencies")
+_REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+_SCHEMA_SINGLE = (
+    "additionalProperties",
+    "items",
+    "additionalItems",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "propertyNames",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "contentSchema",
+)
+_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies")
+_DATA = frozenset({"enum", "const", "default", "examples", "example"})
+
+_Path = tuple[str | int, ...]
+
+
+class _Facet:
+    """What one schema object says about the children of the value it validates (only marked parts kept)."""
+
+    __slots__ = ("additional", "names", "patterns", "prefix", "properties", "rest", "searches")
+
+    def __init__(
+        self,
+        properties: dict[str, _Node],
+        names: frozenset[str],
+        patterns: tuple[tuple[Callable[[str], Any], _Node], ...],
+        searches: tuple[Callable[[str], Any], ...],
+        additional: _Node | None,
+        prefix: tuple[_Node | None, ...],
+        rest: _Node | None,
+    ) -> None:
+        self.properties = properties  # marked properties
+        self.names = names  # every property name of the schema object (for additionalProperties)
+        self.patterns = patterns  # marked patternProperties
+        self.searches = searches  # every patternProperties pattern (for additionalProperties)
+        self.additional = additional
+        self.prefix = prefix  # prefixItems (or a draft-4..2019 `items` list)
+        self.rest = rest  # the items after the prefix
+
+    def key_children(self, name: str, found: list[_Node]) -> None:
+        child = self.properties.get(name)
+        if child is not None:
+            found.append(child)
+        for search, node in self.patterns:
+            if search(name) is not None:
+                found.append(node)
+        if (
+            self.additional is not None
+            and name not in self.names
+            and not any(search(name) is not None for search in self.searches)
+        ):
+            found.append(self.additional)
+
+    def index_child(self, index: int) -> _Node | None:
+        return self.prefix[index] if index < len(self.prefix) else self.rest
+
+
+class _Node:
+    """The sensitive part of a (sub)schema: `whole` (the value itself), or what its facets mark below."""
+
+    __slots__ = ("facets", "simple", "whole")
+
+    def __init__(self, whole: bool, facets: tuple[_Facet, ...] = ()) -> None:
+        self.whole = whole
+        self.facets = facets
+        # The common shape (one schema object marking only named properties): a plain lookup per key.
+        only = facets[0] if len(facets) == 1 else None
+        self.simple: dict[str, _Node] | None = (
+            only.properties if only is not None and not only.patterns and only.additional is None else None
+        )
+
+
+_WHOLE = _Node(True)
+
+SensitiveTree = _Node
+"""The compiled map of a schema's sensitive values (see `_SensitivePlan`)."""
+
+
+def _merge(nodes: list[_Node]) -> _Node | None:
+    if not nodes:
         return None
-    tree: dict[str, Any] = {}
-    properties = schema.get("properties")
-    if isinstance(properties, Mapping):
-        for name, sub in properties.items():
-            if isinstance(sub, Mapping) and sub.get(_SENSITIVE_KEY) is True:
-                tree[str(name)] = True
-            else:
-                child = _sensitive_tree(sub)
-                if child:
-                    tree[str(name)] = child
-    items = schema.get("items")
-    if isinstance(items, Mapping):
-        if items.get(_SENSITIVE_KEY) is True:
-            tree[_ITEMS] = True
+    if len(nodes) == 1:
+        return nodes[0]
+    if any(node.whole for node in nodes):
+        return _WHOLE
+    return _Node(False, tuple(facet for node in nodes for facet in node.facets))
+
+
+def _pointer(path: _Path) -> str:
+    return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def _marks(schema: Any) -> list[_Path]:
+    """The JSON paths of every `"x-sensitive": true` in schema positions; refuses non-boolean marks and marks
+    where no schema is (under a keyword AEGIS does not know)."""
+    found: list[_Path] = []
+    stack: list[tuple[Any, _Path, bool]] = [(schema, (), True)]
+    while stack:
+        node, path, is_schema = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, (*path, index), is_schema) for index, item in enumerate(node))
+            continue
+        if not isinstance(node, Mapping):
+            continue
+        if _SENSITIVE_KEY in node:
+            where = _pointer((*path, _SENSITIVE_KEY))
+            mark = node[_SENSITIVE_KEY]
+            if not isinstance(mark, bool):
+                raise SchemaCompileError(
+                    f"parameter_schema: {_SENSITIVE_KEY} at {where} must be true or false (a JSON boolean), "
+                    f'not {_short(mark)}; write "{_SENSITIVE_KEY}": true'
+                )
+            if not is_schema:
+                raise SchemaCompileError(
+                    f"parameter_schema: {_SENSITIVE_KEY} at {where} is not in a schema, so nothing would be "
+                    f"redacted; put it on the schema of the value to redact (under {_SENSITIVE_KEYWORDS})"
+                )
+            if mark:
+                found.append(path)
+        if not is_schema:
+            stack.extend((value, (*path, key), False) for key, value in node.items())
+            continue
+        for key, value in node.items():
+            if key in _DATA or key == _SENSITIVE_KEY:
+                continue
+            if key in _SCHEMA_MAPS and isinstance(value, Mapping):
+                stack.extend((sub, (*path, key, name), True) for name, sub in value.items())
+            elif key in _SCHEMA_SINGLE or key in _SCHEMA_LISTS:
+                stack.append((value, (*path, key), True))
+            else:  # an unknown keyword's value is not a schema
+                stack.append((value, (*path, key), False))
+    return found
+
+
+class _SensitivePlan:
+    """Builds the `_Node` of a schema, recording which marks it honoured."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.honoured: set[_Path] = set()
+        self.done: dict[str, _Node | None] = {}
+        self.active: list[str] = []
+        self.recursive: set[str] = set()
+
+    def build(self, schema: Any, path: _Path) -> _Node | None:
+        if not isinstance(schema, Mapping):
+            return None
+        nodes: list[_Node] = []
+        whole = schema.get(_SENSITIVE_KEY) is True
+        if whole:
+            self.honoured.add(path)
+        facet = self._facet(schema, path)
+        if facet is not None:
+            nodes.append(_Node(False, (facet,)))
+        for keyword in _IN_PLACE_LISTS:
+            branches = schema.get(keyword)
+            if isinstance(branches, list):
+                for index, branch in enumerate(branches):
+                    self._add(nodes, self.build(branch, (*path, keyword, index)))
+        for keyword in _IN_PLACE_SINGLE:
+            self._add(nodes, self.build(schema.get(keyword), (*path, keyword)))
+        for keyword in _IN_PLACE_MAPS:
+            named = schema.get(keyword)
+            if isinstance(named, Mapping):
+                for name, sub in named.items():
+                    self._add(nodes, self.build(sub, (*path, keyword, name)))
+        for keyword in _REF_KEYWORDS:
+            reference = schema.get(keyword)
+            if isinstance(reference, str) and reference.startswith("#"):
+                self._add(nodes, self._reference(reference))
+        if whole:
+            return _WHOLE
+        return _merge(nodes)
+
+    @staticmethod
+    def _add(nodes: list[_Node], node: _Node | None) -> None:
+        if node is not None:
+            nodes.append(node)
+
+    def _facet(self, schema: Mapping[str, Any], path: _Path) -> _Facet | None:
+        properties: dict[str, _Node] = {}
+        names: frozenset[str] = frozenset()
+        declared = schema.get("properties")
+        if isinstance(declared, Mapping):
+            names = frozenset(str(name) for name in declared)
+            for name, sub in declared.items():
+                self._put(properties, str(name), self.build(sub, (*path, "properties", name)))
+        patterns: list[tuple[Callable[[str], Any], _Node]] = []
+        searches: list[Callable[[str], Any]] = []
+        pattern_schemas = schema.get("patternProperties")
+        if isinstance(pattern_schemas, Mapping):
+            for pattern, sub in pattern_schemas.items():
+                search = _compiled_regex(str(pattern)).search
+                searches.append(search)
+                node = self.build(sub, (*path, "patternProperties", pattern))
+                if node is not None:
+                    patterns.append((search, node))
+        additional = self.build(schema.get("additionalProperties"), (*path, "additionalProperties"))
+        items = schema.get("items")
+        prefix_schemas = schema.get("prefixItems")
+        prefix_key = "prefixItems"
+        if not isinstance(prefix_schemas, list) and isinstance(items, list):
+            prefix_schemas, prefix_key = items, "items"
+        prefix: tuple[_Node | None, ...] = ()
+        if isinstance(prefix_schemas, list):
+            prefix = tuple(self.build(sub, (*path, prefix_key, index)) for index, sub in enumerate(prefix_schemas))
+        if isinstance(items, Mapping):
+            rest = self.build(items, (*path, "items"))
         else:
-            child = _sensitive_tree(items)
-            if child:
-                tree[_ITEMS] = child
-    return tree or None
+            rest = self.build(schema.get("additionalItems"), (*path, "additionalItems"))
+        if all(node is None for node in prefix):
+            prefix = ()
+        if not (properties or patterns or additional or prefix or rest):
+            return None
+        return _Facet(properties, names, tuple(patterns), tuple(searches), additional, prefix, rest)
+
+    @staticmethod
+    def _put(properties: dict[str, _Node], name: str, node: _Node | None) -> None:
+        if node is not None:
+            properties[name] = node
+
+    def _reference(self, reference: str) -> _Node | None:
+        if reference in self.done:
+            return self.done[reference]
+        if reference in self.active:
+            self.recursive.add(reference)
+            return None
+        target: Any = self.root
+        path: list[str | int] = []
+        for raw in reference[1:].split("/")[1:] if reference != "#" else []:
+            token = urllib.parse.unquote(raw).replace("~1", "/").replace("~0", "~")
+            if isinstance(target, Mapping) and token in target:
+                target = target[token]
+                path.append(token)
+            elif isinstance(target, list) and token.isdigit() and int(token) < len(target):
+                target = target[int(token)]
+                path.append(int(token))
+            else:  # `check_references` refuses this first; nothing to honour here
+                return None
+        self.active.append(reference)
+        try:
+            node = self.build(target, tuple(path))
+        finally:
+            self.active.pop()
+        if node is not None and reference in self.recursive:
+            raise SchemaCompileError(
+                f"parameter_schema: {_SENSITIVE_KEY} under the recursive reference {reference!r} is not supported "
+                "(the redactor cannot follow a schema into itself); mark the field in a schema that does not "
+                "refer to itself"
+            )
+        self.done[reference] = node
+        return node
+
+
+def _sensitive_tree(schema: Any) -> SensitiveTree | None:
+    """The compiled sensitive map of `schema`, or None when nothing is marked. Raises `SchemaCompileError`
+    for a mark that is not a boolean or that the redactor could not honour where it stands."""
+    marks = _marks(schema)
+    if not marks:
+        return None
+    plan = _SensitivePlan(schema)
+    try:
+        node = plan.build(schema, ())
+    except RecursionError:
+        raise SchemaCompileError(
+            "parameter_schema nests too deeply to map its x-sensitive fields; flatten it (use $defs)"
+        ) from None
+    for mark in sorted(marks, key=lambda path: [str(part) for part in path]):
+        if mark not in plan.honoured:
+            raise SchemaCompileError(
+                f"parameter_schema: {_SENSITIVE_KEY} at {_pointer((*mark, _SENSITIVE_KEY))} cannot be honoured "
+                f"there, so the value would be stored in clear; AEGIS redacts values marked under "
+                f"{_SENSITIVE_KEYWORDS}, and not under not, contains, propertyNames, unevaluatedProperties, "
+                "unevaluatedItems or an unreferenced $defs entry; move the mark"
+            )
+    return node
+
+
+def _walk(value: Any, node: _Node, replace: Callable[[Any], Any]) -> Any:
+    """`value` with every sensitive part replaced by `replace(part)`."""
+    if node.whole:
+        return replace(value)
+    if isinstance(value, Mapping):
+        simple = node.simple
+        if simple is not None:
+            return {
+                name: item if (child := simple.get(name)) is None else _walk(item, child, replace)
+                for name, item in value.items()
+            }
+        out: dict[str, Any] = {}
+        found: list[_Node] = []
+        for name, item in value.items():
+            found.clear()
+            for facet in node.facets:
+                facet.key_children(name, found)
+            child = _merge(found)
+            out[name] = item if child is None else _walk(item, child, replace)
+        return out
+    if isinstance(value, list):
+        if len(node.facets) == 1:
+            facet = node.facets[0]
+            return [
+                item if (child := facet.index_child(index)) is None else _walk(item, child, replace)
+                for index, item in enumerate(value)
+            ]
+        items: list[Any] = []
+        for index, item in enumerate(value):
+            children = [c for c in (facet.index_child(index) for facet in node.facets) if c is not None]
+            child = _merge(children)
+            items.append(item if child is None else _walk(item, child, replace))
+        return items
+    return value
 
 
 def _redact(value: Any, tree: SensitiveTree, key: bytes) -> Any:
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for name, item in value.items():
-            rule = tree.get(name)
-            if rule is True:
-                out[name] = hash_value(item, key)
-            elif isinstance(rule, Mapping):
-                out[name] = _redact(item, rule, key)
-            else:
-                out[name] = item
-        return out
-    if isinstance(value, list):
-        rule = tree.get(_ITEMS)
-        if rule is True:
-            return [hash_value(item, key) for item in value]
-        if isinstance(rule, Mapping):
-            return [_redact(item, rule, key) for item in value]
-    return value
+    return _walk(value, tree, lambda item: hash_value(item, key))
 
 
 def _error_order(error: jsonschema.exceptions.ValidationError) -> tuple[int, str]:

@@ -24,6 +24,8 @@ Semantics (docs/policies.md explains them with examples):
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -100,6 +102,8 @@ def evaluate(
     context: Any = None  # the library's context, built only when a condition needs the library
     projected: dict[str, Any] | None = None
     scope_units = 0
+    sensitive = compiled.schema.sensitive is not None
+    secrets: _Secrets | None = None  # the sensitive values to keep out of error texts, found on the first error
     for rule in compiled.rules:
         condition = rule.condition
         if condition.always_true:
@@ -137,7 +141,12 @@ def evaluate(
                     context = new_context(projected)
                 result = condition.program.execute(context)
             except Exception as exc:  # fail closed on anything the evaluator raises
-                failed.append((rule, _error_text(exc)))
+                if failed:  # only the first failure's error is worded in the reason
+                    failed.append((rule, ""))
+                    continue
+                if secrets is None:
+                    secrets = _Secrets(compiled.schema.sensitive_values(parameters)) if sensitive else _NO_SECRETS
+                failed.append((rule, _error_text(exc, secrets)))
                 continue
         if result is True:
             matched.append(rule)
@@ -277,8 +286,92 @@ def _risk(compiled: CompiledCapability, matched: Sequence[CompiledRule]) -> tupl
     return score, f"risk {score:g} {text}"
 
 
-def _error_text(exc: BaseException) -> str:
+# A quoted literal in an error message: '...' or "..." (backslash escapes allowed), or one cut off by the end
+# of the message (the library may quote only the start of a long value). The library's own
+# "Function 'name' error" keeps its function name (a sensitive value equal to it is still scrubbed as a value).
+_QUOTED = re.compile(r"""(Function '\w+')|b?'(?:[^'\\]|\\.)*(?:'|$)|b?"(?:[^"\\]|\\.)*(?:"|$)""", re.DOTALL)
+_REDACTED = "[redacted]"
+_MIN_PREFIX = 4  # a cut-off quote of a sensitive value is scrubbed down to its first 4 characters
+
+
+class _Secrets:
+    """The sensitive values of one proposal, as the strings an error message could show them as."""
+
+    __slots__ = ("active", "forms", "prefixes")
+
+    def __init__(self, values: Sequence[Any] | None) -> None:
+        self.active = values is not None  # the capability has sensitive fields (even if none was sent)
+        self.forms: list[str] = []
+        self.prefixes: list[str] = []  # strings whose start could be quoted alone
+        for value in values or ():
+            self._add(value)
+        self.forms.sort(key=len, reverse=True)  # the longest form first: "'1234'" before "1234"
+
+    def __bool__(self) -> bool:
+        return self.active
+
+    def _add(self, value: Any) -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                self._add(str(name))
+                self._add(item)
+            return
+        if isinstance(value, list):
+            for item in value:
+                self._add(item)
+            return
+        if value is None or isinstance(value, bool):
+            return  # `null`/`true`/`false` are words of every message, and say next to nothing
+        text = str(value)
+        if not text:
+            return
+        forms = {text, repr(value), json.dumps(value), json.dumps(value, ensure_ascii=False)}
+        if isinstance(value, str):
+            forms.add(text.encode("unicode_escape").decode("ascii"))
+            self.prefixes.append(text)
+        self.forms.extend(form for form in forms if form)
+
+    def scrub(self, message: str) -> str:
+        """`message` without any quoted literal and without any form (or cut-off start) of a sensitive value."""
+        message = _QUOTED.sub(_keep_function_name, message)
+        for form in self.forms:
+            message = message.replace(form, _REDACTED)
+        for text in self.prefixes:
+            while True:
+                length = _longest_prefix_in(text, message)
+                if length < min(_MIN_PREFIX, len(text)):
+                    break
+                message = message.replace(text[:length], _REDACTED)
+        return message
+
+
+_NO_SECRETS = _Secrets(None)
+
+
+def _keep_function_name(match: re.Match[str]) -> str:
+    return match.group(1) or _REDACTED
+
+
+def _longest_prefix_in(text: str, message: str) -> int:
+    """The length of the longest start of `text` found in `message` (a start is found when a longer one is)."""
+    low, high = 0, min(len(text), len(message))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if text[:middle] in message:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _error_text(exc: BaseException, secrets: _Secrets = _NO_SECRETS) -> str:
+    """The error of a failed condition for the reason. When the capability has sensitive fields, every quoted
+    literal and every form of a sensitive value is replaced by `[redacted]`: the reason is returned to the
+    proposer and audited, and must not carry the values the audit stores only as keyed hashes."""
     message = str(exc)
+    if secrets:
+        # Cut first (a value cut off at the end is scrubbed by its start), so the scrub works on little text.
+        message = secrets.scrub(message[: 2 * _MAX_ERROR_TEXT])
     if isinstance(exc, KeyError):
         message = f"no such key {message} (guard optional fields with has(...))"
     text = f"{type(exc).__name__}: {message}"
