@@ -140,7 +140,8 @@ class AegisHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
-        self._in_body = True
+        # (A WebSocket upgrade hands the connection to another protocol: no body to time.)
+        self._in_body = not (self.parser.should_upgrade() and self._should_upgrade())
         self._cancel_head_timer()
         super().on_headers_complete()
 
