@@ -172,8 +172,12 @@ class AegisHttpToolsProtocol(HttpToolsProtocol):
         """Answer `status` in the envelope (unless the app already answers) and close the connection."""
         self._cancel_head_timer()
         self._cancel_body_timer()
-        cycle = self.cycle if not self._awaiting_head else None
-        if cycle is None or not cycle.response_started:
+        cycle = self.cycle
+        if self._awaiting_head:  # a next head: answer only when no earlier (pipelined) answer is due
+            can_answer = cycle is None or cycle.response_complete
+        else:  # this request's body: answer only when the app has not started to
+            can_answer = cycle is None or not cycle.response_started
+        if can_answer:
             self.transport.write(protocol_error_bytes(message, status=status, code=code, details=details))
         self._end_request()
         self.transport.close()
