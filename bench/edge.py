@@ -12,7 +12,9 @@ Servers compared, each the AEGIS app on a SQLite file with the example policies,
 Measured for each: decisions/s at 32 keep-alive connections (closed loop) and the server's CPU time per
 decision (for `aegis-serve` also while `/api/v1/ready` is polled ten times a second: its write probe);
 then, with 2,000 sockets open (half a partial request head, half nothing), how long a new client waits
-for `/health`, and how many of the 2,000 the server closed by itself within the header timeout + 5 s.
+for `/health`, and how many of the 2,000 the server closed by itself within the header timeout + 5 s; and
+with 1,000 sockets that sent a complete head announcing a body, and one byte of it, how many the server
+answered and closed within the body timeout + 5 s.
 The same again with the soft open-files limit at 1,024 (a common default), where a server that does not
 raise it cannot accept the new client. Loopback only, bounded in time and count.
 """
@@ -41,7 +43,9 @@ from ._common import POLICIES, RESULTS_DIR, cpu_seconds, dump_json, free_port, m
 from .rules import server_proposal
 
 HEADER_TIMEOUT = 5.0
+BODY_TIMEOUT = 5.0
 SOCKETS = 2000
+SLOW_BODIES = 1000
 PROPOSE = "/api/v1/governance/propose"
 
 # The app under each server: the same create_app and settings; only the HTTP server differs.
@@ -88,7 +92,8 @@ def _argv(kind: str, port: int, tmp: Path, db_url: str) -> list[str]:
         return [sys.executable, "-c", _STOCK, str(port)]
     if kind == "aegis-serve":
         return [sys.executable, "-m", "aegis_server", "serve", "--db", db_url, "--policy", str(POLICIES),
-                "--port", str(port), "--header-timeout", str(HEADER_TIMEOUT), "--log-level", "warning"]  # fmt: skip
+                "--port", str(port), "--header-timeout", str(HEADER_TIMEOUT), "--body-timeout", str(BODY_TIMEOUT),
+                "--log-level", "warning"]  # fmt: skip
     (tmp / "granian_app.py").write_text(_GRANIAN_APP)
     return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
             "--loop", "uvloop", "--workers", "1", "--http", "1", "--no-ws", "--log-level", "warning",
@@ -139,7 +144,7 @@ def _poll_ready(base: str, stop: threading.Event, answers: list[int]) -> None:
 def _throughput(kind: str, tmp: Path, duration: float, *, poll_ready: bool = False) -> dict[str, Any]:
     with _server(kind, tmp) as (base, proc):
         db_url = f"sqlite+aiosqlite:///{tmp / kind}.db"
-        key = _cli(db_url, "keys", "create", "--name", "bench", "--scopes", "governance:propose")
+        key = _cli(db_url, "keys", "create", "--name", "bench", "--scopes", "governance:propose", "--actors", "*")
         body = json.dumps(server_proposal()).encode()
         loadgen.run_python(base + PROPOSE, body, f"Bearer {key}", connections=4, duration=1.0)  # warm up
         stop = threading.Event()
@@ -219,6 +224,44 @@ def _slowloris(kind: str, tmp: Path, nofile: int | None) -> dict[str, Any]:
         }
 
 
+def _slow_bodies(kind: str, tmp: Path) -> dict[str, Any]:
+    """SLOW_BODIES connections send a complete head announcing 100,000 bytes of body, then one byte: how long
+    a new client waits, and how many of them the server answers and closes within the body timeout + 5 s."""
+    head = (
+        b"POST /api/v1/governance/propose HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000\r\n\r\n{"
+    )
+    with _server(kind, tmp) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        socks: list[socket.socket] = []
+        opened_at = time.monotonic()
+        try:
+            for _ in range(SLOW_BODIES):
+                try:
+                    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                    sock.sendall(head)
+                except OSError:
+                    continue
+                sock.setblocking(False)
+                socks.append(sock)
+            time.sleep(0.5)
+            waits = []
+            for _ in range(10):
+                elapsed, _status = _get_health(base)
+                if elapsed is not None:
+                    waits.append(elapsed * 1000)
+            closed = _closed_within(socks, opened_at + BODY_TIMEOUT + 5)
+        finally:
+            for sock in socks:
+                sock.close()
+        return {
+            "sockets_opened": len(socks),
+            "new_client_answers": f"{len(waits)}/10",
+            "new_client_max_ms": round(max(waits), 2) if waits else None,
+            "closed_by_server_within_body_timeout_plus_5s": closed,
+        }
+
+
 def _closed_within(socks: list[socket.socket], deadline: float) -> int:
     selector = selectors.DefaultSelector()
     for sock in socks:
@@ -249,7 +292,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     kinds = ["uvicorn-stock", "aegis-serve"] + (["granian"] if _have_granian() else [])
     duration = 3.0 if quick else 8.0
-    results: dict[str, Any] = {"machine": machine(), "header_timeout_s": HEADER_TIMEOUT, "sockets": SOCKETS}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "header_timeout_s": HEADER_TIMEOUT,
+        "body_timeout_s": BODY_TIMEOUT,
+        "sockets": SOCKETS,
+        "slow_body_sockets": SLOW_BODIES,
+    }
     with tempfile.TemporaryDirectory(prefix="aegis-bench-edge-") as folder:
         tmp = Path(folder)
         for kind in kinds:
@@ -264,6 +313,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             entry["slowloris"] = _slowloris(kind, tmp, None)
             print(f"[edge] {kind}: the same under a soft limit of 1,024 open files", file=sys.stderr, flush=True)
             entry["slowloris_nofile_1024"] = _slowloris(kind, tmp, 1024)
+            print(f"[edge] {kind}: {SLOW_BODIES} slow bodies", file=sys.stderr, flush=True)
+            entry["slow_bodies"] = _slow_bodies(kind, tmp)
             results[kind] = entry
     return results
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import os
 import resource
 import selectors
 import signal
 import socket
 import sqlite3
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -167,6 +170,129 @@ def test_idle_and_partial_header_connections_are_closed_and_a_new_client_is_serv
         for sock in partial + idle + kept_alive:
             sock.close()
     assert "Traceback" not in edge_server.logs()
+
+
+BODY_TIMEOUT = 2.0
+SLOW_BODY_HEAD = (
+    b"POST /api/v1/governance/propose HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100000\r\n\r\n{"
+)
+
+
+def _read_all(sock: socket.socket, deadline: float) -> bytes:
+    """What the server sends until it closes the connection (or the deadline passes)."""
+    answer = b""
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except OSError:  # a timeout or a reset
+            break
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def _parse_answer(answer: bytes) -> tuple[str, dict[str, str], Any]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return lines[0], headers, json.loads(body)
+
+
+@pytest.mark.slow
+def test_a_stalled_or_dripping_body_is_answered_408_and_the_connection_closed(tmp_path: Path) -> None:
+    env = {"AEGIS_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT), "AEGIS_HEADER_TIMEOUT_SECONDS": "30"}
+    with ServerProcess(sqlite_url(tmp_path), tmp_path / "server.log", env=env, log_level="info") as server:
+        stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(10)]
+        dripping = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(10)]
+        try:
+            for sock in stalled + dripping:
+                sock.sendall(SLOW_BODY_HEAD)
+            # The dripping ones send a byte every 0.25 s: more bytes do not buy more time.
+            deadline = time.monotonic() + BODY_TIMEOUT + 15
+            closed_at: dict[socket.socket, float] = {}
+            started = time.monotonic()
+            while time.monotonic() < deadline and len(closed_at) < len(dripping):
+                for sock in dripping:
+                    if sock in closed_at:
+                        continue
+                    try:
+                        sock.sendall(b" ")
+                    except OSError:
+                        closed_at[sock] = time.monotonic() - started
+                time.sleep(0.25)
+            # Meanwhile a new client is served, and so is a request whose body arrives in time.
+            assert httpx.get(f"{server.endpoint}/api/v1/health", timeout=10).status_code == 200
+            for sock in stalled + dripping:
+                answer = _read_all(sock, time.monotonic() + BODY_TIMEOUT + 10)
+                assert answer, "the server sent nothing (and did not close the connection)"
+                status, headers, body = _parse_answer(answer)
+                assert status == "HTTP/1.1 408 Request Timeout", answer[:200]
+                assert headers["connection"] == "close"
+                error = _assert_envelope(body, "validation_error", "body_timeout")
+                assert error["details"] == {"timeout_seconds": BODY_TIMEOUT}
+                assert error["request_id"] == headers["x-request-id"]
+            assert all(at < BODY_TIMEOUT + 8 for at in closed_at.values()), closed_at
+        finally:
+            for sock in stalled + dripping:
+                sock.close()
+        assert httpx.get(f"{server.endpoint}/api/v1/health", timeout=10).status_code == 200
+        logs = server.logs()
+    assert "Traceback" not in logs and "Exception in ASGI application" not in logs, logs[-3000:]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"X-Big: " + b"a" * 200_000 + b"\r\n",  # one long line, sent in one piece
+        b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 1000) for i in range(100)),  # many lines adding up
+    ],
+    ids=["one-long-header", "many-headers"],
+)
+def test_a_request_head_over_the_limit_is_431_and_the_connection_closed(
+    edge_server: ServerProcess, headers: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", edge_server.port), timeout=10) as sock:
+        with contextlib.suppress(OSError):  # the server may close before it has read everything
+            sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: edge\r\n" + headers)
+            sock.sendall(b"X-More: " + b"c" * 300_000)  # and it does not wait for the end of the head
+        answer = _read_all(sock, time.monotonic() + 10)
+    status, response_headers, body = _parse_answer(answer)
+    assert status == "HTTP/1.1 431 Request Header Fields Too Large", answer[:200]
+    assert response_headers["connection"] == "close"
+    error = _assert_envelope(body, "validation_error", "headers_too_large")
+    assert error["details"] == {"max_bytes": 64 * 1024}
+    # Below the limit, a large head is still served.
+    response = httpx.get(f"{edge_server.endpoint}/api/v1/health", headers={"X-Big": "a" * 50_000}, timeout=10)
+    assert response.status_code == 200
+
+
+def test_sigterm_ends_requests_still_waiting_for_their_body_without_a_traceback(tmp_path: Path) -> None:
+    env = {"AEGIS_SHUTDOWN_TIMEOUT_SECONDS": "2"}
+    server = ServerProcess(sqlite_url(tmp_path), tmp_path / "server.log", env=env, log_level="info").start()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(50):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(SLOW_BODY_HEAD)
+            socks.append(sock)
+        assert httpx.get(f"{server.endpoint}/api/v1/health", timeout=10).status_code == 200
+        time.sleep(0.3)  # every request has started (and is waiting for its body)
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(timeout=30)
+        left = _wait_closed(socks, time.monotonic() + 5)
+    finally:
+        for sock in socks:
+            sock.close()
+        server.kill()
+    logs = server.logs()
+    assert code == 0, logs[-3000:]
+    assert not left, f"{len(left)} connections were not closed"
+    assert "Exception in ASGI application" not in logs and "Traceback" not in logs, logs[-3000:]
+    assert "aegis-server stopped (SIGTERM): graceful shutdown complete" in logs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,11 +459,100 @@ async def test_ready_is_503_and_the_log_names_the_cause_when_sqlite_is_full(
     finally:
         event.remove(Engine, "connect", no_room)
     assert _logged(caplog, "database error on POST /api/v1/governance/propose: disk full")
-    # The probe rolled back: the file did not grow.
+    # The large probe row was rolled back: the file did not grow.
     with sqlite3.connect(path) as conn:
         assert (
-            conn.execute("SELECT count(*) FROM server_settings WHERE name LIKE 'aegis.readiness%'").fetchone()[0] == 0
+            conn.execute("SELECT count(*) FROM server_settings WHERE name = 'aegis.readiness_probe'").fetchone()[0] == 0
         )
+
+
+async def test_ready_commits_a_heartbeat_of_constant_size(tmp_path: Path) -> None:
+    path = tmp_path / "aegis.db"
+    await _prepare(f"sqlite+aiosqlite:///{path}")
+
+    def heartbeat() -> tuple[list[tuple[str, str]], int]:
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT name, value FROM server_settings WHERE name LIKE 'aegis.readiness%'").fetchall()
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return rows, int(conn.execute("PRAGMA page_count").fetchone()[0])
+
+    async with _served(_settings(f"sqlite+aiosqlite:///{path}", db_migrate=False)) as (_, client):
+        assert (await client.get("/api/v1/ready")).status_code == 200
+        first, pages = heartbeat()
+        seen = {first[0][1]} if first else set()
+        for _ in range(3):
+            await asyncio.sleep(probe_module.PROBE_CACHE_SECONDS + 0.05)
+            assert (await client.get("/api/v1/ready")).status_code == 200
+            rows, now_pages = heartbeat()
+            # One committed row, rewritten in place: the probe really writes, and the file does not grow.
+            assert [name for name, _ in rows] == ["aegis.readiness_heartbeat"], rows
+            assert len(rows[0][1]) == len(first[0][1]) and now_pages == pages
+            seen.add(rows[0][1])
+        assert len(seen) == 4  # one write per probe, at most one probe a second
+
+
+@contextlib.contextmanager
+def _small_filesystem(folder: Path, megabytes: int) -> Iterator[Path]:
+    """A tmpfs of `megabytes` mounted at `folder` (root in a container); skips when it cannot be mounted."""
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a tmpfs to fill ({exc})")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=10, check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write zeros to `path` until the filesystem has no space left."""
+    block = b"\0" * 65536
+    with path.open("wb") as out:
+        try:
+            while True:
+                out.write(block)
+                out.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+        with contextlib.suppress(OSError):
+            os.fsync(out.fileno())
+
+
+async def test_ready_notices_a_full_disk_before_any_request_fails_and_while_it_stays_full(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with _small_filesystem(tmp_path / "disk", 8) as disk:
+        path = disk / "aegis.db"
+        key = await _prepare(f"sqlite+aiosqlite:///{path}")
+        with caplog.at_level(logging.INFO, logger="aegis_server"):
+            async with _served(_settings(f"sqlite+aiosqlite:///{path}", db_migrate=False)) as (app, client):
+                assert (await client.get("/api/v1/ready")).status_code == 200
+                with contextlib.suppress(OSError):
+                    _fill(disk / "filler")  # something else on the machine fills the disk
+                try:
+                    await asyncio.sleep(probe_module.PROBE_CACHE_SECONDS + 0.05)
+                    # No request has failed yet: the probe alone says so.
+                    await _assert_not_ready(client, "disk_full")
+                    # The probe found it itself (no failed request is remembered): it holds while the disk is full.
+                    health = app.state.service.storage
+                    assert health._failure is None
+                    await asyncio.sleep(probe_module.PROBE_CACHE_SECONDS + 0.05)
+                    await _assert_not_ready(client, "disk_full")
+                finally:
+                    (disk / "filler").unlink()
+                await asyncio.sleep(probe_module.PROBE_CACHE_SECONDS + 0.05)
+                assert (await client.get("/api/v1/ready")).status_code == 200
+                response = await client.post("/api/v1/governance/propose", json=_proposal(), headers=_auth(key))
+                assert response.status_code == 200, response.text
+    assert _logged(caplog, "not ready: store (disk full")
 
 
 @pytest.mark.postgres

@@ -9,13 +9,25 @@ What stock uvicorn 0.54 leaves open, and what this module adds:
   `header_timeout_seconds`, or the connection is closed. Idle keep-alive connections are closed after
   `keep_alive_timeout_seconds` (uvicorn's own timer). The timer is one `loop.call_later` per request
   head: measured in `bench/`, no cost per decision beyond noise.
+- **Slow or stalled bodies.** A complete head announcing a body (`Content-Length: 100000`) followed by a
+  byte a second, or by nothing, held a connection (and a request task blocked in `receive()`) forever.
+  A *body timer* runs from the moment the head is complete until the whole body has arrived: after
+  `body_timeout_seconds` the request is answered 408 in the JSON error envelope (when the app has not
+  started answering) and the connection is closed; the app's `receive()` returns `http.disconnect`. It
+  is armed only when the body did not arrive with its head, so a small request costs nothing.
+- **Head size.** httptools buffers a header line of any length: one 200 MB header was accepted, three
+  1 GB ones took the process to 3.2 GB. The bytes received before a head is complete are counted; over
+  `max_header_bytes` the request is answered 431 (the envelope) and the connection is closed.
 - **Protocol-level 400s** (a malformed request line, header or chunk encoding, rejected by the parser
   before any ASGI app runs) are answered with the JSON error envelope, not uvicorn's `text/plain`.
 - **File descriptors.** Thousands of open sockets need more than the common soft limit of 1,024 open
   files: `raise_open_files_limit()` raises the soft limit to the hard limit at start.
 - **Shutdown.** uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process died by the
   signal (exit -15) before the buffered log lines were written. `AegisServer` shuts down gracefully and
-  returns instead; `aegis-server serve` then logs its last line, flushes the log and exits 0.
+  returns instead; `aegis-server serve` then logs its last line, flushes the log and exits 0. Requests
+  still waiting for their body when the shutdown starts cannot finish: they are ended as a disconnect
+  (the app's `receive()` returns `http.disconnect`) and their connection closed, rather than cancelled
+  at the shutdown timeout with an "Exception in ASGI application" traceback each.
 """
 
 from __future__ import annotations
@@ -44,13 +56,31 @@ _BAD_REQUEST_MESSAGE = (
 )
 
 
-def protocol_error_bytes(message: str = _BAD_REQUEST_MESSAGE) -> bytes:
-    """The raw HTTP/1.1 400 answer, in the error envelope, for a request the parser rejected. It carries a
-    request id of its own (in the body and `X-Request-ID`), as every answer does."""
+_TIMEOUT_MESSAGE = (
+    "The request body did not arrive within {seconds:g} s of the request head, so the request was not read. "
+    "Send the whole body promptly (the limit is AEGIS_BODY_TIMEOUT_SECONDS)."
+)
+_HEADERS_TOO_LARGE_MESSAGE = (
+    "The request line and headers are larger than {limit} bytes, so the request was not read. Send smaller "
+    "headers (the limit is AEGIS_MAX_HEADER_BYTES)."
+)
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
+
+
+def protocol_error_bytes(
+    message: str = _BAD_REQUEST_MESSAGE,
+    *,
+    status: int = 400,
+    code: str = "bad_request",
+    details: dict[str, Any] | None = None,
+) -> bytes:
+    """The raw HTTP/1.1 answer, in the error envelope, for a request refused before any app ran (400: the
+    parser rejected it; 408: its body did not arrive in time; 431: its head is too large). It carries a
+    request id of its own (in the body and `X-Request-ID`), as every answer does, and closes."""
     request_id = new_request_id()
-    body = json.dumps(envelope("validation_error", "bad_request", message, {}, request_id=request_id))
+    body = json.dumps(envelope("validation_error", code, message, details or {}, request_id=request_id))
     head = (
-        "HTTP/1.1 400 Bad Request\r\n"
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
         "content-type: application/json\r\n"
         f"content-length: {len(body)}\r\n"
         f"x-request-id: {request_id}\r\n"
@@ -61,16 +91,21 @@ def protocol_error_bytes(message: str = _BAD_REQUEST_MESSAGE) -> bytes:
 
 
 class AegisHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline for each request head and JSON protocol errors.
+    """uvicorn's httptools protocol with deadlines for each request head and body, a bound on the head's
+    size, and JSON protocol errors.
 
     The head timer runs from the moment a connection opens (or the first byte of a next request on a
     kept-alive connection arrives) until the request line and headers are complete; it is not reset by
-    more bytes, so a client that drips its headers is closed on time. Bodies are bounded in size by the
-    body guard; their pace is left to a reverse proxy (`client_body_timeout`).
+    more bytes, so a client that drips its headers is closed on time. The body timer runs from then until
+    the body is complete, and is not reset by more bytes either. Bodies are bounded in size by the body
+    guard, heads here (`aegis_max_header_bytes`).
     """
 
     _head_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None
     _awaiting_head: bool = True
+    _in_body: bool = False  # the current request's head is complete, its body is not
+    _head_bytes: int = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -79,27 +114,80 @@ class AegisHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_head and self._head_timer is None:
-            self._arm_head_timer()  # the first byte of a next request on a kept-alive connection
+        if self._awaiting_head:
+            if self._head_timer is None:
+                self._arm_head_timer()  # the first byte of a next request on a kept-alive connection
+            self._head_bytes += len(data)
         super().data_received(data)
+        if self._awaiting_head:
+            limit = getattr(self.config, "aegis_max_header_bytes", None)
+            if limit is not None and self._head_bytes > limit and not self.transport.is_closing():
+                self._refuse(
+                    431,
+                    "headers_too_large",
+                    _HEADERS_TOO_LARGE_MESSAGE.format(limit=limit),
+                    {"max_bytes": limit},
+                )
+        elif self._in_body and self._body_timer is None:
+            # The head is complete and its body has not all arrived with it: the body has until the deadline.
+            timeout = getattr(self.config, "aegis_body_timeout", None)
+            if timeout is not None and not self.transport.is_closing():
+                self._body_timer = self.loop.call_later(float(timeout), self._body_timeout)
 
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
+        # (A WebSocket upgrade hands the connection to another protocol: no body to time.)
+        self._in_body = not (self.parser.should_upgrade() and self._should_upgrade())
         self._cancel_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._in_body = False
+        self._cancel_body_timer()
         self._awaiting_head = True  # whatever comes next on this connection is a new request head
+        self._head_bytes = 0
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's message ("Invalid HTTP request received.") is replaced by the envelope.
         self._cancel_head_timer()
+        self._cancel_body_timer()
         self.transport.write(protocol_error_bytes())
         self.transport.close()
+
+    def shutdown(self) -> None:
+        # A request still waiting for its body cannot finish during the graceful shutdown: end it as a
+        # disconnect now (no traceback when the shutdown timeout would have cancelled it).
+        if self._in_body and self.cycle is not None and not self.cycle.response_started:
+            self._end_request()
+            self.transport.close()
+            return
+        super().shutdown()
+
+    def _refuse(self, status: int, code: str, message: str, details: dict[str, Any]) -> None:
+        """Answer `status` in the envelope (unless the app already answers) and close the connection."""
+        self._cancel_head_timer()
+        self._cancel_body_timer()
+        cycle = self.cycle
+        if self._awaiting_head:  # a next head: answer only when no earlier (pipelined) answer is due
+            can_answer = cycle is None or cycle.response_complete
+        else:  # this request's body: answer only when the app has not started to
+            can_answer = cycle is None or not cycle.response_started
+        if can_answer:
+            self.transport.write(protocol_error_bytes(message, status=status, code=code, details=details))
+        self._end_request()
+        self.transport.close()
+
+    def _end_request(self) -> None:
+        """The app's `receive()` returns `http.disconnect` from now on, and what it sends is dropped."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
 
     def _arm_head_timer(self) -> None:
         timeout = getattr(self.config, "aegis_header_timeout", None)
@@ -113,10 +201,21 @@ class AegisHttpToolsProtocol(HttpToolsProtocol):
         if timer is not None:
             timer.cancel()
 
+    def _cancel_body_timer(self) -> None:
+        timer, self._body_timer = self._body_timer, None
+        if timer is not None:
+            timer.cancel()
+
     def _head_timeout(self) -> None:
         self._head_timer = None
         if self._awaiting_head and not self.transport.is_closing():
             self.transport.close()
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        if self._in_body and not self.transport.is_closing():
+            seconds = float(getattr(self.config, "aegis_body_timeout", 0.0))
+            self._refuse(408, "body_timeout", _TIMEOUT_MESSAGE.format(seconds=seconds), {"timeout_seconds": seconds})
 
 
 class AegisServer(uvicorn.Server):
@@ -164,8 +263,11 @@ def build_server(
     keep_alive_timeout: float,
     header_timeout: float,
     shutdown_timeout: int,
+    body_timeout: float = 30.0,
+    max_header_bytes: int = 64 * 1024,
 ) -> AegisServer:
-    """The configured server (not started): httptools with the head timer, uvloop, our logging."""
+    """The configured server (not started): httptools with the head and body timers and the head size
+    limit, uvloop, our logging."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -179,6 +281,9 @@ def build_server(
         timeout_keep_alive=keep_alive_timeout,  # type: ignore[arg-type]  # a float works (loop.call_later)
         timeout_graceful_shutdown=shutdown_timeout,
         backlog=4096,
+        h11_max_incomplete_event_size=max_header_bytes,  # the same bound, should the h11 protocol be used
     )
     config.aegis_header_timeout = header_timeout  # type: ignore[attr-defined]  # read by the protocol
+    config.aegis_body_timeout = body_timeout  # type: ignore[attr-defined]
+    config.aegis_max_header_bytes = max_header_bytes  # type: ignore[attr-defined]
     return AegisServer(config)

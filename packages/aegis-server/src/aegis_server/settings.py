@@ -98,6 +98,19 @@ class Settings(BaseModel):
         description="`serve`: a connection whose request line and headers are not complete this long after it "
         "opened (or after the first byte of its next request) is closed.",
     )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description="`serve`: a request whose body has not fully arrived this long after its head was complete "
+        "is answered 408 (or, when the app already answers, cut) and its connection closed.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="`serve`: a request line and headers larger than this are answered 431 and the connection closed.",
+    )
     shutdown_timeout_seconds: int = Field(
         default=30,
         gt=0,
@@ -185,6 +198,8 @@ _ENV_VARIABLES: dict[str, str] = {
     "audit_checkpoint_interval_seconds": "AEGIS_AUDIT_CHECKPOINT_INTERVAL_SECONDS",
     "keep_alive_timeout_seconds": "AEGIS_KEEP_ALIVE_TIMEOUT_SECONDS",
     "header_timeout_seconds": "AEGIS_HEADER_TIMEOUT_SECONDS",
+    "body_timeout_seconds": "AEGIS_BODY_TIMEOUT_SECONDS",
+    "max_header_bytes": "AEGIS_MAX_HEADER_BYTES",
     "shutdown_timeout_seconds": "AEGIS_SHUTDOWN_TIMEOUT_SECONDS",
 }
 _EMPTY_IS_UNSET = frozenset(

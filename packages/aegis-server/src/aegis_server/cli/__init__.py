@@ -169,6 +169,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         overrides["keep_alive_timeout_seconds"] = args.keep_alive_timeout
     if args.header_timeout is not None:
         overrides["header_timeout_seconds"] = args.header_timeout
+    if args.body_timeout is not None:
+        overrides["body_timeout_seconds"] = args.body_timeout
+    if args.max_header_bytes is not None:
+        overrides["max_header_bytes"] = args.max_header_bytes
     try:
         settings = Settings.from_env(**overrides)
     except ValueError as exc:
@@ -220,6 +224,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=args.proxy_headers,
         keep_alive_timeout=settings.keep_alive_timeout_seconds,
         header_timeout=settings.header_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
+        max_header_bytes=settings.max_header_bytes,
         shutdown_timeout=settings.shutdown_timeout_seconds,
     )
     try:
@@ -684,6 +690,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="close a connection whose request head is not complete in time "
         "(default: $AEGIS_HEADER_TIMEOUT_SECONDS or 10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="answer 408 and close when a request body has not fully arrived this long after its head "
+        "(default: $AEGIS_BODY_TIMEOUT_SECONDS or 30)",
+    )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=int,
+        metavar="BYTES",
+        help="answer 431 and close when a request line and headers exceed this size "
+        "(default: $AEGIS_MAX_HEADER_BYTES or 65536)",
     )
     serve.set_defaults(func=_cmd_serve)
 

@@ -1,25 +1,33 @@
 """Can the store write? The readiness probe, and the names of storage failures for the log.
 
 `/ready` used to ask only "does `SELECT 1` answer?": a read-only database or a full disk made every
-proposal fail (503) while readiness said 200, so a load balancer kept sending traffic to the replica. Now:
+proposal fail (503) while readiness said 200, so a load balancer kept sending traffic to the replica. Now
+`StorageHealth.check()` runs a *write probe* at most once per `PROBE_CACHE_SECONDS` (concurrent callers
+share one run; proposals never run it), in three steps:
 
-- `StorageHealth.check()` runs a *write probe* at most once per `PROBE_CACHE_SECONDS` (concurrent
-  callers share one run): it takes the write lock (SQLite `BEGIN IMMEDIATE`) and inserts into
-  `server_settings` a row large enough to need new pages, then rolls back. A read-only database
-  (SQLite `attempt to write a readonly database`, PostgreSQL `default_transaction_read_only`, a hot
-  standby) or a database at its size limit (SQLite `max_page_count`) fails it; nothing is kept, so the
-  probe neither grows the database nor touches the audit chain.
-- A full disk usually shows only when pages reach the file (a commit, a WAL checkpoint), which a
-  rolled-back probe never does. So every storage failure a real request meets is *noted*
-  (`note_failure`), and readiness stays 503 for `FAILURE_MEMORY_SECONDS` after the last one.
-- `describe_database_error` names the cause ("database is read-only", "disk full", ...) for the log and
-  the 503 answers, from the exception's class, SQLSTATE or SQLite error code, never from its text alone
-  and never logging the statement or its parameters.
+1. *Room to grow*: it takes the write lock (SQLite `BEGIN IMMEDIATE`) and inserts into `server_settings`
+   a row large enough to need new pages, then rolls back. A read-only database (SQLite `attempt to write
+   a readonly database`, PostgreSQL `default_transaction_read_only`, a hot standby) or a database at its
+   size limit (SQLite `max_page_count`) fails it; nothing is kept.
+2. *A real commit*: it upserts one heartbeat row (`aegis.readiness_heartbeat`, a fixed-width timestamp)
+   and commits, so the write really passes through the WAL and reaches the files: a file made immutable
+   (`chattr +i`) or a WAL that cannot be written fails it. The row has a constant size: the database does
+   not grow, and the audit chain is not touched.
+3. *Free space* (a SQLite file): less than `MIN_FREE_BYTES` free on the database's filesystem is a full
+   disk. A commit reuses WAL space already allocated, so a disk filled up by something else can let a
+   tiny heartbeat through while every batch of decisions, which needs new pages, fails.
+
+Every storage failure a real request meets is also *noted* (`note_failure`), and readiness stays 503 for
+`FAILURE_MEMORY_SECONDS` after the last one (a failure the probe's small writes may not reproduce).
+`describe_database_error` names the cause ("database is read-only", "disk full", ...) for the log and
+the 503 answers, from the exception's class, SQLSTATE or SQLite error code, never from its text alone
+and never logging the statement or its parameters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAILURE_MEMORY_SECONDS",
+    "MIN_FREE_BYTES",
     "PROBE_CACHE_SECONDS",
     "PROBE_TIMEOUT_SECONDS",
     "StorageHealth",
@@ -53,7 +62,12 @@ process past SQLite's busy timeout) answers "not ready" rather than keeping `/re
 FAILURE_MEMORY_SECONDS = 10.0
 """After a request meets a storage failure (read-only, disk full), readiness answers 503 this long."""
 
+MIN_FREE_BYTES = 1024 * 1024
+"""A SQLite database whose filesystem has less free space than this is not ready (disk full)."""
+
 _PROBE_NAME = "aegis.readiness_probe"
+_HEARTBEAT_NAME = "aegis.readiness_heartbeat"
+_HEARTBEAT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # always 27 characters: the row never changes size
 _PROBE_VALUE = "x" * 6000  # more than a 4 KiB page: the insert must allocate pages (overflow pages)
 
 
@@ -165,6 +179,7 @@ class StorageHealth:
         self._cached: tuple[float, StorageProblem | None] | None = None
         self._running: asyncio.Future[StorageProblem | None] | None = None
         self._failure: tuple[float, StorageProblem] | None = None
+        self._directory = sqlite_directory(store)  # where free space is checked (a SQLite file)
 
     def note_failure(self, problem: StorageProblem) -> None:
         """A request met `problem`: readiness reports it for `FAILURE_MEMORY_SECONDS` (read-only, disk
@@ -212,12 +227,12 @@ class StorageHealth:
             await probe_write(self._store)
         except Exception as exc:  # every failure is the answer; nothing is re-raised
             return describe_database_error(exc)
-        return None
+        return free_space_problem(self._directory)
 
 
 async def probe_write(store: Store) -> None:
-    """Take the write lock and write pages in a transaction that is rolled back; raise what the
-    database raises when it cannot."""
+    """Take the write lock and write pages in a transaction that is rolled back, then commit the
+    heartbeat row; raise what the database raises when it cannot."""
     now = datetime.now(timezone.utc)
     insert: Any = store._upsert(server_settings).values(
         name=_PROBE_NAME, value=_PROBE_VALUE, created_at=now, updated_at=now
@@ -228,6 +243,44 @@ async def probe_write(store: Store) -> None:
             raise _RolledBack  # leaves the transaction by its rollback: nothing is kept
     except _RolledBack:
         pass
+    heartbeat: Any = store._upsert(server_settings).values(
+        name=_HEARTBEAT_NAME, value=now.strftime(_HEARTBEAT_FORMAT), created_at=now, updated_at=now
+    )
+    heartbeat = heartbeat.on_conflict_do_update(
+        index_elements=["name"], set_={"value": heartbeat.excluded.value, "updated_at": heartbeat.excluded.updated_at}
+    )
+    async with store._write() as conn:
+        await conn.execute(heartbeat)  # committed: through the WAL (or PostgreSQL's) to the files
+
+
+def sqlite_directory(store: Store) -> str | None:
+    """The folder of a SQLite database file (None for PostgreSQL or an in-memory database)."""
+    engine = getattr(store, "_engine", None)
+    if engine is None:  # a stand-in store (tests)
+        return None
+    url = engine.url
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database.startswith("file:"):  # a URI filename (`?mode=ro&uri=true`)
+        database = database[len("file:") :].split("?", 1)[0]
+    if not database or database == ":memory:" or "mode=memory" in str(url):
+        return None
+    return os.path.dirname(os.path.abspath(database))
+
+
+def free_space_problem(directory: str | None) -> StorageProblem | None:
+    """Disk full when a SQLite file's filesystem (at `directory`) has less than `MIN_FREE_BYTES` free."""
+    if directory is None:
+        return None
+    try:
+        stats = os.statvfs(directory)
+    except (OSError, AttributeError):  # no such folder, or no statvfs (Windows): the writes are the test
+        return None
+    free = stats.f_bavail * stats.f_frsize
+    if free < MIN_FREE_BYTES:
+        return StorageProblem(*_DISK_FULL, detail=f"{free} bytes free on the database's filesystem")
+    return None
 
 
 class _RolledBack(Exception):
