@@ -162,10 +162,9 @@ def create_app(
         try:
             try:
                 anchor = AuditAnchor.from_settings(settings, store, clock=wall)
-                if anchor is not None:
-                    await anchor.check_startup()  # read-only: before anything is written
+                latest = await anchor.check_startup() if anchor is not None else None  # before anything is written
                 await store.prepare_chain()
-                if anchor is not None and await anchor.latest() is None:
+                if anchor is not None and latest is None:
                     await anchor.checkpoint(force=True)  # anchored from the start, even before the first append
             except AnchorError as exc:
                 logger.critical("refusing to start: %s", exc)

@@ -471,30 +471,25 @@ def _copy_units(value: Any) -> int:
     if kind is str or kind is bytes:
         return 2 + len(value) // STRING_COPY_CHARS
     if kind is list or kind is tuple:
-        total = 1
-        for item in value:
-            item_kind = type(item)
-            total += (
-                (2 + len(item) // STRING_COPY_CHARS)
-                if item_kind is str
-                else 1
-                if item_kind in _SCALARS
-                else _copy_units(item)
-            )
-        return total
+        return 1 + _items_copy_units(value)
     if isinstance(value, Mapping):
-        total = 1 + MAP_ENTRY_COPY * len(value)
-        for item in value.values():
-            item_kind = type(item)
-            total += (
-                (2 + len(item) // STRING_COPY_CHARS)
-                if item_kind is str
-                else 1
-                if item_kind in _SCALARS
-                else _copy_units(item)
-            )
-        return total
+        return 1 + MAP_ENTRY_COPY * len(value) + _items_copy_units(value.values())
     return 1
+
+
+def _items_copy_units(items: Iterable[Any]) -> int:
+    """The copy units of a collection's items (scalars and strings inline: the common case)."""
+    total = 0
+    for item in items:
+        item_kind = type(item)
+        total += (
+            (2 + len(item) // STRING_COPY_CHARS)
+            if item_kind is str
+            else 1
+            if item_kind in _SCALARS
+            else _copy_units(item)
+        )
+    return total
 
 
 def _measure(value: Any) -> _Size:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import urllib.parse
@@ -56,7 +57,14 @@ def value_key_from_secret(secret: bytes) -> bytes:
 
 def keyed_digest(key: bytes, data: bytes) -> str:
     """`HMAC-SHA256(key, data)` as 64 hex digits (the `params_hash` and idempotency `request_hash`)."""
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+    digest = _prepared_hmac(key).copy()  # as the audit chain's linker: the key's state prepared once
+    digest.update(data)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _prepared_hmac(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def hash_value(value: Any, key: bytes) -> str:
