@@ -646,16 +646,21 @@ class GovernanceService:
     ) -> None:
         if event_type is None:
             event_type = "proposal_rejected" if not proposal.confirmation_token else "confirmation_rejected"
+        await self._audit_refusal(
+            event_type,
+            code,
+            decision_id=payload.get("parent_decision_id"),
+            actor_id=proposal.actor.id,
+            capability=proposal.action.capability,
+            session_id=proposal.context.session_id,
+            payload={**payload, "api_key_id": api_key_id},
+        )
+
+    async def _audit_refusal(self, event_type: str, code: str, *, payload: dict[str, Any], **fields: Any) -> None:
+        """Write the audit record of a refusal (`payload` gains the `code`) and count it; a refusal that
+        cannot be audited is not answered (the store's error propagates, counted as an audit failure)."""
         try:
-            await self.store.append_audit(
-                event_type,
-                decision_id=payload.get("parent_decision_id"),
-                actor_id=proposal.actor.id,
-                capability=proposal.action.capability,
-                outcome=None,
-                session_id=proposal.context.session_id,
-                payload={"code": code, **payload, "api_key_id": api_key_id},
-            )
+            await self.store.append_audit(event_type, payload={"code": code, **payload}, **fields)
         except Exception:
             self.metrics.audit_failures.inc()
             raise
@@ -1021,25 +1026,20 @@ class GovernanceService:
             )
         else:
             return
-        try:
-            await self.store.append_audit(
-                "review_rejected",
-                decision_id=binding.decision_id,
-                actor_id=binding.actor_id,
-                capability=binding.capability,
-                session_id=binding.session_id,
-                payload={
-                    "code": "self_review",
-                    "why": why,
-                    "reviewer": reviewer,
-                    "api_key_id": reviewer_key_id,
-                    "reviewer_via": "api" if reviewer_key_id is not None else "cli",
-                },
-            )
-        except Exception:
-            self.metrics.audit_failures.inc()
-            raise
-        self.metrics.rejected.labels(code="self_review").inc()
+        await self._audit_refusal(
+            "review_rejected",
+            "self_review",
+            decision_id=binding.decision_id,
+            actor_id=binding.actor_id,
+            capability=binding.capability,
+            session_id=binding.session_id,
+            payload={
+                "why": why,
+                "reviewer": reviewer,
+                "api_key_id": reviewer_key_id,
+                "reviewer_via": "api" if reviewer_key_id is not None else "cli",
+            },
+        )
         raise governance_error(
             403,
             "self_review",
@@ -1070,16 +1070,12 @@ class GovernanceService:
         except NotFound:
             raise not_found("decision", decision_id) from None
         except NotProposer:
-            try:
-                await self.store.append_audit(
-                    "execution_rejected",
-                    decision_id=decision_id,
-                    payload={"code": "not_proposer", "api_key_id": api_key_id, "status": report.status},
-                )
-            except Exception:
-                self.metrics.audit_failures.inc()
-                raise
-            self.metrics.rejected.labels(code="not_proposer").inc()
+            await self._audit_refusal(
+                "execution_rejected",
+                "not_proposer",
+                decision_id=decision_id,
+                payload={"api_key_id": api_key_id, "status": report.status},
+            )
             raise governance_error(
                 403,
                 "not_proposer",
