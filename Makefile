@@ -53,7 +53,7 @@ dist: setup
 check-wheel: dist
 	bash scripts/check_sdk_wheel.sh
 
-# The four wheels in a fresh virtualenv outside the workspace, the installed aegis-server, a smoke test.
+# The four wheels (aegisgov-*) in a fresh virtualenv outside the workspace, the installed aegis-server, a smoke test.
 smoke-dists: dist
 	bash scripts/smoke_dists.sh dist
 
@@ -64,8 +64,13 @@ docs: setup
 docs-serve: setup
 	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs serve --dev-addr 127.0.0.1:8001
 
+# One version for every package, the root and every sibling pin (the pyproject.toml files), then the lock; each
+# package's __version__ reads its installed metadata, so the next `uv sync` (any make target) carries it.
 bump: setup
+	@test -n "$(VERSION)" || { echo "usage: make bump VERSION=x.y.z"; exit 2; }
 	$(RUN) python scripts/bump_version.py $(VERSION)
+	$(UV) lock --quiet
+	@$(UV) sync --locked --quiet
 
 clean:
 	rm -rf dist site .aegis .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,8 @@
 """Check what `make dist` built: a wheel and an sdist of each of the four packages, one shared version,
 and complete metadata (description, README, license file, classifiers, requires-python, project URLs,
-the py.typed marker), exact pins between siblings, and aegis-sdk depending on httpx and pydantic only.
+the py.typed marker), exact pins between siblings, and aegisgov-sdk depending on httpx and pydantic only.
+The distributions are named aegisgov-* (the index's aegis-sdk and aegis-langchain belong to other projects);
+their import packages keep the aegis_* names.
 
     python scripts/check_dists.py [DIST_DIR]      # default: dist/
 
@@ -17,8 +19,13 @@ from email.message import Message
 from email.parser import Parser
 from pathlib import Path
 
-PACKAGES = {"aegis-sdk": "aegis_sdk", "aegis-server": "aegis_server", "aegis-fastapi": "aegis_fastapi"}
-PACKAGES["aegis-langchain"] = "aegis_langchain"
+# distribution name -> import package
+PACKAGES = {
+    "aegisgov-sdk": "aegis_sdk",
+    "aegisgov-server": "aegis_server",
+    "aegisgov-fastapi": "aegis_fastapi",
+    "aegisgov-langchain": "aegis_langchain",
+}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -49,9 +56,10 @@ def check_metadata(label: str, meta: Message, body: str, version: str, problems:
     for requirement in requires:
         if _name(requirement) in PACKAGES:
             need(f"=={version}" in requirement, f"sibling requirement not pinned to =={version}: {requirement}")
-    if meta["Name"] == "aegis-sdk":
+    need(meta["Name"] in PACKAGES, f"distribution name {meta['Name']!r} is not one of {sorted(PACKAGES)}")
+    if meta["Name"] == "aegisgov-sdk":
         direct = sorted({_name(r) for r in requires if "extra ==" not in r})
-        need(direct == ["httpx", "pydantic"], f"aegis-sdk must depend on httpx and pydantic only, found {direct}")
+        need(direct == ["httpx", "pydantic"], f"aegisgov-sdk must depend on httpx and pydantic only, found {direct}")
 
 
 def main(argv: list[str]) -> int:
@@ -59,8 +67,9 @@ def main(argv: list[str]) -> int:
     problems: list[str] = []
     versions: set[str] = set()
     for name, module in PACKAGES.items():
-        wheels = sorted(dist.glob(f"{module}-*.whl"))
-        sdists = sorted(dist.glob(f"{module}-*.tar.gz"))
+        stem = name.replace("-", "_")  # the file names' form of the distribution name
+        wheels = sorted(dist.glob(f"{stem}-*.whl"))
+        sdists = sorted(dist.glob(f"{stem}-*.tar.gz"))
         if len(wheels) != 1 or len(sdists) != 1:
             found = f"{len(wheels)} and {len(sdists)}"
             problems.append(f"{name}: expected one wheel and one sdist in {dist}, found {found}")
@@ -69,7 +78,7 @@ def main(argv: list[str]) -> int:
         versions.add(version)
         with zipfile.ZipFile(wheels[0]) as wheel:
             files = set(wheel.namelist())
-            info = f"{module}-{version}.dist-info"
+            info = f"{stem}-{version}.dist-info"
             meta = Parser().parsestr(wheel.read(f"{info}/METADATA").decode())
             body = meta.get_payload() if isinstance(meta.get_payload(), str) else ""
             check_metadata(wheels[0].name, meta, str(body), version, problems)
@@ -77,7 +86,7 @@ def main(argv: list[str]) -> int:
                 if required not in files:
                     problems.append(f"{wheels[0].name}: {required} missing")
         with tarfile.open(sdists[0]) as sdist:
-            top = f"{module}-{version}"
+            top = f"{stem}-{version}"
             members = set(sdist.getnames())
             for required in ("PKG-INFO", "pyproject.toml", "README.md", "LICENSE", f"src/{module}/py.typed"):
                 if f"{top}/{required}" not in members:
@@ -89,7 +98,8 @@ def main(argv: list[str]) -> int:
         print(f"ok: {wheels[0].name}, {sdists[0].name}")
     if len(versions) > 1:
         problems.append(f"the packages do not share one version: {sorted(versions)}")
-    extra = sorted(p.name for p in dist.iterdir() if not p.name.startswith(tuple(PACKAGES.values())))
+    stems = tuple(name.replace("-", "_") + "-" for name in PACKAGES)
+    extra = sorted(p.name for p in dist.iterdir() if not p.name.startswith(stems))
     extra = [e for e in extra if e != ".gitignore"]
     if extra:
         problems.append(f"unexpected files in {dist}: {extra}")

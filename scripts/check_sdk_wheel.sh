@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The built aegis-sdk wheel installs into a fresh venv outside the workspace, pulls only httpx and
+# The built aegisgov-sdk wheel (import package aegis_sdk) installs into a fresh venv outside the workspace, pulls only httpx and
 # pydantic (and their own dependencies), and imports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export UV_PYTHON_DOWNLOADS=never
 UV="python3 -m uv"
 
-wheel=$(ls dist/aegis_sdk-*.whl 2>/dev/null | head -n 1 || true)
-[ -n "$wheel" ] || { echo "error: no dist/aegis_sdk-*.whl; run 'make dist' first" >&2; exit 1; }
+wheel=$(ls dist/aegisgov_sdk-*.whl 2>/dev/null | head -n 1 || true)
+[ -n "$wheel" ] || { echo "error: no dist/aegisgov_sdk-*.whl; run 'make dist' first" >&2; exit 1; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -18,15 +18,15 @@ cd "$work"
 import importlib.metadata as md
 import re
 
-requires = md.requires("aegis-sdk") or []
+requires = md.requires("aegisgov-sdk") or []
 direct = sorted({re.match(r"[A-Za-z0-9_.\-]+", r).group(0).lower() for r in requires if "extra ==" not in r})
-assert direct == ["httpx", "pydantic"], f"aegis-sdk must depend on httpx and pydantic only, found {direct}"
+assert direct == ["httpx", "pydantic"], f"aegisgov-sdk must depend on httpx and pydantic only, found {direct}"
 
-allowed = {"aegis-sdk", "httpx", "pydantic", "pydantic-core", "annotated-types", "typing-extensions",
+allowed = {"aegisgov-sdk", "httpx", "pydantic", "pydantic-core", "annotated-types", "typing-extensions",
            "typing-inspection", "anyio", "certifi", "httpcore", "h11", "idna", "sniffio", "exceptiongroup"}
 installed = {d.metadata["Name"].lower().replace("_", "-") for d in md.distributions()}
 unexpected = installed - allowed - {"pip", "setuptools", "wheel"}
-assert not unexpected, f"unexpected packages pulled in by aegis-sdk: {sorted(unexpected)}"
+assert not unexpected, f"unexpected packages pulled in by aegisgov-sdk: {sorted(unexpected)}"
 
 import aegis_sdk
 from aegis_sdk import AegisClient, AsyncAegisClient, Decision, AegisError, GovernanceError
@@ -34,5 +34,5 @@ from aegis_sdk import AegisClient, AsyncAegisClient, Decision, AegisError, Gover
 assert issubclass(GovernanceError, AegisError)
 client = AegisClient(endpoint="http://127.0.0.1:9", api_key="aegis_sk_test")
 client.close()
-print(f"ok: aegis-sdk {aegis_sdk.__version__} installs alone with {sorted(installed - {'aegis-sdk'})}")
+print(f"ok: aegisgov-sdk {aegis_sdk.__version__} installs alone with {sorted(installed - {'aegisgov-sdk'})}")
 PY

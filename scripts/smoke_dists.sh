@@ -11,9 +11,9 @@ UV="python3 -m uv"
 dist=${1:-dist}
 
 wheels=()
-for module in aegis_sdk aegis_server aegis_fastapi aegis_langchain; do
-    wheel=$(ls "$dist"/"$module"-*.whl 2>/dev/null | head -n 1 || true)
-    [ -n "$wheel" ] || { echo "error: no $dist/$module-*.whl; run 'make dist' first" >&2; exit 1; }
+for stem in aegisgov_sdk aegisgov_server aegisgov_fastapi aegisgov_langchain; do
+    wheel=$(ls "$dist"/"$stem"-*.whl 2>/dev/null | head -n 1 || true)
+    [ -n "$wheel" ] || { echo "error: no $dist/$stem-*.whl; run 'make dist' first" >&2; exit 1; }
     wheels+=("$(cd "$(dirname "$wheel")" && pwd)/$(basename "$wheel")")
 done
 

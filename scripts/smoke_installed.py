@@ -3,7 +3,7 @@
 
 It proves the wheels work on their own: every `aegis_*` module comes from site-packages, the four share one
 version, the SDK gets the four outcomes and a confirmation round trip, a FastAPI app governed by
-aegis-fastapi answers over a real uvicorn socket, a LangChain tool governed by aegis-langchain runs on
+aegis_fastapi answers over a real uvicorn socket, a LangChain tool governed by aegis_langchain runs on
 ALLOW and refuses on DENY, and the audit chain verifies.
 """
 
@@ -32,9 +32,12 @@ def installed() -> None:
     for module in (aegis_sdk, aegis_server, aegis_fastapi, aegis_langchain):
         where = str(module.__file__)
         check("site-packages" in where and sys.prefix in where, f"{module.__name__} imported from {where}")
-    versions = {md.version(name) for name in ("aegis-sdk", "aegis-server", "aegis-fastapi", "aegis-langchain")}
+    names = ("aegisgov-sdk", "aegisgov-server", "aegisgov-fastapi", "aegisgov-langchain")
+    versions = {md.version(name) for name in names}
     check(len(versions) == 1, f"one shared version {sorted(versions)}")
-    check(sorted(md.requires("aegis-sdk") or [])[0].startswith("httpx"), "aegis-sdk requires httpx and pydantic")
+    modules = (aegis_sdk, aegis_server, aegis_fastapi, aegis_langchain)
+    check({m.__version__ for m in modules} == versions, "every package's __version__ is its distribution's version")
+    check(sorted(md.requires("aegisgov-sdk") or [])[0].startswith("httpx"), "aegisgov-sdk requires httpx and pydantic")
 
 
 def sdk() -> None:

@@ -12,8 +12,8 @@ trap 'rm -rf "$work"' EXIT
 for package in aegis-sdk aegis-fastapi aegis-langchain; do
     $UV build --quiet --wheel --out-dir "$work/dist" "packages/$package"
 done
-wheels=("$work"/dist/aegis_sdk-*.whl "$work"/dist/aegis_fastapi-*.whl)
-langchain_wheel=$(ls "$work"/dist/aegis_langchain-*.whl)
+wheels=("$work"/dist/aegisgov_sdk-*.whl "$work"/dist/aegisgov_fastapi-*.whl)
+langchain_wheel=$(ls "$work"/dist/aegisgov_langchain-*.whl)
 # Tests that need only the SDK and the adapters (and not aegis-server, which needs Python 3.11+).
 test_paths=(tests/sdk tests/fastapi/test_fastapi_fake.py tests/langchain/test_fake_platform.py)
 

@@ -116,7 +116,7 @@ def test_migrations_run_from_an_installed_wheel(tmp_path: Path) -> None:
             check=True,
             capture_output=True,
         )
-    (wheel,) = dist.glob("aegis_server-*.whl")
+    (wheel,) = dist.glob("aegisgov_server-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in (
         "aegis_server/store/migrations/env.py",

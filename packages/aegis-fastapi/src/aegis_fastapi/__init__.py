@@ -37,8 +37,9 @@ from aegis_fastapi._errors import (
 from aegis_fastapi._inputs import ParameterConflict, RouteInputs
 from aegis_fastapi._middleware import AegisMiddleware, decision_of, user_actor
 from aegis_sdk import Decision
+from aegis_sdk._version import installed_version
 
-__version__ = "0.1.0"
+__version__ = installed_version("aegisgov-fastapi")
 
 __all__ = [
     "DECISION_HEADER",

@@ -38,11 +38,12 @@ from aegis_langchain._errors import (
     ReviewPending,
 )
 from aegis_langchain._tool import GovernedTool, govern_tool, govern_tools, governed_tool
+from aegis_sdk._version import installed_version
 
 if TYPE_CHECKING:
     from aegis_langchain.middleware import GovernanceMiddleware
 
-__version__ = "0.1.0"
+__version__ = installed_version("aegisgov-langchain")
 
 
 def __getattr__(name: str) -> Any:

@@ -1,10 +1,7 @@
 """The AEGIS governance platform."""
 
-from importlib.metadata import PackageNotFoundError, version
+from aegis_sdk._version import installed_version
 
-try:
-    __version__ = version("aegis-server")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+__version__ = installed_version("aegisgov-server")
 
 __all__ = ["__version__"]
