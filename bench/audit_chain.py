@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from aegis_server.audit_anchor import CheckpointDirectory, _new_signing_key_pem, _parse_private_key, sign_checkpoint
+from aegis_server.audit.checkpoints import CheckpointDirectory, sign_checkpoint
+from aegis_server.audit.signing_keys import new_signing_key_pem, parse_private_key
 from aegis_server.store.chain import ChainLinker, link_hash
 from aegis_server.store.repository import _chained_rows
 
@@ -87,7 +88,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     entries = _entries()
     v1_decision = _best_ns_per_op(lambda: _chained_rows((7, "0" * 64), entries, NOW, _Version1), rounds)  # type: ignore[arg-type]
     v2_decision = _best_ns_per_op(lambda: _chained_rows((7, "0" * 64), entries, NOW, linker), rounds)
-    key = _parse_private_key(_new_signing_key_pem(), "bench")
+    key = parse_private_key(new_signing_key_pem(), "bench")
     body = {"format": "aegis-audit-checkpoint/1", "chain_version": 2, "v2_from": 1, "sequence": 123456}
     body |= {"head_hash": "cd" * 32, "time": "2026-12-06T12:00:00.000000Z", "writer": "bench:1", "key_id": "0" * 16}
     sign = _best_ns_per_op(lambda: sign_checkpoint(key, body), rounds // 10)

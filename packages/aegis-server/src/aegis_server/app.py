@@ -3,7 +3,7 @@
 The lifespan opens the store (migrating it unless told not to), checks the audit chain against its latest
 signed checkpoint (refusing to start on a cut or rewritten chain), loads the policy set (files + API-stored
 policies, compiled into one), and runs the background tasks that expire overdue reviews every second and
-write signed checkpoints of the audit chain's head (`aegis_server.audit_anchor`), one more at shutdown.
+write signed checkpoints of the audit chain's head (`aegis_server.audit`), one more at shutdown.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from aegis_server import __version__
 from aegis_server.api import api_router
 from aegis_server.api.governance import hot_routes
 from aegis_server.api.hot_path import HotPathDispatch, HotRoute
-from aegis_server.audit_anchor import AnchorError, AuditAnchor, CheckpointError, audit_key_source
+from aegis_server.audit.anchor import AnchorError, AuditAnchor
+from aegis_server.audit.checkpoints import CheckpointError
+from aegis_server.audit.signing_keys import audit_key_source
 from aegis_server.engine import PolicySetError
 from aegis_server.errors import (
     ApiError,

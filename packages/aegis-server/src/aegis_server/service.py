@@ -37,7 +37,8 @@ from aegis_sdk.models import (
     Review,
     ReviewRequest,
 )
-from aegis_server.audit_anchor import AuditAnchor, verify_audit
+from aegis_server.audit.anchor import AuditAnchor
+from aegis_server.audit.verification import verify_audit
 from aegis_server.canonical import canonical_json, normalise_json
 from aegis_server.engine import (
     EngineConfig,
@@ -1134,7 +1135,7 @@ class GovernanceService:
         return AuditTrail(decision_id=decision_id, records=records)
 
     async def verify_audit(self) -> AuditVerification:
-        """The chain, the latest signed checkpoint and the decisions table (`audit_anchor.verify_audit`)."""
+        """The chain, the latest signed checkpoint and the decisions table (`audit.verification.verify_audit`)."""
         anchor = self.audit_anchor
         checkpoint = await anchor.latest() if anchor is not None else None
         return await verify_audit(

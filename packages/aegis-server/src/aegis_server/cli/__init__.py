@@ -77,7 +77,9 @@ async def _with_store(
     """Run `work` on the store of `db_url`. `writes`: it appends audit records, so like the server it first
     checks the chain against the latest signed checkpoint (a cut or rewritten chain is refused, not written
     to) and afterwards checkpoints what it wrote."""
-    from aegis_server.audit_anchor import AnchorError, AuditAnchor, CheckpointError, audit_key_source
+    from aegis_server.audit.anchor import AnchorError, AuditAnchor
+    from aegis_server.audit.checkpoints import CheckpointError
+    from aegis_server.audit.signing_keys import audit_key_source
     from aegis_server.store import AuditKeyError, Store
 
     settings = _cli_settings(db_url)
@@ -152,7 +154,8 @@ def _print_dev_key(key: str, host: str, port: int, out: TextIO) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from aegis_server.app import create_app
-    from aegis_server.audit_anchor import AnchorError, AuditAnchor, CheckpointError
+    from aegis_server.audit.anchor import AnchorError, AuditAnchor
+    from aegis_server.audit.checkpoints import CheckpointError
     from aegis_server.engine import PolicySetError
     from aegis_server.http_server import build_server, raise_open_files_limit
     from aegis_server.policy_files import load_policy_paths
@@ -442,16 +445,9 @@ def _audit_problem_lines(result: Any) -> list[str]:
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    from aegis_server.audit_anchor import (
-        CheckpointDirectory,
-        CheckpointError,
-        anchor_paths,
-        audit_key_source,
-        load_public_key,
-        load_signing_key,
-        read_checkpoint_file,
-        verify_audit,
-    )
+    from aegis_server.audit.checkpoints import CheckpointDirectory, CheckpointError, read_checkpoint_file
+    from aegis_server.audit.signing_keys import anchor_paths, audit_key_source, load_public_key, load_signing_key
+    from aegis_server.audit.verification import verify_audit
     from aegis_server.store import AuditKeyError, open_existing
 
     settings = _cli_settings(args.db)
@@ -528,7 +524,8 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 def _checkpoint_signing_key(settings: Settings, what_to_do: str) -> tuple[Path, Any]:
     """The checkpoint directory and the signing key of the server with these settings; a CommandError
     ending with `what_to_do` when there is none."""
-    from aegis_server.audit_anchor import CheckpointError, anchor_paths, load_signing_key
+    from aegis_server.audit.checkpoints import CheckpointError
+    from aegis_server.audit.signing_keys import anchor_paths, load_signing_key
 
     directory = anchor_paths(settings).directory
     try:
@@ -541,7 +538,8 @@ def _checkpoint_signing_key(settings: Settings, what_to_do: str) -> tuple[Path, 
 
 
 def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
-    from aegis_server.audit_anchor import CheckpointDirectory, public_key_pem
+    from aegis_server.audit.checkpoints import CheckpointDirectory
+    from aegis_server.audit.signing_keys import public_key_pem
 
     settings = _cli_settings(args.db)
     directory, signing_key = _checkpoint_signing_key(
@@ -566,16 +564,10 @@ def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_acknowledge_cut(args: argparse.Namespace) -> int:
-    from aegis_server.audit_anchor import (
-        AuditAnchor,
-        CheckpointError,
-        anchor_paths,
-        audit_key_source,
-        compare_with_checkpoint,
-        load_signing_key,
-        unanchored_chain,
-        verify_signature,
-    )
+    from aegis_server.audit.anchor import AuditAnchor
+    from aegis_server.audit.checkpoints import CheckpointError, verify_signature
+    from aegis_server.audit.signing_keys import anchor_paths, audit_key_source, load_signing_key
+    from aegis_server.audit.verification import compare_with_checkpoint, unanchored_chain
     from aegis_server.store import AuditKeyError, open_existing
 
     reason = args.reason.strip()

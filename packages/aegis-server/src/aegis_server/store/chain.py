@@ -14,7 +14,7 @@ the column copy of the chained `timestamp` (both written from one clock reading)
 `created_at` differs from its `timestamp` is reported as broken.
 
 Without the audit key, anyone with write access to the database could recompute a version-1 chain after
-editing it; with version 2 they cannot, and the signed checkpoints (`aegis_server.audit_anchor`) pin the
+editing it; with version 2 they cannot, and the signed checkpoints (`aegis_server.audit`) pin the
 head so that a cut tail is found too.
 """
 

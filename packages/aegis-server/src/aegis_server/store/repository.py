@@ -2152,7 +2152,7 @@ async def open_existing(url: str, audit_key: AuditKeySource | None = None) -> St
 
 
 async def verify_database(url: str, audit_key: AuditKeySource | None = None) -> AuditVerification:
-    """Verify the audit chain of the database at `url` (the chain alone; `aegis_server.audit_anchor`
+    """Verify the audit chain of the database at `url` (the chain alone; `aegis_server.audit`
     adds the checkpoint and the decisions). Raises `SchemaNotReady` when the database has no (current)
     AEGIS schema, or is a SQLite file that does not exist (it is not created)."""
     store = await open_existing(url, audit_key)
