@@ -2,4 +2,6 @@
 
 from aegis_server.cli import main
 
+__all__: list[str] = []  # run, not imported
+
 raise SystemExit(main())

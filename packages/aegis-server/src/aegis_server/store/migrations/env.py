@@ -14,6 +14,9 @@ from sqlalchemy.engine import Connection
 
 from aegis_server.store.schema import metadata
 
+# Run by Alembic (`alembic` or `store.migrate`), never imported: nothing here is for other modules.
+__all__: list[str] = []
+
 config = context.config
 
 

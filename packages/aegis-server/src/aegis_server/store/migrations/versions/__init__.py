@@ -1,1 +1,3 @@
 """Alembic revision scripts (Alembic skips this file)."""
+
+__all__: list[str] = []

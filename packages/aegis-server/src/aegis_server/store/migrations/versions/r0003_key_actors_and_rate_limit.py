@@ -15,6 +15,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+# What Alembic reads of a revision script.
+__all__ = ["branch_labels", "depends_on", "down_revision", "downgrade", "revision", "upgrade"]
+
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
