@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from aegis_sdk.models import AuditProblem
-from aegis_server.store.database import Database
+from aegis_server.store.database import Room
 from aegis_server.store.schema import audit_records, decisions
 
 __all__ = ["VERIFY_BATCH", "DecisionAuditCheck"]
@@ -19,11 +19,8 @@ __all__ = ["VERIFY_BATCH", "DecisionAuditCheck"]
 VERIFY_BATCH = 2000
 
 
-class DecisionAuditCheck:
+class DecisionAuditCheck(Room):
     """`verify_decisions`: the decisions of one database compared with their audit records."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def verify_decisions(self, *, batch_size: int = VERIFY_BATCH, max_problems: int = 20) -> list[AuditProblem]:
         """Compare the decisions table with the audit: every decision row needs its "decision" audit record

@@ -14,19 +14,16 @@ from aegis_server.store.audit_append import HEAD_QUERY
 from aegis_server.store.audit_checks import VERIFY_BATCH
 from aegis_server.store.chain import ChainChecker
 from aegis_server.store.cursors import keyset_page
-from aegis_server.store.database import Database
-from aegis_server.store.filters import AuditFilters, DecisionFilters
+from aegis_server.store.database import Room
+from aegis_server.store.filters import DecisionFilters, where_equal
 from aegis_server.store.rows import audit_from_row
 from aegis_server.store.schema import audit_records, decisions
 
 __all__ = ["AuditLog"]
 
 
-class AuditLog:
+class AuditLog(Room):
     """The audit chain of one database."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def chain_head(self) -> tuple[int, str | None]:
         """(sequence, hash) of the last record in the database; (0, None) for an empty chain."""
@@ -70,20 +67,7 @@ class AuditLog:
         """One page of audit records (chain order unless `filters.order == "desc"`) and the next cursor.
         `filters` may be `DecisionFilters` or `AuditFilters`; `review_status` selects the records of
         decisions in that review state."""
-        query = sa.select(audit_records)
-        for column, value in (
-            (audit_records.c.actor_id, filters.actor_id),
-            (audit_records.c.capability, filters.capability),
-            (audit_records.c.outcome, filters.outcome),
-            (audit_records.c.session_id, filters.session_id),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        if isinstance(filters, AuditFilters):
-            if filters.decision_id is not None:
-                query = query.where(audit_records.c.decision_id == filters.decision_id)
-            if filters.event_type is not None:
-                query = query.where(audit_records.c.event_type == filters.event_type)
+        query = where_equal(sa.select(audit_records), audit_records, filters)
         if filters.review_status is not None:
             query = query.where(
                 audit_records.c.decision_id.in_(

@@ -46,7 +46,7 @@ from aegis_server.store.rows import utcnow
 from aegis_server.store.schema import server_settings
 from aegis_server.store.server_settings import insert_setting_once, read_setting
 
-__all__ = ["Database"]
+__all__ = ["Database", "Room"]
 
 _AUDIT_CHAIN = "audit_chain"  # {"v2_from": first keyed record, "key_id": fingerprint of the audit key}
 
@@ -196,3 +196,10 @@ class Database:
         """The keyed linker of this store's audit key (None when the key does not exist and not `create`)."""
         key = self._audit_key.get(create=create)
         return ChainLinker(key) if key is not None else None
+
+
+class Room:
+    """Base of the store's rooms (`ApiKeys`, `Reviews`, ...): `_db` is the database they share."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database

@@ -7,9 +7,9 @@ import sqlalchemy as sa
 
 from aegis_sdk.models import Decision
 from aegis_server.store.cursors import keyset_page
-from aegis_server.store.database import Database
+from aegis_server.store.database import Database, Room
 from aegis_server.store.errors import NotFound, TokenAlreadyUsed
-from aegis_server.store.filters import DecisionFilters
+from aegis_server.store.filters import DecisionFilters, where_equal
 from aegis_server.store.group_commit import GroupCommit
 from aegis_server.store.idempotency import IdempotencyKeys, IdempotentReplay
 from aegis_server.store.records import DecisionBinding, NewDecision
@@ -26,11 +26,11 @@ from aegis_server.store.schema import decisions
 __all__ = ["Decisions"]
 
 
-class Decisions:
+class Decisions(Room):
     """The decisions of one database. `group_commit` writes the decisions that consume no token."""
 
     def __init__(self, database: Database, idempotency: IdempotencyKeys) -> None:
-        self._db = database
+        super().__init__(database)
         self._idempotency = idempotency
         self.group_commit: GroupCommit | None = None  # set by the store; None: every record written alone
 
@@ -104,16 +104,7 @@ class Decisions:
         """One page of decisions (newest first unless `filters.order == "asc"`) and the cursor of the next
         page (None on the last). Keyset paging: a page never repeats or skips a decision that existed
         when the first page was read."""
-        query = sa.select(decisions)
-        for column, value in (
-            (decisions.c.actor_id, filters.actor_id),
-            (decisions.c.capability, filters.capability),
-            (decisions.c.outcome, filters.outcome),
-            (decisions.c.session_id, filters.session_id),
-            (decisions.c.review_status, filters.review_status),
-        ):
-            if value is not None:
-                query = query.where(column == value)
+        query = where_equal(sa.select(decisions), decisions, filters)
         rows, next_cursor = await keyset_page(
             self._db,
             query,

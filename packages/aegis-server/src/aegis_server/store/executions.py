@@ -10,19 +10,16 @@ import sqlalchemy as sa
 from aegis_sdk.models import ExecutionRecord, ExecutionReport
 from aegis_server.canonical import canonical_hash, normalise_json
 from aegis_server.ids import new_audit_ref
-from aegis_server.store.database import Database
+from aegis_server.store.database import Room
 from aegis_server.store.errors import AlreadyReported, NotAllowed, NotFound, NotProposer
-from aegis_server.store.rows import format_timestamp
+from aegis_server.store.rows import audit_entry, format_timestamp
 from aegis_server.store.schema import decisions, executions
 
 __all__ = ["Executions"]
 
 
-class Executions:
+class Executions(Room):
     """The execution reports of one database."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def record_execution(
         self,
@@ -77,22 +74,16 @@ class Executions:
             )
             if inserted.rowcount != 1:
                 raise AlreadyReported(decision_id)
-            entry = {
-                "event_type": "execution",
-                "audit_ref": audit_ref,
-                "decision_id": decision_id,
-                "actor_id": row.actor_id,
-                "capability": row.capability,
-                "session_id": row.session_id,
-                "outcome": report.status,
-                "payload": {
-                    "status": report.status,
-                    "error": error,
-                    "duration_ms": report.duration_ms,
-                    "result_sha256": canonical_hash(result) if result is not None else None,
-                    "api_key_id": api_key_id,
-                },
+            payload = {
+                "status": report.status,
+                "error": error,
+                "duration_ms": report.duration_ms,
+                "result_sha256": canonical_hash(result) if result is not None else None,
+                "api_key_id": api_key_id,
             }
+            entry = audit_entry(
+                "execution", row, payload, decision_id=decision_id, audit_ref=audit_ref, outcome=report.status
+            )
             written.append(db.append_sync(conn, [entry], moment))
 
         await db.write_sync(write)

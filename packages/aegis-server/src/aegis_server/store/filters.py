@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["AuditFilters", "DecisionFilters", "Order"]
+import sqlalchemy as sa
+
+__all__ = ["AuditFilters", "DecisionFilters", "Order", "where_equal"]
 
 Order = Literal["asc", "desc"]
 
@@ -42,3 +44,17 @@ class AuditFilters(DecisionFilters):
 
     decision_id: str | None = None
     event_type: str | None = None
+
+
+_RANGE_FIELDS = frozenset({"since", "until", "order"})
+
+
+def where_equal(query: sa.Select[Any], table: sa.Table, filters: DecisionFilters) -> sa.Select[Any]:
+    """`query` narrowed to the rows of `table` equal to every filter given whose name is a column of the
+    table (`since`, `until` and `order` are the pager's): decisions by review_status, audit records by
+    decision_id and event_type (`AuditFilters`)."""
+    for field in dataclasses.fields(filters):
+        value = getattr(filters, field.name)
+        if value is not None and field.name not in _RANGE_FIELDS and field.name in table.c:
+            query = query.where(table.c[field.name] == value)
+    return query

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aegis_sdk.models import Decision
-from aegis_server.store.database import Database
+from aegis_server.store.database import Database, Room
 from aegis_server.store.engine import POOL_SIZE
 from aegis_server.store.errors import IdempotencyConflict
 from aegis_server.store.records import IdempotencyEntry
@@ -30,11 +30,11 @@ class IdempotentReplay(Exception):
     """Internal: an Idempotency-Key row already exists; roll back and settle it (`IdempotencyKeys.settle`)."""
 
 
-class IdempotencyKeys:
+class IdempotencyKeys(Room):
     """Claims (`claim`) and looks up (`find`) the Idempotency-Keys of one database."""
 
     def __init__(self, database: Database) -> None:
-        self._db = database
+        super().__init__(database)
         # Lookups through the async engine (PostgreSQL) at once, at most: a burst of proposals (the SDK
         # sends a key with each) otherwise overflowed the pool, and every overflow connection was opened
         # for one SELECT and closed again (p90 144 ms at 400 proposals/s; 8 ms with this bound). Two

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from aegis_server.key_actors import ANY_ACTOR, check_rate_limit, parse_actor_patterns
-from aegis_server.store.database import Database
+from aegis_server.store.database import Room
 from aegis_server.store.records import SCOPES, ApiKey
 from aegis_server.store.rows import api_key_from_row
 from aegis_server.store.schema import api_keys
@@ -35,11 +35,8 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-class ApiKeys:
+class ApiKeys(Room):
     """The API keys of one database."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def create_api_key(
         self,

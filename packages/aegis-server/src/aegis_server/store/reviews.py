@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aegis_sdk.models import Decision
-from aegis_server.store.database import Database
+from aegis_server.store.database import Room
 from aegis_server.store.errors import NotFound, NotPending
-from aegis_server.store.rows import decision_from_row, format_timestamp
+from aegis_server.store.rows import audit_entry, decision_from_row, format_timestamp
 from aegis_server.store.schema import decisions
 
 __all__ = ["Reviews"]
@@ -29,26 +29,13 @@ _REVIEWED_COLUMNS = (
 
 def _expired_entry(row: Any) -> dict[str, Any]:
     """The "review_expired" audit entry of the decision in `row` (of `_REVIEWED_COLUMNS`)."""
-    return {
-        "event_type": "review_expired",
-        "decision_id": row.decision_id,
-        "actor_id": row.actor_id,
-        "capability": row.capability,
-        "session_id": row.session_id,
-        "outcome": "DENY",
-        "payload": {
-            "status": "expired",
-            "final_outcome": "DENY",
-            "review_deadline": format_timestamp(row.review_deadline) if row.review_deadline else None,
-        },
-    }
+    deadline = format_timestamp(row.review_deadline) if row.review_deadline else None
+    payload = {"status": "expired", "final_outcome": "DENY", "review_deadline": deadline}
+    return audit_entry("review_expired", row, payload, decision_id=row.decision_id, outcome="DENY")
 
 
-class Reviews:
+class Reviews(Room):
     """The reviews of one database's ESCALATE decisions."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
 
     async def resolve_review(
         self,
@@ -114,23 +101,17 @@ class Reviews:
                 changed = await conn.execute(sa.update(decisions).where(pending).values(**values))
                 if changed.rowcount != 1:
                     raise NotPending(decision_id, "resolved concurrently")
-                await audit.append(
-                    "review",
-                    decision_id=decision_id,
-                    actor_id=row.actor_id,
-                    capability=row.capability,
-                    session_id=row.session_id,
-                    outcome=None if approve else "DENY",
-                    payload={
-                        "status": status,
-                        "reviewer": reviewer,
-                        "note": note,
-                        "resolved_at": resolved_at,
-                        "token_expires_at": format_timestamp(token_expires_at) if token_expires_at else None,
-                        "api_key_id": reviewer_key_id,
-                        "reviewer_via": "api" if reviewer_key_id is not None else "cli",
-                    },
-                )
+                payload = {
+                    "status": status,
+                    "reviewer": reviewer,
+                    "note": note,
+                    "resolved_at": resolved_at,
+                    "token_expires_at": format_timestamp(token_expires_at) if token_expires_at else None,
+                    "api_key_id": reviewer_key_id,
+                    "reviewer_via": "api" if reviewer_key_id is not None else "cli",
+                }
+                outcome = None if approve else "DENY"
+                await audit.append_many([audit_entry("review", row, payload, decision_id=decision_id, outcome=outcome)])
                 updated = (await conn.execute(sa.select(decisions).where(decisions.c.decision_id == decision_id))).one()
         if expired:  # committed: the expiry stays, the review is refused
             raise NotPending(decision_id, "expired")

@@ -21,9 +21,9 @@ from aegis_server.store.records import ApiKey, DecisionBinding, NewDecision
 __all__ = [
     "api_key_from_row",
     "as_stored",
+    "audit_entry",
     "audit_from_row",
     "binding_from_row",
-    "confirmation_audit_entry",
     "decision_audit_entries",
     "decision_from_row",
     "decision_row",
@@ -121,25 +121,31 @@ def idempotency_row(record: NewDecision, now: datetime) -> dict[str, Any] | None
     }
 
 
+def audit_entry(event_type: str, about: Any, payload: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+    """An audit entry (the keyword arguments of `AuditAppender.append`) about a decision: the actor_id,
+    capability and session_id of `about` (a `NewDecision`, or a `decisions` row), the payload, and
+    `fields` (decision_id, outcome, audit_ref)."""
+    return {
+        "event_type": event_type,
+        "actor_id": about.actor_id,
+        "capability": about.capability,
+        "session_id": about.session_id,
+        "payload": payload,
+        **fields,
+    }
+
+
 def decision_audit_entries(record: NewDecision, row: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The "proposal" and "decision" audit entries of a new decision whose row is `row`, then the
-    "confirmation" of its parent when it consumes a token (each the keyword arguments of
-    `AuditAppender.append`)."""
+    "confirmation" of its parent when it consumes a token."""
     decision = record.decision
-    common: dict[str, Any] = {
-        "decision_id": decision.decision_id,
-        "actor_id": record.actor_id,
-        "capability": record.capability,
-        "session_id": record.session_id,
-    }
     review_deadline = row["review_deadline"]
-    entries: list[dict[str, Any]] = [
-        {"event_type": "proposal", "payload": dict(record.proposal_audit), **common},
-        {
-            "event_type": "decision",
-            "audit_ref": row["audit_ref"],
-            "outcome": decision.outcome,
-            "payload": {
+    entries = [
+        audit_entry("proposal", record, dict(record.proposal_audit), decision_id=decision.decision_id),
+        audit_entry(
+            "decision",
+            record,
+            {
                 "outcome": decision.outcome,
                 "reason": decision.reason,
                 "risk_score": decision.risk_score,
@@ -154,24 +160,21 @@ def decision_audit_entries(record: NewDecision, row: Mapping[str, Any]) -> list[
                 "idempotency_key": record.idempotency is not None,
                 "api_key_id": record.api_key_id,
             },
-            **common,
-        },
+            decision_id=decision.decision_id,
+            audit_ref=row["audit_ref"],
+            outcome=decision.outcome,
+        ),
     ]
     if record.consumes_token_of is not None:
-        entries.append(confirmation_audit_entry(record))
+        entries.append(
+            audit_entry(
+                "confirmation",
+                record,
+                {"token_consumed_by": decision.decision_id, "api_key_id": record.api_key_id},
+                decision_id=record.consumes_token_of,
+            )
+        )
     return entries
-
-
-def confirmation_audit_entry(record: NewDecision) -> dict[str, Any]:
-    """The "confirmation" audit entry of the parent whose token `record` consumes."""
-    return {
-        "event_type": "confirmation",
-        "decision_id": record.consumes_token_of,
-        "actor_id": record.actor_id,
-        "capability": record.capability,
-        "session_id": record.session_id,
-        "payload": {"token_consumed_by": record.decision.decision_id, "api_key_id": record.api_key_id},
-    }
 
 
 class _RowView:

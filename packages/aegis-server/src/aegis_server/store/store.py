@@ -12,10 +12,12 @@ rooms of the store, each owning one concern:
 | `executions`    | `Executions`        | `executions`      | execution reports                                 |
 | `audit`         | `AuditLog`          | `audit_log`       | appending, reading and verifying the chain        |
 | `audit_checks`  | `DecisionAuditCheck`| `audit_checks`    | decisions compared with their audit records       |
-| `documents`     | `Documents`         | `documents`       | API-managed policies and capabilities             |
+| `policies`      | `Policies`          | `documents`       | API-managed policies                              |
+| `capabilities`  | `Capabilities`      | `documents`       | API-registered capabilities                       |
 
-Each public method of `Store` is the room's method of the same name (`_Delegate`): the signature and
-the docstring live in the room.
+Each public method of `Store` is a method of one room (`_Delegate`; of the same name, but for the
+policies and capabilities, whose rooms share `DocumentTable`): the signature and the docstring live in
+the room.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from aegis_server.store.audit_log import AuditLog
 from aegis_server.store.chain import AuditKeySource
 from aegis_server.store.database import Database
 from aegis_server.store.decisions import Decisions
-from aegis_server.store.documents import Documents
+from aegis_server.store.documents import Capabilities, Policies
 from aegis_server.store.engine import create_engine, redact_url, sqlite_batch_writer
 from aegis_server.store.errors import SchemaNotReady
 from aegis_server.store.executions import Executions
@@ -54,7 +56,8 @@ _R = TypeVar("_R")
 
 
 class _Delegate(Generic[_Room, _P, _R]):
-    """A method of `Store` that is the method of the same name of the room in the attribute `room`."""
+    """A method of `Store` that is `method` of the room in the attribute `room` (looked up by name on the
+    instance, so a room's own attributes and patches apply)."""
 
     def __init__(self, room: str, method: Callable[Concatenate[_Room, _P], _R]) -> None:
         self._room = room
@@ -108,7 +111,8 @@ class Store:
         self.executions = Executions(self.database)
         self.audit = AuditLog(self.database)
         self.audit_checks = DecisionAuditCheck(self.database)
-        self.documents = Documents(self.database, self.settings)
+        self.policies = Policies(self.database, self.settings)
+        self.capabilities = Capabilities(self.database, self.settings)
 
     @classmethod
     async def open(
@@ -214,18 +218,18 @@ class Store:
     verify_decisions = _Delegate("audit_checks", DecisionAuditCheck.verify_decisions)
 
     # API-managed policies and capabilities
-    list_policies = _Delegate("documents", Documents.list_policies)
-    get_policy = _Delegate("documents", Documents.get_policy)
-    list_policy_records = _Delegate("documents", Documents.list_policy_records)
-    get_policy_record = _Delegate("documents", Documents.get_policy_record)
-    put_policy = _Delegate("documents", Documents.put_policy)
-    delete_policy = _Delegate("documents", Documents.delete_policy)
-    list_capabilities = _Delegate("documents", Documents.list_capabilities)
-    get_capability = _Delegate("documents", Documents.get_capability)
-    list_capability_records = _Delegate("documents", Documents.list_capability_records)
-    get_capability_record = _Delegate("documents", Documents.get_capability_record)
-    put_capability = _Delegate("documents", Documents.put_capability)
-    delete_capability = _Delegate("documents", Documents.delete_capability)
+    list_policies = _Delegate("policies", Policies.list_documents)
+    get_policy = _Delegate("policies", Policies.get_document)
+    list_policy_records = _Delegate("policies", Policies.list_records)
+    get_policy_record = _Delegate("policies", Policies.get_record)
+    put_policy = _Delegate("policies", Policies.put)
+    delete_policy = _Delegate("policies", Policies.delete)
+    list_capabilities = _Delegate("capabilities", Capabilities.list_documents)
+    get_capability = _Delegate("capabilities", Capabilities.get_document)
+    list_capability_records = _Delegate("capabilities", Capabilities.list_records)
+    get_capability_record = _Delegate("capabilities", Capabilities.get_record)
+    put_capability = _Delegate("capabilities", Capabilities.put)
+    delete_capability = _Delegate("capabilities", Capabilities.delete)
 
 
 async def open_existing(url: str, audit_key: AuditKeySource | None = None) -> Store:
