@@ -3,7 +3,7 @@
 - `link`: one record's link, version 1 (plain SHA-256, AEGIS 0.1) against version 2 (HMAC-SHA256 under the
   audit key, a prepared `hmac` state copied per record), on the records a decision writes;
 - `per_decision`: what the store's batch writer spends linking one decision's two records
-  (`_chained_rows`: canonical JSON and the link) with either formula;
+  (`chained_rows`: canonical JSON and the link) with either formula;
 - `checkpoint`: signing a checkpoint (Ed25519) and writing it durably (append + fsync, `latest.json`
   replaced + fsync), which the server does at most once a second, off the request path.
 
@@ -23,8 +23,8 @@ from typing import Any
 
 from aegis_server.audit.checkpoints import CheckpointDirectory, sign_checkpoint
 from aegis_server.audit.signing_keys import new_signing_key_pem, parse_private_key
+from aegis_server.store.audit_append import chained_rows
 from aegis_server.store.chain import ChainLinker, link_hash
-from aegis_server.store.repository import _chained_rows
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
 
@@ -81,13 +81,13 @@ def _best_ns_per_op(work: Any, rounds: int, repeat: int = 5) -> float:
 def run(quick: bool = False) -> dict[str, Any]:
     rounds = 2_000 if quick else 20_000
     linker = ChainLinker(secrets.token_bytes(32))
-    rows, _ = _chained_rows((0, "0" * 64), _entries(), NOW, linker)
+    rows, _ = chained_rows((0, "0" * 64), _entries(), NOW, linker)
     record = rows[1]
     v1_link = _best_ns_per_op(lambda: link_hash(record), rounds)
     v2_link = _best_ns_per_op(lambda: linker.link(record), rounds)
     entries = _entries()
-    v1_decision = _best_ns_per_op(lambda: _chained_rows((7, "0" * 64), entries, NOW, _Version1), rounds)  # type: ignore[arg-type]
-    v2_decision = _best_ns_per_op(lambda: _chained_rows((7, "0" * 64), entries, NOW, linker), rounds)
+    v1_decision = _best_ns_per_op(lambda: chained_rows((7, "0" * 64), entries, NOW, _Version1), rounds)  # type: ignore[arg-type]
+    v2_decision = _best_ns_per_op(lambda: chained_rows((7, "0" * 64), entries, NOW, linker), rounds)
     key = parse_private_key(new_signing_key_pem(), "bench")
     body = {"format": "aegis-audit-checkpoint/1", "chain_version": 2, "v2_from": 1, "sequence": 123456}
     body |= {"head_hash": "cd" * 32, "time": "2026-12-06T12:00:00.000000Z", "writer": "bench:1", "key_id": "0" * 16}

@@ -201,7 +201,7 @@ def test_keys_are_compared_in_constant_time_and_stored_hashed(
     served: Served, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Constant time: authentication goes through hmac.compare_digest, for a right and for a wrong key.
-    import aegis_server.store.repository as repository
+    import aegis_server.store.keys as api_keys_module
 
     calls: list[tuple[Any, Any]] = []
     compare = hmac.compare_digest
@@ -210,7 +210,7 @@ def test_keys_are_compared_in_constant_time_and_stored_hashed(
         calls.append((a, b))
         return compare(a, b)
 
-    monkeypatch.setattr(repository.hmac, "compare_digest", spy)
+    monkeypatch.setattr(api_keys_module.hmac, "compare_digest", spy)
 
     async def check() -> tuple[bool, bool]:
         store = await Store.open(sqlite_url(tmp_path), migrate=True)

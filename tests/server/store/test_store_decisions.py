@@ -125,6 +125,8 @@ async def test_idempotency_key_replays_and_conflicts(store: Store, make_decision
     with pytest.raises(IdempotencyConflict) as info:
         await store.record_decision(make_decision(idempotency=("key_a", "idem-1", "hash-2")))
     assert info.value.decision_id == first.decision_id
+    # What the key holds comes with the conflict: the caller answers without reading it again.
+    assert (info.value.request_hash, info.value.decision) == ("hash-1", first)
 
 
 async def test_a_burst_of_idempotency_lookups_stays_within_the_connection_pool(

@@ -47,12 +47,12 @@ async def test_a_batch_waits_for_another_process_without_blocking_the_loop(
 async def test_the_wal_is_checkpointed_from_the_writer_thread(
     store: Store, sqlite_url: str, make_decision: MakeDecision, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "_CHECKPOINT_INTERVAL_SECONDS", 0.0)
+    monkeypatch.setattr(store.group_commit, "checkpoint_interval_seconds", 0.0)
     database = _database_file(sqlite_url)
     size_before = database.stat().st_size
     await asyncio.gather(*(store.record_decision(make_decision("ALLOW")) for _ in range(200)))
     for _ in range(100):  # the checkpoint started by the last batch runs in the writer thread
-        if store._checkpoint is None and database.stat().st_size > size_before:
+        if store.group_commit.checkpoint is None and database.stat().st_size > size_before:
             break
         await asyncio.sleep(0.02)
     assert database.stat().st_size > size_before  # the decisions' pages reached the database file
@@ -81,19 +81,19 @@ async def test_an_idempotency_lookup_reads_on_the_loop_even_while_another_proces
 async def test_a_full_wal_is_finished_with_this_process_s_writes_paused(
     store: Store, make_decision: MakeDecision, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aegis_server.store import repository
+    from aegis_server.store import group_commit
 
     calls: list[bool] = []  # per checkpoint: were this process's writes paused?
 
     def spying_checkpoint(engine: object) -> int:
-        calls.append(store._write_lock.locked())
+        calls.append(store.database.write_lock.locked())
         return 10**6  # frames in the WAL: more than the limit
 
-    monkeypatch.setattr(repository, "checkpoint_wal", spying_checkpoint)
-    monkeypatch.setattr(store, "_CHECKPOINT_INTERVAL_SECONDS", 0.0)
+    monkeypatch.setattr(group_commit, "checkpoint_wal", spying_checkpoint)
+    monkeypatch.setattr(store.group_commit, "checkpoint_interval_seconds", 0.0)
     await store.record_decision(make_decision("ALLOW"))
     for _ in range(100):
-        if store._checkpoint is None and calls:
+        if store.group_commit.checkpoint is None and calls:
             break
         await asyncio.sleep(0.01)
     # Copied beside the commits, once more to catch up (this pass was quick, so only once), then

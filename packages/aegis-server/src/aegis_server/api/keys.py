@@ -15,8 +15,7 @@ from aegis_server.api.common import BODY_ERRORS, errors
 from aegis_server.errors import ApiError, not_found, validation_error
 from aegis_server.key_actors import parse_actor_patterns
 from aegis_server.security import SCOPE_ADMIN, SCOPE_PROPOSE, KeyAuthenticator, Principal, RequireScope, parse_scopes
-from aegis_server.store import ApiKey, Store, format_timestamp
-from aegis_server.store.repository import UNSET
+from aegis_server.store import UNSET, ApiKey, Store, format_timestamp
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 

@@ -347,7 +347,7 @@ def _cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_update(args: argparse.Namespace) -> int:
-    from aegis_server.store.repository import UNSET
+    from aegis_server.store import UNSET
 
     if args.actors is None and args.rate_limit is None:
         raise CommandError(f"nothing to change: give --actors and/or --rate-limit ({_ACTORS_HINT})", code=2)

@@ -1,6 +1,8 @@
 """The persistence layer of the AEGIS server: SQLAlchemy 2 (async) on SQLite or PostgreSQL, with the
-schema managed by Alembic migrations shipped in this package (`store/migrations`)."""
+schema managed by Alembic migrations shipped in this package (`store/migrations`). `Store` (`store.py`)
+is the façade; its table says which module owns which concern."""
 
+from aegis_server.store.audit_append import ChainState
 from aegis_server.store.chain import (
     GENESIS_HASH,
     AuditKeyError,
@@ -9,6 +11,7 @@ from aegis_server.store.chain import (
     link_hash,
     link_hmac,
 )
+from aegis_server.store.cursors import MAX_PAGE_SIZE
 from aegis_server.store.engine import normalise_url, redact_url
 from aegis_server.store.errors import (
     AlreadyReported,
@@ -23,30 +26,22 @@ from aegis_server.store.errors import (
     StoreError,
     TokenAlreadyUsed,
 )
+from aegis_server.store.filters import AuditFilters, DecisionFilters
+from aegis_server.store.keys import API_KEY_PREFIX, UNSET, hash_api_key
+from aegis_server.store.locations import default_audit_dir
 from aegis_server.store.migrate import current_revision, head_revision, upgrade_database
 from aegis_server.store.records import (
     ADMIN_SCOPE,
     SCOPES,
     ApiKey,
-    AuditFilters,
     DecisionBinding,
-    DecisionFilters,
     IdempotencyEntry,
     NewDecision,
     StoredCapability,
     StoredPolicy,
 )
-from aegis_server.store.repository import (
-    API_KEY_PREFIX,
-    MAX_PAGE_SIZE,
-    ChainState,
-    Store,
-    default_audit_dir,
-    format_timestamp,
-    hash_api_key,
-    open_existing,
-    verify_database,
-)
+from aegis_server.store.rows import format_timestamp
+from aegis_server.store.store import Store, open_existing, verify_database
 
 __all__ = [
     "ADMIN_SCOPE",
@@ -54,6 +49,7 @@ __all__ = [
     "GENESIS_HASH",
     "MAX_PAGE_SIZE",
     "SCOPES",
+    "UNSET",
     "AlreadyReported",
     "ApiKey",
     "AuditChainCut",

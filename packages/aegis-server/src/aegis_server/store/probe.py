@@ -40,7 +40,7 @@ from aegis_server.store.errors import SchemaNotReady
 from aegis_server.store.schema import server_settings
 
 if TYPE_CHECKING:
-    from aegis_server.store.repository import Store
+    from aegis_server.store.store import Store
 
 __all__ = [
     "FAILURE_MEMORY_SECONDS",
@@ -234,22 +234,22 @@ async def probe_write(store: Store) -> None:
     """Take the write lock and write pages in a transaction that is rolled back, then commit the
     heartbeat row; raise what the database raises when it cannot."""
     now = datetime.now(timezone.utc)
-    insert: Any = store._upsert(server_settings).values(
+    insert: Any = store.database.upsert(server_settings).values(
         name=_PROBE_NAME, value=_PROBE_VALUE, created_at=now, updated_at=now
     )
     try:
-        async with store._write() as conn:
+        async with store.database.write() as conn:
             await conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
             raise _RolledBack  # leaves the transaction by its rollback: nothing is kept
     except _RolledBack:
         pass
-    heartbeat: Any = store._upsert(server_settings).values(
+    heartbeat: Any = store.database.upsert(server_settings).values(
         name=_HEARTBEAT_NAME, value=now.strftime(_HEARTBEAT_FORMAT), created_at=now, updated_at=now
     )
     heartbeat = heartbeat.on_conflict_do_update(
         index_elements=["name"], set_={"value": heartbeat.excluded.value, "updated_at": heartbeat.excluded.updated_at}
     )
-    async with store._write() as conn:
+    async with store.database.write() as conn:
         await conn.execute(heartbeat)  # committed: through the WAL (or PostgreSQL's) to the files
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from aegis_sdk.models import Capability, Decision, Policy
 
@@ -13,9 +13,7 @@ __all__ = [
     "ADMIN_SCOPE",
     "SCOPES",
     "ApiKey",
-    "AuditFilters",
     "DecisionBinding",
-    "DecisionFilters",
     "IdempotencyEntry",
     "NewDecision",
     "StoredCapability",
@@ -123,33 +121,6 @@ class DecisionBinding:
     token_used_by: str | None
     token_expires_at: datetime | None
     api_key_id: str | None = None
-
-
-Order = Literal["asc", "desc"]
-
-
-@dataclasses.dataclass(frozen=True)
-class DecisionFilters:
-    """Filters of `Store.list_decisions` (and `Store.audit_log`). `since` is inclusive, `until` exclusive.
-    `order`: None means the listing's default (decisions newest first, audit records in chain order)."""
-
-    actor_id: str | None = None
-    capability: str | None = None
-    outcome: str | None = None
-    session_id: str | None = None
-    review_status: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    order: Order | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class AuditFilters(DecisionFilters):
-    """Filters of `Store.audit_log`: those of decisions (review_status selects the records of decisions
-    in that review state) plus the decision and the event type."""
-
-    decision_id: str | None = None
-    event_type: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,116 @@
+"""API-managed policies and capabilities: documents by name, each change bumping the policy version and
+audited ("<kind>_saved" with the document's hash, "<kind>_deleted") in one transaction. `DocumentTable`
+is the one implementation; `Policies` and `Capabilities` are its two tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+
+from aegis_sdk.models import Capability, Policy
+from aegis_server.canonical import canonical_hash
+from aegis_server.store.database import Database, Room
+from aegis_server.store.records import StoredCapability, StoredPolicy
+from aegis_server.store.schema import capabilities, policies
+from aegis_server.store.server_settings import ServerSettings
+
+__all__ = ["Capabilities", "DocumentTable", "Policies"]
+
+_Model = TypeVar("_Model", Policy, Capability)
+_Stored = TypeVar("_Stored", StoredPolicy, StoredCapability)
+
+
+class DocumentTable(Room, Generic[_Model, _Stored]):
+    """The documents of one kind (`kind`: "policy", "capability") in `table`: validated as `model`, returned
+    as `stored` (whose attribute `kind` is the document)."""
+
+    def __init__(
+        self,
+        database: Database,
+        settings: ServerSettings,
+        *,
+        table: sa.Table,
+        kind: str,
+        model: type[_Model],
+        stored: Callable[[_Model, datetime, datetime], _Stored],
+    ) -> None:
+        super().__init__(database)
+        self._settings = settings
+        self.table = table
+        self.kind = kind
+        self._model_type: type[_Model] = model
+        self._make_stored: Callable[[_Model, datetime, datetime], _Stored] = stored
+
+    def _stored(self, row: Any) -> _Stored:
+        return self._make_stored(self._model_type.model_validate(row.document), row.created_at, row.updated_at)
+
+    def _model(self, stored: _Stored) -> _Model:
+        document: _Model = getattr(stored, self.kind)
+        return document
+
+    async def list_documents(self) -> list[_Model]:
+        """Every document of this kind, by name."""
+        return [self._model(stored) for stored in await self.list_records()]
+
+    async def get_document(self, name: str) -> _Model | None:
+        stored = await self.get_record(name)
+        return self._model(stored) if stored is not None else None
+
+    async def list_records(self) -> list[_Stored]:
+        """Every document of this kind with its created/updated times, by name."""
+        async with self._db.read() as conn:
+            rows = (await conn.execute(sa.select(self.table).order_by(self.table.c.name))).all()
+        return [self._stored(row) for row in rows]
+
+    async def get_record(self, name: str) -> _Stored | None:
+        async with self._db.read() as conn:
+            row = (await conn.execute(sa.select(self.table).where(self.table.c.name == name))).first()
+        return self._stored(row) if row is not None else None
+
+    async def put(self, document: _Model) -> _Stored:
+        """Create or replace the document of its name, bump the policy version and audit it as
+        "<kind>_saved" (with the document's hash), all in one transaction."""
+        table, name, content = self.table, document.name, document.model_dump(mode="json")
+        now = self._db.now()
+        async with self._db.write() as conn:
+            await conn.execute(
+                self._db.upsert(table)
+                .values(name=name, document=content, created_at=now, updated_at=now)
+                .on_conflict_do_update(index_elements=["name"], set_={"document": content, "updated_at": now})
+            )
+            await self._settings.bump_policy_version(conn, now)
+            await self._db.audit(conn, now).append(
+                f"{self.kind}_saved", payload={"name": name, "sha256": canonical_hash(content)}
+            )
+            row = (await conn.execute(sa.select(table).where(table.c.name == name))).one()
+        return self._stored(row)
+
+    async def delete(self, name: str) -> bool:
+        """Delete a stored document (audited as "<kind>_deleted"); False when there is none of that name."""
+        now = self._db.now()
+        async with self._db.write() as conn:
+            result = await conn.execute(sa.delete(self.table).where(self.table.c.name == name))
+            if result.rowcount != 1:
+                return False
+            await self._settings.bump_policy_version(conn, now)
+            await self._db.audit(conn, now).append(f"{self.kind}_deleted", payload={"name": name})
+        return True
+
+
+class Policies(DocumentTable[Policy, StoredPolicy]):
+    """The API-managed policies (audited as "policy_saved" / "policy_deleted")."""
+
+    def __init__(self, database: Database, settings: ServerSettings) -> None:
+        super().__init__(database, settings, table=policies, kind="policy", model=Policy, stored=StoredPolicy)
+
+
+class Capabilities(DocumentTable[Capability, StoredCapability]):
+    """The API-registered capabilities (audited as "capability_saved" / "capability_deleted")."""
+
+    def __init__(self, database: Database, settings: ServerSettings) -> None:
+        super().__init__(
+            database, settings, table=capabilities, kind="capability", model=Capability, stored=StoredCapability
+        )
