@@ -12,7 +12,6 @@ from typing import Any
 
 __all__ = [
     "ActorNotAllowed",
-    "AlreadyReported",
     "Conflict",
     "Forbidden",
     "GovernanceError",
@@ -20,9 +19,6 @@ __all__ = [
     "InvalidInput",
     "InvalidRequest",
     "NotFound",
-    "NotPending",
-    "NotProposer",
-    "OutcomeNotAllowed",
     "SelfReview",
     "TokenInvalid",
     "Unavailable",
@@ -65,7 +61,7 @@ class UnknownCapability(GovernanceError):
 
 
 class Forbidden(GovernanceError):
-    """The caller may not do this (whoever they are: the key is valid, the act is not theirs)."""
+    """The caller may not do this: the key is valid, the act is not theirs (e.g. `not_proposer`)."""
 
 
 class ActorNotAllowed(Forbidden):
@@ -80,14 +76,9 @@ class SelfReview(Forbidden):
     code = "self_review"
 
 
-class NotProposer(Forbidden):
-    """An execution report from a key other than the proposing one."""
-
-    code = "not_proposer"
-
-
 class Conflict(GovernanceError):
-    """The request is well formed but conflicts with what is stored (e.g. `policy_conflict`)."""
+    """The request is well formed but conflicts with what is stored: `policy_conflict`, `not_pending` (a
+    review of a decision not awaiting one), `not_allowed` and `already_reported` (execution reports)."""
 
 
 class IdempotencyConflict(Conflict):
@@ -100,24 +91,6 @@ class TokenInvalid(Conflict):
     """A confirmation token refused: `confirmation_invalid`, `_used`, `_expired` or `_mismatch`."""
 
     code = "confirmation_invalid"
-
-
-class NotPending(Conflict):
-    """A review of a decision that is not awaiting one."""
-
-    code = "not_pending"
-
-
-class OutcomeNotAllowed(Conflict):
-    """An execution report for a decision that did not allow anything to run."""
-
-    code = "not_allowed"
-
-
-class AlreadyReported(Conflict):
-    """A second execution report for one decision."""
-
-    code = "already_reported"
 
 
 class InvalidInput(GovernanceError):

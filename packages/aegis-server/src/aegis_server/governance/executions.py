@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aegis_sdk.models import ExecutionRecord, ExecutionReport
-from aegis_server.governance.errors import AlreadyReported, NotFound, NotProposer, OutcomeNotAllowed
+from aegis_server.governance.errors import Conflict, Forbidden, NotFound
 from aegis_server.governance.runtime import GovernanceRuntime
 from aegis_server.store import errors as store_errors
 
@@ -36,16 +36,18 @@ class Executions:
                 decision_id=decision_id,
                 payload={"api_key_id": api_key_id, "status": report.status},
             )
-            raise NotProposer(
+            raise Forbidden(
                 f"Decision {decision_id} was proposed with another API key; only the key that proposed an action "
                 "may report how it ran. Report with the proposing key.",
                 {"decision_id": decision_id},
+                code="not_proposer",
             ) from None
         except store_errors.NotAllowed as exc:
-            raise OutcomeNotAllowed(
+            raise Conflict(
                 f"Decision {decision_id} has outcome {exc.outcome}; nothing may have run. Report executions only "
                 "for ALLOW decisions.",
                 {"decision_id": decision_id, "outcome": exc.outcome},
+                code="not_allowed",
             ) from None
         except store_errors.AlreadyReported:
             stored = await rt.store.get_execution(decision_id)
@@ -57,7 +59,8 @@ class Executions:
                     "recorded_at": stored["recorded_at"],
                     "audit_ref": stored["audit_ref"],
                 }
-            raise AlreadyReported(
+            raise Conflict(
                 f"The execution of decision {decision_id} was already reported; it can be reported once.",
                 reported,
+                code="already_reported",
             ) from None

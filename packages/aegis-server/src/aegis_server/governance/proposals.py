@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -71,6 +72,17 @@ def _confirmable(decision: Decision) -> bool:
     return decision.outcome == "ESCALATE" and decision.review is not None and decision.review.status == "approved"
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """One proposal being decided or confirmed: what every step needs."""
+
+    proposal: Proposal
+    params_hash: str
+    api_key_id: str
+    now: datetime
+    idempotency: IdempotencyEntry | None
+
+
 class Proposals:
     """`POST /propose`: decide a proposal, or confirm one with its token."""
 
@@ -119,12 +131,12 @@ class Proposals:
             idempotency = IdempotencyEntry(principal_key_id, idempotency_key, request_hash)
 
         await rt.policies.maybe_refresh()
-        now = rt.clock()
+        attempt = _Attempt(proposal, params_hash, principal_key_id, rt.clock(), idempotency)
         try:
             if proposal.confirmation_token:
-                decision = await self._confirm(proposal, params_hash, idempotency, now, principal_key_id)
+                decision = await self._confirm(attempt)
             else:
-                decision = await self._decide(proposal, params_hash, idempotency, now, principal_key_id)
+                decision = await self._decide(attempt)
         except store_errors.IdempotencyConflict as exc:
             # Another request with the same key won the race: answer as a retry would be answered. The
             # store's error may carry what it found (`stored`); otherwise it is read back.
@@ -151,7 +163,34 @@ class Proposals:
             )
         return decision
 
-    async def _record(self, record: NewDecision) -> Decision:
+    async def _record(
+        self,
+        attempt: _Attempt,
+        decision: Decision,
+        *,
+        audit_parameters: Mapping[str, Any] | None = None,
+        token_expires_at: datetime | None = None,
+        review_deadline: datetime | None = None,
+        consumes_token_of: str | None = None,
+    ) -> Decision:
+        """Store the decision of the attempt's proposal with its audit records (see `NewDecision`); a failure
+        other than a lost idempotency race or a spent token counts as an audit failure."""
+        proposal, params_hash, api_key_id = attempt.proposal, attempt.params_hash, attempt.api_key_id
+        record = NewDecision(
+            decision=decision,
+            actor_id=proposal.actor.id,
+            actor_type=proposal.actor.type,
+            capability=proposal.action.capability,
+            session_id=proposal.context.session_id,
+            params_hash=params_hash,
+            proposal_audit=_proposal_audit(proposal, audit_parameters, params_hash, api_key_id),
+            created_at=attempt.now,
+            token_expires_at=token_expires_at,
+            review_deadline=review_deadline,
+            idempotency=attempt.idempotency,
+            consumes_token_of=consumes_token_of,
+            api_key_id=api_key_id,
+        )
         try:
             return await self.rt.store.record_decision(record)
         except (store_errors.IdempotencyConflict, store_errors.TokenAlreadyUsed):
@@ -219,15 +258,9 @@ class Proposals:
             payload={**payload, "api_key_id": api_key_id},
         )
 
-    async def _decide(
-        self,
-        proposal: Proposal,
-        params_hash: str,
-        idempotency: IdempotencyEntry | None,
-        now: datetime,
-        api_key_id: str,
-    ) -> Decision:
+    async def _decide(self, attempt: _Attempt) -> Decision:
         rt = self.rt
+        proposal, params_hash, api_key_id, now = attempt.proposal, attempt.params_hash, attempt.api_key_id, attempt.now
         policy_set = rt.policies.active
         try:
             evaluation = evaluate(proposal, policy_set, now=now, config=rt.engine_config)
@@ -294,31 +327,16 @@ class Proposals:
             review=review,
         )
         return await self._record(
-            NewDecision(
-                decision=decision,
-                actor_id=proposal.actor.id,
-                actor_type=proposal.actor.type,
-                capability=proposal.action.capability,
-                session_id=proposal.context.session_id,
-                params_hash=params_hash,
-                proposal_audit=_proposal_audit(proposal, evaluation.audit_parameters, params_hash, api_key_id),
-                created_at=now,
-                token_expires_at=token_expires,
-                review_deadline=review_deadline,
-                idempotency=idempotency,
-                api_key_id=api_key_id,
-            )
+            attempt,
+            decision,
+            audit_parameters=evaluation.audit_parameters,
+            token_expires_at=token_expires,
+            review_deadline=review_deadline,
         )
 
-    async def _confirm(
-        self,
-        proposal: Proposal,
-        params_hash: str,
-        idempotency: IdempotencyEntry | None,
-        now: datetime,
-        api_key_id: str,
-    ) -> Decision:
+    async def _confirm(self, attempt: _Attempt) -> Decision:
         rt = self.rt
+        proposal, params_hash, api_key_id, now = attempt.proposal, attempt.params_hash, attempt.api_key_id, attempt.now
         token = proposal.confirmation_token or ""
         claims = TokenSigner.parse(token)
         binding = await rt.store.get_decision_binding(claims.decision_id) if claims is not None else None
@@ -336,7 +354,7 @@ class Proposals:
             )
         parent_id = claims.decision_id
         if binding.token_used:
-            await self._reject_token(proposal, "confirmation_used", parent_id, params_hash, api_key_id)
+            await self._reject_token(attempt, "confirmation_used", parent_id)
         mismatched = [
             name
             for name, same in (
@@ -350,9 +368,9 @@ class Proposals:
             if not same
         ]
         if mismatched:
-            await self._reject_token(proposal, "confirmation_mismatch", parent_id, params_hash, api_key_id, mismatched)
+            await self._reject_token(attempt, "confirmation_mismatch", parent_id, mismatched)
         if now >= claims.expires_at:
-            await self._reject_token(proposal, "confirmation_expired", parent_id, params_hash, api_key_id)
+            await self._reject_token(attempt, "confirmation_expired", parent_id)
 
         parent = await rt.store.get_decision(parent_id)
         if parent is None:  # the binding exists, so the decision does too; be strict anyway
@@ -388,39 +406,19 @@ class Proposals:
             parent_decision_id=parent_id,
         )
         try:
-            return await self._record(
-                NewDecision(
-                    decision=decision,
-                    actor_id=proposal.actor.id,
-                    actor_type=proposal.actor.type,
-                    capability=proposal.action.capability,
-                    session_id=proposal.context.session_id,
-                    params_hash=params_hash,
-                    proposal_audit=_proposal_audit(proposal, None, params_hash, api_key_id),
-                    created_at=now,
-                    idempotency=idempotency,
-                    consumes_token_of=parent_id,
-                    api_key_id=api_key_id,
-                )
-            )
+            return await self._record(attempt, decision, consumes_token_of=parent_id)
         except store_errors.TokenAlreadyUsed:
-            await self._reject_token(proposal, "confirmation_used", parent_id, params_hash, api_key_id)
+            await self._reject_token(attempt, "confirmation_used", parent_id)
 
     async def _reject_token(
-        self,
-        proposal: Proposal,
-        code: str,
-        parent_id: str,
-        params_hash: str,
-        api_key_id: str,
-        mismatched: Sequence[str] = (),
+        self, attempt: _Attempt, code: str, parent_id: str, mismatched: Sequence[str] = ()
     ) -> NoReturn:
         """Audit and raise the 409 of a token that is used, expired, or issued for another proposal."""
-        payload: dict[str, Any] = {"parent_decision_id": parent_id, "params_hash": params_hash}
+        payload: dict[str, Any] = {"parent_decision_id": parent_id, "params_hash": attempt.params_hash}
         details: dict[str, Any] = {"parent_decision_id": parent_id}
         if mismatched:
             payload["mismatched"] = details["mismatched"] = list(mismatched)
-        await self._audit_rejection(proposal, code, payload, api_key_id)
+        await self._audit_rejection(attempt.proposal, code, payload, attempt.api_key_id)
         message = _TOKEN_MESSAGES.get(code) or (
             f"This confirmation token was issued for a different {', '.join(mismatched)}. Resubmit exactly the "
             "proposal that received the token."

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from aegis_sdk.models import Decision, ReviewRequest
-from aegis_server.governance.errors import NotFound, NotPending, SelfReview
+from aegis_server.governance.errors import Conflict, NotFound, SelfReview
 from aegis_server.governance.runtime import GovernanceRuntime, parse_time
 from aegis_server.store import DecisionBinding
 from aegis_server.store import errors as store_errors
@@ -136,10 +136,11 @@ class Reviews:
                 # This reviewer resolved it already (e.g. a retry whose first answer was lost on the way):
                 # hand back the decision as that first answer had it, so the client can tell.
                 details["decision"] = _DECISION_JSON.dump_python(current, mode="json")
-            raise NotPending(
+            raise Conflict(
                 f"Decision {decision_id} is not awaiting review (status: {exc.status}). Only a pending ESCALATE "
                 "within its deadline can be approved or denied.",
                 details,
+                code="not_pending",
             ) from None
         rt.metrics.reviews.labels(result="approved" if request.approve else "denied").inc()
         rt.notifier.notify(decision_id)

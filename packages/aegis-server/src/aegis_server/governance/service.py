@@ -35,7 +35,6 @@ from aegis_server.security import Principal
 from aegis_server.settings import Settings
 from aegis_server.store import AuditFilters, DecisionFilters, Store
 from aegis_server.store.probe import StorageHealth
-from aegis_server.tokens import TokenSigner
 
 __all__ = ["GovernanceService"]
 
@@ -85,14 +84,6 @@ class GovernanceService:
     @property
     def notifier(self) -> ReviewNotifier:
         return self._runtime.notifier
-
-    @property
-    def engine_config(self) -> EngineConfig:
-        return self._runtime.engine_config
-
-    @property
-    def signer(self) -> TokenSigner:
-        return self._runtime.signer
 
     async def start(self) -> None:
         """Prepare the token signer and load the policy set (raises PolicySetError if it does not compile)."""

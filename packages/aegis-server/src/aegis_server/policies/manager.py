@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from aegis_sdk.models import Capability, Policy, PolicyProblem, PolicyValidation
 from aegis_server.engine import PolicySet, PolicySetError, compile_policy_set
@@ -23,6 +24,22 @@ __all__ = ["PolicyManager"]
 logger = logging.getLogger("aegis_server.policies")
 
 _API_SOURCE = "api"
+
+
+_Item = TypeVar("_Item", Capability, Policy)
+
+
+def _by_name(from_files: Mapping[str, _Item], from_api: Mapping[str, _Item]) -> list[_Item]:
+    """Every item sorted by name; a file's item wins over a stored one of the same name."""
+    merged = {**from_api, **from_files}
+    return [merged[name] for name in sorted(merged)]
+
+
+def _named(kind: str, name: str, from_files: Mapping[str, _Item], from_api: Mapping[str, _Item]) -> _Item:
+    item = from_files.get(name) or from_api.get(name)
+    if item is None:
+        raise NotFound(kind, name)
+    return item
 
 
 class PolicyManager:
@@ -126,27 +143,19 @@ class PolicyManager:
 
     async def list_policies(self) -> list[Policy]:
         await self.maybe_refresh()
-        merged = {**self._api_policies, **self._file_policies}
-        return [merged[name] for name in sorted(merged)]
+        return _by_name(self._file_policies, self._api_policies)
 
     async def get_policy(self, name: str) -> Policy:
         await self.maybe_refresh()
-        policy = self._file_policies.get(name) or self._api_policies.get(name)
-        if policy is None:
-            raise NotFound("policy", name)
-        return policy
+        return _named("policy", name, self._file_policies, self._api_policies)
 
     async def list_capabilities(self) -> list[Capability]:
         await self.maybe_refresh()
-        merged = {**self._api_capabilities, **self._file_capabilities}
-        return [merged[name] for name in sorted(merged)]
+        return _by_name(self._file_capabilities, self._api_capabilities)
 
     async def get_capability(self, name: str) -> Capability:
         await self.maybe_refresh()
-        capability = self._file_capabilities.get(name) or self._api_capabilities.get(name)
-        if capability is None:
-            raise NotFound("capability", name)
-        return capability
+        return _named("capability", name, self._file_capabilities, self._api_capabilities)
 
     # -- writes -----------------------------------------------------------------------------------
 
