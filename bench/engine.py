@@ -16,7 +16,7 @@ from typing import Any
 
 from aegis_sdk.models import Capability, Policy, Proposal
 from aegis_server.engine import compile_policy_set, evaluate
-from aegis_server.policy_files import load_policy_set
+from aegis_server.policies.files import load_policy_set
 
 from . import rules
 from ._common import summary_us

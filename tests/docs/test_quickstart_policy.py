@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aegis_sdk import Proposal
 from aegis_server.engine import compile_policy_set, evaluate
-from aegis_server.policy_files import load_policy_paths
+from aegis_server.policies.files import load_policy_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 

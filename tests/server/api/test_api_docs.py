@@ -29,6 +29,7 @@ def test_every_error_code_is_in_the_api_doc() -> None:
     raised = set(re.findall(r'(?:governance_error|validation_error)\(\s*\d+,\s*"([a-z_]+)"', code))
     raised |= set(re.findall(r'ApiError\(\s*\d+,\s*"[a-z_]+",\s*"([a-z_]+)"', code))
     raised |= set(re.findall(r'"(confirmation_[a-z]+)"', code))
+    raised |= set(re.findall(r'\bcode\s*=\s*"([a-z_]+)"', code))  # the domain errors (governance/errors.py)
     assert {"unknown_capability", "confirmation_used", "rate_limited", "missing_scope"} <= raised
     for error_code in raised:
         assert f"`{error_code}`" in text, f"error code {error_code} is not documented in docs/api.md"

@@ -20,7 +20,7 @@ from aegis_sdk.models import Capability, Policy, Proposal
 from aegis_server.engine import ParameterSchemaError, compile_policy_set, evaluate
 from aegis_server.engine._cel import _searcher, compile_condition, new_context
 from aegis_server.engine._fast_cel import Undecided, compile_fast
-from aegis_server.policy_files import load_policy_set
+from aegis_server.policies.files import load_policy_set
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aegis_server.engine import PolicySetError
-from aegis_server.policy_files import load_policy_paths, load_policy_set, parse_policy_text
+from aegis_server.policies.files import load_policy_paths, load_policy_set, parse_policy_text
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "policies"
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from aegis_sdk.models import Policy
 from aegis_server.engine import STRICTNESS, EngineConfig, PolicySetError, evaluate
-from aegis_server.policy_files import parse_policy_text
+from aegis_server.policies.files import parse_policy_text
 
 OUTCOMES = ["ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION"]
 CAPABILITIES = ["db.query", "db.admin", "pay.refund"]

@@ -38,11 +38,12 @@ from aegis_server.errors import (
     error_response,
     install_exception_handlers,
 )
+from aegis_server.governance.runtime import utcnow
+from aegis_server.governance.service import GovernanceService
 from aegis_server.limits import BodyGuardMiddleware
 from aegis_server.metrics import Metrics
 from aegis_server.rate_limits import RateLimiter
 from aegis_server.security import KeyAuthenticator
-from aegis_server.service import GovernanceService, utcnow
 from aegis_server.settings import Settings
 from aegis_server.store import AuditChainCut, AuditKeyError, SchemaNotReady, Store
 from aegis_server.store.probe import describe_database_error
@@ -86,7 +87,7 @@ async def _warn_unbound_keys(store: Store) -> None:
 
 def _install_request_id_filter() -> None:
     """Every record of the server's loggers carries `request_id` (for any handler's format)."""
-    for name in ("aegis_server", "aegis_server.service"):
+    for name in ("aegis_server", "aegis_server.policies"):
         target = logging.getLogger(name)
         if not any(isinstance(f, RequestIdLogFilter) for f in target.filters):
             target.addFilter(RequestIdLogFilter())

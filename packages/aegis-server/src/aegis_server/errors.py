@@ -246,7 +246,11 @@ async def _unexpected_error_handler(request: Request, exc: Exception) -> Respons
 
 
 def install_exception_handlers(app: FastAPI) -> None:
+    from aegis_server.api.error_mapping import governance_error_handler  # the routers import this module
+    from aegis_server.governance.errors import GovernanceError
+
     app.add_exception_handler(ApiError, _api_error_handler)
+    app.add_exception_handler(GovernanceError, governance_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)

@@ -41,7 +41,7 @@ from aegis_server.settings import Settings
 
 if TYPE_CHECKING:
     from aegis_sdk import AegisClient, AsyncAegisClient
-    from aegis_server.service import GovernanceService
+    from aegis_server.governance.service import GovernanceService
     from aegis_server.store import Store
 
 T = TypeVar("T")

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends, Query
 
 from aegis_sdk.models import AuditPage, AuditTrail, AuditVerification
 from aegis_server.api.common import errors, get_service
+from aegis_server.governance.service import GovernanceService
 from aegis_server.security import SCOPE_AUDIT, Principal, RequireScope
-from aegis_server.service import AuditQuery, GovernanceService
+from aegis_server.store import AuditFilters
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -34,7 +35,7 @@ async def audit_log(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> AuditPage:
-    query = AuditQuery(
+    filters = AuditFilters(
         actor_id=actor_id,
         capability=capability,
         outcome=outcome,
@@ -44,7 +45,7 @@ async def audit_log(
         since=since,
         until=until,
     )
-    return await service.audit_log(query, limit=limit, cursor=cursor)
+    return await service.audit_log(filters, limit=limit, cursor=cursor)
 
 
 @router.get(

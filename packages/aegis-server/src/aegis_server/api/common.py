@@ -9,7 +9,7 @@ from fastapi import Request
 from aegis_sdk.models import ErrorEnvelope
 
 if TYPE_CHECKING:
-    from aegis_server.service import GovernanceService
+    from aegis_server.governance.service import GovernanceService
 
 
 async def get_service(request: Request) -> GovernanceService:

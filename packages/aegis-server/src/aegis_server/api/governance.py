@@ -21,6 +21,7 @@ from aegis_sdk.models import (
 )
 from aegis_server.api.common import BODY_ERRORS, errors, get_service
 from aegis_server.api.hot_path import HotRoute
+from aegis_server.governance.service import GovernanceService
 from aegis_server.limits import PARSED_BODY
 from aegis_server.security import (
     SCOPE_PROPOSE,
@@ -30,7 +31,7 @@ from aegis_server.security import (
     RequireScope,
     bearer_credentials,
 )
-from aegis_server.service import DecisionQuery, GovernanceService
+from aegis_server.store import DecisionFilters
 
 router = APIRouter(prefix="/api/v1/governance", tags=["governance"])
 
@@ -157,7 +158,7 @@ async def list_decisions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> DecisionPage:
-    query = DecisionQuery(
+    filters = DecisionFilters(
         actor_id=actor_id,
         capability=capability,
         outcome=outcome,
@@ -166,7 +167,7 @@ async def list_decisions(
         since=since,
         until=until,
     )
-    return await service.list_decisions(query, limit=limit, cursor=cursor)
+    return await service.list_decisions(filters, limit=limit, cursor=cursor)
 
 
 @router.post(

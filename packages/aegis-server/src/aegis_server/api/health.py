@@ -11,8 +11,8 @@ from aegis_sdk.models import ErrorEnvelope, Health
 from aegis_server import __version__
 from aegis_server.api.common import get_service
 from aegis_server.errors import ApiError
+from aegis_server.governance.service import GovernanceService
 from aegis_server.metrics import Metrics
-from aegis_server.service import GovernanceService
 
 logger = logging.getLogger("aegis_server")
 

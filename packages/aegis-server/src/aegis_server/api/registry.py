@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Response
 from aegis_sdk.models import Capability, Policy, PolicyValidation
 from aegis_server.api.common import BODY_ERRORS, errors, get_service
 from aegis_server.errors import validation_error
+from aegis_server.governance.service import GovernanceService
 from aegis_server.security import SCOPE_POLICIES, SCOPE_READ, Principal, RequireScope
-from aegis_server.service import GovernanceService
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 

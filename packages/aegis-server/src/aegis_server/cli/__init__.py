@@ -19,7 +19,7 @@ from typing import Any, TextIO, TypeVar
 from aegis_server import __version__
 from aegis_server.cli.log_output import BufferedStreamHandler, CachedTimeFormatter
 from aegis_server.cli.policy_commands import add_policy_commands
-from aegis_server.errors import ApiError, RequestIdLogFilter
+from aegis_server.errors import RequestIdLogFilter
 from aegis_server.settings import DEFAULT_DB_URL, Settings
 
 T = TypeVar("T")
@@ -158,7 +158,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from aegis_server.audit.checkpoints import CheckpointError
     from aegis_server.engine import PolicySetError
     from aegis_server.http_server import build_server, raise_open_files_limit
-    from aegis_server.policy_files import load_policy_paths
+    from aegis_server.policies.files import load_policy_paths
     from aegis_server.store import AuditKeyError
 
     overrides: dict[str, Any] = {}
@@ -409,8 +409,9 @@ def _cmd_review_list(args: argparse.Namespace) -> int:
 
 def _cmd_review_resolve(args: argparse.Namespace) -> int:
     from aegis_sdk.models import ReviewRequest
+    from aegis_server.governance.errors import GovernanceError
+    from aegis_server.governance.service import GovernanceService
     from aegis_server.metrics import Metrics
-    from aegis_server.service import GovernanceService
 
     approve = args.review_command == "approve"
     reviewer = args.reviewer or f"cli:{getpass.getuser()}"
@@ -423,7 +424,7 @@ def _cmd_review_resolve(args: argparse.Namespace) -> int:
 
     try:
         decision = _run(lambda: _with_store(args.db, work, writes=True), args.db)
-    except ApiError as exc:
+    except GovernanceError as exc:
         raise CommandError(exc.message) from None
     print(f"{decision.decision_id}: {'approved' if approve else 'denied'} by {reviewer}")
     return 0

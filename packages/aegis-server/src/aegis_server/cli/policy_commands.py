@@ -33,7 +33,7 @@ from aegis_server.engine import (
     evaluate,
     format_problem,
 )
-from aegis_server.policy_files import load_policy_set, read_yaml_file
+from aegis_server.policies.files import load_policy_set, read_yaml_file
 
 __all__ = ["DEFAULT_POLICY_PATH", "add_policy_commands", "run_test", "run_validate"]
 

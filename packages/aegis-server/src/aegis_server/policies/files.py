@@ -19,10 +19,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from aegis_sdk.models import Capability, Policy, PolicyProblem
 from aegis_server.engine import PolicySet, PolicySetError, compile_policy_set
@@ -40,6 +40,7 @@ POLICY_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 _MAX_FILE_BYTES = 5 * 1024 * 1024
 _MAX_VALUES = 200_000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_Item = TypeVar("_Item", Capability, Policy)
 
 
 @dataclass
@@ -167,11 +168,14 @@ def _name_of(raw: Any, fallback: str) -> str:
     return name if isinstance(name, str) and name else fallback
 
 
-def _validate(model: type[BaseModel], raw: Any) -> BaseModel | ValidationError:
+def _validated(model: type[_Item], raw: Any, where: str, source: str, problems: list[PolicyProblem]) -> _Item | None:
+    """`raw` as a `model` (Capability or Policy), or None with its problems added (named by `where`)."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        return exc
+        kind = "capability" if model is Capability else "policy"
+        problems.extend(_validation_problems(exc, raw, source, _name_of(raw, where), kind))
+        return None
 
 
 def _document_contents(document: Any, source: str, docs: PolicyDocuments) -> list[PolicyProblem]:
@@ -221,21 +225,15 @@ def _document_contents(document: Any, source: str, docs: PolicyDocuments) -> lis
             )
         ]
     for index, raw in enumerate(raw_capabilities):
-        name = _name_of(raw, f"capabilities[{index}]")
-        result = _validate(Capability, raw)
-        if isinstance(result, ValidationError):
-            problems.extend(_validation_problems(result, raw, source, name, "capability"))
-        elif isinstance(result, Capability):
-            docs.capabilities.append(result)
-            docs.sources.setdefault(f"capability:{result.name}", source)
+        capability = _validated(Capability, raw, f"capabilities[{index}]", source, problems)
+        if capability is not None:
+            docs.capabilities.append(capability)
+            docs.sources.setdefault(f"capability:{capability.name}", source)
     for index, raw in enumerate(raw_policies):
-        name = _name_of(raw, f"policies[{index}]")
-        result = _validate(Policy, raw)
-        if isinstance(result, ValidationError):
-            problems.extend(_validation_problems(result, raw, source, name, "policy"))
-        elif isinstance(result, Policy):
-            docs.policies.append(result)
-            docs.sources.setdefault(result.name, source)
+        policy = _validated(Policy, raw, f"policies[{index}]", source, problems)
+        if policy is not None:
+            docs.policies.append(policy)
+            docs.sources.setdefault(policy.name, source)
     return problems
 
 
