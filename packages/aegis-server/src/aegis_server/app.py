@@ -29,16 +29,12 @@ from aegis_server.api.governance import hot_routes
 from aegis_server.api.hot_path import HotPathDispatch, HotRoute
 from aegis_server.audit_anchor import AnchorError, AuditAnchor, CheckpointError, audit_key_source
 from aegis_server.engine import PolicySetError
-from aegis_server.errors import (
-    ApiError,
-    RequestContextMiddleware,
-    RequestIdLogFilter,
-    error_response,
-    install_exception_handlers,
-)
+from aegis_server.errors import ApiError, error_response, install_exception_handlers
 from aegis_server.limits import BodyGuardMiddleware
 from aegis_server.metrics import Metrics
 from aegis_server.rate_limits import RateLimiter
+from aegis_server.request_context import RequestContextMiddleware
+from aegis_server.request_id import install_request_id_filter
 from aegis_server.security import KeyAuthenticator
 from aegis_server.service import GovernanceService, utcnow
 from aegis_server.settings import Settings
@@ -80,14 +76,6 @@ async def _warn_unbound_keys(store: Store) -> None:
             "unbound.",
             unbound,
         )
-
-
-def _install_request_id_filter() -> None:
-    """Every record of the server's loggers carries `request_id` (for any handler's format)."""
-    for name in ("aegis_server", "aegis_server.service"):
-        target = logging.getLogger(name)
-        if not any(isinstance(f, RequestIdLogFilter) for f in target.filters):
-            target.addFilter(RequestIdLogFilter())
 
 
 class AegisAPI(FastAPI):
@@ -139,7 +127,7 @@ def create_app(
     collector's reach, so a full collection scans only what requests made since, not ~150,000 objects (a
     50-80 ms pause of every request in flight, on these machines)."""
     settings = settings if settings is not None else Settings.from_env()
-    _install_request_id_filter()
+    install_request_id_filter()
     metrics = Metrics()
     wall = clock or utcnow
     mono = monotonic or time.monotonic

@@ -19,7 +19,8 @@ from typing import Any, TextIO, TypeVar
 from aegis_server import __version__
 from aegis_server.cli.log_output import BufferedStreamHandler, CachedTimeFormatter
 from aegis_server.cli.policy_commands import add_policy_commands
-from aegis_server.errors import ApiError, RequestIdLogFilter
+from aegis_server.errors import ApiError
+from aegis_server.request_id import RequestIdLogFilter
 from aegis_server.settings import DEFAULT_DB_URL, Settings
 
 T = TypeVar("T")
