@@ -1,0 +1,99 @@
+"""What the store commands share: `CommandError`, the `--db` option, the server settings for a database,
+and running one async operation on its store with database failures reported in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aegis_server.settings import DEFAULT_DB_URL, Settings
+
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """A failure to report on stderr with exit code `code` (1 unless said otherwise)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def default_db() -> str:
+    return os.environ.get("AEGIS_DB_URL") or DEFAULT_DB_URL
+
+
+def run_database_call(coroutine_factory: Callable[[], Awaitable[T]], db_url: str) -> T:
+    """Run an async store operation, turning database failures into a one-line CommandError."""
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    from aegis_server.store import SchemaNotReady, redact_url
+
+    async def runner() -> T:
+        return await coroutine_factory()
+
+    where = redact_url(db_url)
+    try:
+        return asyncio.run(runner())
+    except SchemaNotReady as exc:
+        raise CommandError(f"the database at {where} is not ready: {exc}") from None
+    except ValueError as exc:
+        if "URL" in str(exc) or "url" in str(exc):
+            raise CommandError(f"bad --db {where}: {exc}", code=2) from None
+        raise
+    except (OSError, DBAPIError, SQLAlchemyError) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+        raise CommandError(f"cannot use the database at {where}: {type(exc).__name__}: {detail}") from None
+
+
+def cli_settings(db_url: str, **overrides: Any) -> Settings:
+    """The server settings from AEGIS_* variables, for this database (the audit keys and checkpoint
+    directory of the server that uses it)."""
+    try:
+        return Settings.from_env(db_url=db_url, **overrides)
+    except ValueError as exc:
+        raise CommandError(str(exc), code=2) from None
+
+
+async def with_store(
+    db_url: str, work: Callable[[Any], Awaitable[T]], *, migrate: bool = False, writes: bool = False
+) -> T:
+    """Run `work` on the store of `db_url`. `writes`: it appends audit records, so like the server it first
+    checks the chain against the latest signed checkpoint (a cut or rewritten chain is refused, not written
+    to) and afterwards checkpoints what it wrote."""
+    from aegis_server.audit_anchor import AnchorError, AuditAnchor, CheckpointError, audit_key_source
+    from aegis_server.store import AuditKeyError, Store
+
+    settings = cli_settings(db_url)
+    store = await Store.open(db_url, migrate=migrate, audit_key=audit_key_source(settings))
+    try:
+        anchor = AuditAnchor.from_settings(settings, store) if writes else None
+        if anchor is not None:
+            try:
+                await anchor.check_startup()
+            except AnchorError as exc:
+                raise CommandError(f"refusing to write to the audit chain: {exc}") from None
+            except (AuditKeyError, CheckpointError) as exc:
+                raise CommandError(f"the audit keys are not usable: {exc}") from None
+        result = await work(store)
+        if anchor is not None:
+            await anchor.close()
+        return result
+    finally:
+        await store.close()
+
+
+def add_db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        default=default_db(),
+        metavar="URL",
+        help="database URL (default: $AEGIS_DB_URL or %(default)s)",
+    )
+
+
+__all__ = ["CommandError", "add_db_option", "cli_settings", "default_db", "run_database_call", "with_store"]

@@ -1,0 +1,31 @@
+"""`aegis-server db upgrade`: apply pending schema migrations."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from aegis_server.cli.command_support import (
+    add_db_option,
+    run_database_call,
+)
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from aegis_server.store import upgrade_database
+
+    revision = run_database_call(lambda: upgrade_database(args.db), args.db)
+    print(f"database schema at revision {revision}")
+    return 0
+
+
+def add_database_commands(commands: Any) -> None:
+    """Register `db upgrade` on the main parser's sub-parsers."""
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="apply pending migrations")
+    add_db_option(upgrade)
+    upgrade.set_defaults(func=_cmd_db_upgrade)
+
+
+__all__ = ["add_database_commands"]
