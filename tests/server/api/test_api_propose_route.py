@@ -1,6 +1,7 @@
 """`POST /api/v1/governance/propose` is served by a hot route in front of FastAPI's stack (the hot path);
-it and the FastAPI route it shadows must answer every request alike. Each request below goes to both, and the status,
-headers that matter and envelope (everything but the request id) must match."""
+the same endpoint is mounted on FastAPI's router (a `PlainRoute`, which also documents it), and the two ways
+in must answer every request alike. Each request below goes to both, and the status, headers that matter and
+envelope (everything but the request id) must match."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from aegis_server.inprocess import InProcessServer
 
 @contextlib.contextmanager
 def _routed_only(server: InProcessServer) -> Iterator[None]:
-    """Take the hot route out, so the FastAPI route it shadows answers."""
+    """Take the hot route out, so FastAPI's router serves the endpoint."""
     hot = server.app.hot_routes.pop(("POST", PROPOSE_PATH))  # KeyError: the hot route is not mounted
     try:
         yield

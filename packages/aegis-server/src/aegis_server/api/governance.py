@@ -19,15 +19,20 @@ from aegis_sdk.models import (
     ReviewRequest,
     ReviewStatus,
 )
-from aegis_server.api.common import BODY_ERRORS, errors, get_service
+from aegis_server.api.common import (
+    BODY_ERRORS,
+    PageCursor,
+    PageLimit,
+    Proposer,
+    Reader,
+    Reviewer,
+    ServiceDep,
+    errors,
+    require_propose,
+)
 from aegis_server.api.hot_path import HotRoute, PlainRoute
 from aegis_server.limits import PARSED_BODY
 from aegis_server.security import (
-    SCOPE_PROPOSE,
-    SCOPE_READ,
-    SCOPE_REVIEW,
-    Principal,
-    RequireScope,
     bearer_credentials,
 )
 from aegis_server.service import DecisionQuery, GovernanceService
@@ -37,8 +42,6 @@ router = APIRouter(prefix="/api/v1/governance", tags=["governance"])
 PROPOSE_PATH = "/api/v1/governance/propose"
 _MAX_IDEMPOTENCY_KEY = 255
 
-ServiceDep = Annotated[GovernanceService, Depends(get_service)]
-
 
 # `POST /propose`: one plain endpoint, served by the hot path (api/hot_path.py) and, mounted as a `PlainRoute`,
 # documented by FastAPI from `_declared` below: the same body model, header type and scope dependency that
@@ -47,14 +50,13 @@ ServiceDep = Annotated[GovernanceService, Depends(get_service)]
 # five dependencies per request and its second validation of the body the guard already parsed, and
 # answers with the decision serialised once. Every error is raised, so the application's handlers render it.
 IdempotencyKey = Annotated[str, Field(max_length=_MAX_IDEMPOTENCY_KEY)]
-_require_propose = RequireScope(SCOPE_PROPOSE)
 _idempotency_key = TypeAdapter(IdempotencyKey)
 _decision_json = TypeAdapter(Decision)
 
 
 def _declared(
     proposal: Proposal,
-    principal: Annotated[Principal, Depends(_require_propose)],
+    principal: Proposer,
     idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
 ) -> None:
     """What `propose` reads, declared for OpenAPI (never called: `propose` reads the request itself)."""
@@ -67,7 +69,7 @@ async def propose(request: Request) -> Response:
             authorization = value.decode("latin-1")
         elif name == b"idempotency-key" and idempotency_key is None:
             idempotency_key = value.decode("latin-1")
-    principal = await _require_propose.authorize(request, bearer_credentials(authorization))
+    principal = await require_propose.authorize(request, bearer_credentials(authorization))
     problems: list[dict[str, object]] = []
     if idempotency_key is not None:
         try:
@@ -127,7 +129,7 @@ def hot_routes() -> list[HotRoute]:
 async def get_decision(
     decision_id: str,
     service: ServiceDep,
-    _: Annotated[Principal, Depends(RequireScope(SCOPE_READ))],
+    _: Reader,
     wait: Annotated[
         float | None,
         Query(
@@ -148,7 +150,7 @@ async def get_decision(
 )
 async def list_decisions(
     service: ServiceDep,
-    _: Annotated[Principal, Depends(RequireScope(SCOPE_READ))],
+    _: Reader,
     actor_id: str | None = None,
     capability: str | None = None,
     outcome: Outcome | None = None,
@@ -156,8 +158,8 @@ async def list_decisions(
     review_status: ReviewStatus | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> DecisionPage:
     query = DecisionQuery(
         actor_id=actor_id,
@@ -186,7 +188,7 @@ async def review_decision(
     decision_id: str,
     review: ReviewRequest,
     service: ServiceDep,
-    principal: Annotated[Principal, Depends(RequireScope(SCOPE_REVIEW))],
+    principal: Reviewer,
 ) -> Decision:
     return await service.review(decision_id, review, reviewer=principal.name, reviewer_key_id=principal.key_id)
 
@@ -206,7 +208,7 @@ async def report_execution(
     decision_id: str,
     report: ExecutionReport,
     service: ServiceDep,
-    principal: Annotated[Principal, Depends(RequireScope(SCOPE_PROPOSE))],
+    principal: Proposer,
 ) -> ExecutionRecord:
     return await service.report_execution(decision_id, report, api_key_id=principal.key_id)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from aegis_server.cli.command_support import (
     CommandError,
+    add_command_group,
     add_db_option,
     cli_settings,
     run_database_call,
@@ -233,8 +234,7 @@ def _cmd_audit_acknowledge_cut(args: argparse.Namespace) -> int:
 
 def add_audit_commands(commands: Any) -> None:
     """Register `audit verify|checkpoint|acknowledge-cut` on the main parser's sub-parsers."""
-    audit = commands.add_parser("audit", help="the audit log")
-    audit_commands = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    audit_commands = add_command_group(commands, "audit", "the audit log")
     verify = audit_commands.add_parser(
         "verify",
         help="check the hash chain, the latest signed checkpoint and the decisions; exit 1 naming what is wrong",

@@ -87,6 +87,18 @@ async def with_store(
         await store.close()
 
 
+def run_on_store(db_url: str, work: Callable[[Any], Awaitable[T]], *, migrate: bool = False, writes: bool = False) -> T:
+    """`work(store)` on the store of `db_url` (see `with_store`), database failures as a CommandError."""
+    return run_database_call(lambda: with_store(db_url, work, migrate=migrate, writes=writes), db_url)
+
+
+def add_command_group(commands: Any, name: str, help: str) -> Any:
+    """Register `aegis-server NAME ACTION ...` and return the sub-parsers its actions are added to (the
+    action chosen is `args.<NAME>_command`)."""
+    group = commands.add_parser(name, help=help)
+    return group.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+
+
 def add_db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
@@ -96,4 +108,13 @@ def add_db_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-__all__ = ["CommandError", "add_db_option", "cli_settings", "default_db", "run_database_call", "with_store"]
+__all__ = [
+    "CommandError",
+    "add_command_group",
+    "add_db_option",
+    "cli_settings",
+    "default_db",
+    "run_database_call",
+    "run_on_store",
+    "with_store",
+]

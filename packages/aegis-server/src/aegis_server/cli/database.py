@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from aegis_server.cli.command_support import (
+    add_command_group,
     add_db_option,
     run_database_call,
 )
@@ -21,8 +22,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def add_database_commands(commands: Any) -> None:
     """Register `db upgrade` on the main parser's sub-parsers."""
-    db = commands.add_parser("db", help="database schema")
-    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_commands = add_command_group(commands, "db", "database schema")
     upgrade = db_commands.add_parser("upgrade", help="apply pending migrations")
     add_db_option(upgrade)
     upgrade.set_defaults(func=_cmd_db_upgrade)

@@ -8,9 +8,9 @@ from typing import Any
 
 from aegis_server.cli.command_support import (
     CommandError,
+    add_command_group,
     add_db_option,
-    run_database_call,
-    with_store,
+    run_on_store,
 )
 
 _ACTORS_HINT = "pass e.g. --actors 'ai-agent:support-bot-*', or '*' for any actor"
@@ -58,7 +58,7 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
         key, _ = await store.create_api_key(name, scopes, actors, rate_limit_per_minute=rate_limit, by="cli")
         return str(key)
 
-    key = run_database_call(lambda: with_store(args.db, work, migrate=args.migrate, writes=True), args.db)
+    key = run_on_store(args.db, work, migrate=args.migrate, writes=True)
     print(key)  # ONLY the key on stdout, so `KEY=$(aegis-server keys create ...)` works
     return 0
 
@@ -73,7 +73,7 @@ def _cmd_keys_list(args: argparse.Namespace) -> int:
     async def work(store: Any) -> list[Any]:
         return list(await store.list_api_keys())
 
-    keys = run_database_call(lambda: with_store(args.db, work), args.db)
+    keys = run_on_store(args.db, work)
     if not keys:
         print("no API keys (create one with `aegis-server keys create --name NAME --scopes admin --actors '*'`)")
         return 0
@@ -115,7 +115,7 @@ def _cmd_keys_update(args: argparse.Namespace) -> int:
             by="cli",
         )
 
-    key = run_database_call(lambda: with_store(args.db, work, writes=True), args.db)
+    key = run_on_store(args.db, work, writes=True)
     if key is None:
         raise CommandError(f"no active API key with id {args.key_id!r} (see `aegis-server keys list`)")
     rate = "default" if key.rate_limit_per_minute is None else f"{key.rate_limit_per_minute}/min"
@@ -128,7 +128,7 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     async def work(store: Any) -> bool:
         return bool(await store.revoke_api_key(args.key_id))
 
-    if not run_database_call(lambda: with_store(args.db, work, writes=True), args.db):
+    if not run_on_store(args.db, work, writes=True):
         raise CommandError(f"no active API key with id {args.key_id!r} (see `aegis-server keys list`)")
     print(f"revoked {args.key_id}")
     return 0
@@ -136,8 +136,7 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 def add_keys_commands(commands: Any) -> None:
     """Register `keys create|update|list|revoke` on the main parser's sub-parsers."""
-    keys = commands.add_parser("keys", help="API keys")
-    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    key_commands = add_command_group(commands, "keys", "API keys")
     create = key_commands.add_parser("create", help="create a key and print it (only the key) on stdout")
     add_db_option(create)
     create.add_argument("--name", required=True, help="who uses the key (reviews are recorded under it)")

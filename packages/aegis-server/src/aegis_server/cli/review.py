@@ -8,8 +8,10 @@ from typing import Any
 
 from aegis_server.cli.command_support import (
     CommandError,
+    add_command_group,
     add_db_option,
     run_database_call,
+    run_on_store,
     with_store,
 )
 from aegis_server.errors import ApiError
@@ -23,7 +25,7 @@ def _cmd_review_list(args: argparse.Namespace) -> int:
         items, _ = await store.list_decisions(DecisionFilters(review_status="pending"), args.limit, None)
         return list(items)
 
-    items = run_database_call(lambda: with_store(args.db, work), args.db)
+    items = run_on_store(args.db, work)
     if not items:
         print("no decisions await review")
         return 0
@@ -58,8 +60,7 @@ def _cmd_review_resolve(args: argparse.Namespace) -> int:
 
 def add_review_commands(commands: Any) -> None:
     """Register `review list|approve|deny` on the main parser's sub-parsers."""
-    review = commands.add_parser("review", help="escalations awaiting a reviewer")
-    review_commands = review.add_subparsers(dest="review_command", metavar="ACTION", required=True)
+    review_commands = add_command_group(commands, "review", "escalations awaiting a reviewer")
     pending = review_commands.add_parser("list", help="pending reviews")
     add_db_option(pending)
     pending.add_argument("--limit", type=int, default=50, choices=range(1, 201), metavar="1..200")

@@ -12,8 +12,7 @@ from typing import Any, TextIO
 
 from aegis_server.cli.command_support import (
     CommandError,
-    run_database_call,
-    with_store,
+    run_on_store,
 )
 from aegis_server.cli.log_output import BufferedStreamHandler, CachedTimeFormatter
 from aegis_server.request_id import RequestIdLogFilter
@@ -126,9 +125,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             await anchor.close()  # the first checkpoint anchors the chain from its first record on
         return str(key)
 
-    dev_key = run_database_call(
-        lambda: with_store(settings.db_url, first_start, migrate=settings.db_migrate), settings.db_url
-    )
+    dev_key = run_on_store(settings.db_url, first_start, migrate=settings.db_migrate)
     if dev_key is not None:
         _print_dev_key(dev_key, args.host, args.port, sys.stdout)
     policy_note = ", ".join(str(p) for p in paths) if paths else "none (register policies through the API)"
