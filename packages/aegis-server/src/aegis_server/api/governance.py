@@ -32,14 +32,13 @@ from aegis_server.api.common import (
 )
 from aegis_server.api.hot_path import HotRoute, PlainRoute
 from aegis_server.limits import PARSED_BODY
-from aegis_server.security import (
-    bearer_credentials,
-)
+from aegis_server.security import bearer_credentials
 from aegis_server.service import DecisionQuery, GovernanceService
 
 router = APIRouter(prefix="/api/v1/governance", tags=["governance"])
 
 PROPOSE_PATH = "/api/v1/governance/propose"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 _MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -51,13 +50,14 @@ _MAX_IDEMPOTENCY_KEY = 255
 # answers with the decision serialised once. Every error is raised, so the application's handlers render it.
 IdempotencyKey = Annotated[str, Field(max_length=_MAX_IDEMPOTENCY_KEY)]
 _idempotency_key = TypeAdapter(IdempotencyKey)
+_IDEMPOTENCY_HEADER_KEY = IDEMPOTENCY_HEADER.lower().encode("latin-1")  # as ASGI gives header names
 _decision_json = TypeAdapter(Decision)
 
 
 def _declared(
     proposal: Proposal,
     principal: Proposer,
-    idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[IdempotencyKey | None, Header(alias=IDEMPOTENCY_HEADER)] = None,
 ) -> None:
     """What `propose` reads, declared for OpenAPI (never called: `propose` reads the request itself)."""
 
@@ -67,7 +67,7 @@ async def propose(request: Request) -> Response:
     for name, value in request.scope["headers"]:  # one pass over the raw headers (the first of each wins)
         if name == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
-        elif name == b"idempotency-key" and idempotency_key is None:
+        elif name == _IDEMPOTENCY_HEADER_KEY and idempotency_key is None:
             idempotency_key = value.decode("latin-1")
     principal = await require_propose.authorize(request, bearer_credentials(authorization))
     problems: list[dict[str, object]] = []
@@ -75,7 +75,7 @@ async def propose(request: Request) -> Response:
         try:
             _idempotency_key.validate_python(idempotency_key)
         except ValidationError as exc:
-            problems.extend({**e, "loc": ("header", "Idempotency-Key")} for e in exc.errors(include_url=False))
+            problems.extend({**e, "loc": ("header", IDEMPOTENCY_HEADER)} for e in exc.errors(include_url=False))
     body = getattr(request.state, PARSED_BODY, None)
     proposal: Proposal | None = None
     if body is None:
@@ -213,4 +213,4 @@ async def report_execution(
     return await service.report_execution(decision_id, report, api_key_id=principal.key_id)
 
 
-__all__ = ["PROPOSE_PATH", "IdempotencyKey", "hot_routes", "propose", "router"]
+__all__ = ["IDEMPOTENCY_HEADER", "PROPOSE_PATH", "IdempotencyKey", "hot_routes", "propose", "router"]
