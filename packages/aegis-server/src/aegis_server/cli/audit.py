@@ -12,7 +12,7 @@ from typing import Any
 from aegis_server.cli.command_support import (
     CommandError,
     add_command_group,
-    add_db_option,
+    add_store_action,
     cli_settings,
     run_database_call,
 )
@@ -235,32 +235,33 @@ def _cmd_audit_acknowledge_cut(args: argparse.Namespace) -> int:
 def add_audit_commands(commands: Any) -> None:
     """Register `audit verify|checkpoint|acknowledge-cut` on the main parser's sub-parsers."""
     audit_commands = add_command_group(commands, "audit", "the audit log")
-    verify = audit_commands.add_parser(
+    verify = add_store_action(
+        audit_commands,
         "verify",
-        help="check the hash chain, the latest signed checkpoint and the decisions; exit 1 naming what is wrong",
+        "check the hash chain, the latest signed checkpoint and the decisions; exit 1 naming what is wrong",
+        _cmd_audit_verify,
     )
-    add_db_option(verify)
     verify.add_argument("--checkpoint", metavar="FILE", help="check against this checkpoint (default: the latest one)")
     verify.add_argument(
         "--public-key", metavar="FILE", help="PEM public key of the checkpoints (default: the server's)"
     )
     verify.add_argument("--no-checkpoint", action="store_true", help="check the chain alone (the tail is not checked)")
     verify.add_argument("--no-decisions", action="store_true", help="do not compare the decisions table with the audit")
-    verify.set_defaults(func=_cmd_audit_verify)
-    export = audit_commands.add_parser(
-        "checkpoint", help="export the checkpoints' public key (PEM) and the latest signed checkpoint"
+    export = add_store_action(
+        audit_commands,
+        "checkpoint",
+        "export the checkpoints' public key (PEM) and the latest signed checkpoint",
+        _cmd_audit_checkpoint,
     )
-    add_db_option(export)
     export.add_argument("--public-key", metavar="FILE", help="write the public key here (default: stdout)")
     export.add_argument("--checkpoint", metavar="FILE", help="write the checkpoint here (default: stdout)")
-    export.set_defaults(func=_cmd_audit_checkpoint)
-    acknowledge = audit_commands.add_parser(
+    acknowledge = add_store_action(
+        audit_commands,
         "acknowledge-cut",
-        help="after an investigation, accept a database that lost records the latest checkpoint vouches for",
+        "after an investigation, accept a database that lost records the latest checkpoint vouches for",
+        _cmd_audit_acknowledge_cut,
     )
-    add_db_option(acknowledge)
     acknowledge.add_argument("--reason", required=True, help="why the cut is accepted (kept in the audit)")
-    acknowledge.set_defaults(func=_cmd_audit_acknowledge_cut)
 
 
 __all__ = ["add_audit_commands"]

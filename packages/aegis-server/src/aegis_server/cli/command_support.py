@@ -99,6 +99,15 @@ def add_command_group(commands: Any, name: str, help: str) -> Any:
     return group.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
 
 
+def add_store_action(group: Any, name: str, help: str, func: Callable[[argparse.Namespace], int]) -> Any:
+    """Register the action `name` of a command group (`add_command_group`), run by `func(args)`, with the
+    `--db` option; returns its parser for the action's own arguments."""
+    parser = group.add_parser(name, help=help)
+    add_db_option(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def add_db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
@@ -112,6 +121,7 @@ __all__ = [
     "CommandError",
     "add_command_group",
     "add_db_option",
+    "add_store_action",
     "cli_settings",
     "default_db",
     "run_database_call",

@@ -7,7 +7,7 @@ from typing import Any
 
 from aegis_server.cli.command_support import (
     add_command_group,
-    add_db_option,
+    add_store_action,
     run_database_call,
 )
 
@@ -23,9 +23,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 def add_database_commands(commands: Any) -> None:
     """Register `db upgrade` on the main parser's sub-parsers."""
     db_commands = add_command_group(commands, "db", "database schema")
-    upgrade = db_commands.add_parser("upgrade", help="apply pending migrations")
-    add_db_option(upgrade)
-    upgrade.set_defaults(func=_cmd_db_upgrade)
+    add_store_action(db_commands, "upgrade", "apply pending migrations", _cmd_db_upgrade)
 
 
 __all__ = ["add_database_commands"]

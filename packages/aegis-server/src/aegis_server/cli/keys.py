@@ -9,7 +9,7 @@ from typing import Any
 from aegis_server.cli.command_support import (
     CommandError,
     add_command_group,
-    add_db_option,
+    add_store_action,
     run_on_store,
 )
 
@@ -137,8 +137,9 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
 def add_keys_commands(commands: Any) -> None:
     """Register `keys create|update|list|revoke` on the main parser's sub-parsers."""
     key_commands = add_command_group(commands, "keys", "API keys")
-    create = key_commands.add_parser("create", help="create a key and print it (only the key) on stdout")
-    add_db_option(create)
+    create = add_store_action(
+        key_commands, "create", "create a key and print it (only the key) on stdout", _cmd_keys_create
+    )
     create.add_argument("--name", required=True, help="who uses the key (reviews are recorded under it)")
     create.add_argument(
         "--scopes",
@@ -158,20 +159,15 @@ def add_keys_commands(commands: Any) -> None:
     create.add_argument(
         "--no-migrate", dest="migrate", action="store_false", help="fail instead of creating/upgrading the schema"
     )
-    create.set_defaults(func=_cmd_keys_create)
-    update = key_commands.add_parser("update", help="change a key's actor patterns or rate limit")
-    add_db_option(update)
+    update = add_store_action(key_commands, "update", "change a key's actor patterns or rate limit", _cmd_keys_update)
     update.add_argument("key_id", metavar="KEY_ID")
     update.add_argument("--actors", metavar="PATTERNS", help="the new actor patterns (replace the old); '*' for any")
     update.add_argument("--rate-limit", metavar="N/min|default", help="the key's own limit, or 'default'")
-    update.set_defaults(func=_cmd_keys_update)
-    listing = key_commands.add_parser("list", help="list keys, their actors and limits (never the keys themselves)")
-    add_db_option(listing)
-    listing.set_defaults(func=_cmd_keys_list)
-    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
-    add_db_option(revoke)
+    add_store_action(
+        key_commands, "list", "list keys, their actors and limits (never the keys themselves)", _cmd_keys_list
+    )
+    revoke = add_store_action(key_commands, "revoke", "revoke a key by its id", _cmd_keys_revoke)
     revoke.add_argument("key_id", metavar="KEY_ID")
-    revoke.set_defaults(func=_cmd_keys_revoke)
 
 
 __all__ = ["add_keys_commands"]

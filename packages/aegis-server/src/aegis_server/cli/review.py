@@ -9,7 +9,7 @@ from typing import Any
 from aegis_server.cli.command_support import (
     CommandError,
     add_command_group,
-    add_db_option,
+    add_store_action,
     run_database_call,
     run_on_store,
     with_store,
@@ -61,20 +61,16 @@ def _cmd_review_resolve(args: argparse.Namespace) -> int:
 def add_review_commands(commands: Any) -> None:
     """Register `review list|approve|deny` on the main parser's sub-parsers."""
     review_commands = add_command_group(commands, "review", "escalations awaiting a reviewer")
-    pending = review_commands.add_parser("list", help="pending reviews")
-    add_db_option(pending)
+    pending = add_store_action(review_commands, "list", "pending reviews", _cmd_review_list)
     pending.add_argument("--limit", type=int, default=50, choices=range(1, 201), metavar="1..200")
-    pending.set_defaults(func=_cmd_review_list)
     for action, text in (("approve", "approve (issues the confirmation token)"), ("deny", "deny (final DENY)")):
-        resolve = review_commands.add_parser(action, help=text)
-        add_db_option(resolve)
+        resolve = add_store_action(review_commands, action, text, _cmd_review_resolve)
         resolve.add_argument("decision_id", metavar="DECISION_ID")
         resolve.add_argument("--note", help="why (kept in the audit)")
         resolve.add_argument(
             "--reviewer",
             help="reviewer name to record (default: cli:<your user name>); it may not be the decision's actor id",
         )
-        resolve.set_defaults(func=_cmd_review_resolve)
 
 
 __all__ = ["add_review_commands"]
