@@ -52,7 +52,7 @@ PROPOSE = "/api/v1/governance/propose"
 _STOCK = """
 import sys, uvicorn
 from aegis_server.app import create_app
-from aegis_server.cli import configure_logging
+from aegis_server.cli.serve import configure_logging
 from aegis_server.settings import Settings
 settings = Settings.from_env()
 configure_logging(settings.log_level)

@@ -1,6 +1,7 @@
 """`POST /api/v1/governance/propose` is served by a hot route in front of FastAPI's stack (the hot path);
-it and the FastAPI route it shadows must answer every request alike. Each request below goes to both, and the status,
-headers that matter and envelope (everything but the request id) must match."""
+the same endpoint is mounted on FastAPI's router (a `PlainRoute`, which also documents it), and the two ways
+in must answer every request alike. Each request below goes to both, and the status, headers that matter and
+envelope (everything but the request id) must match."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from aegis_server.inprocess import InProcessServer
 
 @contextlib.contextmanager
 def _routed_only(server: InProcessServer) -> Iterator[None]:
-    """Take the hot route out, so the FastAPI route it shadows answers."""
+    """Take the hot route out, so FastAPI's router serves the endpoint."""
     hot = server.app.hot_routes.pop(("POST", PROPOSE_PATH))  # KeyError: the hot route is not mounted
     try:
         yield
@@ -108,3 +109,22 @@ async def test_idempotent_replay_alike(server: InProcessServer) -> None:
     assert fast.headers["idempotent-replayed"] == routed.headers["idempotent-replayed"] == "true"
     assert _comparable(conflict_fast) == _comparable(conflict_routed)
     assert conflict_fast.status_code == 409
+
+
+def test_openapi_documents_what_the_endpoint_checks(server: InProcessServer) -> None:
+    """The one endpoint is documented from its declarations: the Proposal body, the Idempotency-Key header
+    (at most 255 characters, as a longer one is a 422 above), the bearer key, and the Decision answer."""
+    operation = server.app.openapi()["paths"][PROPOSE_PATH]["post"]
+    assert operation["operationId"] == "propose_api_v1_governance_propose_post"
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Proposal"
+    }
+    assert operation["requestBody"]["required"] is True
+    [header] = operation["parameters"]
+    assert (header["name"], header["in"], header["required"]) == ("Idempotency-Key", "header", False)
+    assert {"type": "string", "maxLength": 255} in header["schema"]["anyOf"]
+    assert operation["security"] == [{"HTTPBearer": []}]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Decision"
+    }
+    assert sorted(operation["responses"]) == ["200", "400", "401", "403", "404", "409", "413", "415", "422", "429"]

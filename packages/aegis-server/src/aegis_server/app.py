@@ -31,18 +31,14 @@ from aegis_server.audit.anchor import AnchorError, AuditAnchor
 from aegis_server.audit.checkpoints import CheckpointError
 from aegis_server.audit.signing_keys import audit_key_source
 from aegis_server.engine import PolicySetError
-from aegis_server.errors import (
-    ApiError,
-    RequestContextMiddleware,
-    RequestIdLogFilter,
-    error_response,
-    install_exception_handlers,
-)
+from aegis_server.errors import ApiError, error_response, install_exception_handlers
 from aegis_server.governance.runtime import utcnow
 from aegis_server.governance.service import GovernanceService
 from aegis_server.limits import BodyGuardMiddleware
 from aegis_server.metrics import Metrics
 from aegis_server.rate_limits import RateLimiter
+from aegis_server.request_context import RequestContextMiddleware
+from aegis_server.request_id import install_request_id_filter
 from aegis_server.security import KeyAuthenticator
 from aegis_server.settings import Settings
 from aegis_server.store import AuditChainCut, AuditKeyError, SchemaNotReady, Store
@@ -83,14 +79,6 @@ async def _warn_unbound_keys(store: Store) -> None:
             "unbound.",
             unbound,
         )
-
-
-def _install_request_id_filter() -> None:
-    """Every record of the server's loggers carries `request_id` (for any handler's format)."""
-    for name in ("aegis_server", "aegis_server.policies"):
-        target = logging.getLogger(name)
-        if not any(isinstance(f, RequestIdLogFilter) for f in target.filters):
-            target.addFilter(RequestIdLogFilter())
 
 
 class AegisAPI(FastAPI):
@@ -142,7 +130,7 @@ def create_app(
     collector's reach, so a full collection scans only what requests made since, not ~150,000 objects (a
     50-80 ms pause of every request in flight, on these machines)."""
     settings = settings if settings is not None else Settings.from_env()
-    _install_request_id_filter()
+    install_request_id_filter()
     metrics = Metrics()
     wall = clock or utcnow
     mono = monotonic or time.monotonic

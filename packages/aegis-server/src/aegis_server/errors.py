@@ -1,51 +1,25 @@
-"""The error envelope, the request id, and the handlers that turn every failure into one.
+"""The error envelope and the handlers that turn every failure into one.
 
 Every non-2xx answer is `{"error": {type, code, message, request_id, details}}` — including the
-framework's own 404/405/422 and any unexpected exception (500, logged with the request id, never with
-the body). `X-Request-ID` is echoed (or generated) on every response.
+framework's own 404/405/422 and any unexpected exception (500). The request id it carries, and the
+middleware that sets it and logs each request, are in `aegis_server.request_id` and
+`aegis_server.request_context`.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
-import logging
-import re
-import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Send
 
-from aegis_server.ids import new_request_id
-
-if TYPE_CHECKING:
-    from aegis_server.metrics import Metrics
-
-logger = logging.getLogger("aegis_server")
-
-REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("aegis_request_id", default=None)
-
-
-def current_request_id() -> str | None:
-    return request_id_var.get()
-
-
-class RequestIdLogFilter(logging.Filter):
-    """Adds `request_id` to every log record (``-`` outside a request)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
-            record.request_id = request_id_var.get() or "-"
-        return True
+from aegis_server.allowed_methods import allowed_methods
+from aegis_server.request_id import REQUEST_ID_HEADER, request_id_var
 
 
 class ApiError(Exception):
@@ -190,55 +164,6 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
-_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
-
-
-def allowed_methods(scope: Scope) -> list[str]:
-    """The methods the app serves on the scope's path (sorted), for a 405's `Allow`.
-
-    Each method is tried against the router's routes (`matches` is public on every Starlette route,
-    however FastAPI nests included routers). Where the OpenAPI document describes the path, the answer is
-    narrowed to what it documents for the most literal template that matches: `/api/v1/policies/validate`
-    is its own resource (POST), although `/api/v1/policies/{name}` matches the same path."""
-    app = scope.get("app")
-    routes = getattr(getattr(app, "router", None), "routes", ())
-    probed: set[str] = set()
-    for method in _METHODS:
-        probe = {**scope, "type": "http", "method": method}
-        if any(route.matches(probe)[0] is Match.FULL for route in routes):
-            probed.add(method)
-    hot_routes = getattr(app, "hot_routes", None) or {}
-    probed.update(method for method, path in hot_routes if path == scope.get("path"))
-    documented = _documented_methods(app, str(scope.get("path", "")))
-    if documented and documented & probed:
-        return sorted(documented & probed)
-    return sorted(probed)
-
-
-_TEMPLATE_PARAMETER = re.compile(r"\{[^/{}]+\}")
-
-
-def _documented_methods(app: Any, path: str) -> set[str]:
-    """The methods the app's OpenAPI document lists for the most literal path template matching `path`."""
-    openapi = getattr(app, "openapi", None)
-    if not callable(openapi):
-        return set()
-    try:
-        paths: Mapping[str, Any] = openapi().get("paths", {})
-    except Exception:  # a document that cannot be built: the router's answer stands
-        return set()
-    best: tuple[int, set[str]] | None = None
-    for template, operations in paths.items():
-        pattern = "[^/]+".join(re.escape(part) for part in _TEMPLATE_PARAMETER.split(template))
-        if not re.fullmatch(pattern, path):
-            continue
-        parameters = len(_TEMPLATE_PARAMETER.findall(template))
-        methods = {m.upper() for m in operations if m.upper() in _METHODS}
-        if best is None or parameters < best[0]:
-            best = (parameters, methods)
-    return best[1] if best is not None else set()
-
-
 async def _unexpected_error_handler(request: Request, exc: Exception) -> Response:
     # Used by the framework's ServerErrorMiddleware, which then re-raises: the request context middleware
     # outside it logs the exception with the request id (and, the answer being sent, sends nothing more).
@@ -266,73 +191,14 @@ def internal_error() -> ApiError:
     )
 
 
-class RequestContextMiddleware:
-    """Outermost middleware: request id in and out, access log, request metrics, and the last net that
-    turns any unexpected exception into a 500 envelope (logged with the request id and traceback)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        presented = None
-        for key, value in scope.get("headers", ()):
-            if key == b"x-request-id":
-                presented = value.decode("latin-1")
-                break
-        rid = presented if presented and _REQUEST_ID_OK.match(presented) else new_request_id()
-        token = request_id_var.set(rid)
-        scope.setdefault("state", {})["request_id"] = rid
-        rid_header = (b"x-request-id", rid.encode("latin-1"))
-        status_holder = [0]
-        started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_holder[0] = int(message["status"])
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
-                headers.append(rid_header)
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if status_holder[0] == 0:
-                await send_error(send_with_id, internal_error())
-        finally:
-            elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            if self.metrics is not None:
-                self.metrics.observe_request(str(scope.get("method", "")), template, status_holder[0], elapsed)
-            logger.info(
-                "%s %s -> %d in %.1f ms",
-                scope.get("method"),
-                scope.get("path"),
-                status_holder[0],
-                elapsed * 1000.0,
-            )
-            request_id_var.reset(token)
-
-
 __all__ = [
-    "REQUEST_ID_HEADER",
     "ApiError",
-    "RequestContextMiddleware",
-    "RequestIdLogFilter",
-    "allowed_methods",
-    "current_request_id",
     "envelope",
     "error_response",
     "governance_error",
     "install_exception_handlers",
+    "internal_error",
     "not_found",
-    "request_id_var",
     "send_error",
     "validation_error",
 ]

@@ -91,16 +91,20 @@ class RateLimiter:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._redis_down_until = self.clock() + REDIS_RETRY_SECONDS
-            self._redis_failed = True
-            logger.error(
-                "rate limits: Redis (AEGIS_REDIS_URL) does not answer at start (%s); counting per replica in "
-                "memory, retrying Redis in %.0f s",
-                type(exc).__name__,
-                REDIS_RETRY_SECONDS,
-            )
+            self._count_alone(exc, "does not answer at start")
             return
         logger.info("rate limits: counters shared by every replica through Redis (AEGIS_REDIS_URL)")
+
+    def _count_alone(self, exc: Exception, what: str) -> None:
+        """Redis `what` (failed, ...): count in this replica's memory, and try Redis again in a while."""
+        self._redis_down_until = self.clock() + REDIS_RETRY_SECONDS
+        self._redis_failed = True
+        logger.error(
+            "rate limits: Redis (AEGIS_REDIS_URL) %s (%s); counting per replica in memory, retrying Redis in %.0f s",
+            what,
+            type(exc).__name__,
+            REDIS_RETRY_SECONDS,
+        )
 
     def limits_for(self, per_minute: int | None) -> tuple[float, float]:
         """(requests per second, burst) of a key with its own limit `per_minute` (None: server-wide)."""
@@ -139,14 +143,7 @@ class RateLimiter:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # unreachable, timed out, refused: this replica counts alone for a while
-                self._redis_down_until = self.clock() + REDIS_RETRY_SECONDS
-                self._redis_failed = True
-                logger.error(
-                    "rate limits: Redis (AEGIS_REDIS_URL) failed (%s); counting per replica in memory, retrying "
-                    "Redis in %.0f s",
-                    type(exc).__name__,
-                    REDIS_RETRY_SECONDS,
-                )
+                self._count_alone(exc, "failed")
                 wait = self.acquire(key, per_minute)
             else:
                 if self._redis_failed:

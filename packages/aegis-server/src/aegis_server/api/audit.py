@@ -4,20 +4,14 @@ the latest signed checkpoint and the decisions table, as `aegis-server audit ver
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter
 
 from aegis_sdk.models import AuditPage, AuditTrail, AuditVerification
-from aegis_server.api.common import errors, get_service
-from aegis_server.governance.service import GovernanceService
-from aegis_server.security import SCOPE_AUDIT, Principal, RequireScope
+from aegis_server.api.common import Auditor, PageCursor, PageLimit, ServiceDep, errors
 from aegis_server.store import AuditFilters
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
-
-ServiceDep = Annotated[GovernanceService, Depends(get_service)]
-Auditor = Annotated[Principal, Depends(RequireScope(SCOPE_AUDIT))]
 
 
 @router.get("/log", response_model=AuditPage, summary="The audit log, in chain order", responses=errors(422))
@@ -32,8 +26,8 @@ async def audit_log(
     event_type: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> AuditPage:
     filters = AuditFilters(
         actor_id=actor_id,

@@ -1,21 +1,46 @@
-"""Shared pieces of the routers: the service dependency and the documented error answers."""
+"""Shared pieces of the routers: the service and principal dependencies, the paging parameters, and the
+documented error answers."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Query, Request
 
 from aegis_sdk.models import ErrorEnvelope
-
-if TYPE_CHECKING:
-    from aegis_server.governance.service import GovernanceService
+from aegis_server.governance.service import GovernanceService
+from aegis_server.security import (
+    SCOPE_ADMIN,
+    SCOPE_AUDIT,
+    SCOPE_POLICIES,
+    SCOPE_PROPOSE,
+    SCOPE_READ,
+    SCOPE_REVIEW,
+    Principal,
+    RequireScope,
+)
 
 
 async def get_service(request: Request) -> GovernanceService:
     """The service (async: FastAPI runs a plain-def dependency in a worker thread, a hop per request)."""
     service: GovernanceService = request.app.state.service
     return service
+
+
+ServiceDep = Annotated[GovernanceService, Depends(get_service)]
+
+# The principal of a route's key, checked for the route's scope (401 / 429 / 403 otherwise).
+require_propose = RequireScope(SCOPE_PROPOSE)
+Proposer = Annotated[Principal, Depends(require_propose)]
+Reader = Annotated[Principal, Depends(RequireScope(SCOPE_READ))]
+Reviewer = Annotated[Principal, Depends(RequireScope(SCOPE_REVIEW))]
+Auditor = Annotated[Principal, Depends(RequireScope(SCOPE_AUDIT))]
+Manager = Annotated[Principal, Depends(RequireScope(SCOPE_POLICIES))]
+Admin = Annotated[Principal, Depends(RequireScope(SCOPE_ADMIN))]
+
+# A listing's page: at most 200 items, 50 by default; the cursor is the previous page's `next_cursor`.
+PageLimit = Annotated[int, Query(ge=1, le=200)]
+PageCursor = Annotated[str | None, Query(max_length=1024)]
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -37,6 +62,31 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorEnvelope, "description": descriptions[s]} for s in sorted(set(statuses))}
 
 
+def created_or_replaced(model: type[Any], replaced: str, *statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` of a write that answers 201 when it created, 200 when it replaced (`replaced`
+    says what existed), and the error statuses."""
+    return {
+        200: {"model": model, "description": replaced},
+        201: {"model": model, "description": "Created."},
+        **errors(*statuses),
+    }
+
+
 BODY_ERRORS = (400, 413, 415, 422)
 
-__all__ = ["BODY_ERRORS", "errors", "get_service"]
+__all__ = [
+    "BODY_ERRORS",
+    "Admin",
+    "Auditor",
+    "Manager",
+    "PageCursor",
+    "PageLimit",
+    "Proposer",
+    "Reader",
+    "Reviewer",
+    "ServiceDep",
+    "created_or_replaced",
+    "errors",
+    "get_service",
+    "require_propose",
+]

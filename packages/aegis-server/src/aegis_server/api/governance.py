@@ -19,78 +19,64 @@ from aegis_sdk.models import (
     ReviewRequest,
     ReviewStatus,
 )
-from aegis_server.api.common import BODY_ERRORS, errors, get_service
-from aegis_server.api.hot_path import HotRoute
+from aegis_server.api.common import (
+    BODY_ERRORS,
+    PageCursor,
+    PageLimit,
+    Proposer,
+    Reader,
+    Reviewer,
+    ServiceDep,
+    errors,
+    require_propose,
+)
+from aegis_server.api.hot_path import HotRoute, PlainRoute
 from aegis_server.governance.service import GovernanceService
 from aegis_server.limits import PARSED_BODY
-from aegis_server.security import (
-    SCOPE_PROPOSE,
-    SCOPE_READ,
-    SCOPE_REVIEW,
-    Principal,
-    RequireScope,
-    bearer_credentials,
-)
+from aegis_server.security import bearer_credentials
 from aegis_server.store import DecisionFilters
 
 router = APIRouter(prefix="/api/v1/governance", tags=["governance"])
 
 PROPOSE_PATH = "/api/v1/governance/propose"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 _MAX_IDEMPOTENCY_KEY = 255
 
-ServiceDep = Annotated[GovernanceService, Depends(get_service)]
 
-
-@router.post(
-    "/propose",
-    response_model=Decision,
-    summary="Propose an action and get a decision",
-    description=(
-        "Every outcome (ALLOW, DENY, ESCALATE, REQUIRE_CONFIRMATION) is a 200. Send `Idempotency-Key` to make "
-        "retries safe: the same key from the same API key with the same body returns the stored decision. "
-        "Resubmit the same proposal with `confirmation_token` to turn a REQUIRE_CONFIRMATION (or an approved "
-        "ESCALATE) into an ALLOW."
-    ),
-    responses=errors(403, 404, 409, *BODY_ERRORS),
-)
-async def propose(
-    proposal: Proposal,
-    response: Response,
-    service: ServiceDep,
-    principal: Annotated[Principal, Depends(RequireScope(SCOPE_PROPOSE))],
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=_MAX_IDEMPOTENCY_KEY)] = None,
-) -> Decision:
-    decision, replayed = await service.propose(proposal, principal=principal, idempotency_key=idempotency_key)
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return decision
-
-
-# The hot path (api/hot_path.py). The route above documents `POST /propose` (OpenAPI) and is what this
-# one answers like; this one serves it: the same checks in the same order (key, rate limit, scope; then
-# the Idempotency-Key header and the body, their problems reported together as one 422), without FastAPI
-# resolving five dependencies per request, validating the body the guard already parsed, and answering
-# with the decision serialised once. Every error is raised as in the routed version, so the same
-# handlers render it.
-_require_propose = RequireScope(SCOPE_PROPOSE)
-_idempotency_key = TypeAdapter(Annotated[str, Field(max_length=_MAX_IDEMPOTENCY_KEY)])
+# `POST /propose`: one plain endpoint, served by the hot path (api/hot_path.py) and, mounted as a `PlainRoute`,
+# documented by FastAPI from `_declared` below: the same body model, header type and scope dependency that
+# the endpoint checks, in its order (key, rate limit, scope; then the Idempotency-Key header and the body,
+# their problems reported together as one 422, as FastAPI reports them). It skips FastAPI's resolution of
+# five dependencies per request and its second validation of the body the guard already parsed, and
+# answers with the decision serialised once. Every error is raised, so the application's handlers render it.
+IdempotencyKey = Annotated[str, Field(max_length=_MAX_IDEMPOTENCY_KEY)]
+_idempotency_key = TypeAdapter(IdempotencyKey)
+_IDEMPOTENCY_HEADER_KEY = IDEMPOTENCY_HEADER.lower().encode("latin-1")  # as ASGI gives header names
 _decision_json = TypeAdapter(Decision)
 
 
-async def _propose_endpoint(request: Request) -> Response:
+def _declared(
+    proposal: Proposal,
+    principal: Proposer,
+    idempotency_key: Annotated[IdempotencyKey | None, Header(alias=IDEMPOTENCY_HEADER)] = None,
+) -> None:
+    """What `propose` reads, declared for OpenAPI (never called: `propose` reads the request itself)."""
+
+
+async def propose(request: Request) -> Response:
     authorization = idempotency_key = None
     for name, value in request.scope["headers"]:  # one pass over the raw headers (the first of each wins)
         if name == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
-        elif name == b"idempotency-key" and idempotency_key is None:
+        elif name == _IDEMPOTENCY_HEADER_KEY and idempotency_key is None:
             idempotency_key = value.decode("latin-1")
-    principal = await _require_propose.authorize(request, bearer_credentials(authorization))
+    principal = await require_propose.authorize(request, bearer_credentials(authorization))
     problems: list[dict[str, object]] = []
     if idempotency_key is not None:
         try:
             _idempotency_key.validate_python(idempotency_key)
         except ValidationError as exc:
-            problems.extend({**e, "loc": ("header", "Idempotency-Key")} for e in exc.errors(include_url=False))
+            problems.extend({**e, "loc": ("header", IDEMPOTENCY_HEADER)} for e in exc.errors(include_url=False))
     body = getattr(request.state, PARSED_BODY, None)
     proposal: Proposal | None = None
     if body is None:
@@ -108,9 +94,27 @@ async def _propose_endpoint(request: Request) -> Response:
     return Response(_decision_json.dump_json(decision), media_type="application/json", headers=headers)
 
 
+router.add_api_route(
+    "/propose",
+    propose,
+    methods=["POST"],
+    route_class_override=PlainRoute,
+    dependencies=[Depends(_declared)],
+    response_model=Decision,
+    summary="Propose an action and get a decision",
+    description=(
+        "Every outcome (ALLOW, DENY, ESCALATE, REQUIRE_CONFIRMATION) is a 200. Send `Idempotency-Key` to make "
+        "retries safe: the same key from the same API key with the same body returns the stored decision. "
+        "Resubmit the same proposal with `confirmation_token` to turn a REQUIRE_CONFIRMATION (or an approved "
+        "ESCALATE) into an ALLOW."
+    ),
+    responses=errors(403, 404, 409, *BODY_ERRORS),
+)
+
+
 def hot_routes() -> list[HotRoute]:
-    """Routes the hot path serves in front of the router (they answer what the routed versions document)."""
-    return [HotRoute("POST", PROPOSE_PATH, _propose_endpoint)]
+    """Routes the hot path serves in front of FastAPI's router (the same endpoints the router mounts)."""
+    return [HotRoute("POST", PROPOSE_PATH, propose)]
 
 
 @router.get(
@@ -126,7 +130,7 @@ def hot_routes() -> list[HotRoute]:
 async def get_decision(
     decision_id: str,
     service: ServiceDep,
-    _: Annotated[Principal, Depends(RequireScope(SCOPE_READ))],
+    _: Reader,
     wait: Annotated[
         float | None,
         Query(
@@ -147,7 +151,7 @@ async def get_decision(
 )
 async def list_decisions(
     service: ServiceDep,
-    _: Annotated[Principal, Depends(RequireScope(SCOPE_READ))],
+    _: Reader,
     actor_id: str | None = None,
     capability: str | None = None,
     outcome: Outcome | None = None,
@@ -155,8 +159,8 @@ async def list_decisions(
     review_status: ReviewStatus | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: PageLimit = 50,
+    cursor: PageCursor = None,
 ) -> DecisionPage:
     filters = DecisionFilters(
         actor_id=actor_id,
@@ -185,7 +189,7 @@ async def review_decision(
     decision_id: str,
     review: ReviewRequest,
     service: ServiceDep,
-    principal: Annotated[Principal, Depends(RequireScope(SCOPE_REVIEW))],
+    principal: Reviewer,
 ) -> Decision:
     return await service.review(decision_id, review, reviewer=principal.name, reviewer_key_id=principal.key_id)
 
@@ -205,9 +209,9 @@ async def report_execution(
     decision_id: str,
     report: ExecutionReport,
     service: ServiceDep,
-    principal: Annotated[Principal, Depends(RequireScope(SCOPE_PROPOSE))],
+    principal: Proposer,
 ) -> ExecutionRecord:
     return await service.report_execution(decision_id, report, api_key_id=principal.key_id)
 
 
-__all__ = ["PROPOSE_PATH", "hot_routes", "router"]
+__all__ = ["IDEMPOTENCY_HEADER", "PROPOSE_PATH", "IdempotencyKey", "hot_routes", "propose", "router"]

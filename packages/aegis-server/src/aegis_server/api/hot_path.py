@@ -4,17 +4,21 @@ Every governed action waits for `POST /propose`, and FastAPI spends more time on
 layers, its router and its dependency resolution than the route itself spends deciding. A hot route is a
 plain `endpoint(request) -> Response` reached by one dictionary lookup on (method, path). It still runs
 inside the request context (request id, access log, metrics) and the body guard, and its exceptions are
-rendered by the application's own exception handlers, so its answers are those of the routed version it
-shadows (which stays mounted, for OpenAPI); `tests/server/api/test_api_propose_route.py` checks that.
+rendered by the application's own exception handlers.
+
+The same endpoint is mounted on FastAPI's router as a `PlainRoute`: FastAPI documents it (OpenAPI) from the
+declarations the route is given, and serves it, should the hot path not, by calling the same endpoint;
+`tests/server/api/test_api_propose_route.py` checks that both answer alike.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,6 +34,18 @@ class HotRoute:
     method: str
     path: str
     endpoint: Endpoint
+
+
+class PlainRoute(APIRoute):
+    """A FastAPI route whose endpoint is a plain `endpoint(request) -> Response` that reads the request itself.
+
+    FastAPI builds the route's OpenAPI operation as for any route (body, parameters and security from the
+    route's `dependencies`, responses from `response_model` and `responses`), but never resolves those
+    dependencies or validates a body for it: a request the router gives it goes straight to the endpoint."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+        return endpoint
 
 
 class HotPathDispatch:
@@ -79,4 +95,4 @@ class HotPathDispatch:
         return None
 
 
-__all__ = ["Endpoint", "HotPathDispatch", "HotRoute"]
+__all__ = ["Endpoint", "HotPathDispatch", "HotRoute", "PlainRoute"]

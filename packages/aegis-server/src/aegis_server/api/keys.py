@@ -11,15 +11,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from aegis_sdk.models import ApiKeyCreate, ApiKeyCreated, ApiKeyInfo, ApiKeyList, ApiKeyUpdate
-from aegis_server.api.common import BODY_ERRORS, errors
+from aegis_server.api.common import BODY_ERRORS, Admin, errors
 from aegis_server.errors import ApiError, not_found, validation_error
 from aegis_server.key_actors import parse_actor_patterns
-from aegis_server.security import SCOPE_ADMIN, SCOPE_PROPOSE, KeyAuthenticator, Principal, RequireScope, parse_scopes
+from aegis_server.security import SCOPE_ADMIN, SCOPE_PROPOSE, KeyAuthenticator, parse_scopes
 from aegis_server.store import UNSET, ApiKey, Store, format_timestamp
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
-
-Admin = Annotated[Principal, Depends(RequireScope(SCOPE_ADMIN))]
 
 
 def _store(request: Request) -> Store:

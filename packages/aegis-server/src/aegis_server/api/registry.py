@@ -7,21 +7,13 @@ changed through the API (409 policy_conflict).
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
 from aegis_sdk.models import Capability, Policy, PolicyValidation
-from aegis_server.api.common import BODY_ERRORS, errors, get_service
+from aegis_server.api.common import BODY_ERRORS, Manager, Reader, ServiceDep, created_or_replaced, errors
 from aegis_server.errors import validation_error
-from aegis_server.governance.service import GovernanceService
-from aegis_server.security import SCOPE_POLICIES, SCOPE_READ, Principal, RequireScope
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
-
-ServiceDep = Annotated[GovernanceService, Depends(get_service)]
-Reader = Annotated[Principal, Depends(RequireScope(SCOPE_READ))]
-Manager = Annotated[Principal, Depends(RequireScope(SCOPE_POLICIES))]
 
 
 @router.get("/capabilities", response_model=list[Capability], summary="List capabilities", responses=errors())
@@ -36,11 +28,9 @@ async def list_capabilities(service: ServiceDep, _: Reader) -> list[Capability]:
     summary="Register (or replace) a capability",
     description="201 when created, 200 when an API-defined capability of that name was replaced. "
     "A capability defined in a policy file → 409 policy_conflict.",
-    responses={
-        200: {"model": Capability, "description": "Replaced: an API-defined capability of that name existed."},
-        201: {"model": Capability, "description": "Created."},
-        **errors(409, *BODY_ERRORS),
-    },
+    responses=created_or_replaced(
+        Capability, "Replaced: an API-defined capability of that name existed.", 409, *BODY_ERRORS
+    ),
 )
 async def create_capability(capability: Capability, response: Response, service: ServiceDep, _: Manager) -> Capability:
     stored, created = await service.policies.put_capability(capability)
@@ -91,11 +81,7 @@ async def get_policy(name: str, service: ServiceDep, _: Reader) -> Policy:
     response_model=Policy,
     summary="Create or replace an API policy",
     description="201 when created, 200 when replaced. The body's name must equal the path's.",
-    responses={
-        200: {"model": Policy, "description": "Replaced: an API policy of that name existed."},
-        201: {"model": Policy, "description": "Created."},
-        **errors(409, *BODY_ERRORS),
-    },
+    responses=created_or_replaced(Policy, "Replaced: an API policy of that name existed.", 409, *BODY_ERRORS),
 )
 async def put_policy(name: str, policy: Policy, response: Response, service: ServiceDep, _: Manager) -> Policy:
     if policy.name != name:
