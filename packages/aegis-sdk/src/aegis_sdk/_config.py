@@ -139,11 +139,16 @@ def _api_key(value: str | None, env: Mapping[str, str]) -> str:
     return key
 
 
+def _number_source(value: object, env: Mapping[str, str], env_var: str, default: object) -> tuple[object, bool]:
+    """The argument, else the (non-blank) environment variable, else the default; and whether the variable
+    was set (then a bad value is blamed on it)."""
+    if value is not None:
+        return value, False
+    return env.get(env_var, "").strip() or default, env_var in env
+
+
 def _timeout(value: float | None, env: Mapping[str, str]) -> float:
-    from_env = value is None and ENV_TIMEOUT in env
-    raw: object = value
-    if value is None:
-        raw = env.get(ENV_TIMEOUT, "").strip() or DEFAULT_TIMEOUT
+    raw, from_env = _number_source(value, env, ENV_TIMEOUT, DEFAULT_TIMEOUT)
     where = _source("timeout", ENV_TIMEOUT, from_env)
     number = _as_float(raw, "timeout", where, ENV_TIMEOUT, from_env)
     if not number > 0 or not math.isfinite(number):
@@ -156,10 +161,7 @@ def _timeout(value: float | None, env: Mapping[str, str]) -> float:
 
 
 def _retries(value: int | None, env: Mapping[str, str]) -> int:
-    from_env = value is None and ENV_RETRIES in env
-    raw: object = value
-    if value is None:
-        raw = env.get(ENV_RETRIES, "").strip() or DEFAULT_RETRIES
+    raw, from_env = _number_source(value, env, ENV_RETRIES, DEFAULT_RETRIES)
     where = _source("retries", ENV_RETRIES, from_env)
     message = (
         f"retries must be a whole number >= 0 (retries after the first attempt), got {raw!r} from {where}; "
@@ -226,3 +228,18 @@ def configure_logging(level_name: str | None) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         _handler_installed = True
+
+
+__all__ = [
+    "DEFAULT_RETRIES",
+    "DEFAULT_RETRY_DELAY",
+    "DEFAULT_TIMEOUT",
+    "ENV_API_KEY",
+    "ENV_ENDPOINT",
+    "ENV_LOG_LEVEL",
+    "ENV_RETRIES",
+    "ENV_TIMEOUT",
+    "ClientConfig",
+    "configure_logging",
+    "resolve_config",
+]

@@ -40,22 +40,22 @@ def json_body(response: httpx.Response) -> Any:
         return response.json()
     except (ValueError, UnicodeDecodeError):
         kind = response.headers.get("content-type", "no content type")
-        raise MalformedResponseError(
-            f"{where(response)} answered HTTP {response.status_code} with a body that is not JSON "
-            f"({kind}, {len(response.content)} bytes); is the endpoint an AEGIS platform?",
-            status_code=response.status_code,
-            code="malformed_response",
-            request_id=request_id(response),
+        raise _unreadable(
+            response,
+            f"answered HTTP {response.status_code} with a body that is not JSON ({kind}, {len(response.content)} "
+            "bytes); is the endpoint an AEGIS platform?",
         ) from None
 
 
-def malformed(response: httpx.Response, what: str, problem: str, code: str = "malformed_response") -> AegisError:
+def _unreadable(response: httpx.Response, problem: str, code: str = "malformed_response") -> AegisError:
+    """MalformedResponseError for an answer: `problem` follows `METHOD /path`."""
     return MalformedResponseError(
-        f"{where(response)} answered with a malformed {what}: {problem}.",
-        status_code=response.status_code,
-        code=code,
-        request_id=request_id(response),
+        f"{where(response)} {problem}", status_code=response.status_code, code=code, request_id=request_id(response)
     )
+
+
+def malformed(response: httpx.Response, what: str, problem: str) -> AegisError:
+    return _unreadable(response, f"answered with a malformed {what}: {problem}.")
 
 
 def decision_from(obj: object, response: httpx.Response) -> Decision:
@@ -63,12 +63,11 @@ def decision_from(obj: object, response: httpx.Response) -> Decision:
         raise malformed(response, "decision", f"expected a JSON object, got {type(obj).__name__}")
     outcome = obj.get("outcome")
     if isinstance(outcome, str) and outcome not in OUTCOMES:
-        raise MalformedResponseError(
-            f"{where(response)} answered with outcome {outcome[:40]!r}, which aegis-sdk {__version__} does not know "
+        raise _unreadable(
+            response,
+            f"answered with outcome {outcome[:40]!r}, which aegis-sdk {__version__} does not know "
             f"(known: {', '.join(OUTCOMES)}); upgrade aegis-sdk. Treat the action as not allowed.",
-            status_code=response.status_code,
             code="unknown_outcome",
-            request_id=request_id(response),
         )
     try:
         return DECISION_ADAPTER.validate_python(obj)
