@@ -21,7 +21,7 @@ from aegis_sdk import (
     InvalidRequestError,
     __version__,
 )
-from aegis_sdk._base import PROPOSAL_MEMORY_SIZE
+from aegis_sdk._constants import PROPOSAL_MEMORY_SIZE
 
 ACTOR = {"id": "agent-001", "type": "ai-agent"}
 ACTION = {"capability": "payments.refund", "parameters": {"amount": 40, "order": "A-17"}}

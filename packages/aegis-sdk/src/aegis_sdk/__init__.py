@@ -11,15 +11,9 @@ with AegisClient(endpoint="http://127.0.0.1:8000", api_key="aegis_sk_...") as ae
 ```
 """
 
-from aegis_sdk._async_client import (
-    AsyncAegisClient,
-    AsyncAudit,
-    AsyncCapabilities,
-    AsyncDecisions,
-    AsyncPageIterator,
-    AsyncPolicies,
-)
-from aegis_sdk._client import AegisClient, Audit, Capabilities, Decisions, Policies, SyncPageIterator
+from aegis_sdk._async_client import AsyncAegisClient
+from aegis_sdk._client import AegisClient
+from aegis_sdk._paging import AsyncPageIterator, SyncPageIterator
 from aegis_sdk._version import __version__
 from aegis_sdk.errors import (
     AegisError,
@@ -67,6 +61,16 @@ from aegis_sdk.models import (
     PolicyValidation,
     Proposal,
     Review,
+)
+from aegis_sdk.resources import (
+    AsyncAudit,
+    AsyncCapabilities,
+    AsyncDecisions,
+    AsyncPolicies,
+    Audit,
+    Capabilities,
+    Decisions,
+    Policies,
 )
 
 __all__ = [

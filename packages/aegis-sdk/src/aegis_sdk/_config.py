@@ -80,21 +80,27 @@ def _source(argument: str, env_var: str | None, from_env: bool) -> str:
     return f"the {argument}= argument"
 
 
-def _endpoint(value: str | None, env: Mapping[str, str]) -> str:
-    from_env = value is None
-    raw = env.get(ENV_ENDPOINT) if value is None else value
+def _text_source(value: object, env: Mapping[str, str], env_var: str, missing: str, wanted: str) -> tuple[str, bool]:
+    """The argument, else the environment variable, as a string; and whether it came from the variable.
+    Neither (or blank): ConfigurationError `missing`; not a string: "<argument> must be <wanted>"."""
+    argument = env_var.removeprefix("AEGIS_").lower()
+    raw = env.get(env_var) if value is None else value
     if raw is None or (isinstance(raw, str) and not raw.strip()):
-        raise ConfigurationError(
-            f"No AEGIS endpoint configured: pass endpoint= (e.g. AegisClient(endpoint='http://127.0.0.1:8000', ...)) "
-            f"or set the {ENV_ENDPOINT} environment variable.",
-            code="missing_endpoint",
-        )
+        raise ConfigurationError(missing, code=f"missing_{argument}")
     if not isinstance(raw, str):
         raise ConfigurationError(
-            f"endpoint must be a string URL such as 'http://127.0.0.1:8000', got {type(raw).__name__} "
-            f"(set endpoint= or {ENV_ENDPOINT}).",
-            code="invalid_endpoint",
+            f"{argument} must be {wanted}, got {type(raw).__name__} (set {argument}= or {env_var}).",
+            code=f"invalid_{argument}",
         )
+    return raw, value is None
+
+
+def _endpoint(value: str | None, env: Mapping[str, str]) -> str:
+    missing = (
+        f"No AEGIS endpoint configured: pass endpoint= (e.g. AegisClient(endpoint='http://127.0.0.1:8000', ...)) "
+        f"or set the {ENV_ENDPOINT} environment variable."
+    )
+    raw, from_env = _text_source(value, env, ENV_ENDPOINT, missing, "a string URL such as 'http://127.0.0.1:8000'")
     text = raw.strip()
     hint = (
         f"endpoint must be an http(s) URL of the AEGIS platform root such as 'http://127.0.0.1:8000', "
@@ -116,19 +122,11 @@ def _endpoint(value: str | None, env: Mapping[str, str]) -> str:
 
 
 def _api_key(value: str | None, env: Mapping[str, str]) -> str:
-    from_env = value is None
-    raw = env.get(ENV_API_KEY) if value is None else value
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        raise ConfigurationError(
-            f"No AEGIS API key configured: pass api_key= or set the {ENV_API_KEY} environment variable "
-            "(create one with `aegis-server keys create`).",
-            code="missing_api_key",
-        )
-    if not isinstance(raw, str):
-        raise ConfigurationError(
-            f"api_key must be a string, got {type(raw).__name__} (set api_key= or {ENV_API_KEY}).",
-            code="invalid_api_key",
-        )
+    missing = (
+        f"No AEGIS API key configured: pass api_key= or set the {ENV_API_KEY} environment variable "
+        "(create one with `aegis-server keys create`)."
+    )
+    raw, from_env = _text_source(value, env, ENV_API_KEY, missing, "a string")
     key = raw.strip()
     if not key.isascii() or not key.isprintable() or any(ch.isspace() for ch in key):
         raise ConfigurationError(
@@ -139,11 +137,16 @@ def _api_key(value: str | None, env: Mapping[str, str]) -> str:
     return key
 
 
+def _number_source(value: object, env: Mapping[str, str], env_var: str, default: object) -> tuple[object, bool]:
+    """The argument, else the (non-blank) environment variable, else the default; and whether the variable
+    was set (then a bad value is blamed on it)."""
+    if value is not None:
+        return value, False
+    return env.get(env_var, "").strip() or default, env_var in env
+
+
 def _timeout(value: float | None, env: Mapping[str, str]) -> float:
-    from_env = value is None and ENV_TIMEOUT in env
-    raw: object = value
-    if value is None:
-        raw = env.get(ENV_TIMEOUT, "").strip() or DEFAULT_TIMEOUT
+    raw, from_env = _number_source(value, env, ENV_TIMEOUT, DEFAULT_TIMEOUT)
     where = _source("timeout", ENV_TIMEOUT, from_env)
     number = _as_float(raw, "timeout", where, ENV_TIMEOUT, from_env)
     if not number > 0 or not math.isfinite(number):
@@ -156,10 +159,7 @@ def _timeout(value: float | None, env: Mapping[str, str]) -> float:
 
 
 def _retries(value: int | None, env: Mapping[str, str]) -> int:
-    from_env = value is None and ENV_RETRIES in env
-    raw: object = value
-    if value is None:
-        raw = env.get(ENV_RETRIES, "").strip() or DEFAULT_RETRIES
+    raw, from_env = _number_source(value, env, ENV_RETRIES, DEFAULT_RETRIES)
     where = _source("retries", ENV_RETRIES, from_env)
     message = (
         f"retries must be a whole number >= 0 (retries after the first attempt), got {raw!r} from {where}; "
@@ -226,3 +226,18 @@ def configure_logging(level_name: str | None) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         _handler_installed = True
+
+
+__all__ = [
+    "DEFAULT_RETRIES",
+    "DEFAULT_RETRY_DELAY",
+    "DEFAULT_TIMEOUT",
+    "ENV_API_KEY",
+    "ENV_ENDPOINT",
+    "ENV_LOG_LEVEL",
+    "ENV_RETRIES",
+    "ENV_TIMEOUT",
+    "ClientConfig",
+    "configure_logging",
+    "resolve_config",
+]
