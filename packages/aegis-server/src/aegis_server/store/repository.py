@@ -18,8 +18,6 @@ they also hold across processes.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -45,6 +43,8 @@ from sqlalchemy.engine import URL, Row
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from aegis_sdk._wire.cursors import CursorError, decode_cursor
+from aegis_sdk._wire.cursors import encode_cursor as _encode_cursor
 from aegis_sdk.models import (
     AuditProblem,
     AuditRecord,
@@ -329,24 +329,11 @@ def _parse_chain_state(value: Any) -> ChainState:
         return ChainState(v2_from=None, key_id="unreadable")
 
 
-def _encode_cursor(kind: str, order: str, key: int) -> str:
-    raw = json.dumps([kind, order, key], separators=(",", ":")).encode("ascii")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
 def _decode_cursor(cursor: str, kind: str, order: str) -> int:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = json.loads(raw)
-    except (binascii.Error, ValueError):
-        raise InvalidCursor("not a cursor of this server") from None
-    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[2], int)):
-        raise InvalidCursor("not a cursor of this server")
-    if value[0] != kind:
-        raise InvalidCursor(f"a cursor of the {value[0]} listing, not of {kind}")
-    if value[1] != order:
-        raise InvalidCursor(f"a cursor for order {value[1]!r}, not {order!r}")
-    return int(value[2])
+        return decode_cursor(cursor, kind, order)
+    except CursorError as error:
+        raise InvalidCursor(error.detail) from None
 
 
 def _check_limit(limit: int) -> None:
