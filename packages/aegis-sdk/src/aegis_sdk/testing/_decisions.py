@@ -14,7 +14,7 @@ from typing import Any
 
 from aegis_sdk._wire.canonical import canonical_hash
 from aegis_sdk._wire.cursors import decode_cursor, encode_cursor
-from aegis_sdk._wire.envelope import ApiError, governance_error, not_found
+from aegis_sdk._wire.envelope import ApiError, governance_error
 from aegis_sdk._wire.listing import ListingFilters
 from aegis_sdk.models import Decision, ExecutionRecord, ExecutionReport, Proposal, Review, ReviewStatus
 from aegis_sdk.testing import _schema
@@ -265,11 +265,7 @@ def _confirm(state: FakeState, proposal: Proposal) -> Decision:
 
 def entry(state: FakeState, decision_id: str) -> DecisionEntry:
     """The decision `decision_id` (404 `not_found` when there is none)."""
-    with state.lock:
-        found = state.entries.get(decision_id)
-    if found is None:
-        raise not_found("decision", decision_id)
-    return found
+    return state.lookup(state.entries, "decision", decision_id)
 
 
 def get_decision(state: FakeState, decision_id: str, *, polled: bool) -> Decision:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from aegis_sdk._wire.envelope import governance_error, not_found
+from aegis_sdk._wire.envelope import governance_error
 from aegis_sdk.models import Capability, Policy, PolicyProblem
 from aegis_sdk.testing._audit import append_audit
 from aegis_sdk.testing._state import FakeState
@@ -29,11 +29,7 @@ def put_capability(state: FakeState, capability: Capability) -> bool:
 
 
 def get_capability(state: FakeState, name: str) -> Capability:
-    with state.lock:
-        capability = state.capabilities.get(name)
-    if capability is None:
-        raise not_found("capability", name)
-    return capability
+    return state.lookup(state.capabilities, "capability", name)
 
 
 def validate_policies(policies: Iterable[Policy]) -> list[PolicyProblem]:
@@ -90,15 +86,11 @@ def put_policy(state: FakeState, policy: Policy, *, create: bool) -> bool:
 
 
 def get_policy(state: FakeState, name: str) -> Policy:
-    with state.lock:
-        policy = state.policies.get(name)
-    if policy is None:
-        raise not_found("policy", name)
-    return policy
+    return state.lookup(state.policies, "policy", name)
 
 
 def delete_policy(state: FakeState, name: str) -> None:
     with state.lock:
-        if state.policies.pop(name, None) is None:
-            raise not_found("policy", name)
+        get_policy(state, name)
+        del state.policies[name]
         append_audit(state, "policy_deleted", payload={"name": name})

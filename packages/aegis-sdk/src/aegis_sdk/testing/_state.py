@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import TypeAdapter
 
+from aegis_sdk._wire.envelope import not_found
 from aegis_sdk.models import (
     AuditRecord,
     Capability,
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from aegis_sdk.testing._scripts import Rule
 
 __all__ = ["ApiKey", "DecisionEntry", "FakeState", "Token", "decision_json", "rfc3339"]
+
+_T = TypeVar("_T")
 
 _DECISION_ADAPTER: TypeAdapter[Decision] = TypeAdapter(Decision)
 
@@ -152,6 +155,14 @@ class FakeState:
         with self.lock:
             self.keys[key] = ApiKey(name, None if scopes is None else frozenset(scopes))
         return key
+
+    def lookup(self, table: Mapping[str, _T], what: str, name: str) -> _T:
+        """`table[name]`, or 404 `not_found` naming the missing `what` ("decision", "policy"...)."""
+        with self.lock:
+            found = table.get(name)
+        if found is None:
+            raise not_found(what, name)
+        return found
 
     def key_for(self, presented: str) -> ApiKey | None:
         """The key a bearer token names, or None when the fake does not accept it."""
