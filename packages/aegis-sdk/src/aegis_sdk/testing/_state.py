@@ -17,15 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import TypeAdapter
 
 from aegis_sdk._wire.envelope import not_found
-from aegis_sdk.models import (
-    AuditRecord,
-    Capability,
-    Decision,
-    ExecutionReport,
-    Outcome,
-    Policy,
-    Proposal,
-)
+from aegis_sdk.models import AuditRecord, Capability, Decision, ExecutionReport, Outcome, Policy, Proposal
 from aegis_sdk.testing._types import AutoReview, RecordedRequest, ScriptedOutcome
 
 if TYPE_CHECKING:
