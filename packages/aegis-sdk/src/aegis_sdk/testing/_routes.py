@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -11,8 +10,8 @@ from typing import Any
 import httpx
 
 from aegis_sdk._version import __version__
-from aegis_sdk._wire.canonical import canonical_hash
-from aegis_sdk._wire.envelope import ApiError, validation_error
+from aegis_sdk._wire.canonical import canonical_hash, canonical_json
+from aegis_sdk._wire.envelope import ApiError, governance_error, validation_error
 from aegis_sdk._wire.listing import query_error, read_listing_query
 from aegis_sdk.models import (
     AuditPage,
@@ -61,14 +60,22 @@ class Route:
 
 def _propose(state: FakeState, call: Call) -> tuple[int, Any]:
     proposal = read_model(Proposal, call.body)
-    size = len(json.dumps(proposal.action.parameters, separators=(",", ":"), ensure_ascii=False).encode())
+    try:  # measured and refused as the server does
+        size = len(canonical_json(proposal.action.parameters))
+    except (TypeError, ValueError) as error:
+        raise governance_error(
+            422,
+            "invalid_parameters",
+            f"The parameters cannot be canonicalised: {error}.",
+            {"field": "(root)", "errors": [{"field": "(root)", "message": str(error), "validator": "canonical"}]},
+        ) from None
     if size > MAX_PARAMETERS_BYTES:
         raise validation_error(
             422,
             "parameters_too_large",
-            f"action.parameters is {size} bytes; the limit is {MAX_PARAMETERS_BYTES}. Send a reference to large "
-            "data instead of the data.",
-            {"max_bytes": MAX_PARAMETERS_BYTES},
+            f"action.parameters is {size} bytes in canonical JSON; the limit is {MAX_PARAMETERS_BYTES}. Pass "
+            "references (ids, URLs) instead of large values.",
+            {"size": size, "max_bytes": MAX_PARAMETERS_BYTES},
         )
     key = call.request.headers.get("idempotency-key")
     idempotency = None
