@@ -1,4 +1,5 @@
-"""The SDK against the real server, for every route of the contract, in-process and over a socket."""
+"""The SDK against the real server (in-process and over a socket) and the fake platform, for every route of
+the contract. A case the fake answers differently, as docs/testing.md documents, is marked `not_on_fake`."""
 
 from __future__ import annotations
 
@@ -183,6 +184,37 @@ def test_authentication_and_scopes(backend: Backend) -> None:
         reader.audit.verify()
 
 
+_NO_POLICY_ENGINE = (
+    "it evaluates no policies: stored policies neither decide nor compile (docs/testing.md, What the fake does not do)"
+)
+
+
+def test_capabilities_and_policies_are_stored_and_served_back(backend: Backend) -> None:
+    client = backend.client()
+    suffix = uuid.uuid4().hex[:6]
+    capability = {"name": f"crm.read_{suffix}", "description": "Read a CRM record", "risk_level": "low"}
+    assert client.capabilities.create(capability).name == f"crm.read_{suffix}"
+    assert client.capabilities.get(f"crm.read_{suffix}").risk_level == "low"
+    assert f"crm.read_{suffix}" in {c.name for c in client.capabilities.list()}
+    policy = {
+        "name": f"crm-read-{suffix}",
+        "rules": [{"id": "all", "capability": f"crm.read_{suffix}", "outcome": "ALLOW", "reason": "fine"}],
+    }
+    assert client.policies.create(policy).name == policy["name"]
+    with pytest.raises(GovernanceError) as twice:
+        client.policies.create(policy)
+    assert twice.value.status_code == 409
+    assert policy["name"] in {p.name for p in client.policies.list()}
+    client.policies.update(policy["name"], {**policy, "description": "changed"})
+    assert client.policies.get(policy["name"]).description == "changed"
+    client.policies.delete(policy["name"])
+    with pytest.raises(NotFoundError):
+        client.policies.get(policy["name"])
+    with pytest.raises(NotFoundError):
+        client.policies.delete(policy["name"])
+
+
+@pytest.mark.not_on_fake(_NO_POLICY_ENGINE)
 def test_capabilities_and_policies_crud(backend: Backend) -> None:
     client = backend.client()
     names = {c.name for c in client.capabilities.list()}
@@ -252,14 +284,19 @@ def test_audit_log_trail_and_verify(backend: Backend) -> None:
     assert of_one and {r.decision_id for r in of_one} == {allowed.decision_id}
 
 
-def test_metrics_and_error_envelope_over_raw_http(backend: Backend) -> None:
+@pytest.mark.not_on_fake("it serves no /metrics and no /openapi.json (docs/testing.md, What the fake does not do)")
+def test_metrics_and_openapi_over_raw_http(backend: Backend) -> None:
     raw = backend.raw()
     metrics = raw.get("/metrics")
     assert metrics.status_code == 200 and "aegis" in metrics.text
+    assert raw.get("/openapi.json").json()["paths"]["/api/v1/governance/propose"]
+
+
+def test_error_envelope_over_raw_http(backend: Backend) -> None:
+    raw = backend.raw()
     missing = raw.get("/api/v1/nowhere", headers={"X-Request-ID": "req-contract-1"})
     assert missing.status_code == 404 and missing.headers["X-Request-ID"] == "req-contract-1"
     assert missing.json()["error"]["type"] == "not_found" and missing.json()["error"]["request_id"] == "req-contract-1"
-    assert raw.get("/openapi.json").json()["paths"]["/api/v1/governance/propose"]
 
 
 async def test_async_client_mirrors_the_sync_one(backend: Backend) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from aegis_sdk.models import Capability, Decision, ErrorEnvelope, Policy, Proposal
-from aegis_sdk.testing import DEFAULT_ENDPOINT, FakePlatform, ScriptedOutcome
+from aegis_sdk.testing import DEFAULT_ENDPOINT, FakePlatform, ScriptedOutcome, _audit
 
 PROPOSE = "/api/v1/governance/propose"
 
@@ -544,7 +544,7 @@ def test_audit_log_trail_and_verify(http: httpx.Client, fake: FakePlatform) -> N
 def test_audit_verify_reports_a_tampered_record(http: httpx.Client, fake: FakePlatform) -> None:
     for n in range(3):
         http.post(PROPOSE, json=body(n=n))
-    records = fake._core.audit
+    records = fake._state.audit
     records[2] = records[2].model_copy(update={"outcome": "DENY"})
     verified = http.get("/api/v1/audit/verify").json()
     assert verified["valid"] is False
@@ -755,7 +755,7 @@ def test_thread_safety_under_concurrent_proposals(fake: FakePlatform) -> None:
     assert errors == []
     outcomes = [d.outcome for d in fake.decisions.values()]
     assert (outcomes.count("DENY"), outcomes.count("ALLOW")) == (50, 30)
-    assert fake._core.verify().valid
+    assert _audit.verify(fake._state).valid
 
 
 # -- async ---------------------------------------------------------------------------------------------------

@@ -153,7 +153,7 @@ _tricky_values = st.recursive(
 
 
 def _general(value: Any) -> Any:
-    from aegis_server.canonical import _normalise
+    from aegis_sdk._wire.canonical import _normalise
 
     return _normalise(value, "$")
 
@@ -180,7 +180,7 @@ def test_a_key_that_becomes_another_after_nfc_is_rejected_in_either_order() -> N
 
 def _reference_bytes(value: Any) -> bytes:
     """canonical_json as first written: the general walk, then the standard library's encoder."""
-    from aegis_server.canonical import _normalise
+    from aegis_sdk._wire.canonical import _normalise
 
     return json.dumps(
         _normalise(value, "$"), ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")

@@ -18,61 +18,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Send
 
+from aegis_sdk._wire.envelope import ApiError, error_body, governance_error, not_found, validation_error
 from aegis_server.allowed_methods import allowed_methods
 from aegis_server.request_id import REQUEST_ID_HEADER, request_id_var
-
-
-class ApiError(Exception):
-    """An error answer: raise it anywhere in a request and the handler renders the envelope."""
-
-    def __init__(
-        self,
-        status: int,
-        type: str,
-        code: str,
-        message: str,
-        details: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.type = type
-        self.code = code
-        self.message = message
-        self.details: dict[str, Any] = dict(details or {})
-        self.headers: dict[str, str] = dict(headers or {})
-
-
-def not_found(what: str, ident: str) -> ApiError:
-    return ApiError(
-        404,
-        "not_found",
-        "not_found",
-        f"No {what} {ident!r} exists. Check the {what} name or id (list them with GET on the collection).",
-        {"resource": what, "id": ident},
-    )
-
-
-def governance_error(status: int, code: str, message: str, details: Mapping[str, Any] | None = None) -> ApiError:
-    return ApiError(status, "governance_error", code, message, details)
-
-
-def validation_error(status: int, code: str, message: str, details: Mapping[str, Any] | None = None) -> ApiError:
-    return ApiError(status, "validation_error", code, message, details)
 
 
 def envelope(
     type: str, code: str, message: str, details: Mapping[str, Any] | None = None, request_id: str | None = None
 ) -> dict[str, Any]:
-    return {
-        "error": {
-            "type": type,
-            "code": code,
-            "message": message,
-            "request_id": request_id if request_id is not None else request_id_var.get(),
-            "details": dict(details or {}),
-        }
-    }
+    """The error body (`aegis_sdk._wire.envelope.error_body`), with the current request's id by default."""
+    return error_body(type, code, message, details, request_id if request_id is not None else request_id_var.get())
 
 
 def error_response(error: ApiError) -> JSONResponse:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from aegis_sdk._wire.envelope import ApiError
 from aegis_sdk.models import (
     AuditRecord,
     Capability,
@@ -19,8 +20,10 @@ from aegis_sdk.models import (
     Proposal,
     RiskLevel,
 )
-from aegis_sdk.testing._core import ApiError, Core, _Failure
-from aegis_sdk.testing._http import handle
+from aegis_sdk.testing import _decisions, _registry, _scripts
+from aegis_sdk.testing._failures import Failure, add_failure
+from aegis_sdk.testing._state import FakeState
+from aegis_sdk.testing._transport import handle
 from aegis_sdk.testing._types import AutoReview, OutcomeSpec, RecordedRequest, Responder, ScriptedOutcome
 
 if TYPE_CHECKING:
@@ -31,6 +34,8 @@ DEFAULT_ENDPOINT = "http://aegis.test"
 
 FAKE_API_KEY = "aegis_sk_fake"
 """The API key the fake's ready-made clients send (any key is accepted unless `api_key=` was given)."""
+
+__all__ = ["DEFAULT_ENDPOINT", "FAKE_API_KEY", "FakePlatform"]
 
 _SHOWN = 20
 
@@ -81,7 +86,7 @@ class FakePlatform:
     ) -> None:
         if confirmation_ttl_seconds <= 0 or review_timeout_seconds <= 0:
             raise ValueError("confirmation_ttl_seconds and review_timeout_seconds must be positive")
-        self._core = Core(
+        self._state = FakeState(
             default_outcome=default_outcome,
             strict_capabilities=strict_capabilities,
             capabilities=[c if isinstance(c, Capability) else Capability(name=c) for c in capabilities],
@@ -97,7 +102,7 @@ class FakePlatform:
         self._transport = httpx.MockTransport(self._handle)
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
-        return handle(self._core, request)
+        return handle(self._state, request)
 
     # -- wiring -------------------------------------------------------------------------------------------
 
@@ -140,6 +145,12 @@ class FakePlatform:
             http_client=httpx.AsyncClient(transport=self._transport), **self._client_options(kwargs)
         )
 
+    def add_key(self, name: str, *, scopes: Iterable[str] | None = None) -> str:
+        """Accept one more API key, named `name` (the reviewer the review route records) with `scopes`
+        (default all); returns the key. Pass it to `client(api_key=...)` to act as that key, e.g. an
+        agent key that may not review and a reviewer key that may. `reset()` forgets it."""
+        return self._state.add_key(name, scopes)
+
     # -- scripting ----------------------------------------------------------------------------------------
 
     def script(
@@ -175,7 +186,7 @@ class FakePlatform:
             ScriptedOutcome(outcome, **defaults)  # check the combination now, not at the first proposal
         elif not isinstance(outcome, ScriptedOutcome) and not callable(outcome):
             raise TypeError("outcome must be an outcome name, a ScriptedOutcome, or a function of the Proposal")
-        self._core.add_rule(capability, outcome, defaults)
+        _scripts.add_rule(self._state, capability, outcome, defaults)
 
     def script_sequence(self, capability: str, outcomes: Iterable[OutcomeSpec]) -> None:
         """Answer the next matching proposals with `outcomes`, one each, in order. Once they are used up,
@@ -183,7 +194,7 @@ class FakePlatform:
         items = [o if isinstance(o, ScriptedOutcome) else ScriptedOutcome(o) for o in outcomes]
         if not items:
             raise ValueError("script_sequence needs at least one outcome")
-        self._core.add_sequence(capability, items)
+        _scripts.add_sequence(self._state, capability, items)
 
     def register_capability(
         self,
@@ -201,7 +212,7 @@ class FakePlatform:
             risk_level=risk_level,
             parameter_schema=dict(parameter_schema) if parameter_schema is not None else {"type": "object"},
         )
-        self._core.put_capability(capability)
+        _registry.put_capability(self._state, capability)
         return capability
 
     def add_policy(self, policy: Policy | Mapping[str, Any]) -> Policy:
@@ -209,7 +220,7 @@ class FakePlatform:
         the fake; they are served back by the policy routes."""
         model = policy if isinstance(policy, Policy) else Policy.model_validate(policy)
         try:
-            self._core.put_policy(model, create=False)
+            _registry.put_policy(self._state, model, create=False)
         except ApiError as error:
             raise _python_error(error) from None
         return model
@@ -232,15 +243,15 @@ class FakePlatform:
         (`retry_after`, default 0 so clients do not sleep). The failed requests change no state."""
         if not 400 <= status <= 599:
             raise ValueError(f"status must be an HTTP error status (400-599), got {status}")
-        self._core.add_failure(_Failure("status", _times(times), path, status, retry_after, code, message))
+        add_failure(self._state, Failure("status", _times(times), path, status, retry_after, code, message))
 
     def fail_with_connect_error(self, times: int = 1, *, path: str | None = None) -> None:
         """Raise `httpx.ConnectError` for the next `times` requests, as if the platform were down."""
-        self._core.add_failure(_Failure("connect", _times(times), path))
+        add_failure(self._state, Failure("connect", _times(times), path))
 
     def fail_with_timeout(self, times: int = 1, *, path: str | None = None) -> None:
         """Raise `httpx.ReadTimeout` for the next `times` requests, as if the platform hung."""
-        self._core.add_failure(_Failure("timeout", _times(times), path))
+        add_failure(self._state, Failure("timeout", _times(times), path))
 
     # -- reviews and time ---------------------------------------------------------------------------------
 
@@ -249,21 +260,21 @@ class FakePlatform:
     ) -> Decision:
         """Approve a pending ESCALATE: its review becomes approved and it gets a confirmation token."""
         try:
-            return self._core.resolve_review(decision_id, approve=True, reviewer=reviewer, note=note)
+            return _decisions.resolve_review(self._state, decision_id, approve=True, reviewer=reviewer, note=note)
         except ApiError as error:
             raise _python_error(error) from None
 
     def deny(self, decision_id: str, *, reviewer: str = "reviewer@example.test", note: str | None = None) -> Decision:
         """Deny a pending ESCALATE: its review becomes denied (final)."""
         try:
-            return self._core.resolve_review(decision_id, approve=False, reviewer=reviewer, note=note)
+            return _decisions.resolve_review(self._state, decision_id, approve=False, reviewer=reviewer, note=note)
         except ApiError as error:
             raise _python_error(error) from None
 
     def expire(self, decision_id: str) -> Decision:
         """Let a pending ESCALATE pass its deadline now: its review becomes expired (a final DENY)."""
         try:
-            return self._core.expire(decision_id)
+            return _decisions.expire(self._state, decision_id)
         except ApiError as error:
             raise _python_error(error) from None
 
@@ -272,14 +283,14 @@ class FakePlatform:
         step = seconds if isinstance(seconds, timedelta) else timedelta(seconds=seconds)
         if step < timedelta():
             raise ValueError("the clock only moves forward")
-        with self._core.lock:
-            self._core.offset += step
-            self._core.expire_due()
+        with self._state.lock:
+            self._state.offset += step
+            _decisions.expire_due(self._state)
 
     @property
     def now(self) -> datetime:
         """The fake's current time (UTC)."""
-        return self._core.now()
+        return self._state.now()
 
     # -- inspection ---------------------------------------------------------------------------------------
 
@@ -289,23 +300,23 @@ class FakePlatform:
         error (unknown capability, bad parameters, rejected token) and confirmation resubmissions.
         Not included: idempotent repeats (same Idempotency-Key, answered with the stored decision) and
         requests failed by `fail_next` / `fail_with_*`. So a propose() that retried counts once."""
-        with self._core.lock:
-            return list(self._core.proposals)
+        with self._state.lock:
+            return list(self._state.proposals)
 
     @property
     def decisions(self) -> dict[str, Decision]:
         """Every decision made, by id, oldest first, in its current state (reviews applied)."""
-        with self._core.lock:
-            self._core.expire_due()
-            return {decision_id: entry.decision for decision_id, entry in self._core.entries.items()}
+        with self._state.lock:
+            _decisions.expire_due(self._state)
+            return {decision_id: entry.decision for decision_id, entry in self._state.entries.items()}
 
     @property
     def last_decision(self) -> Decision:
         """The most recent decision; raises LookupError when none was made."""
-        with self._core.lock:
-            if not self._core.entries:
+        with self._state.lock:
+            if not self._state.entries:
                 raise LookupError("the fake has made no decision yet")
-            return list(self._core.entries.values())[-1].decision
+            return list(self._state.entries.values())[-1].decision
 
     @property
     def pending_reviews(self) -> list[Decision]:
@@ -315,38 +326,38 @@ class FakePlatform:
     @property
     def executions(self) -> dict[str, ExecutionReport]:
         """Execution reports received, by decision id."""
-        with self._core.lock:
-            return dict(self._core.executions)
+        with self._state.lock:
+            return dict(self._state.executions)
 
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every HTTP request the transport saw, in order (injected failures included)."""
-        with self._core.lock:
-            return list(self._core.requests)
+        with self._state.lock:
+            return list(self._state.requests)
 
     @property
     def audit_log(self) -> list[AuditRecord]:
         """The fake's hash-chained audit records, oldest first."""
-        with self._core.lock:
-            return list(self._core.audit)
+        with self._state.lock:
+            return list(self._state.audit)
 
     @property
     def capabilities(self) -> dict[str, Capability]:
         """Registered capabilities, by name."""
-        with self._core.lock:
-            return dict(self._core.capabilities)
+        with self._state.lock:
+            return dict(self._state.capabilities)
 
     @property
     def policies(self) -> dict[str, Policy]:
         """Stored policies, by name."""
-        with self._core.lock:
-            return dict(self._core.policies)
+        with self._state.lock:
+            return dict(self._state.policies)
 
     def reset(self) -> None:
         """Forget everything since construction: scripts, injected failures, proposals, decisions, tokens,
         reviews, executions, requests, audit, the clock offset, and capabilities or policies added later.
         What the constructor was given stays."""
-        self._core.reset()
+        self._state.reset()
 
     def assert_proposed(self, capability: str, /, **parameters: Any) -> Proposal:
         """Assert that a proposal of `capability` (a glob) was received whose parameters include

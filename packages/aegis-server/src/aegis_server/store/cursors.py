@@ -1,15 +1,15 @@
-"""Keyset paging of the store's listings: the opaque cursors (`kind`, order, last key) and `keyset_page`,
-which reads one page after the since/until window of the filters."""
+"""Keyset paging of the store's listings: `keyset_page` reads one page after the since/until window of the
+filters. The opaque cursors (`kind`, order, last key) are the SDK's `aegis_sdk._wire.cursors`, which the fake
+platform shares."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from typing import Any
 
 import sqlalchemy as sa
 
+from aegis_sdk._wire.cursors import CursorError, encode_cursor
+from aegis_sdk._wire.cursors import decode_cursor as decode_wire_cursor
 from aegis_server.store.database import Database
 from aegis_server.store.errors import InvalidCursor
 from aegis_server.store.filters import DecisionFilters
@@ -19,25 +19,12 @@ __all__ = ["MAX_PAGE_SIZE", "check_limit", "decode_cursor", "encode_cursor", "ke
 MAX_PAGE_SIZE = 1000
 
 
-def encode_cursor(kind: str, order: str, key: int) -> str:
-    raw = json.dumps([kind, order, key], separators=(",", ":")).encode("ascii")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
 def decode_cursor(cursor: str, kind: str, order: str) -> int:
     """The key a cursor of the `kind` listing in `order` continues after; `InvalidCursor` otherwise."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = json.loads(raw)
-    except (binascii.Error, ValueError):
-        raise InvalidCursor("not a cursor of this server") from None
-    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[2], int)):
-        raise InvalidCursor("not a cursor of this server")
-    if value[0] != kind:
-        raise InvalidCursor(f"a cursor of the {value[0]} listing, not of {kind}")
-    if value[1] != order:
-        raise InvalidCursor(f"a cursor for order {value[1]!r}, not {order!r}")
-    return int(value[2])
+        return decode_wire_cursor(cursor, kind, order)
+    except CursorError as error:
+        raise InvalidCursor(error.detail) from None
 
 
 def check_limit(limit: int) -> None:
