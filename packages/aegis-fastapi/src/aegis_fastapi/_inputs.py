@@ -102,7 +102,8 @@ async def _received_body(request: Request, route: APIRoute) -> Any:
     return raw
 
 
-def _flat_query(query: QueryParams) -> dict[str, Any]:
+def flat_query(query: QueryParams) -> dict[str, Any]:
+    """The query parameters as sent, a repeated name as a list of its values."""
     out: dict[str, Any] = {}
     for key in query:
         values = query.getlist(key)
@@ -121,7 +122,7 @@ async def endpoint_inputs(request: Request, skip: Collection[Any] = ()) -> Route
             request=request,
             route=request.url.path,
             path_params=to_jsonable(dict(request.path_params)),
-            query_params=_flat_query(request.query_params),
+            query_params=flat_query(request.query_params),
             body={},
         )
     fields: dict[str, dict[str, Any]] = {"path_params": {}, "query_params": {}, "body_params": {}}
@@ -164,3 +165,6 @@ def _body_parameters(values: Mapping[str, Any], *, single: bool) -> dict[str, An
         encoded = to_jsonable(value)
         return encoded if isinstance(encoded, dict) else {name: encoded}
     return _without_none(to_jsonable(dict(values)))
+
+
+__all__ = ["ParameterConflict", "RouteInputs", "endpoint_inputs", "flat_query", "to_jsonable"]
