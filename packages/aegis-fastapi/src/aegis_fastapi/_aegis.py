@@ -1,6 +1,7 @@
 """`Aegis`: configured once per app; `Depends(aegis.require("capability"))` governs a route. The class holds
 the configuration and assembles the rooms: the client's lifecycle (`_lifespan`), OpenAPI (`_openapi`),
-the dependency (`_dependency`), the decide/confirm flow (`_flow`) and execution reports (`_reports`)."""
+the dependency (`_dependency`); `decide` comes from the flow (`_flow.DecisionFlow`), `schedule_report`
+and `drain` from the reports (`_reports.ExecutionReports`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from fastapi import FastAPI
 
 from aegis_fastapi._dependency import governed_dependency
 from aegis_fastapi._errors import ErrorResponse, default_error_response
-from aegis_fastapi._flow import ActorLike, CapabilitySource, FlowOptions, ParametersSource, decide, to_actor
-from aegis_fastapi._inputs import RouteInputs
+from aegis_fastapi._flow import ActorLike, CapabilitySource, DecisionFlow, ParametersSource, to_actor
 from aegis_fastapi._lifespan import ClientLifecycle, handle_refusals, wrap_lifespan
 from aegis_fastapi._openapi import document
 from aegis_fastapi._reports import ExecutionReports
@@ -23,7 +23,7 @@ from aegis_sdk import Actor, AsyncAegisClient, Decision
 DEFAULT_CONFIRMATION_HEADER = "AEGIS-Confirmation"
 
 
-class Aegis:
+class Aegis(DecisionFlow, ExecutionReports):
     """AEGIS governance for a FastAPI app. Configure once, then govern routes with
     `Annotated[Decision, Depends(aegis.require("payments.refund"))]`.
 
@@ -66,6 +66,7 @@ class Aegis:
         error_response: ErrorResponse | None = None,
         document_responses: bool = True,
     ) -> None:
+        super().__init__()
         self._actor_dependency: Callable[..., Any] | None = None
         self.fixed_actor: Actor | None = None
         if actor is None:
@@ -101,7 +102,6 @@ class Aegis:
         self.retry_after = retry_after
         self.error_response: ErrorResponse = error_response or default_error_response
         self.document_responses = document_responses
-        self._reports = ExecutionReports()
 
     # -- the client -------------------------------------------------------------------------------
 
@@ -167,52 +167,6 @@ class Aegis:
             parameters=parameters or self.parameters,
             report=self.report_execution if report_execution is None else report_execution,
         )
-
-    async def decide(
-        self,
-        client: AsyncAegisClient,
-        *,
-        inputs: RouteInputs,
-        capability: CapabilitySource,
-        parameters: ParametersSource | None,
-        actor: object,
-        context: object,
-        confirmation: str | None,
-        request_id: str,
-    ) -> Decision:
-        """The whole flow for one request; returns an ALLOW decision or raises `AegisRefusal`."""
-        return await decide(
-            client,
-            FlowOptions(self.confirmation_header, self.fail_open, self.retry_after),
-            inputs=inputs,
-            capability=capability,
-            parameters=parameters,
-            actor=actor,
-            context=context,
-            confirmation=confirmation,
-            request_id=request_id,
-        )
-
-    # -- execution reports ------------------------------------------------------------------------
-
-    def schedule_report(
-        self,
-        client: AsyncAegisClient,
-        decision: Decision,
-        started: float,
-        error: BaseException | None = None,
-        *,
-        status_code: int | None = None,
-    ) -> None:
-        """Report how the governed request went as the decision's execution result, in a background task:
-        SUCCESS, or FAILED with the exception's type (`error`) or the answer's status (`status_code`).
-        Errors while reporting are logged, never raised. Degraded decisions are not reported."""
-        self._reports.schedule(client, decision, started, error, status_code=status_code)
-
-    async def drain(self, timeout: float | None = 10.0) -> None:
-        """Wait (up to `timeout` seconds) for execution reports still being sent. The lifespan calls it at
-        shutdown; tests call it before reading the audit trail."""
-        await self._reports.drain(timeout)
 
 
 __all__ = ["DEFAULT_CONFIRMATION_HEADER", "Aegis"]

@@ -15,12 +15,13 @@ logger = logging.getLogger("aegis_fastapi")
 
 
 class ExecutionReports:
-    """The background tasks reporting executions for one `Aegis`."""
+    """Execution reports as a part of `Aegis`: the background tasks sending them."""
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
+        super().__init__()
+        self._report_tasks: set[asyncio.Task[None]] = set()
 
-    def schedule(
+    def schedule_report(
         self,
         client: AsyncAegisClient,
         decision: Decision,
@@ -29,8 +30,9 @@ class ExecutionReports:
         *,
         status_code: int | None = None,
     ) -> None:
-        """Report in a background task: SUCCESS, or FAILED with `error`'s type or the answer's `status_code`.
-        Degraded decisions are not reported (the platform never saw them)."""
+        """Report how the governed request went as the decision's execution result, in a background task:
+        SUCCESS, or FAILED with the exception's type (`error`) or the answer's status (`status_code`).
+        Errors while reporting are logged, never raised. Degraded decisions are not reported."""
         if decision.degraded:
             logger.info(
                 "no execution report for degraded decision %s (the platform never saw it)", decision.decision_id
@@ -44,12 +46,13 @@ class ExecutionReports:
             failure = {"code": f"http_{status_code}", "message": f"HTTP {status_code}"}
         duration_ms = max(0.0, (time.perf_counter() - started) * 1000.0)
         task = asyncio.get_running_loop().create_task(_report(client, decision.decision_id, duration_ms, failure))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._report_tasks.add(task)
+        task.add_done_callback(self._report_tasks.discard)
 
     async def drain(self, timeout: float | None = 10.0) -> None:
-        """Wait (up to `timeout` seconds) for the reports still being sent."""
-        pending = [task for task in self._tasks if not task.done()]
+        """Wait (up to `timeout` seconds) for execution reports still being sent. The lifespan calls it at
+        shutdown; tests call it before reading the audit trail."""
+        pending = [task for task in self._report_tasks if not task.done()]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
 
