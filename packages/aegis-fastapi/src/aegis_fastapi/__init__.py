@@ -17,23 +17,17 @@ async def refund(order_id: str, body: Refund, decision: Annotated[Decision, Depe
 ```
 """
 
-from aegis_fastapi._core import (
-    DEFAULT_CONFIRMATION_HEADER,
-    ActorLike,
-    Aegis,
-    CapabilitySource,
-    ContextLike,
-    ErrorResponse,
-    ParametersSource,
-)
+from aegis_fastapi._aegis import DEFAULT_CONFIRMATION_HEADER, Aegis
 from aegis_fastapi._errors import (
     DECISION_HEADER,
     AegisErrorDetail,
     AegisRefusal,
+    ErrorResponse,
     RefusalCode,
     default_error_response,
     openapi_responses,
 )
+from aegis_fastapi._flow import ActorLike, CapabilitySource, ContextLike, ParametersSource
 from aegis_fastapi._inputs import ParameterConflict, RouteInputs
 from aegis_fastapi._middleware import AegisMiddleware, decision_of, user_actor
 from aegis_sdk import Decision

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import HTTPException
@@ -82,6 +83,10 @@ class AegisRefusal(HTTPException):
         return f"AegisRefusal(status_code={self.status_code}, code={self.code!r}, decision_id={decision_id!r})"
 
 
+ErrorResponse = Callable[[AegisRefusal], Response]
+"""Renders a refusal as the app's answer (`Aegis(error_response=...)`)."""
+
+
 def default_error_response(refusal: AegisRefusal) -> Response:
     """FastAPI's error convention: `{"detail": {...}}` with the refusal's status and headers."""
     return JSONResponse({"detail": refusal.detail}, status_code=refusal.status_code, headers=refusal.headers)
@@ -130,3 +135,14 @@ def openapi_responses(confirmation_header: str) -> dict[int, dict[str, Any]]:
             "content": content,
         },
     }
+
+
+__all__ = [
+    "DECISION_HEADER",
+    "AegisErrorDetail",
+    "AegisRefusal",
+    "ErrorResponse",
+    "RefusalCode",
+    "default_error_response",
+    "openapi_responses",
+]

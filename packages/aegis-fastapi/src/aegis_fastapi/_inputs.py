@@ -1,4 +1,9 @@
-"""What a governed request carries: its path and query parameters and its body, as the endpoint sees them."""
+"""What a governed request carries: its path and query parameters and its body, as the endpoint sees them.
+
+The dependency runs before FastAPI validates the endpoint's own inputs, so it validates them itself with
+FastAPI's functions (`request_params_to_args`, `request_body_to_args`, `APIRoute._embed_body_fields`),
+which are not public API: pyproject.toml bounds the FastAPI range, and scripts/test_sdk_pythons.sh runs
+the tests on its lowest and newest version. Widen the bound only after that script passed."""
 
 from __future__ import annotations
 
@@ -102,7 +107,8 @@ async def _received_body(request: Request, route: APIRoute) -> Any:
     return raw
 
 
-def _flat_query(query: QueryParams) -> dict[str, Any]:
+def flat_query(query: QueryParams) -> dict[str, Any]:
+    """The query parameters as sent, a repeated name as a list of its values."""
     out: dict[str, Any] = {}
     for key in query:
         values = query.getlist(key)
@@ -121,7 +127,7 @@ async def endpoint_inputs(request: Request, skip: Collection[Any] = ()) -> Route
             request=request,
             route=request.url.path,
             path_params=to_jsonable(dict(request.path_params)),
-            query_params=_flat_query(request.query_params),
+            query_params=flat_query(request.query_params),
             body={},
         )
     fields: dict[str, dict[str, Any]] = {"path_params": {}, "query_params": {}, "body_params": {}}
@@ -164,3 +170,6 @@ def _body_parameters(values: Mapping[str, Any], *, single: bool) -> dict[str, An
         encoded = to_jsonable(value)
         return encoded if isinstance(encoded, dict) else {name: encoded}
     return _without_none(to_jsonable(dict(values)))
+
+
+__all__ = ["ParameterConflict", "RouteInputs", "endpoint_inputs", "flat_query", "to_jsonable"]

@@ -12,16 +12,11 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aegis_fastapi._core import (
-    ActorLike,
-    Aegis,
-    CapabilitySource,
-    ParametersSource,
-    _maybe_await,
-    request_id_of,
-)
+from aegis_fastapi._aegis import Aegis
 from aegis_fastapi._errors import DECISION_HEADER, AegisRefusal
-from aegis_fastapi._inputs import RouteInputs, _flat_query, to_jsonable
+from aegis_fastapi._flow import ActorLike, CapabilitySource, ParametersSource, maybe_await, request_id_of
+from aegis_fastapi._inputs import RouteInputs, flat_query, to_jsonable
+from aegis_fastapi._refusals import refusal as build_refusal
 from aegis_sdk import Decision
 
 ActorResolver = Callable[[Request], ActorLike | Awaitable[ActorLike | None] | None]
@@ -127,7 +122,7 @@ class AegisMiddleware:
         request_id = request_id_of(Headers(scope=scope))
         if not mapped or capability is None:
             if route is not None and not mapped and self.deny_unmapped:
-                refusal = self.aegis._refusal(
+                refusal = build_refusal(
                     403,
                     "route_not_governed",
                     "This route has no governance mapping and the app denies unmapped routes.",
@@ -147,7 +142,7 @@ class AegisMiddleware:
             body += message.get("body", b"")
             more = bool(message.get("more_body", False))
             if len(body) > self.max_body_bytes:
-                refusal = self.aegis._refusal(
+                refusal = build_refusal(
                     413,
                     "body_too_large",
                     f"The body exceeds {self.max_body_bytes} bytes, the most a governed route reads.",
@@ -169,7 +164,7 @@ class AegisMiddleware:
             request=request,
             route=str(getattr(route, "path", request.url.path)),
             path_params=to_jsonable(path_params),
-            query_params=_flat_query(request.query_params),
+            query_params=flat_query(request.query_params),
             body=_json_body(request.headers.get("content-type"), body),
         )
         client = self.aegis.client
@@ -179,8 +174,8 @@ class AegisMiddleware:
                 inputs=inputs,
                 capability=capability,
                 parameters=self.parameters,
-                actor=await _maybe_await(self.actor(request)),
-                context=await _maybe_await(self.context(request)) if self.context else None,
+                actor=await maybe_await(self.actor(request)),
+                context=await maybe_await(self.context(request)) if self.context else None,
                 confirmation=request.headers.get(self.aegis.confirmation_header),
                 request_id=request_id,
             )
@@ -224,3 +219,6 @@ def _json_body(content_type: str | None, body: bytes) -> dict[str, Any]:
     if isinstance(value, dict):
         return {k: v for k, v in value.items() if v is not None}
     return {"body": value}
+
+
+__all__ = ["STATE_KEY", "ActorResolver", "AegisMiddleware", "ContextResolver", "decision_of", "user_actor"]

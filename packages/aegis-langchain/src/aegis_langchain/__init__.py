@@ -19,23 +19,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aegis_langchain._artifact import GovernanceArtifact
-from aegis_langchain._core import (
-    DEFAULT_ACTOR_ID,
-    DEFAULT_REVIEW_TIMEOUT,
-    INTERRUPT_TYPE,
-    Settings,
-    ToolError,
-    configure,
-    current_decision,
-    derive_capability,
-    reset_configuration,
-)
+from aegis_langchain._call import current_decision
 from aegis_langchain._errors import (
     ActionDenied,
     ConfirmationRequired,
     GovernanceRefusal,
     GovernanceUnavailable,
     ReviewPending,
+)
+from aegis_langchain._flow import INTERRUPT_TYPE, ToolError
+from aegis_langchain._settings import (
+    DEFAULT_ACTOR_ID,
+    DEFAULT_REVIEW_TIMEOUT,
+    Settings,
+    configure,
+    derive_capability,
+    reset_configuration,
 )
 from aegis_langchain._tool import GovernedTool, govern_tool, govern_tools, governed_tool
 from aegis_sdk._version import installed_version

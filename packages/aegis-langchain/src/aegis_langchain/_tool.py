@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-import time
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, NoReturn, overload
@@ -20,30 +19,22 @@ from langchain_core.utils.pydantic import TypeBaseModel
 from pydantic import BaseModel, PrivateAttr
 
 from aegis_langchain._artifact import GovernanceArtifact
-from aegis_langchain._core import (
+from aegis_langchain._call import GovernedCall, build_call
+from aegis_langchain._errors import GovernanceRefusal
+from aegis_langchain._flow import Ran, Refused, governed_run, run_async, run_sync
+from aegis_langchain._settings import (
     DEFAULT_REVIEW_TIMEOUT,
     ActorLike,
     ConfirmCallback,
     EscalationCallback,
     EscalationMode,
-    GovernedCall,
     ParameterMapper,
     Settings,
-    _current_decision,
-    agovern,
-    allowed_artifact,
-    areport,
-    build_call,
     derive_capability,
-    failure_of,
-    govern,
-    is_graph_bubble_up,
-    make_settings,
-    report,
     resolve_async_client,
     resolve_client,
+    settings_from,
 )
-from aegis_langchain._errors import GovernanceRefusal
 from aegis_sdk import AegisClient, AsyncAegisClient, ConfigurationError
 
 HandleToolError = bool | str | Callable[[ToolException], Any] | None
@@ -200,12 +191,6 @@ class GovernedTool(BaseTool):
             settings=self._settings,
         )
 
-    def _refused(self, refusal: GovernanceRefusal) -> GovernanceRefusal:
-        state = _run_state.get()
-        if state is not None:
-            state.refusal = refusal
-        return refusal
-
     def _run(
         self,
         *args: Any,
@@ -214,29 +199,11 @@ class GovernedTool(BaseTool):
         **kwargs: Any,
     ) -> Any:
         call = self._call(args, kwargs, config)
-        try:
-            decision = govern(call, resolve_client(self._settings.client))
-        except GovernanceRefusal as refusal:
-            raise self._refused(refusal) from refusal.__cause__
+        client = resolve_client(self._settings.client)
         inner = self.tool
-        extra: dict[str, Any] = {}
-        if _accepts(inner._run, "run_manager"):
-            extra["run_manager"] = run_manager
-        if param := _config_param(inner._run):
-            extra[param] = config
-        started = time.perf_counter()
-        token = _current_decision.set(decision)
-        try:
-            output = inner._run(*args, **kwargs, **extra)
-        except BaseException as exc:
-            if not is_graph_bubble_up(exc) and isinstance(exc, Exception):
-                report(resolve_client(self._settings.client), call, decision, exc, _ms(started))
-            raise
-        finally:
-            _current_decision.reset(token)
-        failed = failure_of(output)
-        ref = report(resolve_client(self._settings.client), call, decision, failed, _ms(started))
-        return self._with_artifact(output, allowed_artifact(call, decision, failed, ref))
+        extra = _injected(inner._run, config, run_manager)
+        outcome = run_sync(governed_run(call), client, lambda: inner._run(*args, **kwargs, **extra))
+        return self._outcome(outcome)
 
     async def _arun(
         self,
@@ -247,33 +214,23 @@ class GovernedTool(BaseTool):
     ) -> Any:
         call = self._call(args, kwargs, config)
         client = resolve_async_client(self._settings.async_client)
-        try:
-            decision = await agovern(call, client)
-        except GovernanceRefusal as refusal:
-            raise self._refused(refusal) from refusal.__cause__
         inner = self.tool
         native_async = type(inner)._arun is not BaseTool._arun
-        target = inner._arun if native_async else inner._run
-        extra: dict[str, Any] = {}
-        if _accepts(target, "run_manager"):
-            extra["run_manager"] = run_manager if native_async or run_manager is None else run_manager.get_sync()
-        if param := _config_param(target):
-            extra[param] = config
-        started = time.perf_counter()
-        token = _current_decision.set(decision)
-        try:
-            # BaseTool._arun runs a sync-only tool in an executor (copying this context): that is the wrapped
-            # tool's own behaviour; every governance call above stayed on the async client.
-            output = await inner._arun(*args, **kwargs, **extra)
-        except BaseException as exc:
-            if not is_graph_bubble_up(exc) and isinstance(exc, Exception):
-                await areport(client, call, decision, exc, _ms(started))
-            raise
-        finally:
-            _current_decision.reset(token)
-        failed = failure_of(output)
-        ref = await areport(client, call, decision, failed, _ms(started))
-        return self._with_artifact(output, allowed_artifact(call, decision, failed, ref))
+        manager = run_manager if native_async or run_manager is None else run_manager.get_sync()
+        extra = _injected(inner._arun if native_async else inner._run, config, manager)
+        # BaseTool._arun runs a sync-only tool in an executor (copying this context): that is the wrapped
+        # tool's own behaviour; every governance call stays on the async client.
+        outcome = await run_async(governed_run(call), client, lambda: inner._arun(*args, **kwargs, **extra))
+        return self._outcome(outcome)
+
+    def _outcome(self, outcome: Ran | Refused) -> Any:
+        if isinstance(outcome, Refused):
+            refusal = outcome.refusal
+            state = _run_state.get()
+            if state is not None:
+                state.refusal = refusal
+            raise refusal from refusal.__cause__
+        return self._with_artifact(outcome.output, outcome.artifact)
 
     def _with_artifact(self, output: Any, artifact: GovernanceArtifact) -> Any:
         if self.tool.response_format == "content_and_artifact":
@@ -285,8 +242,14 @@ class GovernedTool(BaseTool):
         return output, artifact
 
 
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
+def _injected(target: Callable[..., Any], config: RunnableConfig, run_manager: Any) -> dict[str, Any]:
+    """The run manager and the config, for the wrapped tool's run method that takes them."""
+    extra: dict[str, Any] = {}
+    if _accepts(target, "run_manager"):
+        extra["run_manager"] = run_manager
+    if param := _config_param(target):
+        extra[param] = config
+    return extra
 
 
 def _call_id(kwargs: Mapping[str, Any]) -> str | None:
@@ -304,34 +267,6 @@ def _with_refusal_artifact(output: Any, state: _RunState) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Constructors
 # ---------------------------------------------------------------------------------------------
-
-
-def _settings(
-    client: AegisClient | None,
-    async_client: AsyncAegisClient | None,
-    actor: ActorLike | None,
-    session_id: str | None,
-    metadata: Mapping[str, Any] | None,
-    parameters: ParameterMapper | None,
-    confirm: ConfirmCallback | None,
-    on_escalate: EscalationMode,
-    review_timeout: float | None,
-    on_escalation: EscalationCallback | None,
-    report_execution: bool,
-) -> Settings:
-    return make_settings(
-        client=client,
-        async_client=async_client,
-        actor=actor,
-        session_id=session_id,
-        metadata=metadata,
-        parameters=parameters,
-        confirm=confirm,
-        on_escalate=on_escalate,
-        review_timeout=review_timeout,
-        on_escalation=on_escalation,
-        report_execution=report_execution,
-    )
 
 
 _UNSET: Any = object()
@@ -392,19 +327,7 @@ def govern_tool(
 ) -> GovernedTool:
     """Govern an existing tool (any `BaseTool`, community tools included). `capability` defaults to the
     tool's name (see `derive_capability`). The other arguments are described in docs/langchain.md."""
-    settings = _settings(
-        client,
-        async_client,
-        actor,
-        session_id,
-        metadata,
-        parameters,
-        confirm,
-        on_escalate,
-        review_timeout,
-        on_escalation,
-        report_execution,
-    )
+    settings = settings_from(locals())
     if not isinstance(tool, BaseTool):
         _not_a_tool(tool)
     return _build(
@@ -431,19 +354,7 @@ def govern_tools(
     """Govern a list of tools with the same settings. `capabilities` maps tool names to capabilities (or is a
     function of the tool); a tool it does not name gets the capability derived from its name. Tools that are
     already governed are kept as they are."""
-    settings = _settings(
-        client,
-        async_client,
-        actor,
-        session_id,
-        metadata,
-        None,
-        confirm,
-        on_escalate,
-        review_timeout,
-        on_escalation,
-        report_execution,
-    )
+    settings = settings_from(locals())
     result: list[GovernedTool] = []
     for tool in tools:
         if isinstance(tool, GovernedTool):
@@ -532,19 +443,7 @@ def governed_tool(
             f"{capability!r}.",
             code="invalid_capability",
         )
-    settings = _settings(
-        client,
-        async_client,
-        actor,
-        session_id,
-        metadata,
-        parameters,
-        confirm,
-        on_escalate,
-        review_timeout,
-        on_escalation,
-        report_execution,
-    )
+    settings = settings_from(locals())
     capability_name = capability
 
     def decorator(func: Callable[..., Any]) -> GovernedTool:

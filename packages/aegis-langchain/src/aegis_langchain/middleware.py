@@ -4,7 +4,6 @@ middleware=[GovernanceMiddleware(...)])`), as an alternative to wrapping tools o
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -16,30 +15,20 @@ from langchain_core.tools import BaseTool
 from langgraph.types import Command
 from pydantic import BaseModel, ValidationError
 
-from aegis_langchain._artifact import GovernanceArtifact
-from aegis_langchain._core import (
+from aegis_langchain._call import GovernedCall, build_call
+from aegis_langchain._flow import Ran, Refused, governed_run, run_async, run_sync
+from aegis_langchain._settings import (
     DEFAULT_REVIEW_TIMEOUT,
     ActorLike,
     ConfirmCallback,
     EscalationCallback,
     EscalationMode,
-    GovernedCall,
     Settings,
-    _current_decision,
-    agovern,
-    allowed_artifact,
-    areport,
-    build_call,
     derive_capability,
-    failure_of,
-    govern,
-    is_graph_bubble_up,
-    make_settings,
-    report,
     resolve_async_client,
     resolve_client,
+    settings_from,
 )
-from aegis_langchain._errors import GovernanceRefusal
 from aegis_langchain._tool import GovernedTool
 from aegis_sdk import AegisClient, AsyncAegisClient
 
@@ -83,19 +72,7 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         super().__init__()
         self.capabilities = capabilities
         self.skip = frozenset(skip)
-        self.settings: Settings = make_settings(
-            client=client,
-            async_client=async_client,
-            actor=actor,
-            session_id=session_id,
-            metadata=metadata,
-            parameters=None,
-            confirm=confirm,
-            on_escalate=on_escalate,
-            review_timeout=review_timeout,
-            on_escalation=on_escalation,
-            report_execution=report_execution,
-        )
+        self.settings: Settings = settings_from(locals())
 
     @property
     def name(self) -> str:
@@ -144,24 +121,8 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         call = self._prepare(request)
         if call is None:
             return handler(request)
-        client = resolve_client(self.settings.client)
-        try:
-            decision = govern(call, client)
-        except GovernanceRefusal as refusal:
-            return _refusal_message(request, refusal)
-        started = time.perf_counter()
-        token = _current_decision.set(decision)
-        try:
-            result = handler(request)
-        except Exception as exc:
-            if not is_graph_bubble_up(exc):
-                report(client, call, decision, exc, _ms(started))
-            raise
-        finally:
-            _current_decision.reset(token)
-        failed = failure_of(result)
-        ref = report(client, call, decision, failed, _ms(started))
-        return _annotated(result, allowed_artifact(call, decision, failed, ref))
+        outcome = run_sync(governed_run(call), resolve_client(self.settings.client), lambda: handler(request))
+        return _message(request, outcome)
 
     # -- async ------------------------------------------------------------------------------------
 
@@ -174,23 +135,8 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         if call is None:
             return await handler(request)
         client = resolve_async_client(self.settings.async_client)
-        try:
-            decision = await agovern(call, client)
-        except GovernanceRefusal as refusal:
-            return _refusal_message(request, refusal)
-        started = time.perf_counter()
-        token = _current_decision.set(decision)
-        try:
-            result = await handler(request)
-        except Exception as exc:
-            if not is_graph_bubble_up(exc):
-                await areport(client, call, decision, exc, _ms(started))
-            raise
-        finally:
-            _current_decision.reset(token)
-        failed = failure_of(result)
-        ref = await areport(client, call, decision, failed, _ms(started))
-        return _annotated(result, allowed_artifact(call, decision, failed, ref))
+        outcome = await run_async(governed_run(call), client, lambda: handler(request))
+        return _message(request, outcome)
 
 
 def _validated(tool: BaseTool, args: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -205,28 +151,25 @@ def _validated(tool: BaseTool, args: Mapping[str, Any]) -> dict[str, Any] | None
     return dict(args)
 
 
-def _refusal_message(request: ToolCallRequest, refusal: GovernanceRefusal) -> ToolMessage:
-    artifact = refusal.artifact
+def _message(request: ToolCallRequest, outcome: Ran | Refused) -> ToolMessage | Command[Any]:
+    """The tool's result with its governance record, or the error message of a refusal."""
+    if isinstance(outcome, Ran):
+        result: ToolMessage | Command[Any] = outcome.output
+        artifact = outcome.artifact
+        if isinstance(result, ToolMessage):
+            result.response_metadata = {**result.response_metadata, ARTIFACT_KEY: artifact}
+            if result.artifact is None:
+                result.artifact = artifact
+        return result
+    artifact = outcome.refusal.artifact
     return ToolMessage(
-        content=str(refusal),
+        content=str(outcome.refusal),
         tool_call_id=request.tool_call.get("id") or "",
         name=request.tool_call["name"],
         status="error",
         artifact=artifact,
         response_metadata={ARTIFACT_KEY: artifact},
     )
-
-
-def _annotated(result: ToolMessage | Command[Any], artifact: GovernanceArtifact) -> ToolMessage | Command[Any]:
-    if isinstance(result, ToolMessage):
-        result.response_metadata = {**result.response_metadata, ARTIFACT_KEY: artifact}
-        if result.artifact is None:
-            result.artifact = artifact
-    return result
-
-
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
 
 
 __all__ = ["ARTIFACT_KEY", "GovernanceMiddleware"]

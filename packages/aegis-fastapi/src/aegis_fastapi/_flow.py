@@ -1,0 +1,225 @@
+"""The decide/confirm flow of one governed request: who acts, which capability and parameters, the proposal,
+and the confirmation of a decision named in the confirmation header. Returns an ALLOW decision or raises
+`AegisRefusal`; the dependency and the middleware both run it."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aegis_fastapi._inputs import ParameterConflict, RouteInputs
+from aegis_fastapi._refusals import confirmation_rejected, refusal, refusal_of_error, verdict
+from aegis_sdk import (
+    Action,
+    Actor,
+    AegisError,
+    AsyncAegisClient,
+    ConfirmationError,
+    Context,
+    Decision,
+    NotFoundError,
+)
+
+ActorLike = Actor | Mapping[str, Any] | str
+"""An actor: the SDK's `Actor`, a mapping such as `{"id": "u-1", "type": "human"}`, or just an id."""
+ContextLike = Context | Mapping[str, Any] | None
+CapabilitySource = str | Callable[[RouteInputs], str | Awaitable[str]]
+ParametersSource = Callable[[RouteInputs], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
+
+_DECISION_ID = re.compile(r"^dec_[A-Za-z0-9]{1,64}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+async def maybe_await(value: Any) -> Any:
+    """The value, awaited when it is awaitable (user callbacks may be sync or async)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+def request_id_of(headers: Mapping[str, str]) -> str:
+    """The caller's `X-Request-ID` when it is a sane token, else a new `req_<hex>`."""
+    given = headers.get("x-request-id")
+    if given and _REQUEST_ID.match(given):
+        return given
+    return "req_" + uuid.uuid4().hex
+
+
+def to_actor(value: object) -> Actor | None:
+    """The `Actor` of what an actor source returned (None: nobody is authenticated)."""
+    if value is None:
+        return None
+    if isinstance(value, Actor):
+        return value
+    if isinstance(value, str):
+        return Actor(id=value) if value else None
+    if isinstance(value, Mapping):
+        return Actor.model_validate(dict(value))
+    raise TypeError(
+        f"The actor source returned a {type(value).__name__}; return an aegis_sdk.Actor, a mapping with 'id' "
+        "(and optionally 'type'), an id string, or None when nobody is authenticated."
+    )
+
+
+def _to_context(value: object) -> Context:
+    if value is None:
+        return Context()
+    if isinstance(value, Context):
+        return value
+    if isinstance(value, Mapping):
+        return Context.model_validate(dict(value))
+    raise TypeError(
+        f"The context source returned a {type(value).__name__}; return an aegis_sdk.Context, a mapping "
+        "with 'session_id' and/or 'metadata', or None."
+    )
+
+
+class DecisionFlow:
+    """The flow as a part of `Aegis`, which sets these three attributes (users may change them later)."""
+
+    confirmation_header: str
+    fail_open: bool
+    retry_after: int
+
+    async def decide(
+        self,
+        client: AsyncAegisClient,
+        *,
+        inputs: RouteInputs,
+        capability: CapabilitySource,
+        parameters: ParametersSource | None,
+        actor: object,
+        context: object,
+        confirmation: str | None,
+        request_id: str,
+    ) -> Decision:
+        """The whole flow for one request; returns an ALLOW decision or raises `AegisRefusal`."""
+        who = to_actor(actor)
+        if who is None:
+            raise refusal(
+                401,
+                "actor_required",
+                "This route is governed and needs an authenticated caller; the app's actor dependency found "
+                "none. Authenticate and try again.",
+                request_id,
+            )
+        name = capability if isinstance(capability, str) else await maybe_await(capability(inputs))
+        try:
+            values = dict(await maybe_await(parameters(inputs))) if parameters else inputs.default_parameters()
+        except ParameterConflict as exc:
+            raise refusal(422, "invalid_parameters", str(exc), request_id) from None
+        ctx = _to_context(context)
+        metadata = {"route": inputs.route, "method": inputs.request.method, "request_id": request_id}
+        metadata.update(ctx.metadata)
+        ctx = Context(session_id=ctx.session_id, metadata=metadata)
+        action = Action(capability=name, parameters=values)
+        if confirmation is None:
+            try:
+                decision = await client.propose(who, action, ctx)
+            except AegisError as exc:
+                return self._on_error(exc, name, request_id)
+            return verdict(decision, request_id, self.confirmation_header)
+        return await self._confirm(client, who, action, ctx, confirmation.strip(), request_id)
+
+    def _on_error(self, exc: AegisError, capability: str, request_id: str) -> Decision:
+        return refusal_of_error(exc, capability, request_id, fail_open=self.fail_open, retry_after=self.retry_after)
+
+    async def _confirm(
+        self,
+        client: AsyncAegisClient,
+        actor: Actor,
+        action: Action,
+        context: Context,
+        named: str,
+        request_id: str,
+    ) -> Decision:
+        header = self.confirmation_header
+        if not _DECISION_ID.match(named):
+            raise refusal(
+                409,
+                "confirmation_invalid",
+                f"{header} must be the decision_id of the answer that asked for confirmation (dec_...).",
+                request_id,
+            )
+        try:
+            original = await client.decisions.get(named)
+        except NotFoundError:
+            raise refusal(
+                409,
+                "confirmation_invalid",
+                f"No decision {named} exists. Repeat the request without {header} to propose it again.",
+                request_id,
+            ) from None
+        except AegisError as exc:
+            return self._on_error(exc, action.capability, request_id)
+        status = original.review.status if original.review is not None else None
+        awaiting = original.outcome == "REQUIRE_CONFIRMATION" or (
+            original.outcome == "ESCALATE" and status == "approved"
+        )
+        if awaiting:
+            if not original.confirmation_token:
+                raise refusal(
+                    409,
+                    "confirmation_invalid",
+                    f"Decision {named} carries no confirmation token. Repeat the request without {header}.",
+                    request_id,
+                    original,
+                )
+            try:
+                decision = await client.propose(actor, action, context, confirmation_token=original.confirmation_token)
+            except ConfirmationError as exc:
+                raise confirmation_rejected(exc, original, request_id, header) from None
+            except AegisError as exc:
+                return self._on_error(exc, action.capability, request_id)
+            return verdict(decision, request_id, header)
+        if original.outcome == "ESCALATE" and status == "pending":
+            raise refusal(
+                403,
+                "review_pending",
+                f"Decision {named} is still waiting for a reviewer. Repeat the request with {header} once it "
+                "is approved.",
+                request_id,
+                original,
+                show_reason=False,
+            )
+        if status in ("denied", "expired"):
+            raise refusal(
+                403,
+                "review_denied" if status == "denied" else "review_expired",
+                f"The review of decision {named} was {status}; the action will not run. Propose again by "
+                f"repeating the request without {header}.",
+                request_id,
+                original,
+                show_reason=False,
+            )
+        if original.outcome == "DENY":
+            raise refusal(
+                403,
+                "governance_denied",
+                f"Decision {named} denied this action.",
+                request_id,
+                original,
+                show_reason=False,
+            )
+        raise refusal(
+            409,
+            "confirmation_invalid",
+            f"Decision {named} is not awaiting confirmation (outcome {original.outcome}). Repeat the request "
+            f"without {header} to propose it again.",
+            request_id,
+            original,
+            show_reason=False,
+        )
+
+
+__all__ = [
+    "ActorLike",
+    "CapabilitySource",
+    "ContextLike",
+    "DecisionFlow",
+    "ParametersSource",
+    "maybe_await",
+    "request_id_of",
+    "to_actor",
+]

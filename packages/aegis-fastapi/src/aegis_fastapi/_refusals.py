@@ -1,0 +1,200 @@
+"""Why a governed request may not run, as an `AegisRefusal`: the one builder of a refusal (the dependency
+flow and the middleware both use it), the refusal for each decision outcome and for each SDK error, and
+the degraded ALLOW a fail-open app gets when the platform cannot be reached."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timezone
+
+from aegis_fastapi._errors import AegisErrorDetail, AegisRefusal, RefusalCode
+from aegis_sdk import (
+    AegisError,
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    ConfirmationError,
+    ConfirmationExpiredError,
+    ConfirmationMismatchError,
+    ConfirmationUsedError,
+    Decision,
+    InvalidRequestError,
+    MalformedResponseError,
+    NotFoundError,
+    ParameterValidationError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+)
+from aegis_sdk.models import DEGRADED_PREFIX
+
+logger = logging.getLogger("aegis_fastapi")
+
+# An outcome that waits for someone: (status, code, whose consent, when to repeat the request).
+_AWAITING: dict[str, tuple[int, RefusalCode, str, str]] = {
+    "REQUIRE_CONFIRMATION": (428, "confirmation_required", "the user's confirmation", "Once the user consented"),
+    "ESCALATE": (403, "review_pending", "a reviewer's approval", "Once approved"),
+}
+
+
+def refusal(
+    status_code: int,
+    code: RefusalCode,
+    message: str,
+    request_id: str,
+    decision: Decision | None = None,
+    *,
+    confirmation_header: str | None = None,
+    show_reason: bool = True,
+    retry_after: int | None = None,
+) -> AegisRefusal:
+    """The refusal of one request. `confirmation_header` is named in the body when repeating the request
+    with it can proceed; `show_reason=False` keeps the decision's reason out of the body."""
+    detail = AegisErrorDetail(
+        code=code,
+        message=message,
+        decision_id=decision.decision_id if decision else None,
+        outcome=decision.outcome if decision else None,
+        reason=decision.reason if decision and show_reason else None,
+        review_status=decision.review.status if decision and decision.review else None,
+        expires_at=decision.expires_at if decision else None,
+        confirmation_header=confirmation_header,
+        request_id=request_id,
+    )
+    return AegisRefusal(status_code, detail, decision=decision, retry_after=retry_after)
+
+
+def verdict(decision: Decision, request_id: str, header: str) -> Decision:
+    """The decision itself when it is an ALLOW; else raise the refusal of its outcome."""
+    if decision.outcome == "ALLOW":
+        return decision
+    awaiting = _AWAITING.get(decision.outcome)
+    if awaiting is not None:
+        status_code, code, consent, once = awaiting
+        raise refusal(
+            status_code,
+            code,
+            f"This action needs {consent}: {decision.reason}. {once}, repeat the same request with the header "
+            f"{header}: {decision.decision_id}" + (f" before {decision.expires_at}." if decision.expires_at else "."),
+            request_id,
+            decision,
+            confirmation_header=header,
+        )
+    raise refusal(403, "governance_denied", f"AEGIS denied this action: {decision.reason}", request_id, decision)
+
+
+def confirmation_rejected(exc: ConfirmationError, original: Decision, request_id: str, header: str) -> AegisRefusal:
+    """The refusal of a confirmation the platform did not accept (mismatch, used, expired, invalid)."""
+    again = f"Repeat the request without {header} to propose it again."
+    if isinstance(exc, ConfirmationMismatchError):
+        what = ", ".join(exc.details.get("mismatched", [])) or "actor or parameters"
+        return refusal(
+            409,
+            "confirmation_mismatch",
+            f"Decision {original.decision_id} was made for a different {what}; it cannot confirm this "
+            f"request. Send exactly the request that was confirmed, or {again[0].lower()}{again[1:]}",
+            request_id,
+            original,
+            show_reason=False,
+        )
+    code: RefusalCode
+    if isinstance(exc, ConfirmationUsedError):
+        code, why = "confirmation_used", "was already used; a confirmation lets one request through"
+    elif isinstance(exc, ConfirmationExpiredError):
+        code, why = "confirmation_expired", "has expired"
+    else:
+        code, why = "confirmation_invalid", "was not accepted by the platform"
+    return refusal(
+        409,
+        code,
+        f"The confirmation of decision {original.decision_id} {why}. {again}",
+        request_id,
+        original,
+        show_reason=False,
+    )
+
+
+def refusal_of_error(
+    exc: AegisError, capability: str, request_id: str, *, fail_open: bool, retry_after: int
+) -> Decision:
+    """Map an SDK error to a refusal (raised), or to a degraded ALLOW (returned) when fail-open applies."""
+    if isinstance(exc, ParameterValidationError):
+        raise refusal(
+            422,
+            "invalid_parameters",
+            f"The request's parameters do not fit capability {capability!r}: {exc.message}",
+            request_id,
+        ) from None
+    if isinstance(exc, InvalidRequestError):
+        raise refusal(
+            422, "invalid_parameters", f"The proposal built from this request is invalid: {exc.message}", request_id
+        ) from None
+    unavailable = isinstance(exc, (APIConnectionError, RateLimitError, ServerError, MalformedResponseError)) or (
+        isinstance(exc, APIStatusError)
+        and not isinstance(exc, (AuthenticationError, PermissionDeniedError, NotFoundError))
+    )
+    hinted = getattr(exc, "retry_after", None)
+    if isinstance(hinted, (int, float)) and hinted > 0:
+        retry_after = max(1, int(hinted))
+    if unavailable:
+        if fail_open:
+            return degraded_allow(exc, capability, request_id)
+        logger.error(
+            "AEGIS unavailable, request refused (fail closed): capability=%s request_id=%s error=%s code=%s",
+            capability,
+            request_id,
+            type(exc).__name__,
+            exc.code,
+        )
+        raise refusal(
+            503,
+            "governance_unavailable",
+            "The governance platform could not be reached, so nothing was run. Try again later.",
+            request_id,
+            retry_after=retry_after,
+        ) from None
+    logger.error(
+        "AEGIS refused the adapter's request; check the endpoint, the API key and its scopes "
+        "(governance:propose and governance:read) and that capability %r is registered: request_id=%s "
+        "error=%s code=%s platform_request_id=%s",
+        capability,
+        request_id,
+        type(exc).__name__,
+        exc.code,
+        exc.request_id,
+    )
+    raise refusal(
+        503,
+        "governance_misconfigured",
+        "Governance is not set up correctly for this route, so nothing was run. The operator was told.",
+        request_id,
+        retry_after=retry_after,
+    ) from None
+
+
+def degraded_allow(exc: AegisError, capability: str, request_id: str) -> Decision:
+    """The local ALLOW of a fail-open app whose platform is unreachable (`decision.degraded` is true)."""
+    decision = Decision(
+        decision_id=DEGRADED_PREFIX + uuid.uuid4().hex,
+        outcome="ALLOW",
+        reason=f"The AEGIS platform was unreachable ({type(exc).__name__}); allowed without governance "
+        "because fail_open is on.",
+        risk_score=1.0,
+        constraints={},
+        timestamp=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        audit_ref="",
+    )
+    logger.warning(
+        "AEGIS unavailable, request allowed WITHOUT governance (fail_open=True): capability=%s "
+        "request_id=%s decision_id=%s error=%s code=%s",
+        capability,
+        request_id,
+        decision.decision_id,
+        type(exc).__name__,
+        exc.code,
+    )
+    return decision
+
+
+__all__ = ["confirmation_rejected", "degraded_allow", "refusal", "refusal_of_error", "verdict"]

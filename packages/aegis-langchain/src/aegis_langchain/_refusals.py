@@ -1,0 +1,156 @@
+"""The refusal of a governed call for each way it may not run (a decision's outcome or review, a declined
+confirmation, a timeout, an SDK error), worded for the model: what happened and what to do next."""
+
+from __future__ import annotations
+
+import logging
+from typing import TypeVar
+
+from aegis_langchain._call import GovernedCall
+from aegis_langchain._errors import (
+    ActionDenied,
+    ConfirmationRequired,
+    GovernanceRefusal,
+    GovernanceUnavailable,
+    ReviewPending,
+)
+from aegis_sdk import AegisError, Decision, ParameterValidationError
+
+logger = logging.getLogger("aegis_langchain")
+
+_R = TypeVar("_R", bound=GovernanceRefusal)
+
+
+def _refusal(
+    kind: type[_R],
+    call: GovernedCall,
+    code: str,
+    message: str,
+    decision: Decision | None = None,
+    cause: AegisError | None = None,
+) -> _R:
+    refusal = kind(message, capability=call.capability, code=code, decision=decision)
+    if cause is not None:
+        refusal.__cause__ = cause
+    return refusal
+
+
+def unavailable(call: GovernedCall, exc: AegisError) -> GovernanceUnavailable:
+    """No decision could be obtained: the tool does not run (fail closed)."""
+    logger.error(
+        "governance check failed for tool %s (capability %s): %s; the tool did not run",
+        call.tool_name,
+        call.capability,
+        type(exc).__name__,
+    )
+    return _refusal(
+        GovernanceUnavailable,
+        call,
+        "unavailable",
+        f"{call.tool_name} could not be checked with the governance platform ({type(exc).__name__}), so the "
+        "action was not performed. It may work later; do not try to work around the check.",
+        cause=exc,
+    )
+
+
+def invalid(call: GovernedCall, exc: ParameterValidationError) -> ActionDenied:
+    """The arguments do not fit the capability's parameter schema."""
+    field_name = exc.details.get("field") if isinstance(exc.details, dict) else None
+    where = f" (field {field_name!r})" if field_name else ""
+    return _refusal(
+        ActionDenied,
+        call,
+        "invalid_parameters",
+        f"The arguments of {call.tool_name} do not fit what the governance platform accepts for "
+        f"{call.capability}{where}: {exc.message} The action was not performed; correct the arguments.",
+        cause=exc,
+    )
+
+
+def denied(call: GovernedCall, decision: Decision) -> GovernanceRefusal:
+    """The refusal of a decision that is not (or not yet) an ALLOW."""
+    status = decision.review.status if decision.review is not None else None
+    name = call.tool_name
+    if status == "denied":
+        note = f" Reviewer's note: {decision.review.note}" if decision.review and decision.review.note else ""
+        return _refusal(
+            ActionDenied,
+            call,
+            "review_denied",
+            f"An operator denied {name}; the action was not performed.{note} Do not retry it unchanged.",
+            decision,
+        )
+    if status == "expired":
+        return _refusal(
+            ActionDenied,
+            call,
+            "review_expired",
+            f"{name} needed an operator's approval and nobody approved it before the review deadline; the action "
+            "was not performed.",
+            decision,
+        )
+    if status == "pending" or decision.outcome == "ESCALATE":
+        return _refusal(
+            ReviewPending,
+            call,
+            "review_pending",
+            f"{name} is waiting for an operator's review ({decision.reason}); the action has not been "
+            "performed. Tell the user it is pending approval.",
+            decision,
+        )
+    if decision.outcome == "REQUIRE_CONFIRMATION":
+        return _refusal(
+            ConfirmationRequired,
+            call,
+            "confirmation_required",
+            f"{name} needs the user's explicit confirmation ({decision.reason}); the action was not "
+            "performed. Ask the user to confirm.",
+            decision,
+        )
+    return _refusal(
+        ActionDenied,
+        call,
+        "denied",
+        f"The governance policy denied {name}: {decision.reason}. The action was not performed; do "
+        "not retry it unchanged.",
+        decision,
+    )
+
+
+def declined(call: GovernedCall, decision: Decision) -> ConfirmationRequired:
+    """The `confirm` callback answered no."""
+    return _refusal(
+        ConfirmationRequired,
+        call,
+        "confirmation_declined",
+        f"The user did not confirm {call.tool_name}; the action was not performed.",
+        decision,
+    )
+
+
+def still_pending(call: GovernedCall, decision: Decision, *, timed_out: bool) -> ReviewPending:
+    """An escalation nobody approved in `review_timeout` (`timed_out`), or that cannot pause the graph."""
+    if timed_out:
+        return _refusal(
+            ReviewPending,
+            call,
+            "review_timeout",
+            f"{call.tool_name} needs an operator's approval ({decision.reason}) and none arrived in time; the "
+            "action has not been performed and the request stays pending. Tell the user it awaits approval.",
+            decision,
+        )
+    logger.warning(
+        "tool %s: on_escalate='interrupt' outside a LangGraph run with a checkpointer and thread_id; refusing",
+        call.tool_name,
+    )
+    return _refusal(
+        ReviewPending,
+        call,
+        "review_pending",
+        f"{call.tool_name} needs an operator's approval ({decision.reason}); the action has not been performed "
+        "and the request stays pending. Tell the user it awaits approval.",
+        decision,
+    )
+
+
+__all__ = ["declined", "denied", "invalid", "still_pending", "unavailable"]

@@ -1,0 +1,255 @@
+"""How calls are governed: the `Settings` of a governed tool or middleware (checked once when it is built),
+the process-wide defaults `configure()` sets (clients, actor) with clients from the `AEGIS_*` environment
+as the last resort, and the default capability of a tool."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from aegis_sdk import Actor, AegisClient, AsyncAegisClient, ConfigurationError, Decision
+
+EscalationMode = Literal["wait", "raise", "interrupt"]
+ConfirmCallback = Callable[[Decision], bool | Awaitable[bool]]
+EscalationCallback = Callable[[Decision], Awaitable[None] | None]
+ParameterMapper = Callable[[dict[str, Any]], Mapping[str, Any]]
+ActorLike = str | Actor | Mapping[str, Any]
+
+DEFAULT_ACTOR_ID = "langchain-agent"
+DEFAULT_REVIEW_TIMEOUT = 600.0
+_ESCALATION_MODES = ("wait", "raise", "interrupt")
+_CAPABILITY_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
+
+
+# ---------------------------------------------------------------------------------------------
+# Defaults: configure() once, or the AEGIS_* environment
+# ---------------------------------------------------------------------------------------------
+
+
+class _Defaults:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.client: AegisClient | None = None
+        self.async_client: AsyncAegisClient | None = None
+        self.actor: Actor | None = None
+        self.env_client: AegisClient | None = None
+        self.env_async_client: AsyncAegisClient | None = None
+
+
+_defaults = _Defaults()
+
+
+def _check_clients(client: object, async_client: object, name: Callable[[str], str]) -> None:
+    """Refuse a client of the wrong kind; `name("client")` says where it was passed."""
+    for arg, value, expected, other, other_arg in (
+        ("client", client, AegisClient, AsyncAegisClient, "async_client"),
+        ("async_client", async_client, AsyncAegisClient, AegisClient, "client"),
+    ):
+        if value is not None and not isinstance(value, expected):
+            raise ConfigurationError(
+                f"{name(arg)} takes an aegis_sdk.{expected.__name__}, got {type(value).__name__}"
+                + (f" (pass it as {other_arg}=)" if isinstance(value, other) else "")
+                + ".",
+                code="invalid_client",
+            )
+
+
+def configure(
+    *,
+    client: AegisClient | None = None,
+    async_client: AsyncAegisClient | None = None,
+    actor: ActorLike | None = None,
+) -> None:
+    """Set the process-wide defaults every governed tool and middleware falls back on: the sync client
+    (used by `invoke`), the async client (used by `ainvoke`) and the actor. Arguments left out keep their
+    current value. Without a configured client, one is created from `AEGIS_ENDPOINT` / `AEGIS_API_KEY` on
+    first use."""
+    _check_clients(client, async_client, lambda arg: f"configure({arg}=)")
+    with _defaults.lock:
+        if client is not None:
+            _defaults.client = client
+        if async_client is not None:
+            _defaults.async_client = async_client
+        if actor is not None:
+            _defaults.actor = to_actor(actor, "configure(actor=)")
+
+
+def reset_configuration() -> None:
+    """Forget what `configure()` set and the clients created from the environment (they are not closed:
+    close clients you created yourself)."""
+    with _defaults.lock:
+        _defaults.client = None
+        _defaults.async_client = None
+        _defaults.actor = None
+        _defaults.env_client = None
+        _defaults.env_async_client = None
+
+
+def default_actor() -> Actor | None:
+    """The actor `configure()` set, if any."""
+    with _defaults.lock:
+        return _defaults.actor
+
+
+def _default_client(kind: Literal["sync", "async"]) -> Any:
+    """The configured client of this kind, else the one created (once) from the environment."""
+    arg, cls, path = (
+        ("client", AegisClient, "invoke()") if kind == "sync" else ("async_client", AsyncAegisClient, "ainvoke()")
+    )
+    with _defaults.lock:
+        configured = getattr(_defaults, arg)
+        if configured is not None:
+            return configured
+        env_attr = f"env_{arg}"
+        if getattr(_defaults, env_attr) is None:
+            try:
+                setattr(_defaults, env_attr, cls())
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"A governed tool needs an aegis_sdk.{cls.__name__} for {path} and none was given: pass "
+                    f"{arg}= to the decorator/wrapper or middleware, call aegis_langchain.configure({arg}=...), "
+                    f"or set AEGIS_ENDPOINT and AEGIS_API_KEY. The tool did not run. ({exc.message})",
+                    code="no_client",
+                ) from None
+        return getattr(_defaults, env_attr)
+
+
+def resolve_client(explicit: AegisClient | None) -> AegisClient:
+    """The sync client of a call: the tool's own, the configured one, or one from the environment."""
+    if explicit is not None:
+        return explicit
+    client: AegisClient = _default_client("sync")
+    return client
+
+
+def resolve_async_client(explicit: AsyncAegisClient | None) -> AsyncAegisClient:
+    """The async client of a call: the tool's own, the configured one, or one from the environment."""
+    if explicit is not None:
+        return explicit
+    client: AsyncAegisClient = _default_client("async")
+    return client
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings of a governed tool / middleware
+# ---------------------------------------------------------------------------------------------
+
+
+def to_actor(value: ActorLike, where: str) -> Actor:
+    """An `Actor` from an id, a mapping or an `Actor`; `where` names the argument in the error."""
+    if isinstance(value, Actor):
+        return value
+    if isinstance(value, str):
+        value = {"id": value}
+    if isinstance(value, Mapping):
+        try:
+            return Actor.model_validate(dict(value))
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"{where} must be an actor id, an aegis_sdk.Actor or a mapping with 'id' (and optionally "
+                f"'type': ai-agent, ai-copilot, automation, human); it is invalid: {_first_error(exc)}",
+                code="invalid_actor",
+            ) from None
+    raise ConfigurationError(
+        f"{where} must be an actor id (str), an aegis_sdk.Actor or a mapping, got {type(value).__name__}.",
+        code="invalid_actor",
+    )
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{loc}: {first.get('msg', '')}" if loc else str(first.get("msg", ""))
+    return str(exc)
+
+
+def derive_capability(tool_name: str) -> str:
+    """The default capability of a tool: its name, with every character a capability name cannot hold
+    (anything but letters, digits, `_ . : -`) replaced by `_` (e.g. `search web` → `search_web`)."""
+    name = _CAPABILITY_CHARS.sub("_", tool_name)
+    if not name or name[0] in ".:-":
+        name = "_" + name
+    return name
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How calls are governed; built once per governed tool or middleware."""
+
+    client: AegisClient | None = None
+    async_client: AsyncAegisClient | None = None
+    actor: Actor | None = None
+    session_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    parameters: ParameterMapper | None = None
+    confirm: ConfirmCallback | None = None
+    on_escalate: EscalationMode = "wait"
+    review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT
+    on_escalation: EscalationCallback | None = None
+    report_execution: bool = True
+
+
+def settings_from(arguments: Mapping[str, Any]) -> Settings:
+    """Check and build the `Settings` from the arguments of a constructor (`govern_tool`, `govern_tools`,
+    `governed_tool`, `GovernanceMiddleware`): they all take `Settings`' fields as keywords, so each passes
+    its `locals()`; a field a constructor does not take keeps its default. An error names the argument and
+    what it takes."""
+    given = {option.name: arguments[option.name] for option in fields(Settings) if option.name in arguments}
+    _check_clients(given.get("client"), given.get("async_client"), lambda arg: f"{arg}=")
+    on_escalate = given.get("on_escalate", "wait")
+    if on_escalate not in _ESCALATION_MODES:
+        raise ConfigurationError(
+            f"on_escalate must be one of 'wait' (wait for the review, up to review_timeout), 'raise' (refuse at "
+            f"once) or 'interrupt' (pause the LangGraph graph), got {on_escalate!r}.",
+            code="invalid_on_escalate",
+        )
+    review_timeout = given.get("review_timeout", DEFAULT_REVIEW_TIMEOUT)
+    if review_timeout is not None and (
+        isinstance(review_timeout, bool) or not isinstance(review_timeout, (int, float)) or review_timeout <= 0
+    ):
+        raise ConfigurationError(
+            f"review_timeout must be a positive number of seconds (or None: until the review deadline), "
+            f"got {review_timeout!r}.",
+            code="invalid_review_timeout",
+        )
+    for name in ("confirm", "on_escalation", "parameters"):
+        value = given.get(name)
+        if value is not None and not callable(value):
+            raise ConfigurationError(
+                f"{name}= must be a callable, got {type(value).__name__}.", code="invalid_callback"
+            )
+    metadata = given.get("metadata")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise ConfigurationError(
+            f"metadata= must be a mapping, got {type(metadata).__name__}.", code="invalid_metadata"
+        )
+    actor = given.get("actor")
+    given["actor"] = to_actor(actor, "actor=") if actor is not None else None
+    given["metadata"] = dict(metadata or {})
+    given["review_timeout"] = None if review_timeout is None else float(review_timeout)
+    return Settings(**given)
+
+
+__all__ = [
+    "DEFAULT_ACTOR_ID",
+    "DEFAULT_REVIEW_TIMEOUT",
+    "ActorLike",
+    "ConfirmCallback",
+    "EscalationCallback",
+    "EscalationMode",
+    "ParameterMapper",
+    "Settings",
+    "configure",
+    "default_actor",
+    "derive_capability",
+    "reset_configuration",
+    "resolve_async_client",
+    "resolve_client",
+    "settings_from",
+    "to_actor",
+]
