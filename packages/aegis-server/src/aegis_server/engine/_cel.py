@@ -24,7 +24,8 @@ import cel
 import re2
 
 from ._cel_syntax import STRING_START, string_end
-from ._cost import ConditionCost, CostCompileError, UnreadableCondition, compile_cost
+from ._cel_tree import UnreadableCondition
+from ._cost import ConditionCost, CostCompileError, compile_cost
 from ._fast_cel import FastCondition, compile_fast
 from ._regex import compiled_regex, regex_searcher
 
