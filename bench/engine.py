@@ -16,6 +16,7 @@ from typing import Any
 
 from aegis_sdk.models import Capability, Policy, Proposal
 from aegis_server.engine import compile_policy_set, evaluate
+from aegis_server.engine._schema import compile_schema
 from aegis_server.policies.files import load_policy_set
 
 from . import rules
@@ -85,6 +86,53 @@ def _baseline(decisions: int) -> dict[str, Any]:
     return summary_us(samples)
 
 
+_SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "common keywords (bench rules)": (
+        rules.PARAMETER_SCHEMA,
+        {"query": "SELECT * FROM orders", "database": "staging", "amount": 12.5},
+    ),
+    "pattern + x-sensitive": (
+        {
+            "type": "object",
+            "properties": {
+                "card": {"type": "string", "pattern": "^[0-9]{12,19}$", "x-sensitive": True},
+                "amount": {"type": "number", "exclusiveMinimum": 0},
+            },
+            "required": ["card", "amount"],
+        },
+        {"card": "4111111111111111", "amount": 10},
+    ),
+    "$ref + anyOf": (
+        {
+            "type": "object",
+            "$defs": {"money": {"type": "number", "minimum": 0}},
+            "properties": {
+                "amount": {"$ref": "#/$defs/money"},
+                "id": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+            },
+        },
+        {"amount": 3, "id": "a-1"},
+    ),
+}
+
+
+def _schema_cases(n: int) -> list[dict[str, Any]]:
+    """`CompiledSchema.validate` of valid parameters (the check every proposal of a capability with a schema pays)."""
+    out = []
+    clock = time.perf_counter_ns
+    for name, (schema, parameters) in _SCHEMAS.items():
+        compiled = compile_schema(schema)
+        for _ in range(min(n // 10, 2000)):
+            compiled.validate("bench", parameters)
+        samples = []
+        for _ in range(n):
+            start = clock()
+            compiled.validate("bench", parameters)
+            samples.append(clock() - start)
+        out.append({"schema": name, **summary_us(samples)})
+    return out
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     sizes = [1, 100, 1_000, 10_000]
     decisions = 5_000 if quick else 20_000
@@ -97,6 +145,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "decisions_per_case": decisions,
         "cases": cases,
         "baseline_proposal_model_validate": baseline,
+        "schema_validate": _schema_cases(decisions),
         "ratio_p50_10000_over_100": round(by_rules[10_000]["p50_us"] / p50_100, 2) if p50_100 else None,
         "targets": {
             "p50_100_rules_us<=30": p50_100 <= 30,

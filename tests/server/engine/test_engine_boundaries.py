@@ -26,7 +26,8 @@ from aegis_server.engine import (
 from aegis_server.engine._cel import compile_condition
 from aegis_server.engine._cost import MAX_INDEPENDENT_NESTING, MAX_UNESTIMATED_CONCATENATIONS, compile_cost
 from aegis_server.engine._refs import NO_RETRIEVAL, check_references
-from aegis_server.engine._schema import CompiledSchema, SchemaCompileError, compile_schema
+from aegis_server.engine._schema import CompiledSchema, compile_schema
+from aegis_server.engine.errors import SchemaCompileError
 from aegis_server.policies.files import load_policy_set
 
 # -- schema references -------------------------------------------------------------------------------

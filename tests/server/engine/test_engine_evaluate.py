@@ -452,12 +452,12 @@ def test_the_regex_fast_path_answers_as_re2_search(text: str) -> None:
 
 
 def test_without_the_fast_entry_point_search_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aegis_server.engine import _cel
+    from aegis_server.engine import _cel, _regex
 
-    monkeypatch.setattr(_cel, "_UNANCHORED", None)
-    _cel._searcher.cache_clear()
+    monkeypatch.setattr(_regex, "_UNANCHORED", None)
+    _regex.regex_searcher.cache_clear()
     try:
         assert _cel.re_match("please DROP it", r"(?i)\bdrop\b") is True
         assert _cel.re_match("select 1", r"(?i)\bdrop\b") is False
     finally:
-        _cel._searcher.cache_clear()  # the next calls build fast searchers again
+        _regex.regex_searcher.cache_clear()  # the next calls build fast searchers again

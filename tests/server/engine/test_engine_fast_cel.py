@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from aegis_sdk.models import Capability, Policy, Proposal
 from aegis_server.engine import ParameterSchemaError, compile_policy_set, evaluate
-from aegis_server.engine._cel import _searcher, compile_condition, new_context
+from aegis_server.engine._cel import compile_condition, new_context
 from aegis_server.engine._fast_cel import Undecided, compile_fast
+from aegis_server.engine._regex import regex_searcher
 from aegis_server.policies.files import load_policy_set
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -194,7 +195,7 @@ def test_conditions_outside_the_subset_are_left_to_the_library(source: str) -> N
 
 
 def test_an_invalid_pattern_in_the_function_form_is_left_to_the_library() -> None:
-    assert compile_fast("re_match(action.parameters.q, '(')", _searcher) is None
+    assert compile_fast("re_match(action.parameters.q, '(')", regex_searcher) is None
 
 
 # The engine with and without the fast path --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The compiled fast check of parameter schemas never accepts what jsonschema rejects."""
+"""The compiled fast check of parameter schemas (jsonschema-rs) never accepts what jsonschema rejects."""
 
 from __future__ import annotations
 
@@ -33,6 +33,14 @@ SCHEMAS: list[dict[str, Any]] = [
         "required": ["amount"],
     },
     {"properties": {"n": {"minimum": 2, "exclusiveMaximum": 5.5}, "s": {"maxLength": 2}}},
+    {
+        "$defs": {"money": {"type": "number", "minimum": 0}},
+        "properties": {
+            "amount": {"$ref": "#/$defs/money"},
+            "query": {"anyOf": [{"type": "string", "pattern": "^\\s*SELECT"}, {"type": "integer"}]},
+            "to": {"type": "array", "uniqueItems": True, "items": {"const": "a@b"}},
+        },
+    },
 ]
 
 values = st.recursive(
@@ -59,11 +67,33 @@ def test_fast_check_agrees_with_jsonschema(schema: dict[str, Any], document: dic
         assert expected, f"fast path accepted what jsonschema rejects: {document!r}"
 
 
-def test_unknown_keywords_disable_the_fast_path() -> None:
-    assert compile_schema({"type": "object", "anyOf": [{"required": ["a"]}]}).accepts is None
+def test_schemas_the_libraries_could_disagree_on_take_only_the_jsonschema_path() -> None:
     assert compile_schema({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}).accepts is None
+    assert (
+        compile_schema({"patternProperties": {"^a": {"type": "integer"}}, "additionalProperties": False}).accepts
+        is None
+    )
+    assert compile_schema({"properties": {"n": {"multipleOf": 0.01}}}).accepts is None
+    # Applicators and local references take the fast path too (they agree: see the property test above).
+    assert compile_schema({"type": "object", "anyOf": [{"required": ["a"]}]}).accepts is not None
     with_ref = {"type": "object", "properties": {"a": {"$ref": "#/$defs/x"}}, "$defs": {"x": {}}}
-    assert compile_schema(with_ref).accepts is None
+    assert compile_schema(with_ref).accepts is not None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "matches"),
+    [
+        (r"^\s+$", "\u00a0", False),  # RE2's \s is ASCII; jsonschema-rs's own dialect would say yes
+        (r"^[[:alpha:]]+$", "abc", True),  # RE2 has POSIX classes
+        (r"^\d+$", "\u0663", False),  # \d is ASCII
+        (r"(?i)^drop$", "DROP", True),
+    ],
+)
+def test_the_fast_path_matches_patterns_as_re2(pattern: str, text: str, matches: bool) -> None:
+    compiled = compile_schema({"properties": {"q": {"type": "string", "pattern": pattern}}})
+    assert compiled.accepts is not None
+    assert compiled.accepts({"q": text}) is matches
+    assert jsonschema.Draft202012Validator({}).is_valid({"q": text})  # (the value itself is JSON)
 
 
 def test_valid_values_take_the_fast_path() -> None:

@@ -1,5 +1,8 @@
-"""Server settings: one pydantic model, built in code or from `AEGIS_*` environment variables.
+"""Server settings: one pydantic-settings model, built in code or from `AEGIS_*` environment variables.
 
+`Settings(...)` in code takes only what it is given (an in-process server never picks up a production
+`AEGIS_DB_URL` by accident); `Settings.from_env()` reads the environment through pydantic-settings: each
+field's variable is `AEGIS_` + its name in capitals, or its alias (`AEGIS_REVIEW_TIMEOUT_SECONDS`).
 Every field is documented in docs/server.md (section "Settings"); keep the two in step.
 """
 
@@ -10,16 +13,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 DEFAULT_DB_URL = "sqlite+aiosqlite:///./.aegis/aegis.db"
 DEFAULT_POLICY_DIR = Path("examples/policies")
 
 
-class Settings(BaseModel):
+_ENV_PREFIX = "AEGIS_"
+
+
+class Settings(BaseSettings):
     """Everything the server can be told. Defaults are safe for a developer laptop."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, env_prefix=_ENV_PREFIX, validate_by_name=True)
 
     db_url: str = Field(default=DEFAULT_DB_URL, min_length=1, description="SQLAlchemy async URL of the store.")
     db_migrate: bool = Field(default=True, description="Apply pending migrations when the server starts.")
@@ -32,7 +41,12 @@ class Settings(BaseModel):
         description="HMAC secret for confirmation tokens. None: generated once and kept in the store.",
     )
     escalate_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
-    default_review_timeout_seconds: int = Field(default=3600, gt=0, le=30 * 24 * 3600)
+    default_review_timeout_seconds: int = Field(
+        default=3600,
+        gt=0,
+        le=30 * 24 * 3600,
+        validation_alias="AEGIS_REVIEW_TIMEOUT_SECONDS",
+    )
     confirmation_ttl_seconds: int = Field(default=300, gt=0, le=7 * 24 * 3600)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     max_json_depth: int = Field(default=32, gt=0, le=1000)
@@ -139,73 +153,74 @@ class Settings(BaseModel):
         return self.secret.get_secret_value().encode("utf-8") if self.secret is not None else None
 
     @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """In code, only the keyword arguments: the environment is read by `from_env()` alone."""
+        return (init_settings,)
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from `AEGIS_*` variables (see docs/server.md); keyword overrides win.
 
         Raises ValueError naming the variable when one cannot be parsed.
         """
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for field_name, variable in _ENV_VARIABLES.items():
-            raw = env.get(variable)
-            if raw is None:
-                continue
-            if field_name == "policy_paths":
-                values[field_name] = tuple(Path(p) for p in raw.split(os.pathsep) if p.strip())
-            elif field_name in _EMPTY_IS_UNSET:
-                values[field_name] = raw if raw else None
-            else:
-                values[field_name] = raw
-        values.update(overrides)
         try:
-            return cls.model_validate(values)
+            found = _Environment(cls, os.environ if environ is None else environ)()
+            values = {_FIELD_BY_VARIABLE.get(key, key): value for key, value in found.items()}
+            return cls(**{**values, **overrides})
+        except SettingsError as exc:
+            raise ValueError(f"invalid server settings: {exc}") from None
         except ValidationError as exc:
             problems = []
             for error in exc.errors(include_url=False, include_input=False):
                 name = str(error["loc"][0]) if error["loc"] else "?"
-                variable = _ENV_VARIABLES.get(name, name)
+                variable = ENV_VARIABLES.get(name, name)
                 problems.append(f"{variable}: {error['msg']}")
             raise ValueError("invalid server settings: " + "; ".join(problems)) from None
 
 
-_ENV_VARIABLES: dict[str, str] = {
-    "db_url": "AEGIS_DB_URL",
-    "db_migrate": "AEGIS_DB_MIGRATE",
-    "policy_paths": "AEGIS_POLICY_PATHS",
-    "secret": "AEGIS_SECRET",
-    "escalate_threshold": "AEGIS_ESCALATE_THRESHOLD",
-    "default_review_timeout_seconds": "AEGIS_REVIEW_TIMEOUT_SECONDS",
-    "confirmation_ttl_seconds": "AEGIS_CONFIRMATION_TTL_SECONDS",
-    "max_body_bytes": "AEGIS_MAX_BODY_BYTES",
-    "max_json_depth": "AEGIS_MAX_JSON_DEPTH",
-    "max_parameters_bytes": "AEGIS_MAX_PARAMETERS_BYTES",
-    "rate_limit_per_minute": "AEGIS_RATE_LIMIT_PER_MINUTE",
-    "rate_limit_burst": "AEGIS_RATE_LIMIT_BURST",
-    "max_wait_seconds": "AEGIS_MAX_WAIT_SECONDS",
-    "long_poll_recheck_seconds": "AEGIS_LONG_POLL_RECHECK_SECONDS",
-    "review_expiry_interval_seconds": "AEGIS_REVIEW_EXPIRY_INTERVAL_SECONDS",
-    "policy_refresh_interval_seconds": "AEGIS_POLICY_REFRESH_INTERVAL_SECONDS",
-    "auth_cache_seconds": "AEGIS_AUTH_CACHE_SECONDS",
-    "log_level": "AEGIS_LOG_LEVEL",
-    "docs_enabled": "AEGIS_DOCS_ENABLED",
-    "allow_self_review": "AEGIS_ALLOW_SELF_REVIEW",
-    "redis_url": "AEGIS_REDIS_URL",
-    "condition_cost_budget": "AEGIS_CONDITION_COST_BUDGET",
-    "audit_key": "AEGIS_AUDIT_KEY",
-    "audit_signing_key": "AEGIS_AUDIT_SIGNING_KEY",
-    "audit_checkpoint_dir": "AEGIS_AUDIT_CHECKPOINT_DIR",
-    "audit_checkpoint_webhook": "AEGIS_AUDIT_CHECKPOINT_WEBHOOK",
-    "audit_checkpoint_interval_seconds": "AEGIS_AUDIT_CHECKPOINT_INTERVAL_SECONDS",
-    "keep_alive_timeout_seconds": "AEGIS_KEEP_ALIVE_TIMEOUT_SECONDS",
-    "header_timeout_seconds": "AEGIS_HEADER_TIMEOUT_SECONDS",
-    "body_timeout_seconds": "AEGIS_BODY_TIMEOUT_SECONDS",
-    "max_header_bytes": "AEGIS_MAX_HEADER_BYTES",
-    "shutdown_timeout_seconds": "AEGIS_SHUTDOWN_TIMEOUT_SECONDS",
-}
 _EMPTY_IS_UNSET = frozenset(
     {"secret", "redis_url", "audit_key", "audit_signing_key", "audit_checkpoint_dir", "audit_checkpoint_webhook"}
 )
-ENV_VARIABLES: Mapping[str, str] = _ENV_VARIABLES
+"""Optional settings whose variable set to the empty string means "unset" (the others refuse it)."""
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping, with AEGIS's two conventions:
+    `AEGIS_POLICY_PATHS` is an `os.pathsep`-separated list (empty: none), and an empty optional key or URL
+    is unset."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # The source matches lower-cased names; only the documented capitals count (`aegis_db_url` does not).
+        return {key.lower(): value for key, value in self._environ.items() if key == key.upper()}
+
+    def prepare_field_value(self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool) -> Any:
+        if value is None:
+            return None
+        if field_name == "policy_paths":
+            return tuple(Path(p) for p in value.split(os.pathsep) if p.strip())
+        if field_name in _EMPTY_IS_UNSET and value == "":
+            return None
+        return super().prepare_field_value(field_name, field, value, value_is_complex)
+
+
+def _variable(name: str, field: FieldInfo) -> str:
+    alias = field.validation_alias
+    return alias if isinstance(alias, str) else _ENV_PREFIX + name.upper()
+
+
+ENV_VARIABLES: Mapping[str, str] = {name: _variable(name, field) for name, field in Settings.model_fields.items()}
 """Setting name -> environment variable, for the docs and the CLI."""
+_FIELD_BY_VARIABLE = {variable: name for name, variable in ENV_VARIABLES.items()}
 
 __all__ = ["DEFAULT_DB_URL", "ENV_VARIABLES", "Settings"]

@@ -7,7 +7,7 @@ evaluation = evaluate(proposal, policy_set, now=datetime.now(timezone.utc))
 """
 
 from ._cel import SCOPE_VARIABLES, re_match
-from ._schema import SENSITIVE_PREFIX, hash_value, keyed_digest, value_key_from_secret
+from ._sensitive import SENSITIVE_PREFIX, hash_value, keyed_digest, value_key_from_secret
 from .config import BASE_RISK, STRICTNESS, EngineConfig
 from .errors import ParameterSchemaError, PolicySetError, UnknownCapabilityError, format_problem
 from .evaluate import Evaluation, evaluate

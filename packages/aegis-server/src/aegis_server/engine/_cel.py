@@ -15,7 +15,6 @@ Search semantics, as in CEL: `text.matches(p)` is true when `p` matches anywhere
 from __future__ import annotations
 
 import difflib
-import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,8 +24,10 @@ import cel
 import re2
 
 from ._cel_syntax import STRING_START, string_end
-from ._cost import ConditionCost, CostCompileError, UnreadableCondition, compile_cost
+from ._cel_tree import UnreadableCondition
+from ._cost import ConditionCost, CostCompileError, compile_cost
 from ._fast_cel import FastCondition, compile_fast
+from ._regex import compiled_regex, regex_searcher
 
 __all__ = [
     "SCOPE_VARIABLES",
@@ -40,7 +41,6 @@ __all__ = [
 SCOPE_VARIABLES: frozenset[str] = frozenset({"actor", "action", "context", "time", "risk", "risk_level"})
 """The top-level names a condition may use."""
 
-_REGEX_CACHE_SIZE = 4096
 _MACROS = ("all", "exists", "exists_one", "map", "filter")
 _MACRO_BINDING = re.compile(r"\.\s*(?:" + "|".join(_MACROS) + r")\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -50,39 +50,6 @@ _NUMBER = re.compile(r"0[xX][0-9a-fA-F]+[uU]?|\d*\.?\d+(?:[eE][+-]?\d+)?[uU]?")
 
 class ConditionCompileError(ValueError):
     """A condition failed to compile; the message is the compiler's, plus a hint."""
-
-
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # the library would print bad patterns to stderr; the error says it instead
-
-
-@functools.lru_cache(maxsize=_REGEX_CACHE_SIZE)
-def _compiled(pattern: str) -> Any:
-    return re2.compile(pattern, _RE2_OPTIONS)
-
-
-# google-re2's `search()` returns a match object: it walks a generator and maps byte offsets back to
-# characters (~60% of a `matches()` call). A condition needs only a yes or no, which the compiled RE2
-# answers from the UTF-8 text directly. That entry point (`_regexp.Match`) is not in the wrapper's public
-# API: if a release drops it, `search()` answers instead (tests check that both agree).
-_UNANCHORED = getattr(getattr(getattr(re2, "_re2", None), "RE2", None), "Anchor", None)
-_NO_MATCH = (-1, -1)
-
-
-@functools.lru_cache(maxsize=_REGEX_CACHE_SIZE)
-def _searcher(pattern: str) -> Callable[[str], bool]:
-    """`text -> bool`: does `pattern` match anywhere in `text` (raises `re2.error` for a bad pattern)."""
-    compiled = _compiled(pattern)
-    regexp = getattr(compiled, "_regexp", None)
-    if regexp is None or _UNANCHORED is None or not hasattr(regexp, "Match"):
-        return lambda text: compiled.search(text) is not None
-    unanchored = _UNANCHORED.UNANCHORED
-
-    def search(text: str) -> bool:
-        data = text.encode("utf-8")
-        return bool(regexp.Match(unanchored, data, 0, len(data))[0] != _NO_MATCH)
-
-    return search
 
 
 def re_match(text: object, pattern: object) -> bool:
@@ -96,7 +63,7 @@ def re_match(text: object, pattern: object) -> bool:
             f"{type(pattern).__name__}); convert with string(x) or guard the field's type"
         )
     try:
-        search = _searcher(pattern)
+        search = regex_searcher(pattern)
     except re2.error as exc:
         # RE2 words the error as "<what>: <the pattern>", and the pattern can be a parameter value (the
         # library also prints this message to stderr): keep only what is wrong.
@@ -229,7 +196,7 @@ def compile_condition(source: str) -> CompiledCondition:
             continue
         if isinstance(pattern, str):
             try:
-                _compiled(pattern)
+                compiled_regex(pattern)
             except re2.error as exc:
                 raise ConditionCompileError(f"invalid regular expression {pattern!r}: {exc}") from None
     variables = frozenset(referenced & SCOPE_VARIABLES)
@@ -250,7 +217,7 @@ def compile_condition(source: str) -> CompiledCondition:
         variables=variables,
         always_true=stripped == "true",
         paths=_access_paths(rewritten, variables),
-        fast=compile_fast(rewritten, _searcher),
+        fast=compile_fast(rewritten, regex_searcher),
         cost=cost,
     )
 

@@ -24,6 +24,7 @@ from typing import Any
 import cel
 
 from ._cel_syntax import STRING_START, string_end
+from ._cel_tree import RELATIONS, TokenCursor
 
 __all__ = ["FastCondition", "Undecided", "compile_fast"]
 
@@ -37,7 +38,6 @@ _TOKEN = re.compile(
     r"|(?P<op>==|!=|<=|>=|&&|\|\||[<>!()\[\]{}.,?:+\-*/%])"
 )
 _LITERAL_WORDS: dict[str, Any] = {"true": True, "false": False, "null": None}
-_RELATIONS = frozenset({"==", "!=", "<", "<=", ">", ">=", "in"})
 _ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
@@ -128,64 +128,50 @@ def _tokenize(source: str) -> list[tuple[str, Any]]:
 # Syntax tree: nested tuples, ("kind", ...) -----------------------------------------------------------
 
 
-class _Parser:
+class _Parser(TokenCursor):
     """Recursive descent over CEL's grammar; precedence from lowest: `?:`, `||`, `&&`, relations, unary."""
 
     def __init__(self, tokens: list[tuple[str, Any]]) -> None:
-        self.tokens = tokens
-        self.position = 0
-
-    def _peek(self) -> tuple[str, Any]:
-        return self.tokens[self.position] if self.position < len(self.tokens) else ("end", None)
-
-    def _accept(self, value: str) -> bool:
-        if self._peek() == ("op", value):
-            self.position += 1
-            return True
-        return False
-
-    def _expect(self, value: str) -> None:
-        if not self._accept(value):
-            raise _Unsupported(f"expected {value!r}")
+        super().__init__(tokens, _Unsupported)
 
     def expression(self) -> tuple[Any, ...]:
         condition = self._or()
-        if self._accept("?"):
+        if self.accept("?"):
             then = self._or()
-            self._expect(":")
+            self.expect(":")
             return ("cond", condition, then, self.expression())
         return condition
 
     def _or(self) -> tuple[Any, ...]:
         node = self._and()
-        while self._accept("||"):
+        while self.accept("||"):
             node = ("or", node, self._and())
         return node
 
     def _and(self) -> tuple[Any, ...]:
         node = self._relation()
-        while self._accept("&&"):
+        while self.accept("&&"):
             node = ("and", node, self._relation())
         return node
 
     def _relation(self) -> tuple[Any, ...]:
         node = self._unary()
         while True:
-            kind, value = self._peek()
-            if kind != "op" or value not in _RELATIONS:
+            kind, value = self.peek()
+            if kind != "op" or value not in RELATIONS:
                 break
             self.position += 1
             node = ("relation", value, node, self._unary())
-        kind, value = self._peek()
+        kind, value = self.peek()
         if kind == "op" and value in "+-*/%":
             raise _Unsupported("arithmetic")
         return node
 
     def _unary(self) -> tuple[Any, ...]:
-        if self._accept("!"):
+        if self.accept("!"):
             return ("not", self._unary())
-        if self._accept("-"):
-            kind, text = self._peek()
+        if self.accept("-"):
+            kind, text = self.peek()
             if kind != "number":
                 raise _Unsupported("negation of something that is not a number literal")
             self.position += 1
@@ -195,47 +181,29 @@ class _Parser:
     def _member(self) -> tuple[Any, ...]:
         node = self._primary()
         while True:
-            if self._accept("."):
-                kind, name = self._peek()
-                if kind != "ident":
-                    raise _Unsupported("selection")
-                self.position += 1
-                is_call = self._accept("(")
-                node = ("call", name, node, self._arguments(")")) if is_call else ("select", node, name)
-            elif self._peek() in (("op", "["), ("op", "(")):
+            if self.accept("."):
+                name = self.identifier("selection")
+                is_call = self.accept("(")
+                node = ("call", name, node, self.arguments(")", self.expression)) if is_call else ("select", node, name)
+            elif self.peek() in (("op", "["), ("op", "(")):
                 raise _Unsupported("index or call of a value")
             else:
                 return node
 
-    def _arguments(self, close: str) -> list[tuple[Any, ...]]:
-        arguments: list[tuple[Any, ...]] = []
-        if self._accept(close):
-            return arguments
-        while True:
-            arguments.append(self.expression())
-            if self._accept(close):
-                return arguments
-            self._expect(",")
-            if self._accept(close):  # CEL allows a trailing comma in lists
-                return arguments
-
     def _primary(self) -> tuple[Any, ...]:
-        kind, value = self._peek()
+        kind, value = self.peek()
         self.position += 1
         if kind == "literal":
             return ("literal", value)
         if kind == "number":
             return ("literal", _literal_value(value))
         if kind == "ident":
-            if self._accept("("):
-                return ("call", value, None, self._arguments(")"))
+            if self.accept("("):
+                return ("call", value, None, self.arguments(")", self.expression))
             return ("var", value)
-        if (kind, value) == ("op", "("):
-            node = self.expression()
-            self._expect(")")
-            return node
-        if (kind, value) == ("op", "["):
-            return ("list", self._arguments("]"))
+        grouped = self.group_or_list((kind, value), self.expression)
+        if grouped is not None:
+            return grouped
         raise _Unsupported(f"{kind} {value!r}")
 
 

@@ -7,7 +7,14 @@ from typing import Any
 
 from aegis_sdk.models import PolicyProblem
 
-__all__ = ["ParameterSchemaError", "PolicySetError", "UnknownCapabilityError"]
+__all__ = [
+    "ParameterSchemaError",
+    "PolicySetError",
+    "SchemaCompileError",
+    "UnknownCapabilityError",
+    "format_problem",
+    "short_repr",
+]
 
 
 class PolicySetError(Exception):
@@ -35,6 +42,16 @@ def format_problem(problem: PolicyProblem) -> str:
         if part
     )
     return ": ".join(part for part in (problem.source or "", location, problem.message) if part)
+
+
+class SchemaCompileError(ValueError):
+    """A `parameter_schema` is not a valid JSON Schema, or marks a sensitive field where it cannot be honoured."""
+
+
+def short_repr(value: Any) -> str:
+    """`repr(value)` cut to 80 characters, for messages quoting a schema (never a parameter value)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class UnknownCapabilityError(Exception):

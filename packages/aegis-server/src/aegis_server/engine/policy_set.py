@@ -22,9 +22,9 @@ from aegis_sdk.models import Capability, Outcome, Policy, PolicyProblem, PolicyR
 from aegis_server.canonical import canonical_json, normalise_json
 
 from ._cel import CompiledCondition, ConditionCompileError, compile_condition
-from ._schema import CompiledSchema, SchemaCompileError, compile_schema
+from ._schema import CompiledSchema, compile_schema
 from .config import BASE_RISK, STRICTNESS
-from .errors import PolicySetError
+from .errors import PolicySetError, SchemaCompileError
 
 __all__ = ["CompiledCapability", "CompiledRule", "PolicySet", "compile_policy_set"]
 
