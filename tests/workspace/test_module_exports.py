@@ -17,19 +17,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "packages").glob("*/src"))
 # Run when imported: their names are checked in the source instead.
 RUN_ON_IMPORT = {"aegis_server.__main__", "aegis_server.store.migrations.env"}
-# Modules other tracks of issue 14 are reshaping, which lacked `__all__` when this test was written: remove a
-# line when its module has `__all__` (or no longer exists) — the test then holds it to the rule.
-NOT_YET = {
-    "aegis_fastapi._core",
-    "aegis_fastapi._errors",
-    "aegis_fastapi._inputs",
-    "aegis_fastapi._middleware",
-    "aegis_sdk._config",
-    "aegis_sdk.testing._core",
-    "aegis_sdk.testing._http",
-    "aegis_sdk.testing._platform",
-    "aegis_sdk.testing._schema",
-}
 
 
 def _walk(path: Path, prefix: str) -> list[tuple[str, Path]]:
@@ -88,13 +75,7 @@ def test_the_walk_finds_every_package() -> None:
 @pytest.mark.parametrize(
     ("name", "file"),
     [
-        pytest.param(
-            name,
-            file,
-            id=name,
-            marks=[pytest.mark.xfail(reason="another track adds __all__", strict=False)] if name in NOT_YET else [],
-        )
-        for name, file in _modules()
+        pytest.param(name, file, id=name) for name, file in _modules()
     ],
 )
 def test_module_defines_all_and_every_listed_name_exists(name: str, file: Path) -> None:

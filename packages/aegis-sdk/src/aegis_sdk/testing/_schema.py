@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+__all__ = ["sensitive_fields", "validate"]
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list, tuple),
