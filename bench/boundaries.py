@@ -33,8 +33,8 @@ from typing import Any
 
 import httpx
 
+from aegis_sdk._wire.canonical import canonical_json
 from aegis_sdk.models import Capability, Policy, Proposal
-from aegis_server.canonical import canonical_json
 from aegis_server.engine import (
     EngineConfig,
     PolicySet,

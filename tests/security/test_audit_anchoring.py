@@ -30,13 +30,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from aegis_sdk._wire.canonical import canonical_json
 from aegis_sdk.models import Decision
 from aegis_server.app import StartupError, create_app
 from aegis_server.audit.anchor import AuditAnchor
 from aegis_server.audit.checkpoints import Checkpoint, verify_signature
 from aegis_server.audit.signing_keys import audit_key_source, load_signing_key, public_key_pem
 from aegis_server.audit.verification import verify_audit
-from aegis_server.canonical import canonical_json
 from aegis_server.cli import main as cli_main
 from aegis_server.settings import Settings
 from aegis_server.store import (

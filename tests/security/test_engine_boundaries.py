@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from aegis_server.canonical import canonical_json
+from aegis_sdk._wire.canonical import canonical_json
 from reliability._support import ServerProcess, create_key, sqlite_url
 
 PROPOSE = "/api/v1/governance/propose"

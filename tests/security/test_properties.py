@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from aegis_sdk._wire.canonical import canonical_hash, normalise_json
 from aegis_sdk.models import Decision
-from aegis_server.canonical import canonical_hash, normalise_json
 from aegis_server.store import AuditKeySource, Store, default_audit_dir
 from aegis_server.store.chain import CHAINED_FIELDS
 from aegis_server.store.records import NewDecision

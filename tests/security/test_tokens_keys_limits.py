@@ -34,7 +34,7 @@ from aegis_sdk import (
     RateLimitError,
     ReviewError,
 )
-from aegis_server.canonical import canonical_json
+from aegis_sdk._wire.canonical import canonical_json
 from aegis_server.engine import keyed_digest, value_key_from_secret
 from aegis_server.store import Store
 from aegis_server.tokens import TokenSigner

@@ -74,9 +74,7 @@ def test_the_walk_finds_every_package() -> None:
 
 @pytest.mark.parametrize(
     ("name", "file"),
-    [
-        pytest.param(name, file, id=name) for name, file in _modules()
-    ],
+    [pytest.param(name, file, id=name) for name, file in _modules()],
 )
 def test_module_defines_all_and_every_listed_name_exists(name: str, file: Path) -> None:
     tree = ast.parse(file.read_text(encoding="utf-8"), str(file))

@@ -14,7 +14,7 @@ import pytest
 import referencing.exceptions
 from engine_support import cap, compile_set, decide, policy, proposal, rule
 
-from aegis_server.canonical import canonical_json
+from aegis_sdk._wire.canonical import canonical_json
 from aegis_server.engine import (
     EngineConfig,
     ParameterSchemaError,

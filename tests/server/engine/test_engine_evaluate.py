@@ -12,7 +12,7 @@ from engine_support import NOW, cap, compile_set, decide, policy, proposal, rule
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aegis_server.canonical import canonical_json
+from aegis_sdk._wire.canonical import canonical_json
 from aegis_server.engine import (
     EngineConfig,
     ParameterSchemaError,

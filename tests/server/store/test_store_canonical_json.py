@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aegis_server.canonical import (
+from aegis_sdk._wire.canonical import (
     CanonicalJSON,
     canonical_hash,
     canonical_json,

@@ -26,7 +26,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from aegis_server.canonical import canonical_json
+from aegis_sdk._wire.canonical import canonical_json
 
 __all__ = [
     "CHECKPOINT_FORMAT",

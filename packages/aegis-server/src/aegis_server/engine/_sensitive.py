@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aegis_server.canonical import canonical_json
+from aegis_sdk._wire.canonical import canonical_json
 
 from ._regex import compiled_regex
 from .errors import SchemaCompileError, short_repr

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from aegis_sdk._wire.canonical import canonical_json, normalise_json
 from aegis_sdk.models import Capability, Outcome, Policy, PolicyProblem, PolicyRule
-from aegis_server.canonical import canonical_json, normalise_json
 
 from ._cel import CompiledCondition, ConditionCompileError, compile_condition
 from ._schema import CompiledSchema, compile_schema

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
+from aegis_sdk._wire.canonical import canonical_json, normalise_json
 from aegis_sdk.models import Decision, Proposal, Review
-from aegis_server.canonical import canonical_json, normalise_json
 from aegis_server.engine import ParameterSchemaError, UnknownCapabilityError, evaluate, keyed_digest
 from aegis_server.governance.errors import (
     ActorNotAllowed,

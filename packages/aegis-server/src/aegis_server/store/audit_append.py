@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aegis_sdk._wire.canonical import canonical_text
 from aegis_sdk.models import AuditRecord
-from aegis_server.canonical import canonical_text
 from aegis_server.ids import new_audit_ref
 from aegis_server.store.chain import GENESIS_HASH, ChainLinker
 from aegis_server.store.errors import AuditChainCut

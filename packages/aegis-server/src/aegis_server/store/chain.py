@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from aegis_sdk._wire.canonical import CanonicalJSON, canonical_json, canonical_json_with
 from aegis_sdk.models import AuditVerification, BrokenLink
-from aegis_server.canonical import CanonicalJSON, canonical_json, canonical_json_with
 
 __all__ = [
     "CHAINED_FIELDS",

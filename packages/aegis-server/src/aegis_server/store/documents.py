@@ -10,8 +10,8 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
+from aegis_sdk._wire.canonical import canonical_hash
 from aegis_sdk.models import Capability, Policy
-from aegis_server.canonical import canonical_hash
 from aegis_server.store.database import Database, Room
 from aegis_server.store.records import StoredCapability, StoredPolicy
 from aegis_server.store.schema import capabilities, policies

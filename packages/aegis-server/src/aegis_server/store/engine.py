@@ -14,7 +14,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
-from aegis_server.canonical import CanonicalJSON, canonical_json
+from aegis_sdk._wire.canonical import CanonicalJSON, canonical_json
 
 __all__ = [
     "POOL_SIZE",

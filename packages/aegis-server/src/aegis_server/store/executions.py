@@ -7,8 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from aegis_sdk._wire.canonical import canonical_hash, normalise_json
 from aegis_sdk.models import ExecutionRecord, ExecutionReport
-from aegis_server.canonical import canonical_hash, normalise_json
 from aegis_server.ids import new_audit_ref
 from aegis_server.store.database import Room
 from aegis_server.store.errors import AlreadyReported, NotAllowed, NotFound, NotProposer

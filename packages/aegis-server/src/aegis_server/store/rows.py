@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
+from aegis_sdk._wire.canonical import normalise_json
 from aegis_sdk.models import AuditRecord, Decision, Review
-from aegis_server.canonical import normalise_json
 from aegis_server.ids import new_audit_ref
 from aegis_server.key_actors import parse_actor_patterns
 from aegis_server.store.records import ApiKey, DecisionBinding, NewDecision
