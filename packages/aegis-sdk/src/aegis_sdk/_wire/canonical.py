@@ -1,7 +1,7 @@
 """Canonical JSON: one byte string per JSON value, used for the audit hash chain and for token binding.
 
-One implementation for `aegis-server` and the SDK's fake platform (`aegis_sdk.testing`); the server's
-`aegis_server.canonical` re-exports it. orjson, when installed (the server depends on it), writes the common
+One implementation for `aegis-server` and the SDK's fake platform (`aegis_sdk.testing`); both import it
+from here. orjson, when installed (the server depends on it), writes the common
 case fast; without it the standard library writes the same bytes.
 
 Rules (close to RFC 8785, documented where they differ):
