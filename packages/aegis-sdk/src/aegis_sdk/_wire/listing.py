@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from typing import Literal
 
 from aegis_sdk._wire.envelope import ApiError, validation_error
 from aegis_sdk.models import OUTCOMES
@@ -20,19 +21,24 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "REVIEW_STATUSES",
     "ListingFilters",
+    "Order",
     "query_error",
     "read_listing_query",
 ]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+Order = Literal["asc", "desc"]
 REVIEW_STATUSES: tuple[str, ...] = ("pending", "approved", "denied", "expired")
 
 
 @dataclasses.dataclass(frozen=True)
 class ListingFilters:
     """What a listing keeps: every field given must equal the item's (None: any). `event_type` and
-    `decision_id` filter the audit log only, `review_status` the decisions only."""
+    `decision_id` filter the audit log only, `review_status` the decisions (in the audit log: the records
+    of decisions in that review state). `since` is inclusive, `until` exclusive; a naive time is UTC.
+    `order`: None is the listing's default (decisions newest first, audit records in chain order).
+    The one definition of a listing's filters: the server's store takes the same class."""
 
     actor_id: str | None = None
     capability: str | None = None
@@ -43,6 +49,13 @@ class ListingFilters:
     until: datetime | None = None
     event_type: str | None = None
     decision_id: str | None = None
+    order: Order | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            moment = getattr(self, name)
+            if moment is not None and moment.tzinfo is None:
+                object.__setattr__(self, name, moment.replace(tzinfo=timezone.utc))
 
     def in_window(self, moment: datetime) -> bool:
         """Whether `moment` lies in [since, until)."""
