@@ -14,6 +14,16 @@ with AegisClient(endpoint="http://127.0.0.1:8000", api_key="aegis_sk_...") as ae
 from aegis_sdk._async_client import AsyncAegisClient
 from aegis_sdk._client import AegisClient
 from aegis_sdk._paging import AsyncPageIterator, SyncPageIterator
+from aegis_sdk._resources import (
+    AsyncAudit,
+    AsyncCapabilities,
+    AsyncDecisions,
+    AsyncPolicies,
+    Audit,
+    Capabilities,
+    Decisions,
+    Policies,
+)
 from aegis_sdk._version import __version__
 from aegis_sdk.errors import (
     AegisError,
@@ -61,16 +71,6 @@ from aegis_sdk.models import (
     PolicyValidation,
     Proposal,
     Review,
-)
-from aegis_sdk.resources import (
-    AsyncAudit,
-    AsyncCapabilities,
-    AsyncDecisions,
-    AsyncPolicies,
-    Audit,
-    Capabilities,
-    Decisions,
-    Policies,
 )
 
 __all__ = [

@@ -13,10 +13,10 @@ import httpx
 from aegis_sdk._config import resolve_config
 from aegis_sdk._constants import DEFAULT_REVIEW_TIMEOUT
 from aegis_sdk._request import BaseClient, Call, Reply, Steps, check_http_client
+from aegis_sdk._resources import AsyncAudit, AsyncCapabilities, AsyncDecisions, AsyncPolicies
+from aegis_sdk._resources.governance import ProposalMemory, confirm_call, propose_call, review_steps
+from aegis_sdk._resources.health import health_call, ready_call
 from aegis_sdk.models import Action, Actor, Context, Decision, Health
-from aegis_sdk.resources import AsyncAudit, AsyncCapabilities, AsyncDecisions, AsyncPolicies
-from aegis_sdk.resources.governance import ProposalMemory, confirm_call, propose_call, review_steps
-from aegis_sdk.resources.health import health_call, ready_call
 
 T = TypeVar("T")
 

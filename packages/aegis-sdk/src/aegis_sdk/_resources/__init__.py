@@ -2,10 +2,10 @@
 namespaces of a client (`client.decisions`, `client.capabilities`, `client.policies`, `client.audit`), the
 synchronous class and its asynchronous twin, which only send what the builders describe."""
 
-from aegis_sdk.resources.audit import AsyncAudit, Audit
-from aegis_sdk.resources.capabilities import AsyncCapabilities, Capabilities
-from aegis_sdk.resources.decisions import AsyncDecisions, Decisions
-from aegis_sdk.resources.policies import AsyncPolicies, Policies
+from aegis_sdk._resources.audit import AsyncAudit, Audit
+from aegis_sdk._resources.capabilities import AsyncCapabilities, Capabilities
+from aegis_sdk._resources.decisions import AsyncDecisions, Decisions
+from aegis_sdk._resources.policies import AsyncPolicies, Policies
 
 __all__ = [
     "AsyncAudit",

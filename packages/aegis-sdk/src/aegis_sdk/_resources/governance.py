@@ -21,6 +21,7 @@ import pydantic
 from aegis_sdk._constants import MAX_WAIT_SECONDS, PROPOSAL_MEMORY_SIZE, REVIEW_POLL_PAUSE
 from aegis_sdk._parsing import parse_decision, request_id
 from aegis_sdk._request import BaseClient, Call, Steps
+from aegis_sdk._resources.decisions import get_decision_call
 from aegis_sdk._validation import check_idempotency_key, check_timeout, dump_model, invalid_input
 from aegis_sdk.errors import (
     ConfirmationError,
@@ -30,7 +31,6 @@ from aegis_sdk.errors import (
     ReviewTimeoutError,
 )
 from aegis_sdk.models import Action, Actor, Context, Decision, Proposal, ReviewStatus
-from aegis_sdk.resources.decisions import get_decision_call
 
 logger = logging.getLogger("aegis_sdk")
 
