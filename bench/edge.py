@@ -4,7 +4,7 @@ and what it buys. `python -m bench.edge [--quick]` writes bench/results/edge.jso
 Servers compared, each the AEGIS app on a SQLite file with the example policies, one process:
 
 - `uvicorn-stock`: uvicorn (uvloop, httptools) with its own protocol, as `serve` ran before issue 13;
-- `aegis-serve`: `aegis-server serve` as it runs now (`aegis_server.http_server`: the head timer, the
+- `aegis-serve`: `aegis-server serve` as it runs now (`aegis_server.edge.http_server`: the head timer, the
   JSON protocol 400, the open-files limit raised);
 - `granian` (when importable, e.g. `uv run --with granian python -m bench.edge`): the Rust ASGI server,
   with its own header-read timeout.

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aegis_server.edge.rate_limits import RateLimiter
 from aegis_server.inprocess import InProcessServer
 from aegis_server.key_actors import ActorBinding
-from aegis_server.rate_limits import RateLimiter
 
 from ._common import summary_us
 

@@ -30,15 +30,15 @@ from aegis_server.api.hot_path import HotPathDispatch, HotRoute
 from aegis_server.audit.anchor import AnchorError, AuditAnchor
 from aegis_server.audit.checkpoints import CheckpointError
 from aegis_server.audit.signing_keys import audit_key_source
+from aegis_server.edge.limits import BodyGuardMiddleware
+from aegis_server.edge.rate_limits import RateLimiter
+from aegis_server.edge.request_context import RequestContextMiddleware
+from aegis_server.edge.request_id import install_request_id_filter
 from aegis_server.engine import PolicySetError
 from aegis_server.errors import ApiError, error_response, install_exception_handlers
 from aegis_server.governance.runtime import utcnow
 from aegis_server.governance.service import GovernanceService
-from aegis_server.limits import BodyGuardMiddleware
 from aegis_server.metrics import Metrics
-from aegis_server.rate_limits import RateLimiter
-from aegis_server.request_context import RequestContextMiddleware
-from aegis_server.request_id import install_request_id_filter
 from aegis_server.security import KeyAuthenticator
 from aegis_server.settings import Settings
 from aegis_server.store import AuditChainCut, AuditKeyError, SchemaNotReady, Store

@@ -2,8 +2,8 @@
 
 Every non-2xx answer is `{"error": {type, code, message, request_id, details}}` — including the
 framework's own 404/405/422 and any unexpected exception (500). The request id it carries, and the
-middleware that sets it and logs each request, are in `aegis_server.request_id` and
-`aegis_server.request_context`.
+middleware that sets it and logs each request, are in `aegis_server.edge.request_id` and
+`aegis_server.edge.request_context`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Send
 
 from aegis_sdk._wire.envelope import ApiError, error_body, governance_error, not_found, validation_error
-from aegis_server.allowed_methods import allowed_methods
-from aegis_server.request_id import REQUEST_ID_HEADER, request_id_var
+from aegis_server.edge.allowed_methods import allowed_methods
+from aegis_server.edge.request_id import REQUEST_ID_HEADER, request_id_var
 
 
 def envelope(

@@ -26,7 +26,7 @@ from aegis_server.errors import ApiError
 from aegis_server.key_actors import ACTOR_TYPES, ANY_ACTOR, ActorBinding, parse_actor_patterns
 
 if TYPE_CHECKING:
-    from aegis_server.rate_limits import RateLimiter
+    from aegis_server.edge.rate_limits import RateLimiter
 
 SCOPE_PROPOSE = "governance:propose"
 SCOPE_READ = "governance:read"

@@ -31,8 +31,8 @@ from aegis_server.api.common import (
     require_propose,
 )
 from aegis_server.api.hot_path import HotRoute, PlainRoute
+from aegis_server.edge.limits import PARSED_BODY
 from aegis_server.governance.service import GovernanceService
-from aegis_server.limits import PARSED_BODY
 from aegis_server.security import bearer_credentials
 from aegis_server.store import DecisionFilters
 

@@ -1,5 +1,5 @@
 """`aegis-server serve`: check the policy files and the audit chain, create a development key on a first
-start, then run the API under `aegis_server.http_server`; and the log format every server line uses.
+start, then run the API under `aegis_server.edge.http_server`; and the log format every server line uses.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from aegis_server.cli.command_support import (
     run_on_store,
 )
 from aegis_server.cli.log_output import BufferedStreamHandler, CachedTimeFormatter
-from aegis_server.request_id import RequestIdLogFilter
+from aegis_server.edge.request_id import RequestIdLogFilter
 from aegis_server.settings import Settings
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
@@ -71,8 +71,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from aegis_server.app import create_app
     from aegis_server.audit.anchor import AnchorError, AuditAnchor
     from aegis_server.audit.checkpoints import CheckpointError
+    from aegis_server.edge.http_server import build_server, raise_open_files_limit
     from aegis_server.engine import PolicySetError
-    from aegis_server.http_server import build_server, raise_open_files_limit
     from aegis_server.policies.files import load_policy_paths
     from aegis_server.store import AuditKeyError
 

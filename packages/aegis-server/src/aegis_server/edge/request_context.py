@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aegis_server.edge.request_id import request_id_var
 from aegis_server.errors import internal_error, send_error
 from aegis_server.ids import new_request_id
-from aegis_server.request_id import request_id_var
 
 if TYPE_CHECKING:
     from aegis_server.metrics import Metrics

@@ -1,6 +1,6 @@
 """The request id of the request being served: the context variable, its header, and the log filter.
 
-`RequestContextMiddleware` (`aegis_server.request_context`) sets the id for each request; the error
+`RequestContextMiddleware` (`aegis_server.edge.request_context`) sets the id for each request; the error
 envelope (`aegis_server.errors`) and every log record of the server's loggers read it from here.
 """
 
