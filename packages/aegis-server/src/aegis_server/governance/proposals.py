@@ -138,11 +138,13 @@ class Proposals:
             else:
                 decision = await self._decide(attempt)
         except store_errors.IdempotencyConflict as exc:
-            # Another request with the same key won the race: answer as a retry would be answered. The
-            # store's error may carry what it found (`stored`); otherwise it is read back.
+            # Another request with the same key won the race: answer as a retry would be answered, from what
+            # the store's error carries (read back only when the raiser did not read it).
             assert idempotency is not None
-            stored = getattr(exc, "stored", None)
-            found = stored if stored is not None else await rt.store.find_idempotent(principal_key_id, idempotency.key)
+            if exc.request_hash is not None and exc.decision is not None:
+                found = (exc.request_hash, exc.decision)
+            else:
+                found = await rt.store.find_idempotent(principal_key_id, idempotency.key)
             if found is None:
                 raise
             return self.replay_or_conflict(found, request_hash), True
