@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ApiError", "error_body", "governance_error", "not_found", "validation_error"]
+__all__ = ["ApiError", "error_body", "governance_error", "name_mismatch", "not_found", "validation_error"]
 
 
 class ApiError(Exception):
@@ -53,6 +53,16 @@ def governance_error(status: int, code: str, message: str, details: Mapping[str,
 def validation_error(status: int, code: str, message: str, details: Mapping[str, Any] | None = None) -> ApiError:
     """An error of type `validation_error` (a malformed body, header or query parameter)."""
     return ApiError(status, "validation_error", code, message, details)
+
+
+def name_mismatch(what: str, body_name: str, path_name: str) -> ApiError:
+    """422 `invalid_request` for a PUT whose body names another `what` ("policy") than its path."""
+    return validation_error(
+        422,
+        "invalid_request",
+        f"The body names {what} {body_name!r} but the path names {path_name!r}. Make them equal.",
+        {"errors": [{"loc": ["body", "name"], "msg": "must equal the name in the path", "type": "value_error"}]},
+    )
 
 
 def error_body(

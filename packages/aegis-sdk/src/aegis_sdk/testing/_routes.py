@@ -11,7 +11,7 @@ import httpx
 
 from aegis_sdk._version import __version__
 from aegis_sdk._wire.canonical import canonical_hash, canonical_json
-from aegis_sdk._wire.envelope import ApiError, governance_error, validation_error
+from aegis_sdk._wire.envelope import ApiError, governance_error, name_mismatch, validation_error
 from aegis_sdk._wire.listing import query_error, read_listing_query
 from aegis_sdk.models import (
     AuditPage,
@@ -155,12 +155,7 @@ def _update_policy(state: FakeState, call: Call) -> tuple[int, Any]:
     name = call.path["name"]
     policy = read_model(Policy, call.body)
     if policy.name != name:
-        raise validation_error(
-            422,
-            "invalid_request",
-            f"The body names policy {policy.name!r} but the path names {name!r}. Make them equal.",
-            {"errors": [{"loc": ["body", "name"], "msg": "must equal the name in the path", "type": "value_error"}]},
-        )
+        raise name_mismatch("policy", policy.name, name)
     created = _registry.put_policy(state, policy, create=False)
     return 201 if created else 200, policy.model_dump(mode="json")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from aegis_sdk._wire.envelope import name_mismatch
 from aegis_sdk.models import Capability, Policy, PolicyValidation
 from aegis_server.api.common import BODY_ERRORS, Manager, Reader, ServiceDep, created_or_replaced, errors
-from aegis_server.errors import validation_error
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 
@@ -85,12 +85,7 @@ async def get_policy(name: str, service: ServiceDep, _: Reader) -> Policy:
 )
 async def put_policy(name: str, policy: Policy, response: Response, service: ServiceDep, _: Manager) -> Policy:
     if policy.name != name:
-        raise validation_error(
-            422,
-            "invalid_request",
-            f"The body names policy {policy.name!r} but the path names {name!r}. Make them equal.",
-            {"errors": [{"loc": ["body", "name"], "msg": "must equal the name in the path", "type": "value_error"}]},
-        )
+        raise name_mismatch("policy", policy.name, name)
     stored, created = await service.policies.put_policy(policy)
     response.status_code = 201 if created else 200
     return stored
