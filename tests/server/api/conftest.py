@@ -90,9 +90,14 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 
 async def until_waiting(server: InProcessServer) -> None:
-    """Let the event loop run until a long poll has subscribed to review notifications."""
-    for _ in range(10_000):
+    """Let the event loop run until a long poll has subscribed to review notifications (at most 10 s).
+
+    Bounded by time, not by turns of the loop: the request reads the store on a worker thread, and a loop
+    spinning on `sleep(0)` holds the GIL so that thread needs more turns the faster the machine is idle."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 10.0
+    while loop.time() < give_up:
         if server.service.notifier.waiting:
             return
-        await asyncio.sleep(0)
-    raise AssertionError("no long poll subscribed")
+        await asyncio.sleep(0.001)
+    raise AssertionError("no long poll subscribed within 10 s")
