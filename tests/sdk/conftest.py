@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sdk_support import API_KEY, ENDPOINT, AnyClient, FakePlatform, patch_client
+from sdk_support import API_KEY, ENDPOINT, AnyClient, FakePlatform, keep_alive_server, patch_client
 
 from aegis_sdk import AegisClient, AsyncAegisClient
 
@@ -79,3 +79,11 @@ def make_client(
 ) -> Callable[..., AnyClient]:
     """Runs the test once with AegisClient and once with AsyncAegisClient; use `resolve()` on every call."""
     return make_sync if request.param == "sync" else make_async
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[tuple[str, set[Any]]]:
+    """A keep-alive HTTP server on loopback answering every POST with an ALLOW decision: (endpoint, the set
+    of client (host, port) pairs seen, one per TCP connection)."""
+    with keep_alive_server() as running:
+        yield running

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -113,3 +116,36 @@ async def collect(iterator: Any) -> list[Any]:
     if hasattr(iterator, "__aiter__"):
         return [item async for item in iterator]
     return list(iterator)
+
+
+class _KeepAliveHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so a pooled connection is reused
+
+    def do_POST(self) -> None:
+        self.server.peers.add(self.client_address)  # type: ignore[attr-defined]
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = json.dumps(decision_body()).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def keep_alive_server() -> Iterator[tuple[str, set[Any]]]:
+    """A keep-alive HTTP server on loopback answering every POST with an ALLOW decision: (endpoint, the set
+    of client (host, port) pairs seen, one per TCP connection)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveHandler)
+    server.peers = set()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.peers  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

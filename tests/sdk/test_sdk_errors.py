@@ -92,11 +92,13 @@ async def test_envelope_maps_to_its_class(
     assert error.error_type == error_type
     assert str(error) == f"What was wrong and how to fix it. [code={code}, status={status}, request_id=req_42]"
     assert isinstance(error, AegisError)
-    assert isinstance(error, GovernanceError) == (error_type == "governance_error")
+    # An invalid request is a GovernanceError too: it must change, resending cannot help.
+    assert isinstance(error, GovernanceError) == (error_type in ("governance_error", "validation_error"))
 
 
 def test_governance_errors_are_aegis_errors_and_transport_errors_are_not_governance_errors() -> None:
     governance = [
+        InvalidRequestError,
         UnknownCapabilityError,
         ParameterValidationError,
         ConfirmationError,
@@ -119,7 +121,6 @@ def test_governance_errors_are_aegis_errors_and_transport_errors_are_not_governa
         NotFoundError,
         RateLimitError,
         ServerError,
-        InvalidRequestError,
         MalformedResponseError,
     ]
     for cls in transport:
@@ -128,6 +129,29 @@ def test_governance_errors_are_aegis_errors_and_transport_errors_are_not_governa
     assert issubclass(GovernanceError, AegisError)
     assert issubclass(APITimeoutError, APIConnectionError)
     assert issubclass(InvalidRequestError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("actor", "answer", "says"),
+    [
+        ({"id": "agent-001", "type": "robot"}, reply(200, decision_body()), "actor.type"),  # caught before sending
+        ({"id": "agent-001"}, reply(422, error_body("validation_error", "invalid_request", "bad")), "invalid_request"),
+    ],
+)
+async def test_the_page_pattern_reports_an_invalid_proposal_as_a_governance_error(
+    make_client: Any, actor: dict[str, Any], answer: httpx.Response, says: str
+) -> None:
+    """The SDK page's pattern: `except GovernanceError` (the request must change) before `except AegisError`
+    (transport). A proposal the SDK rejects before sending, or the platform rejects as invalid, is the former."""
+    client = make_client(FakePlatform(answer))
+    try:
+        await resolve(client.propose(actor, {"capability": "database.query", "parameters": {}}))
+    except GovernanceError as e:
+        branch = f"Governance error: {e}"
+    except AegisError as e:
+        branch = f"Transport error: {e}"
+    assert branch.startswith("Governance error:")
+    assert says in branch
 
 
 def test_every_error_class_is_exported() -> None:

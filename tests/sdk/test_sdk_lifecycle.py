@@ -3,11 +3,7 @@ user-supplied http_client is left open. Logging: ids and statuses, never keys, t
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -20,37 +16,6 @@ PROPOSAL: dict[str, Any] = {
     "actor": {"id": "agent-001", "type": "ai-agent"},
     "action": {"capability": "payments.refund", "parameters": {"amount": 40, "card": "4111-1111-SECRET"}},
 }
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so a pooled connection is reused
-
-    def do_POST(self) -> None:
-        self.server.peers.add(self.client_address)  # type: ignore[attr-defined]
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        body = json.dumps(decision_body()).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def loopback_server() -> Iterator[tuple[str, set[Any]]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.peers = set()  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", server.peers  # type: ignore[attr-defined]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_one_connection_is_reused_across_calls(loopback_server: tuple[str, set[Any]]) -> None:

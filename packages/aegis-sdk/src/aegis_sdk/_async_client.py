@@ -4,6 +4,7 @@ module only sends, sleeps and loops (`_run`, the mirror of `_client.py`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from types import EllipsisType, TracebackType
 from typing import Any, TypeVar, cast
@@ -12,7 +13,8 @@ import httpx
 
 from aegis_sdk._config import resolve_config
 from aegis_sdk._constants import DEFAULT_REVIEW_TIMEOUT
-from aegis_sdk._request import BaseClient, Call, Reply, Steps, check_http_client
+from aegis_sdk._loop_clients import LoopClients
+from aegis_sdk._request import BaseClient, Call, Reply, Steps, check_http_client, transport_failure
 from aegis_sdk._resources import AsyncAudit, AsyncCapabilities, AsyncDecisions, AsyncPolicies
 from aegis_sdk._resources.governance import ProposalMemory, confirm_call, propose_call, review_steps
 from aegis_sdk._resources.health import health_call, ready_call
@@ -36,6 +38,11 @@ class AsyncAegisClient(BaseClient):
     `retry_delay * 2**n` seconds (with jitter, or the server's Retry-After; at most 30 s). Pass
     `http_client=httpx.AsyncClient(transport=...)` to supply your own transport or pool; the client then
     leaves closing it to you.
+
+    One client may be shared by every event loop of the process (a module global awaited from several
+    `asyncio.run` calls, Starlette `TestClient`s or pytest-asyncio tests): a client that owns its pool
+    keeps one connection pool per loop. An `http_client=` you pass is used as it is, on the loop it is
+    bound to.
     """
 
     _http: httpx.AsyncClient
@@ -55,6 +62,7 @@ class AsyncAegisClient(BaseClient):
         super().__init__(resolve_config(endpoint, api_key, timeout, retries, retry_delay))
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.AsyncClient(timeout=self.timeout)
+        self._loop_pools = LoopClients(lambda: self._http, lambda: httpx.AsyncClient(timeout=self.timeout))
         self._sleep = asyncio.sleep
         self._proposals = ProposalMemory()
         self.decisions = AsyncDecisions(self)
@@ -70,7 +78,11 @@ class AsyncAegisClient(BaseClient):
             return
         self._closed = True
         if self._owns_http:
-            await self._http.aclose()
+            await self._loop_pools.aclose()
+            # Marks it closed even when its connections belonged to a loop that has closed (they close
+            # when collected, as that loop can no longer run their shutdown).
+            with contextlib.suppress(RuntimeError):
+                await self._http.aclose()
 
     async def __aenter__(self) -> AsyncAegisClient:
         return self
@@ -91,10 +103,13 @@ class AsyncAegisClient(BaseClient):
             except StopIteration as done:
                 return cast(T, done.value)
             if isinstance(step, httpx.Request):
+                http = self._loop_pools.current() if self._owns_http else self._http
                 try:
-                    reply = await self._http.send(step)
+                    reply = await http.send(step)
                 except httpx.RequestError as exc:
                     reply = exc
+                except Exception as exc:  # any transport failure must become an AegisError
+                    reply = transport_failure(step, exc)
             else:
                 await self._sleep(step)
                 reply = None

@@ -12,7 +12,7 @@ import httpx
 
 from aegis_sdk._config import resolve_config
 from aegis_sdk._constants import DEFAULT_REVIEW_TIMEOUT
-from aegis_sdk._request import BaseClient, Call, Reply, Steps, check_http_client
+from aegis_sdk._request import BaseClient, Call, Reply, Steps, check_http_client, transport_failure
 from aegis_sdk._resources import Audit, Capabilities, Decisions, Policies
 from aegis_sdk._resources.governance import ProposalMemory, confirm_call, propose_call, review_steps
 from aegis_sdk._resources.health import health_call, ready_call
@@ -95,6 +95,8 @@ class AegisClient(BaseClient):
                     reply = self._http.send(step)
                 except httpx.RequestError as exc:
                     reply = exc
+                except Exception as exc:  # any transport failure must become an AegisError
+                    reply = transport_failure(step, exc)
             else:
                 self._sleep(step)
                 reply = None

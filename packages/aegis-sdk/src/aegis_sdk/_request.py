@@ -254,11 +254,40 @@ class BaseClient:
                 f"{attempts}); raise timeout= / AEGIS_TIMEOUT or check the platform at {self.endpoint}.",
                 code="timeout",
             ) from exc
+        cause = exc.__cause__
+        if isinstance(cause, RuntimeError) and "loop" in str(cause).lower():
+            advice = (
+                "the http_client= passed to the client is bound to another event loop; let the client make its "
+                "own pool (one per loop), or create the httpx.AsyncClient on the loop that uses it"
+            )
+        elif isinstance(exc, httpx.TransportError) and type(exc) is httpx.TransportError:
+            advice = "the HTTP transport failed; check the http_client= passed to the client"
+        else:
+            advice = "check endpoint= / AEGIS_ENDPOINT and that the server runs"
         raise APIConnectionError(
             f"Could not reach the AEGIS platform at {self.endpoint} for {call.method} {call.path} "
-            f"({type(exc).__name__}: {exc}; {attempts}); check endpoint= / AEGIS_ENDPOINT and that the server runs.",
+            f"({type(exc).__name__}: {exc}; {attempts}); {advice}.",
             code="connection_error",
         ) from exc
 
 
-__all__ = ["AsyncSender", "BaseClient", "Call", "Reply", "Resource", "Steps", "SyncSender", "check_http_client"]
+def transport_failure(request: httpx.Request, exc: Exception) -> httpx.TransportError:
+    """An exception a transport raised that is not an httpx error (a pool used on a closed event loop, a
+    closed `http_client=`, a failing custom transport), as a transport error the steps turn into an
+    `APIConnectionError` without retrying; the original stays its `__cause__`."""
+    error = httpx.TransportError(f"{type(exc).__name__}: {exc}", request=request)
+    error.__cause__ = exc
+    return error
+
+
+__all__ = [
+    "AsyncSender",
+    "BaseClient",
+    "Call",
+    "Reply",
+    "Resource",
+    "Steps",
+    "SyncSender",
+    "check_http_client",
+    "transport_failure",
+]

@@ -3,7 +3,6 @@
 ```
 AegisError                              anything that went wrong talking to AEGIS
 ├── ConfigurationError (+ ValueError)   bad constructor argument or environment variable
-├── InvalidRequestError (+ ValueError)  bad input caught before sending, or 400/413/415/422 validation_error
 ├── APIConnectionError                  the platform could not be reached (after the retries)
 │   └── APITimeoutError                 a request timed out (after the retries)
 ├── APIStatusError                      an HTTP error answer not covered below
@@ -14,7 +13,8 @@ AegisError                              anything that went wrong talking to AEGI
 │   └── ServerError                     5xx (after the retries)
 ├── MalformedResponseError              the platform answered something the SDK cannot read
 ├── ReviewTimeoutError                  wait_for_review() gave up; carries the last `decision`
-└── GovernanceError                     the platform refused on governance grounds
+└── GovernanceError                     the request cannot be governed as it is (not a transport failure)
+    ├── InvalidRequestError (+ ValueError)  bad input caught before sending, or 400/413/415/422 validation_error
     ├── UnknownCapabilityError          404 unknown_capability, with `suggestions`
     ├── ParameterValidationError        422 invalid_parameters, with `field` and `errors`
     ├── ConfirmationError               409 confirmation_* (token misuse), or confirm() cannot proceed
@@ -100,11 +100,6 @@ class ConfigurationError(AegisError, ValueError):
     """A constructor argument or environment variable is missing or invalid."""
 
 
-class InvalidRequestError(AegisError, ValueError):
-    """The request is invalid: caught by the SDK before sending (status_code None), or answered by the
-    platform with a `validation_error` (400, 413, 415, 422). `details["errors"]` lists the problems."""
-
-
 class APIConnectionError(AegisError):
     """The platform could not be reached (connection refused, DNS, TLS, reset), after the retries."""
 
@@ -160,7 +155,16 @@ class ReviewTimeoutError(AegisError):
 
 
 class GovernanceError(AegisError):
-    """The platform refused the request on governance grounds (not a transport failure)."""
+    """The request cannot be governed as it is: the platform refused it on governance grounds, or it is
+    invalid (caught before sending, or by the platform). Not a transport failure: change the request."""
+
+
+class InvalidRequestError(GovernanceError, ValueError):
+    """The request is invalid: caught by the SDK before sending (status_code None), or answered by the
+    platform with a `validation_error` (400, 413, 415, 422). `details["errors"]` lists the problems.
+
+    A `GovernanceError`, like an unknown capability: resending it cannot help, the request must change,
+    so the SDK page's `except GovernanceError` branch (not the transport branch) handles it."""
 
 
 class UnknownCapabilityError(GovernanceError):
