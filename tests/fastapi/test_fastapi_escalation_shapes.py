@@ -19,17 +19,26 @@ from aegis_server.inprocess import InProcessServer
 LARGE = {"amount": 5000, "currency": "EUR"}
 
 
-async def approve_while_polled(server: InProcessServer, http: httpx.AsyncClient, status_url: str) -> httpx.Response:
-    """Long-poll `status_url` as the bot while a reviewer (own key) approves; the poll's answer."""
-    poll = asyncio.create_task(http.get(status_url, params={"wait": 30}, headers=BOT))
+async def until_long_polling(server: InProcessServer) -> None:
+    """Until a long poll subscribed to the platform's review notifications (at most 10 s)."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + 10.0
     while not server.service.notifier.waiting:
         assert loop.time() < give_up, "no long poll subscribed within 10 s"
         await asyncio.sleep(0.001)
-    decision_id = status_url.rsplit("/", 1)[1]
+
+
+async def approve(server: InProcessServer, status_url: str) -> None:
+    """Approve the decision of `status_url` with a reviewer's own key."""
     reviewer = server.async_client(await server.acreate_key("operator", ["governance:review"]))
-    await reviewer.decisions.review(decision_id, approve=True)
+    await reviewer.decisions.review(status_url.rsplit("/", 1)[1], approve=True)
+
+
+async def approve_while_polled(server: InProcessServer, http: httpx.AsyncClient, status_url: str) -> httpx.Response:
+    """Long-poll `status_url` as the bot while a reviewer approves; the poll's answer."""
+    poll = asyncio.create_task(http.get(status_url, params={"wait": 30}, headers=BOT))
+    await until_long_polling(server)
+    await approve(server, status_url)
     return await poll
 
 
@@ -124,6 +133,29 @@ async def test_an_actor_dependency_answering_none_is_401(server: InProcessServer
     assert response.status_code == 401 and response.json()["detail"]["code"] == "actor_required"
 
 
+async def test_long_polls_past_max_waiting_are_answered_at_once(server: InProcessServer) -> None:
+    """Long polls hold connections of the app's client, which the governed routes need: past the cap a poll
+    does not wait."""
+    aegis = Aegis(actor=current_actor, client=server.async_client())
+    app = build_app(aegis)
+    app.include_router(aegis.status_router(max_waiting=1))
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        first = await http.post("/orders/W-1/refunds", json=LARGE, headers=BOT)
+        status_url = first.links["status"]["url"]
+        holding = asyncio.create_task(http.get(status_url, params={"wait": 30}, headers=BOT))
+        await until_long_polling(server)
+        # The one slot is held by the poll above, which waits for the reviewer: this one is answered now.
+        second = await http.get(status_url, params={"wait": 30}, headers=BOT)
+        assert not holding.done()
+        await approve(server, status_url)
+        approved = await holding
+        after = await http.get(status_url, params={"wait": 30}, headers=BOT)
+    assert second.status_code == 200 and second.json()["next_step"] == "wait"
+    assert second.headers["Retry-After"] == "10"  # it did not wait, so it should not come back at once
+    assert approved.json()["next_step"] == "repeat"
+    assert after.json()["next_step"] == "repeat"  # the slot was given back
+
+
 def test_the_status_route_needs_to_know_who_asks() -> None:
     with pytest.raises(ValueError, match=r"status_router\(\) needs to know who asks"):
         Aegis().status_router()
@@ -134,6 +166,12 @@ def test_the_status_route_needs_to_know_who_asks() -> None:
 def test_a_prefix_must_be_a_path(prefix: Any) -> None:
     with pytest.raises(ValueError, match="prefix must be empty or a path like '/aegis'"):
         Aegis(actor=current_actor).status_router(prefix)
+
+
+@pytest.mark.parametrize("count", [-1, 1.5, True])
+def test_max_waiting_is_a_count(count: Any) -> None:
+    with pytest.raises(ValueError, match="max_waiting must be a whole number of long polls"):
+        Aegis(actor=current_actor).status_router(max_waiting=count)
 
 
 @pytest.mark.parametrize("seconds", [0, -5, 2.5, True])

@@ -154,6 +154,7 @@ class Aegis(DecisionFlow, ExecutionReports):
         prefix: str = "/aegis",
         *,
         actor: Callable[..., Any] | None = None,
+        max_waiting: int = 20,
         tags: Sequence[str] = ("aegis",),
     ) -> APIRouter:
         """The status route for clients waiting on a review: `app.include_router(aegis.status_router())`
@@ -163,11 +164,16 @@ class Aegis(DecisionFlow, ExecutionReports):
         The caller is resolved by `actor` (default: this `Aegis`'s actor dependency; an app governed by
         `AegisMiddleware` alone passes its resolver, e.g. `aegis_fastapi.user_actor`), and only the actor a
         decision was made for gets its status: anyone else gets the 404 of an unknown id. The app's client
-        reads decisions, so its API key needs `governance:read`."""
+        reads decisions, so its API key needs `governance:read`.
+
+        Long polls go through the app's client, whose connection pool the governed routes need too: at most
+        `max_waiting` are held at once, and a poll past that is answered at once (with `Retry-After`)."""
         if not isinstance(prefix, str) or (prefix and (not prefix.startswith("/") or prefix.endswith("/"))):
             raise ValueError(f"prefix must be empty or a path like '/aegis' (no trailing slash), got {prefix!r}.")
         if actor is not None and not callable(actor):
             raise TypeError("actor= must be a FastAPI dependency (your auth) or a callable (Request) -> actor.")
+        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
+            raise ValueError(f"max_waiting must be a whole number of long polls, 0 or more; got {max_waiting!r}.")
         resolver = actor or self._actor_dependency
         if resolver is None:
             raise ValueError(
@@ -175,7 +181,7 @@ class Aegis(DecisionFlow, ExecutionReports):
                 "Aegis(actor=...) with your auth dependency, or pass status_router(actor=...) (for an app governed "
                 "by AegisMiddleware, the resolver you gave it, e.g. aegis_fastapi.user_actor)."
             )
-        router = status_router(self, prefix=prefix, actor_dependency=resolver, tags=tags)
+        router = status_router(self, prefix=prefix, actor_dependency=resolver, tags=tags, max_waiting=max_waiting)
         self.status_route = STATUS_ROUTE_NAME
         return router
 

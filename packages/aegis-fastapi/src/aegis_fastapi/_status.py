@@ -8,7 +8,8 @@ is a small view (`DecisionStatus`): no reason, policy, reviewer or token."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -125,10 +126,14 @@ async def owned_decision(
     if not DECISION_ID.match(decision_id):
         raise not_found(decision_id, request_id)
     try:
-        decision = await client.decisions.get(decision_id)
-        owned = await _recorded_for(client, decision, actor)
-    except NotFoundError:
-        raise not_found(decision_id, request_id) from None
+        try:
+            decision = await client.decisions.get(decision_id)
+        except NotFoundError:
+            # The same platform calls as for another actor's decision, so that the time of the answer
+            # does not tell an unknown id from someone else's.
+            await _listed(client, decision_id, actor, datetime.now(timezone.utc))
+            raise not_found(decision_id, request_id) from None
+        owned = await _listed(client, decision_id, actor, _moment(decision.timestamp))
     except AegisError as exc:
         raise _unavailable(exc, decision_id, request_id, retry_after) from None
     if not owned:
@@ -136,21 +141,25 @@ async def owned_decision(
     return decision
 
 
-async def _recorded_for(client: AsyncAegisClient, decision: Decision, actor: Actor) -> bool:
-    """Whether the platform's own listing of `actor`'s decisions (`governance:read`, filtered by actor id
-    around the decision's time) holds `decision`."""
+def _moment(timestamp: str) -> datetime | None:
     try:
-        moment = datetime.fromisoformat(decision.timestamp.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+async def _listed(client: AsyncAegisClient, decision_id: str, actor: Actor, moment: datetime | None) -> bool:
+    """Whether the platform's own listing of `actor`'s decisions (`governance:read`, filtered by actor id
+    around `moment`, the decision's time) holds `decision_id`."""
+    if moment is None:
         return False
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
     listing = client.decisions.list(
         actor_id=actor.id, since=moment - _OWNERSHIP_WINDOW, until=moment + _OWNERSHIP_WINDOW, limit=200
     )
     scanned = 0
     async for item in listing:
-        if item.decision_id == decision.decision_id:
+        if item.decision_id == decision_id:
             return True
         scanned += 1
         if scanned >= _OWNERSHIP_SCAN_LIMIT:
@@ -195,9 +204,35 @@ def _responses() -> dict[int | str, dict[str, Any]]:
     }
 
 
-def status_router(aegis: Aegis, *, prefix: str, actor_dependency: Callable[..., Any], tags: Sequence[str]) -> APIRouter:
+class LongPolls:
+    """How many long polls are held through the app's client. They share its connection pool with the
+    governed routes' proposals, so past `limit` a poll is answered at once instead: callers with pending
+    decisions cannot starve governance. A plain counter, not a semaphore: nothing waits for a slot, and it
+    is bound to no event loop."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[bool]:
+        """Yields whether this poll may wait; releases the slot afterwards."""
+        if self.held >= self.limit:
+            yield False
+            return
+        self.held += 1
+        try:
+            yield True
+        finally:
+            self.held -= 1
+
+
+def status_router(
+    aegis: Aegis, *, prefix: str, actor_dependency: Callable[..., Any], tags: Sequence[str], max_waiting: int
+) -> APIRouter:
     """The router of `Aegis.status_router`: one route, `GET {prefix}/decisions/{decision_id}`."""
     router = APIRouter(prefix=prefix, tags=list(tags))
+    long_polls = LongPolls(max_waiting)
 
     @router.get(
         "/decisions/{decision_id}",
@@ -236,16 +271,19 @@ def status_router(aegis: Aegis, *, prefix: str, actor_dependency: Callable[..., 
                 request_id,
             )
         decision = await owned_decision(client, decision_id, who, request_id, aegis.retry_after)
+        waited = False
         if wait and decision.review is not None and decision.review.status == "pending":
-            try:
-                decision = await client.decisions.get(decision_id, wait=wait)
-            except AegisError as exc:
-                raise _unavailable(exc, decision_id, request_id, aegis.retry_after) from None
+            with long_polls.slot() as waited:
+                if waited:
+                    try:
+                        decision = await client.decisions.get(decision_id, wait=wait)
+                    except AegisError as exc:
+                        raise _unavailable(exc, decision_id, request_id, aegis.retry_after) from None
         view = status_of(decision, aegis.confirmation_header, datetime.now(timezone.utc))
         response.headers["Cache-Control"] = "no-store"
         if view.next_step == "wait":
             # After a long poll the client already waited: it may ask again at once.
-            response.headers["Retry-After"] = "1" if wait else str(aegis.review_retry_after)
+            response.headers["Retry-After"] = "1" if waited else str(aegis.review_retry_after)
         return view
 
     return router
@@ -255,6 +293,7 @@ __all__ = [
     "MAX_WAIT_SECONDS",
     "STATUS_ROUTE_NAME",
     "DecisionStatus",
+    "LongPolls",
     "NextStep",
     "not_found",
     "owned_decision",
