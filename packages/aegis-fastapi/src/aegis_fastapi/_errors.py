@@ -30,7 +30,7 @@ RefusalCode = Literal[
     "governance_misconfigured",
     "decision_not_found",
 ]
-"""Every `detail.code` a governed route can answer with (see docs/fastapi.md for each)."""
+"""Every `detail.code` a governed route (or the status route) can answer with (see docs/fastapi.md for each)."""
 
 DECISION_HEADER = "AEGIS-Decision-Id"
 """Response header naming the decision behind an answer (allowed or refused), when there is one."""
