@@ -15,6 +15,11 @@ then, as the support bot (a stand-in for your real auth; see TOKENS):
     curl -s -X POST localhost:8080/orders/A-18/refunds -H 'Authorization: Bearer bot-token' \
          -H 'AEGIS-Confirmation: dec_...' -H 'Content-Type: application/json' \
          -d '{"amount": 250, "currency": "EUR"}'                                          # 200: ALLOW
+    curl -si -X POST localhost:8080/orders/A-19/refunds -H 'Authorization: Bearer bot-token' \
+         -H 'Content-Type: application/json' -d '{"amount": 3000, "currency": "EUR"}'     # 403: review
+    # ...the answer links to the decision's status (Link: <...>; rel="status"); wait there for the review:
+    curl -s 'localhost:8080/aegis/decisions/dec_...?wait=30' -H 'Authorization: Bearer bot-token'
+    # ...once it says "next_step": "repeat", send the same request again with AEGIS-Confirmation: dec_...
 
 The API key needs the scopes `governance:propose` and `governance:read`.
 """
@@ -75,6 +80,8 @@ def create_app(
     )
     app = aegis.install(FastAPI(title="Governed support desk"))
     app.state.aegis = aegis
+    # GET /aegis/decisions/{decision_id}: a caller waiting on a review polls it (its own decisions only).
+    app.include_router(aegis.status_router(prefix="/aegis"))
 
     Refund = Annotated[Decision, Depends(aegis.require("payments.refund"))]
     Query = Annotated[Decision, Depends(aegis.require("database.query"))]

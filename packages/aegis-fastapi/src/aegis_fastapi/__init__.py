@@ -14,6 +14,9 @@ app = aegis.install(FastAPI())                # one AsyncAegisClient for the app
 @app.post("/orders/{order_id}/refunds")
 async def refund(order_id: str, body: Refund, decision: Annotated[Decision, Depends(aegis.require("payments.refund"))]):
     ...                                       # runs on ALLOW only; 403 / 428 / 409 / 503 otherwise
+
+
+app.include_router(aegis.status_router(prefix="/aegis"))  # where a client waiting on a review polls
 ```
 """
 
@@ -30,6 +33,7 @@ from aegis_fastapi._errors import (
 from aegis_fastapi._flow import ActorLike, CapabilitySource, ContextLike, ParametersSource
 from aegis_fastapi._inputs import ParameterConflict, RouteInputs
 from aegis_fastapi._middleware import AegisMiddleware, decision_of, user_actor
+from aegis_fastapi._status import DecisionStatus
 from aegis_sdk import Decision
 from aegis_sdk._version import installed_version
 
@@ -46,6 +50,7 @@ __all__ = [
     "CapabilitySource",
     "ContextLike",
     "Decision",
+    "DecisionStatus",
     "ErrorResponse",
     "ParameterConflict",
     "ParametersSource",

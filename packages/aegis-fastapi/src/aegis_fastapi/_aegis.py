@@ -1,16 +1,16 @@
 """`Aegis`: configured once per app; `Depends(aegis.require("capability"))` governs a route. The class holds
 the configuration and assembles the rooms: the client's lifecycle (`_lifespan`), OpenAPI (`_openapi`),
-the dependency (`_dependency`); `decide` comes from the flow (`_flow.DecisionFlow`), `schedule_report`
-and `drain` from the reports (`_reports.ExecutionReports`)."""
+the dependency (`_dependency`), the status route (`_status`); `decide` comes from the flow
+(`_flow.DecisionFlow`), `schedule_report` and `drain` from the reports (`_reports.ExecutionReports`)."""
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from aegis_fastapi._dependency import governed_dependency
 from aegis_fastapi._errors import ErrorResponse, default_error_response
@@ -18,6 +18,7 @@ from aegis_fastapi._flow import ActorLike, CapabilitySource, DecisionFlow, Param
 from aegis_fastapi._lifespan import ClientLifecycle, handle_refusals, wrap_lifespan
 from aegis_fastapi._openapi import document
 from aegis_fastapi._reports import ExecutionReports
+from aegis_fastapi._status import STATUS_ROUTE_NAME, status_router
 from aegis_sdk import Actor, AsyncAegisClient, Decision
 
 DEFAULT_CONFIRMATION_HEADER = "AEGIS-Confirmation"
@@ -44,6 +45,8 @@ class Aegis(DecisionFlow, ExecutionReports):
       exception type) as the decision's execution result, in the background. Default True.
     - `confirmation_header`: the request header naming a decision to confirm (`AEGIS-Confirmation`).
     - `retry_after`: seconds in the `Retry-After` header of a 503 (unless the platform said otherwise).
+    - `review_retry_after`: seconds in the `Retry-After` header of a `review_pending` answer (and of the
+      status route while the review is pending): when to poll or repeat the request again. Default 10.
     - `error_response`: `(AegisRefusal) -> Response` to render refusals your own way (see `install`).
     - `document_responses`: add the 403/409/428/503 answers to governed routes' OpenAPI (default True).
     """
@@ -63,6 +66,7 @@ class Aegis(DecisionFlow, ExecutionReports):
         report_execution: bool = True,
         confirmation_header: str = DEFAULT_CONFIRMATION_HEADER,
         retry_after: int = 5,
+        review_retry_after: int = 10,
         error_response: ErrorResponse | None = None,
         document_responses: bool = True,
     ) -> None:
@@ -89,6 +93,9 @@ class Aegis(DecisionFlow, ExecutionReports):
             )
         if context is not None and not callable(context):
             raise TypeError("context= must be a FastAPI dependency returning a Context, a mapping or None.")
+        for name, seconds in (("retry_after", retry_after), ("review_retry_after", review_retry_after)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+                raise ValueError(f"{name} must be a whole number of seconds, at least 1; got {seconds!r}.")
         if not re.match(r"^[A-Za-z0-9\-]+$", confirmation_header):
             raise ValueError(f"confirmation_header must be a header name, got {confirmation_header!r}.")
         self._context_dependency = context
@@ -100,6 +107,8 @@ class Aegis(DecisionFlow, ExecutionReports):
         self.report_execution = report_execution
         self.confirmation_header = confirmation_header
         self.retry_after = retry_after
+        self.review_retry_after = review_retry_after
+        self.status_route: str | None = None
         self.error_response: ErrorResponse = error_response or default_error_response
         self.document_responses = document_responses
 
@@ -137,6 +146,44 @@ class Aegis(DecisionFlow, ExecutionReports):
         (responses you declared yourself are kept). Idempotent; `lifespan` and `install` call it."""
         if self.document_responses:
             document(app, self, self.confirmation_header)
+
+    # -- the status route -------------------------------------------------------------------------
+
+    def status_router(
+        self,
+        prefix: str = "/aegis",
+        *,
+        actor: Callable[..., Any] | None = None,
+        max_waiting: int = 20,
+        tags: Sequence[str] = ("aegis",),
+    ) -> APIRouter:
+        """The status route for clients waiting on a review: `app.include_router(aegis.status_router())`
+        mounts `GET {prefix}/decisions/{decision_id}` (`?wait=N` long-polls, 0..60 s), and from then on the
+        app's `review_pending` answers link to it (`Link: <url>; rel="status"`, `detail.status_url`).
+
+        The caller is resolved by `actor` (default: this `Aegis`'s actor dependency; an app governed by
+        `AegisMiddleware` alone passes its resolver, e.g. `aegis_fastapi.user_actor`), and only the actor a
+        decision was made for gets its status: anyone else gets the 404 of an unknown id. The app's client
+        reads decisions, so its API key needs `governance:read`.
+
+        Long polls go through the app's client, whose connection pool the governed routes need too: at most
+        `max_waiting` are held at once, and a poll past that is answered at once (with `Retry-After`)."""
+        if not isinstance(prefix, str) or (prefix and (not prefix.startswith("/") or prefix.endswith("/"))):
+            raise ValueError(f"prefix must be empty or a path like '/aegis' (no trailing slash), got {prefix!r}.")
+        if actor is not None and not callable(actor):
+            raise TypeError("actor= must be a FastAPI dependency (your auth) or a callable (Request) -> actor.")
+        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
+            raise ValueError(f"max_waiting must be a whole number of long polls, 0 or more; got {max_waiting!r}.")
+        resolver = actor or self._actor_dependency
+        if resolver is None:
+            raise ValueError(
+                "status_router() needs to know who asks, to answer only a decision's own actor: create "
+                "Aegis(actor=...) with your auth dependency, or pass status_router(actor=...) (for an app governed "
+                "by AegisMiddleware, the resolver you gave it, e.g. aegis_fastapi.user_actor)."
+            )
+        router = status_router(self, prefix=prefix, actor_dependency=resolver, tags=tags, max_waiting=max_waiting)
+        self.status_route = STATUS_ROUTE_NAME
+        return router
 
     # -- governing a route ------------------------------------------------------------------------
 

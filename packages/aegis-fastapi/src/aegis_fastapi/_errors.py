@@ -28,11 +28,16 @@ RefusalCode = Literal[
     "body_too_large",
     "governance_unavailable",
     "governance_misconfigured",
+    "decision_not_found",
 ]
-"""Every `detail.code` a governed route can answer with (see docs/fastapi.md for each)."""
+"""Every `detail.code` a governed route (or the status route) can answer with (see docs/fastapi.md for each)."""
 
 DECISION_HEADER = "AEGIS-Decision-Id"
 """Response header naming the decision behind an answer (allowed or refused), when there is one."""
+
+STATUS_LINK_RELATION = "status"
+"""The RFC 8288 relation (registered by RFC 8631) of the `Link` header pointing a waiting client to the
+decision's status route: `Link: <https://app.example/aegis/decisions/dec_...>; rel="status"`."""
 
 
 class AegisErrorDetail(BaseModel):
@@ -49,6 +54,11 @@ class AegisErrorDetail(BaseModel):
         default=None,
         description="Repeat the same request with this header set to `decision_id` to continue "
         "(after the user consented, or once a reviewer approved).",
+    )
+    status_url: str | None = Field(
+        default=None,
+        description="`review_pending`: where to poll (or long-poll with `?wait=N`) how the review went, also "
+        'sent as `Link: <url>; rel="status"`. Null when the app mounts no status route.',
     )
     request_id: str | None = Field(default=None, description="Quote it when reporting a problem.")
 
@@ -73,6 +83,8 @@ class AegisRefusal(HTTPException):
             headers[DECISION_HEADER] = detail.decision_id
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
+        if detail.status_url:
+            headers["Link"] = f'<{detail.status_url}>; rel="{STATUS_LINK_RELATION}"'
         super().__init__(status_code=status_code, detail=detail.model_dump(mode="json"), headers=headers or None)
         self.error_detail = detail
         self.code: RefusalCode = detail.code
@@ -107,12 +119,24 @@ def openapi_responses(confirmation_header: str) -> dict[int, dict[str, Any]]:
     content = {"application/json": {"schema": _schema()}}
     retry = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
     decision = {DECISION_HEADER: {"description": "The decision behind the answer.", "schema": {"type": "string"}}}
+    waiting = {
+        **decision,
+        "Retry-After": {
+            "description": "`review_pending`: seconds to wait before polling the status link or repeating the request.",
+            "schema": {"type": "integer"},
+        },
+        "Link": {
+            "description": '`review_pending`, when the app mounts the status route: `<url>; rel="status"`, the '
+            "decision's status to poll (`?wait=N` long-polls).",
+            "schema": {"type": "string"},
+        },
+    }
     return {
         403: {
             "description": "AEGIS governance refused the action: DENY (`governance_denied`), or an escalation "
             f"awaiting or refused by a reviewer (`review_pending`, `review_denied`, `review_expired`). Once a "
             f"reviewer approved, repeat the request with `{confirmation_header}: <decision_id>`.",
-            "headers": decision,
+            "headers": waiting,
             "content": content,
         },
         409: {
@@ -139,6 +163,7 @@ def openapi_responses(confirmation_header: str) -> dict[int, dict[str, Any]]:
 
 __all__ = [
     "DECISION_HEADER",
+    "STATUS_LINK_RELATION",
     "AegisErrorDetail",
     "AegisRefusal",
     "ErrorResponse",

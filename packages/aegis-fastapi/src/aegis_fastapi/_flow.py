@@ -10,8 +10,17 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from starlette.requests import Request
+from starlette.routing import NoMatchFound
+
 from aegis_fastapi._inputs import ParameterConflict, RouteInputs
-from aegis_fastapi._refusals import confirmation_rejected, refusal, refusal_of_error, verdict
+from aegis_fastapi._refusals import (
+    confirmation_rejected,
+    refusal,
+    refusal_of_error,
+    review_still_pending,
+    verdict,
+)
 from aegis_sdk import (
     Action,
     Actor,
@@ -29,7 +38,8 @@ ContextLike = Context | Mapping[str, Any] | None
 CapabilitySource = str | Callable[[RouteInputs], str | Awaitable[str]]
 ParametersSource = Callable[[RouteInputs], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
 
-_DECISION_ID = re.compile(r"^dec_[A-Za-z0-9]{1,64}$")
+DECISION_ID = re.compile(r"^dec_[A-Za-z0-9]{1,64}$")
+"""What a decision id named by a caller (confirmation header, status route) must look like."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -76,11 +86,33 @@ def _to_context(value: object) -> Context:
 
 
 class DecisionFlow:
-    """The flow as a part of `Aegis`, which sets these three attributes (users may change them later)."""
+    """The flow as a part of `Aegis`, which sets these attributes (users may change them later)."""
 
     confirmation_header: str
     fail_open: bool
     retry_after: int
+    review_retry_after: int
+    status_route: str | None  # the route name of `Aegis.status_router()`, once one was made
+
+    def status_url(self, request: Request, decision_id: str) -> str | None:
+        """The absolute URL of `decision_id`'s status route in the app serving `request`, or None when that
+        app mounts none."""
+        if self.status_route is None:
+            return None
+        try:
+            return str(request.url_for(self.status_route, decision_id=decision_id))
+        except NoMatchFound:
+            return None
+
+    def _verdict(self, decision: Decision, request: Request, request_id: str) -> Decision:
+        link = self.status_url(request, decision.decision_id) if decision.outcome == "ESCALATE" else None
+        return verdict(
+            decision,
+            request_id,
+            self.confirmation_header,
+            status_url=link,
+            review_retry_after=self.review_retry_after,
+        )
 
     async def decide(
         self,
@@ -119,8 +151,8 @@ class DecisionFlow:
                 decision = await client.propose(who, action, ctx)
             except AegisError as exc:
                 return self._on_error(exc, name, request_id)
-            return verdict(decision, request_id, self.confirmation_header)
-        return await self._confirm(client, who, action, ctx, confirmation.strip(), request_id)
+            return self._verdict(decision, inputs.request, request_id)
+        return await self._confirm(client, who, action, ctx, confirmation.strip(), inputs.request, request_id)
 
     def _on_error(self, exc: AegisError, capability: str, request_id: str) -> Decision:
         return refusal_of_error(exc, capability, request_id, fail_open=self.fail_open, retry_after=self.retry_after)
@@ -132,10 +164,11 @@ class DecisionFlow:
         action: Action,
         context: Context,
         named: str,
+        request: Request,
         request_id: str,
     ) -> Decision:
         header = self.confirmation_header
-        if not _DECISION_ID.match(named):
+        if not DECISION_ID.match(named):
             raise refusal(
                 409,
                 "confirmation_invalid",
@@ -172,16 +205,14 @@ class DecisionFlow:
                 raise confirmation_rejected(exc, original, request_id, header) from None
             except AegisError as exc:
                 return self._on_error(exc, action.capability, request_id)
-            return verdict(decision, request_id, header)
+            return self._verdict(decision, request, request_id)
         if original.outcome == "ESCALATE" and status == "pending":
-            raise refusal(
-                403,
-                "review_pending",
-                f"Decision {named} is still waiting for a reviewer. Repeat the request with {header} once it "
-                "is approved.",
-                request_id,
+            raise review_still_pending(
                 original,
-                show_reason=False,
+                request_id,
+                header,
+                status_url=self.status_url(request, named),
+                review_retry_after=self.review_retry_after,
             )
         if status in ("denied", "expired"):
             raise refusal(
@@ -214,6 +245,7 @@ class DecisionFlow:
 
 
 __all__ = [
+    "DECISION_ID",
     "ActorLike",
     "CapabilitySource",
     "ContextLike",

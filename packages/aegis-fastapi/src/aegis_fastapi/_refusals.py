@@ -48,9 +48,11 @@ def refusal(
     confirmation_header: str | None = None,
     show_reason: bool = True,
     retry_after: int | None = None,
+    status_url: str | None = None,
 ) -> AegisRefusal:
     """The refusal of one request. `confirmation_header` is named in the body when repeating the request
-    with it can proceed; `show_reason=False` keeps the decision's reason out of the body."""
+    with it can proceed; `show_reason=False` keeps the decision's reason out of the body; `status_url` (a
+    pending review's status route) goes in the body and in a `Link` header."""
     detail = AegisErrorDetail(
         code=code,
         message=message,
@@ -60,28 +62,62 @@ def refusal(
         review_status=decision.review.status if decision and decision.review else None,
         expires_at=decision.expires_at if decision else None,
         confirmation_header=confirmation_header,
+        status_url=status_url,
         request_id=request_id,
     )
     return AegisRefusal(status_code, detail, decision=decision, retry_after=retry_after)
 
 
-def verdict(decision: Decision, request_id: str, header: str) -> Decision:
-    """The decision itself when it is an ALLOW; else raise the refusal of its outcome."""
+def verdict(
+    decision: Decision,
+    request_id: str,
+    header: str,
+    *,
+    status_url: str | None = None,
+    review_retry_after: int | None = None,
+) -> Decision:
+    """The decision itself when it is an ALLOW; else raise the refusal of its outcome. A pending review's
+    refusal carries `Retry-After: review_retry_after` and, when the app mounts the status route, its
+    `status_url`."""
     if decision.outcome == "ALLOW":
         return decision
     awaiting = _AWAITING.get(decision.outcome)
     if awaiting is not None:
         status_code, code, consent, once = awaiting
+        reviewed = decision.outcome == "ESCALATE"
         raise refusal(
             status_code,
             code,
             f"This action needs {consent}: {decision.reason}. {once}, repeat the same request with the header "
-            f"{header}: {decision.decision_id}" + (f" before {decision.expires_at}." if decision.expires_at else "."),
+            f"{header}: {decision.decision_id}"
+            + (f" before {decision.expires_at}." if decision.expires_at else ".")
+            + (f" Poll {status_url} (?wait=N long-polls) to learn of the review." if reviewed and status_url else ""),
             request_id,
             decision,
             confirmation_header=header,
+            retry_after=review_retry_after if reviewed else None,
+            status_url=status_url if reviewed else None,
         )
     raise refusal(403, "governance_denied", f"AEGIS denied this action: {decision.reason}", request_id, decision)
+
+
+def review_still_pending(
+    original: Decision, request_id: str, header: str, *, status_url: str | None, review_retry_after: int
+) -> AegisRefusal:
+    """The refusal of a repeat naming a decision whose review is still pending."""
+    named = original.decision_id
+    poll = f" Poll {status_url} (?wait=N long-polls) to learn of the review." if status_url else ""
+    return refusal(
+        403,
+        "review_pending",
+        f"Decision {named} is still waiting for a reviewer. Repeat the request with {header} once it is approved."
+        + poll,
+        request_id,
+        original,
+        show_reason=False,
+        retry_after=review_retry_after,
+        status_url=status_url,
+    )
 
 
 def confirmation_rejected(exc: ConfirmationError, original: Decision, request_id: str, header: str) -> AegisRefusal:
@@ -130,47 +166,70 @@ def refusal_of_error(
         raise refusal(
             422, "invalid_parameters", f"The proposal built from this request is invalid: {exc.message}", request_id
         ) from None
-    unavailable = isinstance(exc, (APIConnectionError, RateLimitError, ServerError, MalformedResponseError)) or (
+    if fail_open and is_unavailable(exc):
+        return degraded_allow(exc, capability, request_id)
+    raise platform_refusal(
+        exc,
+        request_id,
+        retry_after=retry_after,
+        subject=f"capability={capability}",
+        setup=f"that capability {capability!r} is registered",
+        consequence="so nothing was run",
+    ) from None
+
+
+def is_unavailable(exc: AegisError) -> bool:
+    """True when the platform could not answer (unreachable, overloaded, failing), as opposed to refusing
+    the adapter's own request (wrong key, missing scope, unknown capability)."""
+    return isinstance(exc, (APIConnectionError, RateLimitError, ServerError, MalformedResponseError)) or (
         isinstance(exc, APIStatusError)
         and not isinstance(exc, (AuthenticationError, PermissionDeniedError, NotFoundError))
     )
+
+
+def platform_refusal(
+    exc: AegisError, request_id: str, *, retry_after: int, subject: str, setup: str, consequence: str
+) -> AegisRefusal:
+    """The 503 (fail closed, with `Retry-After`: the platform's hint or `retry_after`) of a platform that
+    could not answer (`governance_unavailable`) or refused the adapter's own request
+    (`governance_misconfigured`, logged as an error for the operator with `setup` to check). `subject`
+    names what was being done in the log; `consequence` tells the caller what did not happen."""
     hinted = getattr(exc, "retry_after", None)
     if isinstance(hinted, (int, float)) and hinted > 0:
         retry_after = max(1, int(hinted))
-    if unavailable:
-        if fail_open:
-            return degraded_allow(exc, capability, request_id)
+    if is_unavailable(exc):
         logger.error(
-            "AEGIS unavailable, request refused (fail closed): capability=%s request_id=%s error=%s code=%s",
-            capability,
+            "AEGIS unavailable, request refused (fail closed): %s request_id=%s error=%s code=%s",
+            subject,
             request_id,
             type(exc).__name__,
             exc.code,
         )
-        raise refusal(
+        return refusal(
             503,
             "governance_unavailable",
-            "The governance platform could not be reached, so nothing was run. Try again later.",
+            f"The governance platform could not be reached, {consequence}. Try again later.",
             request_id,
             retry_after=retry_after,
-        ) from None
+        )
     logger.error(
         "AEGIS refused the adapter's request; check the endpoint, the API key and its scopes "
-        "(governance:propose and governance:read) and that capability %r is registered: request_id=%s "
-        "error=%s code=%s platform_request_id=%s",
-        capability,
+        "(governance:propose and governance:read) and %s: %s request_id=%s error=%s code=%s "
+        "platform_request_id=%s",
+        setup,
+        subject,
         request_id,
         type(exc).__name__,
         exc.code,
         exc.request_id,
     )
-    raise refusal(
+    return refusal(
         503,
         "governance_misconfigured",
-        "Governance is not set up correctly for this route, so nothing was run. The operator was told.",
+        f"Governance is not set up correctly for this route, {consequence}. The operator was told.",
         request_id,
         retry_after=retry_after,
-    ) from None
+    )
 
 
 def degraded_allow(exc: AegisError, capability: str, request_id: str) -> Decision:
@@ -197,4 +256,13 @@ def degraded_allow(exc: AegisError, capability: str, request_id: str) -> Decisio
     return decision
 
 
-__all__ = ["confirmation_rejected", "degraded_allow", "refusal", "refusal_of_error", "verdict"]
+__all__ = [
+    "confirmation_rejected",
+    "degraded_allow",
+    "is_unavailable",
+    "platform_refusal",
+    "refusal",
+    "refusal_of_error",
+    "review_still_pending",
+    "verdict",
+]
