@@ -15,6 +15,7 @@ from aegis_sdk import (
     ConfirmationUsedError,
     GovernanceError,
     IdempotencyConflictError,
+    InvalidRequestError,
     NotFoundError,
     ParameterValidationError,
     PermissionDeniedError,
@@ -148,6 +149,23 @@ def test_list_decisions_pages_through_filters(backend: Backend) -> None:
     listed = [d.decision_id for d in client.decisions.list(actor_id=actor["id"], limit=3)]
     assert sorted(listed) == sorted(made) and len(listed) == 7
     assert list(client.decisions.list(actor_id=actor["id"], outcome="DENY")) == []
+
+
+def test_list_decisions_by_decision_id_and_actor_type(backend: Backend) -> None:
+    """One exact question, as the FastAPI status route asks it: is this decision that actor's?"""
+    client = backend.client()
+    actor = _actor()
+    mine = client.propose(actor=actor, action=_query("SELECT 1")).decision_id
+    client.propose(actor=actor, action=_query("SELECT 2"))
+    assert [d.decision_id for d in client.decisions.list(decision_id=mine)] == [mine]
+    theirs = client.decisions.list(decision_id=mine, actor_id=actor["id"], actor_type="ai-agent")
+    assert [d.decision_id for d in theirs] == [mine]
+    assert list(client.decisions.list(decision_id=mine, actor_id=actor["id"], actor_type="human")) == []
+    assert list(client.decisions.list(decision_id=mine, actor_id="someone-else")) == []
+    with pytest.raises(InvalidRequestError, match="actor_type"):
+        client.decisions.list(actor_type="robot")  # type: ignore[arg-type]
+    answer = backend.raw().get("/api/v1/governance/decisions", params={"actor_type": "robot"})
+    assert answer.status_code == 422 and "actor_type" in answer.text
 
 
 def test_unknown_capability_and_bad_parameters(backend: Backend) -> None:

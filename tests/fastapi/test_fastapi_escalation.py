@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 from fastapi_support import ALICE, BOT, load_example, serve
 
-from aegis_fastapi import DECISION_HEADER
-from aegis_sdk import AsyncAegisClient
+from aegis_fastapi import DECISION_HEADER, AegisRefusal
+from aegis_fastapi._status import owned_decision
+from aegis_sdk import Actor, AsyncAegisClient
 from aegis_server.inprocess import InProcessServer
 
 STATUS = "/aegis/decisions/{}"
@@ -175,6 +177,17 @@ async def test_another_actor_gets_the_404_of_an_unknown_id(server: InProcessServ
     same_answer(theirs_waiting, unknown, decision_id, unknown_id)
     same_answer(malformed, unknown, "not-a-decision", unknown_id)
     assert mine.status_code == 200  # the decision exists: only its own actor sees it
+
+
+async def test_the_same_actor_id_with_another_type_is_another_actor(server: InProcessServer) -> None:
+    async with example_app(server) as (http, client):
+        decision_id = (await escalate(http, "A-35")).json()["detail"]["decision_id"]
+        bot = Actor(id="support-bot", type="ai-agent")
+        assert (await owned_decision(client, decision_id, bot, "req_1", 5)).decision_id == decision_id
+        with pytest.raises(AegisRefusal) as refused:
+            await owned_decision(client, decision_id, Actor(id="support-bot", type="human"), "req_2", 5)
+    assert refused.value.status_code == 404
+    assert refused.value.detail["code"] == "decision_not_found"
 
 
 async def test_an_unauthenticated_caller_gets_the_apps_own_401(server: InProcessServer) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from aegis_fastapi._errors import AegisErrorDetail, AegisRefusal
 from aegis_fastapi._flow import DECISION_ID, request_id_of, to_actor
 from aegis_fastapi._refusals import platform_refusal, refusal
-from aegis_sdk import Actor, AegisError, AsyncAegisClient, Decision, NotFoundError
+from aegis_sdk import Actor, AegisError, AsyncAegisClient, Decision
 
 if TYPE_CHECKING:
     from aegis_fastapi._aegis import Aegis
@@ -28,10 +28,6 @@ STATUS_ROUTE_NAME = "aegis_decision_status"
 """The name of the status route (`request.url_for(STATUS_ROUTE_NAME, decision_id=...)`)."""
 MAX_WAIT_SECONDS = 60
 """The longest `?wait=` the route accepts (the platform's own cap, 60 s by default)."""
-# The platform lists a decision by its creation time, which is its `timestamp`; the window only keeps the
-# ownership check to a page or two of the actor's decisions.
-_OWNERSHIP_WINDOW = timedelta(seconds=1)
-_OWNERSHIP_SCAN_LIMIT = 2000
 
 NextStep = Literal["wait", "repeat", "stop"]
 
@@ -121,50 +117,20 @@ def not_found(decision_id: str, request_id: str) -> AegisRefusal:
 async def owned_decision(
     client: AsyncAegisClient, decision_id: str, actor: Actor, request_id: str, retry_after: int
 ) -> Decision:
-    """The decision, when the platform recorded it for `actor`; else the route's 404. Platform trouble is a
-    503 (fail closed)."""
+    """The decision, when the platform recorded it for `actor` (its id and type); else the route's 404.
+    Platform trouble is a 503 (fail closed)."""
     if not DECISION_ID.match(decision_id):
         raise not_found(decision_id, request_id)
     try:
-        try:
-            decision = await client.decisions.get(decision_id)
-        except NotFoundError:
-            # The same platform calls as for another actor's decision, so that the time of the answer
-            # does not tell an unknown id from someone else's.
-            await _listed(client, decision_id, actor, datetime.now(timezone.utc))
-            raise not_found(decision_id, request_id) from None
-        owned = await _listed(client, decision_id, actor, _moment(decision.timestamp))
+        # One exact question to the platform's listing (`governance:read`): is this decision the actor's?
+        # An unknown id and someone else's take the same call and get the same answer.
+        listing = client.decisions.list(decision_id=decision_id, actor_id=actor.id, actor_type=actor.type, limit=1)
+        owned = [decision async for decision in listing]
     except AegisError as exc:
         raise _unavailable(exc, decision_id, request_id, retry_after) from None
     if not owned:
         raise not_found(decision_id, request_id)
-    return decision
-
-
-def _moment(timestamp: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
-
-
-async def _listed(client: AsyncAegisClient, decision_id: str, actor: Actor, moment: datetime | None) -> bool:
-    """Whether the platform's own listing of `actor`'s decisions (`governance:read`, filtered by actor id
-    around `moment`, the decision's time) holds `decision_id`."""
-    if moment is None:
-        return False
-    listing = client.decisions.list(
-        actor_id=actor.id, since=moment - _OWNERSHIP_WINDOW, until=moment + _OWNERSHIP_WINDOW, limit=200
-    )
-    scanned = 0
-    async for item in listing:
-        if item.decision_id == decision_id:
-            return True
-        scanned += 1
-        if scanned >= _OWNERSHIP_SCAN_LIMIT:
-            break
-    return False
+    return owned[0]
 
 
 def _unavailable(exc: AegisError, decision_id: str, request_id: str, retry_after: int) -> AegisRefusal:

@@ -19,6 +19,7 @@ Outcome = Literal["ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION"]
 OUTCOMES: tuple[Outcome, ...] = ("ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION")
 
 ActorType = Literal["ai-agent", "ai-copilot", "automation", "human"]
+ACTOR_TYPES: tuple[ActorType, ...] = ("ai-agent", "ai-copilot", "automation", "human")
 ReviewStatus = Literal["pending", "approved", "denied", "expired"]
 RiskLevel = Literal["low", "medium", "high", "critical"]
 ExecutionStatus = Literal["SUCCESS", "FAILED", "PARTIAL"]
@@ -458,6 +459,7 @@ class Health(BaseModel):
 
 
 __all__ = [
+    "ACTOR_TYPES",
     "OUTCOMES",
     "Action",
     "Actor",

@@ -18,7 +18,9 @@ from aegis_sdk._request import AsyncSender, Call, Resource, SyncSender
 from aegis_sdk._validation import dump_model, path_segment, validate_model
 from aegis_sdk.errors import AegisError, InvalidRequestError
 from aegis_sdk.models import (
+    ACTOR_TYPES,
     OUTCOMES,
+    ActorType,
     Decision,
     ExecutionError,
     ExecutionRecord,
@@ -48,6 +50,8 @@ def get_decision_call(decision_id: str, wait: int | None, timeout: float) -> Cal
 
 def decisions_pager(
     actor_id: str | None,
+    actor_type: ActorType | None,
+    decision_id: str | None,
     capability: str | None,
     outcome: Outcome | None,
     session_id: str | None,
@@ -61,8 +65,12 @@ def decisions_pager(
         raise InvalidRequestError(f"outcome must be one of {', '.join(OUTCOMES)}.", code="invalid_request")
     if review_status is not None and review_status not in REVIEW_STATUSES:
         raise InvalidRequestError(f"review_status must be one of {', '.join(REVIEW_STATUSES)}.", code="invalid_request")
+    if actor_type is not None and actor_type not in ACTOR_TYPES:
+        raise InvalidRequestError(f"actor_type must be one of {', '.join(ACTOR_TYPES)}.", code="invalid_request")
     filters = {
         "actor_id": actor_id,
+        "actor_type": actor_type,
+        "decision_id": decision_id,
         "capability": capability,
         "outcome": outcome,
         "session_id": session_id,
@@ -137,9 +145,14 @@ class Decisions(Resource[SyncSender]):
         since: str | datetime | None = None,
         until: str | datetime | None = None,
         limit: int | None = None,
+        actor_type: ActorType | None = None,
+        decision_id: str | None = None,
     ) -> SyncPageIterator[Decision]:
-        """Every matching decision, newest first, fetched `limit` (page size, 1..200) at a time as you iterate."""
-        pager = decisions_pager(actor_id, capability, outcome, session_id, review_status, since, until, limit)
+        """Every matching decision, newest first, fetched `limit` (page size, 1..200) at a time as you iterate.
+        `decision_id` keeps that one decision (so, with `actor_id` and `actor_type`: whether it is theirs)."""
+        pager = decisions_pager(
+            actor_id, actor_type, decision_id, capability, outcome, session_id, review_status, since, until, limit
+        )
         return SyncPageIterator(self._client, pager)
 
     def review(self, decision_id: str, *, approve: bool, note: str | None = None) -> Decision:
@@ -177,9 +190,14 @@ class AsyncDecisions(Resource[AsyncSender]):
         since: str | datetime | None = None,
         until: str | datetime | None = None,
         limit: int | None = None,
+        actor_type: ActorType | None = None,
+        decision_id: str | None = None,
     ) -> AsyncPageIterator[Decision]:
-        """Every matching decision, newest first, fetched `limit` (page size, 1..200) at a time as you iterate."""
-        pager = decisions_pager(actor_id, capability, outcome, session_id, review_status, since, until, limit)
+        """Every matching decision, newest first, fetched `limit` (page size, 1..200) at a time as you iterate.
+        `decision_id` keeps that one decision (so, with `actor_id` and `actor_type`: whether it is theirs)."""
+        pager = decisions_pager(
+            actor_id, actor_type, decision_id, capability, outcome, session_id, review_status, since, until, limit
+        )
         return AsyncPageIterator(self._client, pager)
 
     async def review(self, decision_id: str, *, approve: bool, note: str | None = None) -> Decision:

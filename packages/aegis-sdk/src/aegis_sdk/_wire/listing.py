@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Literal
 
 from aegis_sdk._wire.envelope import ApiError, validation_error
-from aegis_sdk.models import OUTCOMES
+from aegis_sdk.models import ACTOR_TYPES, OUTCOMES
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -34,13 +34,14 @@ REVIEW_STATUSES: tuple[str, ...] = ("pending", "approved", "denied", "expired")
 
 @dataclasses.dataclass(frozen=True)
 class ListingFilters:
-    """What a listing keeps: every field given must equal the item's (None: any). `event_type` and
-    `decision_id` filter the audit log only, `review_status` the decisions (in the audit log: the records
-    of decisions in that review state). `since` is inclusive, `until` exclusive; a naive time is UTC.
+    """What a listing keeps: every field given must equal the item's (None: any). `event_type` filters the
+    audit log only, `actor_type` the decisions only, `review_status` the decisions (in the audit log: the
+    records of decisions in that review state). `since` is inclusive, `until` exclusive; a naive time is UTC.
     `order`: None is the listing's default (decisions newest first, audit records in chain order).
     The one definition of a listing's filters: the server's store takes the same class."""
 
     actor_id: str | None = None
+    actor_type: str | None = None
     capability: str | None = None
     outcome: str | None = None
     session_id: str | None = None
@@ -103,8 +104,12 @@ def read_listing_query(params: Mapping[str, str], *, audit: bool) -> tuple[Listi
     review_status = None if audit else params.get("review_status")
     if review_status is not None and review_status not in REVIEW_STATUSES:
         raise query_error("review_status", f"must be one of {', '.join(REVIEW_STATUSES)}")
+    actor_type = None if audit else params.get("actor_type")
+    if actor_type is not None and actor_type not in ACTOR_TYPES:
+        raise query_error("actor_type", f"must be one of {', '.join(ACTOR_TYPES)}")
     filters = ListingFilters(
         actor_id=params.get("actor_id"),
+        actor_type=actor_type,
         capability=params.get("capability"),
         outcome=outcome,
         session_id=params.get("session_id"),
@@ -112,6 +117,6 @@ def read_listing_query(params: Mapping[str, str], *, audit: bool) -> tuple[Listi
         since=_time(params, "since"),
         until=_time(params, "until"),
         event_type=params.get("event_type") if audit else None,
-        decision_id=params.get("decision_id") if audit else None,
+        decision_id=params.get("decision_id"),
     )
     return filters, _limit(params)

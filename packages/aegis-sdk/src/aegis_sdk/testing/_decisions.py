@@ -382,6 +382,8 @@ def _matches(found: DecisionEntry, filters: ListingFilters) -> bool:
     decision, proposal = found.decision, found.proposal
     checks = (
         (filters.actor_id, proposal.actor.id),
+        (filters.actor_type, proposal.actor.type),
+        (filters.decision_id, decision.decision_id),
         (filters.capability, proposal.action.capability),
         (filters.outcome, decision.outcome),
         (filters.session_id, proposal.context.session_id),

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter, ValidationError
 
 from aegis_sdk.models import (
+    ActorType,
     Decision,
     DecisionPage,
     ExecutionRecord,
@@ -161,9 +162,13 @@ async def list_decisions(
     until: datetime | None = None,
     limit: PageLimit = 50,
     cursor: PageCursor = None,
+    actor_type: ActorType | None = None,
+    decision_id: str | None = None,
 ) -> DecisionPage:
     filters = DecisionFilters(
         actor_id=actor_id,
+        actor_type=actor_type,
+        decision_id=decision_id,
         capability=capability,
         outcome=outcome,
         session_id=session_id,
