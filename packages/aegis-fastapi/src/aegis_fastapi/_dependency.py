@@ -4,6 +4,7 @@ the endpoint went."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from aegis_fastapi._errors import DECISION_HEADER
 from aegis_fastapi._flow import CapabilitySource, ParametersSource, request_id_of
 from aegis_fastapi._inputs import endpoint_inputs
 from aegis_fastapi._openapi import mark_governed
+from aegis_fastapi._routes import served_template
 from aegis_sdk import AsyncAegisClient, Decision
 
 if TYPE_CHECKING:
@@ -53,6 +55,9 @@ def governed_dependency(
     ) -> AsyncIterator[Decision]:
         request_id = request_id_of(request.headers)
         inputs = await endpoint_inputs(request, skip)
+        template = served_template(request.scope, inputs.route)
+        if template != inputs.route:
+            inputs = dataclasses.replace(inputs, route=template)
         decision = await aegis.decide(
             client,
             inputs=inputs,
