@@ -8,8 +8,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from fastapi_support import ALICE, BOT, asgi_client, build_router_app, current_actor
+from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser, SimpleUser
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection
 
-from aegis_fastapi import DECISION_HEADER, Aegis
+from aegis_fastapi import DECISION_HEADER, Aegis, AegisMiddleware
 from aegis_sdk.testing import FakePlatform
 
 REFUND = {"amount": 10, "currency": "EUR"}
@@ -204,3 +207,25 @@ async def test_openapi_lists_the_refusals_of_every_governed_route_however_includ
         assert any(p["name"] == "AEGIS-Confirmation" for p in paths[path][method]["parameters"])
     assert "403" not in paths["/v1/shop/orders/{order_id}"]["get"]["responses"]
     assert "403" not in paths["/health"]["get"]["responses"]
+
+
+class TokenAuth(AuthenticationBackend):
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        token = conn.headers.get("authorization", "").removeprefix("Bearer ")
+        return (AuthCredentials(["authenticated"]), SimpleUser(token)) if token else None
+
+
+async def test_the_default_actor_is_the_authenticated_user_on_every_starlette() -> None:
+    """`user_actor` reads `request.user`; Starlette before 0.39 (FastAPI 0.115's) raises NotImplementedError
+    for `SimpleUser.identity`, where its name is the only identity."""
+    fake = FakePlatform()
+    aegis = Aegis(actor=current_actor, client=fake.async_client())
+    app = build_router_app(aegis)
+    app.add_middleware(AegisMiddleware, aegis=aegis, routes={"shop_refund": "payments.refund"})
+    app.add_middleware(AuthenticationMiddleware, backend=TokenAuth())  # added last: runs first
+    async with asgi_client(app) as http:
+        response = await http.post("/v1/shop/orders/A-1/refunds", json=REFUND, headers={"Authorization": "Bearer ann"})
+        anonymous = await http.post("/v1/shop/orders/A-1/refunds", json=REFUND)
+    assert response.status_code == 200, response.text
+    assert anonymous.status_code == 401 and anonymous.json()["detail"]["code"] == "actor_required"
+    assert fake.proposals[0].actor.id == "ann" and fake.proposals[0].actor.type == "human"

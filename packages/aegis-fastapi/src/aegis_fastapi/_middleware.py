@@ -39,7 +39,11 @@ def user_actor(request: Request) -> ActorLike | None:
     user = request.scope.get("user")
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    identity = str(getattr(user, "identity", "") or getattr(user, "display_name", ""))
+    try:
+        identity = str(getattr(user, "identity", "") or "")
+    except NotImplementedError:  # Starlette before 0.39: BaseUser.identity (e.g. SimpleUser's) is abstract
+        identity = ""
+    identity = identity or str(getattr(user, "display_name", "") or "")
     return {"id": identity, "type": "human"} if identity else None
 
 
