@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from fastapi_support import ALICE, BOT, asgi_client, build_router_app, current_actor
+from fastapi_support import ALICE, BOT, asgi_client, build_router_app, current_actor, request_actor
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser, SimpleUser
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
@@ -229,3 +229,28 @@ async def test_the_default_actor_is_the_authenticated_user_on_every_starlette() 
     assert response.status_code == 200, response.text
     assert anonymous.status_code == 401 and anonymous.json()["detail"]["code"] == "actor_required"
     assert fake.proposals[0].actor.id == "ann" and fake.proposals[0].actor.type == "human"
+
+
+async def test_a_host_route_hands_requests_to_the_routers_of_its_app() -> None:
+    fake = FakePlatform()
+    fake.script("payments.refund", "DENY", reason="admins refund by hand")
+    aegis = Aegis(actor=current_actor, client=fake.async_client())
+    admin = build_router_app(aegis)
+    app = FastAPI()
+    app.host("admin.shop.test", admin)
+    app.add_middleware(
+        AegisMiddleware,
+        aegis=aegis,
+        routes={"POST /v1/shop/orders/{order_id}/refunds": "payments.refund"},
+        actor=request_actor,
+        deny_unmapped=True,
+    )
+    async with asgi_client(app) as http:
+        denied = await http.post("http://admin.shop.test/v1/shop/orders/A-1/refunds", json=REFUND, headers=BOT)
+        unmapped = await http.get("http://admin.shop.test/v1/shop/orders/A-1", headers=BOT)
+        other_host = await http.post("http://shop.test/v1/shop/orders/A-1/refunds", json=REFUND, headers=BOT)
+    assert denied.status_code == 403 and denied.json()["detail"]["code"] == "governance_denied"
+    assert unmapped.status_code == 403 and unmapped.json()["detail"]["code"] == "route_not_governed"
+    assert other_host.status_code == 404
+    assert admin.state.ran == []
+    assert fake.proposals[0].context.metadata["route"] == "/v1/shop/orders/{order_id}/refunds"

@@ -5,16 +5,19 @@ The router's own rules are followed: the first route that matches FULLy wins; a 
 matches hands the request to its own routes with the child scope, and serves nothing if none of them
 matches; a route matching only PARTIALly (another method) gives 405, which runs no endpoint.
 
-All use of FastAPI internals of the middleware and the OpenAPI patch is here (and is exercised by the tests
-on the lowest and the newest FastAPI, see scripts/test_sdk_pythons.sh):
+All use of FastAPI internals by the middleware, the OpenAPI patch and the dependency is here (the tests
+run on the lowest and the newest FastAPI of the range, see scripts/test_sdk_pythons.sh):
 
-- FastAPI 0.115 to (at least) 0.128 copy an included router's routes, prefixed, into the including router's
-  `routes`: a plain walk over `routes` sees them.
-- FastAPI 0.165 keeps `include_router(router)` as ONE private `_IncludedRouter` entry; the prefixed
-  routes exist only as its effective route contexts. `fastapi.routing.iter_route_contexts` (what FastAPI's
-  own OpenAPI generation uses) flattens those into `RouteContext`s, in the router's matching order, that
-  expose the prefixed `path`, `name`, `methods`, `matches()`, `dependant` and `responses`.
-- In 0.165 the APIRoute in `scope["route"]` is the router's original, unprefixed one; the inclusion that
+- FastAPI 0.115 to 0.136 copy an included router's routes, prefixed, into the including router's `routes`:
+  a plain walk over `routes` sees them.
+- FastAPI 0.137 to 0.165 keep `include_router(router)` as ONE private `_IncludedRouter` entry; the prefixed
+  routes exist only as its `_EffectiveRouteContext`s. `fastapi.routing._iter_routes_with_context` (what
+  FastAPI's own OpenAPI generation walks, in 0.137 directly and later through `iter_route_contexts`) yields
+  them in the router's matching order; a context's `starlette_route` (for a Starlette route or a Mount),
+  or else the context itself (for an APIRoute), has the prefixed `path`, `name`, `methods`, `matches()`,
+  and for an APIRoute the `dependant` and `responses` (router-level dependencies included) FastAPI
+  documents.
+- There, the APIRoute in `scope["route"]` is the router's original, unprefixed one; the inclusion that
   serves the request (and its prefixed path) is at `scope["fastapi"]["effective_route_context"]`.
 """
 
@@ -25,14 +28,15 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import fastapi
+import fastapi.routing
 from starlette.routing import Match
 from starlette.types import Scope
 
-_iter_route_contexts: Callable[[Sequence[Any]], Iterator[Any]] | None
-try:  # FastAPI 0.165 (see above); absent from 0.115, where included routes are already flat.
-    from fastapi.routing import iter_route_contexts as _iter_route_contexts
-except ImportError:  # pragma: no cover - depends on the installed FastAPI
-    _iter_route_contexts = None
+# FastAPI 0.137 to 0.165 (see above); None on 0.115 to 0.136, where included routes are already flat.
+_iter_routes_with_context: Callable[[Sequence[Any]], Iterator[tuple[Any, Any]]] | None = getattr(
+    fastapi.routing, "_iter_routes_with_context", None
+)
 
 _METHOD_KEY = re.compile(r"^(?P<method>[A-Z]+) (?P<template>/.*)$")
 
@@ -61,10 +65,19 @@ class ServedRoute:
 
 
 def _entries(routes: Sequence[Any]) -> list[Any]:
-    """A router's routes in its matching order, included routers flattened (FastAPI 0.165)."""
-    if _iter_route_contexts is None:
+    """A router's routes in its matching order, included routers flattened (FastAPI 0.137 to 0.165)."""
+    if _iter_routes_with_context is None:
+        hidden = [route for route in routes if hasattr(route, "original_router")]
+        if hidden:  # an included router this FastAPI keeps in a form we cannot see into: fail closed
+            raise RuntimeError(
+                f"aegis-fastapi cannot find the routes of {hidden[0]!r} on FastAPI {fastapi.__version__}; "
+                "use a FastAPI version in the range aegis-fastapi supports."
+            )
         return list(routes)
-    return list(_iter_route_contexts(routes))
+    return [
+        route if context is None else context.starlette_route or context
+        for route, context in _iter_routes_with_context(routes)
+    ]
 
 
 def _children(entry: Any) -> Sequence[Any]:
@@ -73,11 +86,17 @@ def _children(entry: Any) -> Sequence[Any]:
     return children if isinstance(children, Sequence) and not isinstance(children, str) else ()
 
 
+def _path(entry: Any) -> str:
+    """A route's path template; a Host has none (its routes' paths start at the root)."""
+    path = getattr(entry, "path", None)
+    return path if isinstance(path, str) else ""
+
+
 def _served(entry: Any, prefix: str) -> ServedRoute:
     methods = getattr(entry, "methods", None)
     name = getattr(entry, "name", None)
     return ServedRoute(
-        template=prefix + str(getattr(entry, "path", "")),
+        template=prefix + _path(entry),
         name=name if isinstance(name, str) and name else None,
         methods=frozenset(methods) if methods else None,
         route=entry,
@@ -100,7 +119,7 @@ def resolve(routes: Sequence[Any], scope: Scope, prefix: str = "") -> tuple[Serv
         children = _children(entry)
         if children:
             inner = {**scope, **child_scope}
-            return resolve(children, inner, prefix + str(getattr(entry, "path", "")))
+            return resolve(children, inner, prefix + _path(entry))
         return _served(entry, prefix), dict(child_scope.get("path_params", {}))
     return None
 
@@ -110,7 +129,7 @@ def walk(routes: Sequence[Any], prefix: str = "") -> Iterator[ServedRoute]:
     for entry in _entries(routes):
         children = _children(entry)
         if children:
-            yield from walk(children, prefix + str(getattr(entry, "path", "")))
+            yield from walk(children, prefix + _path(entry))
         else:
             yield _served(entry, prefix)
 
