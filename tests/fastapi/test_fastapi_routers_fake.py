@@ -4,13 +4,16 @@ on the lowest FastAPI of the supported range; the workspace has the newest)."""
 
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 from fastapi.testclient import TestClient
 from fastapi_support import ALICE, BOT, asgi_client, build_router_app, current_actor, request_actor
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser, SimpleUser
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
+from starlette.types import Receive, Scope, Send
 
 from aegis_fastapi import DECISION_HEADER, Aegis, AegisMiddleware
 from aegis_sdk.testing import FakePlatform
@@ -254,3 +257,19 @@ async def test_a_host_route_hands_requests_to_the_routers_of_its_app() -> None:
     assert other_host.status_code == 404
     assert admin.state.ran == []
     assert fake.proposals[0].context.metadata["route"] == "/v1/shop/orders/{order_id}/refunds"
+
+
+async def test_a_middleware_that_sees_no_routes_refuses_instead_of_governing_nothing() -> None:
+    ran: list[str] = []
+
+    async def bare_app(scope: Scope, receive: Receive, send: Send) -> None:  # an ASGI app without routes
+        ran.append(scope["path"])
+        await PlainTextResponse("ran")(scope, receive, send)
+
+    fake = FakePlatform()
+    wrapped = AegisMiddleware(bare_app, aegis=Aegis(client=fake.async_client()), routes={"/x": "payments.refund"})
+    transport = httpx.ASGITransport(app=wrapped)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        response = await http.post("/x", headers=BOT)
+    assert response.status_code == 503 and response.json()["detail"]["code"] == "governance_misconfigured"
+    assert ran == [] and fake.proposals == []

@@ -117,9 +117,16 @@ class AegisMiddleware:
         nothing ran the lifespan): a governed key naming no route would leave the route it meant ungoverned."""
         if not self._checked:
             routes = self._routes(scope)
-            self._unresolved = None if routes is None else mapping_problem(routes, self.routes)
-            if routes is None and any(value is not None for value in self.routes.values()):
-                self._unresolved = "AegisMiddleware found no routes to govern: add it to a Starlette or FastAPI app."
+            if routes is None:
+                governs = any(value is not None for value in self.routes.values())
+                self._unresolved = (
+                    "AegisMiddleware found no routes to govern: add it to a FastAPI app." if governs else None
+                )
+            else:
+                try:
+                    self._unresolved = mapping_problem(routes, self.routes)
+                except RuntimeError as error:  # a FastAPI whose included routers cannot be walked
+                    self._unresolved = str(error)
             if self._unresolved is not None:
                 logger.error("%s", self._unresolved)
             self._checked = True
@@ -165,7 +172,7 @@ class AegisMiddleware:
             refusal = build_refusal(
                 503,
                 "governance_misconfigured",
-                "The app's governance mapping names routes the app does not have; its log says which.",
+                "The app's governance mapping cannot govern its routes; the app's log says what to fix.",
                 request_id,
             )
             await self.aegis.error_response(refusal)(scope, receive, send)

@@ -50,7 +50,6 @@ class ServedRoute:
     template: str
     name: str | None
     methods: frozenset[str] | None
-    route: Any
 
     def keys(self, method: str) -> list[str]:
         """The mapping keys naming this route for a request with `method`, most specific first. A HEAD
@@ -99,7 +98,6 @@ def _served(entry: Any, prefix: str) -> ServedRoute:
         template=prefix + _path(entry),
         name=name if isinstance(name, str) and name else None,
         methods=frozenset(methods) if methods else None,
-        route=entry,
     )
 
 
@@ -160,7 +158,7 @@ def operations(routes: Sequence[Any]) -> Iterator[Any]:
 
 def served_template(scope: Scope, fallback: str) -> str:
     """Inside a request being served by a FastAPI route: the route's path template, `include_router`
-    prefixes included (FastAPI 0.165 keeps those on the inclusion, not on the route; see above)."""
+    prefixes included (FastAPI 0.137 to 0.165 keep those on the inclusion, not on the route; see above)."""
     inclusion = scope.get("fastapi", {}).get("effective_route_context")
     path = getattr(inclusion, "path", None)
     if isinstance(path, str) and path and getattr(inclusion, "original_route", None) is scope.get("route"):
