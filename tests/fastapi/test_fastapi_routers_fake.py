@@ -6,10 +6,10 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import PlainTextResponse
 from fastapi.testclient import TestClient
-from fastapi_support import ALICE, BOT, asgi_client, build_router_app, current_actor, request_actor
+from fastapi_support import ALICE, BOT, Refund, asgi_client, build_router_app, current_actor, request_actor
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser, SimpleUser
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
@@ -273,3 +273,32 @@ async def test_a_middleware_that_sees_no_routes_refuses_instead_of_governing_not
         response = await http.post("/x", headers=BOT)
     assert response.status_code == 503 and response.json()["detail"]["code"] == "governance_misconfigured"
     assert ran == [] and fake.proposals == []
+
+
+def tenant_of(tenant: str = Query()) -> str:
+    return tenant
+
+
+async def test_inputs_of_router_level_dependencies_are_parameters_on_every_fastapi() -> None:
+    """FastAPI 0.115 copies a router's dependencies into each route; 0.137 and later keep them on the
+    inclusion. Governance sees the same parameters either way."""
+    fake = FakePlatform()
+    aegis = Aegis(actor=current_actor, client=fake.async_client())
+    orders = APIRouter(prefix="/orders")
+
+    @orders.post("/{order_id}/refunds")
+    async def refund(order_id: str, body: Refund) -> dict[str, str]:
+        return {"order_id": order_id}
+
+    app = aegis.install(FastAPI())
+    app.include_router(
+        orders, prefix="/v2", dependencies=[Depends(tenant_of), Depends(aegis.require("payments.refund"))]
+    )
+    async with asgi_client(app) as http:
+        response = await http.post("/v2/orders/A-1/refunds?tenant=acme", json=REFUND, headers=BOT)
+        invalid = await http.post("/v2/orders/A-1/refunds", json=REFUND, headers=BOT)  # no tenant: FastAPI's 422
+    assert response.status_code == 200, response.text
+    assert invalid.status_code == 422 and invalid.json()["detail"][0]["loc"] == ["query", "tenant"]
+    (proposal,) = fake.proposals
+    assert proposal.action.parameters == {"order_id": "A-1", "tenant": "acme", **REFUND}
+    assert proposal.context.metadata["route"] == "/v2/orders/{order_id}/refunds"

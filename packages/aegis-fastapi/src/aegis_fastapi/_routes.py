@@ -17,8 +17,9 @@ run on the lowest and the newest FastAPI of the range, see scripts/test_sdk_pyth
   or else the context itself (for an APIRoute), has the prefixed `path`, `name`, `methods`, `matches()`,
   and for an APIRoute the `dependant` and `responses` (router-level dependencies included) FastAPI
   documents.
-- There, the APIRoute in `scope["route"]` is the router's original, unprefixed one; the inclusion that
-  serves the request (and its prefixed path) is at `scope["fastapi"]["effective_route_context"]`.
+- There, the APIRoute in `scope["route"]` is the router's original one, without the prefix and the
+  router-level dependencies; the inclusion that serves the request, with both, is at
+  `scope["fastapi"]["effective_route_context"]`.
 """
 
 from __future__ import annotations
@@ -156,14 +157,16 @@ def operations(routes: Sequence[Any]) -> Iterator[Any]:
     yield from _entries(routes)
 
 
-def served_template(scope: Scope, fallback: str) -> str:
-    """Inside a request being served by a FastAPI route: the route's path template, `include_router`
-    prefixes included (FastAPI 0.137 to 0.165 keep those on the inclusion, not on the route; see above)."""
+def serving_route(scope: Scope) -> Any:
+    """Inside a request served by a FastAPI route: the route as FastAPI serves it, with the `path` (prefixes
+    included), `dependant` (router-level dependencies included), `body_field` and `_embed_body_fields` of
+    its inclusion. That is `scope["route"]` itself, except on FastAPI 0.137 to 0.165 for a route of an
+    included router (see above)."""
+    route = scope.get("route")
     inclusion = scope.get("fastapi", {}).get("effective_route_context")
-    path = getattr(inclusion, "path", None)
-    if isinstance(path, str) and path and getattr(inclusion, "original_route", None) is scope.get("route"):
-        return path
-    return fallback
+    if inclusion is not None and getattr(inclusion, "original_route", None) is route:
+        return inclusion
+    return route
 
 
 def mapping_problem(routes: Sequence[Any], mapping: Mapping[str, object], limit: int = 20) -> str | None:
@@ -193,7 +196,7 @@ __all__ = [
     "operations",
     "resolve",
     "routes_of",
-    "served_template",
+    "serving_route",
     "unknown_keys",
     "walk",
 ]
