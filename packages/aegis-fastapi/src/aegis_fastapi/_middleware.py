@@ -60,9 +60,13 @@ class AegisMiddleware:
     ```
 
     A key is `"METHOD /template"`, `"/template"` or a route name; a value is a capability name, a callable
-    `(RouteInputs) -> name`, or None (not governed). Routes not in the mapping pass untouched, unless
-    `deny_unmapped=True` (then they answer 403 `route_not_governed`). The endpoint finds the ALLOW decision
-    with `aegis_fastapi.decision_of(request)`.
+    `(RouteInputs) -> name`, or None (not governed). The template is the full one from the app's root,
+    `include_router` and mount prefixes included (`/v1/orders/{order_id}` for `/orders/{order_id}` on
+    `APIRouter(prefix="/v1")`); the route a request reaches is found as the router finds it (`_routes`).
+    A governed key naming no route stops the app at startup (or answers 503 `governance_misconfigured`
+    when no lifespan ran). Routes not in the mapping pass untouched, unless `deny_unmapped=True` (then
+    they answer 403 `route_not_governed`). The endpoint finds the ALLOW decision with
+    `aegis_fastapi.decision_of(request)`.
 
     Parameters default to the path parameters, the query parameters (a repeated name becomes a list) and
     the JSON body (an object is merged; any other JSON value goes under `body`); other bodies are not
