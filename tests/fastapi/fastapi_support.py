@@ -4,7 +4,7 @@ clients that drive an app in-process (ASGITransport) or over a uvicorn socket.""
 import asyncio
 import importlib.util
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
@@ -12,10 +12,11 @@ from typing import Annotated, Any
 
 import httpx
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from aegis_fastapi import Aegis, Decision, RouteInputs
+from aegis_fastapi import Aegis, AegisMiddleware, Decision, RouteInputs, decision_of
 from aegis_sdk import Actor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,3 +145,137 @@ async def serve(app: Any, *, lifespan: str = "on") -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+def request_actor(request: Request) -> Actor | None:
+    """The middleware's actor in the router tests: the same bearer tokens as `current_actor`."""
+    return TOKENS.get(request.headers.get("authorization", "").removeprefix("Bearer "))
+
+
+def build_router_app(aegis: Aegis, routes: Mapping[str, Any] | None = None, **middleware: Any) -> FastAPI:
+    """A shop built from APIRouters the way real apps are; every endpoint appends its name to
+    `app.state.ran`, so a test sees whether it ran. With `routes`, an `AegisMiddleware` governs by mapping.
+
+    - `/v1` (`APIRouter(prefix="/v1")`) includes, nested:
+      - `/orders` (`APIRouter(prefix="/orders")`): `POST /{order_id}/refunds` with `require("payments.refund")`
+      - `/admin` (`APIRouter(prefix="/admin", dependencies=[Depends(require("payments.refund"))])`):
+        `POST /refunds/{order_id}`, governed by the router's dependency
+      - `/shop` (no dependencies; for the middleware): `POST /orders/{order_id}/refunds` (`shop_refund`),
+        `POST /refunds/{order_id}` (`refund_by_name`), `GET /queries` (`shop_query`), `GET /orders/{order_id}`
+        (`show_order`), `GET /switch` then `POST /switch` on another router (`switch_post`)
+    - `/v1/shop/plain`: a Starlette route (`GET`, so HEAD too) of a router included with that prefix
+      - `/accounts`: `POST /{user_id}/close` (`close_account`)
+    - `/db`: a router included with `include_router(..., dependencies=[Depends(require("database.query"))])`:
+      `POST /queries`
+    - `/legacy`: a mounted FastAPI sub-app including a router with prefix `/v0`: `POST /orders/{order_id}/refunds`
+    - `/health`
+    """
+    app = aegis.install(FastAPI())
+    app.state.ran = []
+    ran: list[str] = app.state.ran
+
+    orders = APIRouter(prefix="/orders")
+
+    @orders.post("/{order_id}/refunds")
+    async def refund(
+        order_id: str, body: Refund, decision: Annotated[Decision, Depends(aegis.require("payments.refund"))]
+    ) -> dict[str, Any]:
+        ran.append("refund")
+        return {"order_id": order_id, "decision_id": decision.decision_id, "parent": decision.parent_decision_id}
+
+    admin = APIRouter(prefix="/admin", dependencies=[Depends(aegis.require("payments.refund"))])
+
+    @admin.post("/refunds/{order_id}")
+    def admin_refund(order_id: str, body: Refund) -> dict[str, Any]:
+        ran.append("admin_refund")
+        return {"order_id": order_id}
+
+    shop = APIRouter(prefix="/shop")
+
+    @shop.post("/orders/{order_id}/refunds", name="shop_refund")
+    async def shop_refund(order_id: str, body: Refund, request: Request) -> dict[str, Any]:
+        ran.append("shop_refund")
+        decision = decision_of(request)
+        return {"order_id": order_id, "decision_id": decision.decision_id if decision else None}
+
+    @shop.post("/refunds/{order_id}", name="refund_by_name")
+    async def refund_by_name(order_id: str, body: Refund, request: Request) -> dict[str, Any]:
+        ran.append("refund_by_name")
+        decision = decision_of(request)
+        return {"order_id": order_id, "decision_id": decision.decision_id if decision else None}
+
+    @shop.get("/queries", name="shop_query")
+    def shop_query(query: str, database: str, request: Request) -> dict[str, Any]:
+        ran.append("shop_query")
+        decision = decision_of(request)
+        return {"max_rows": decision.constraints.get("max_rows") if decision else None}
+
+    @shop.get("/orders/{order_id}", name="show_order")
+    async def show_order(order_id: str) -> dict[str, str]:
+        ran.append("show_order")
+        return {"order_id": order_id}
+
+    @shop.get("/switch", name="switch_get")
+    async def switch_get() -> dict[str, str]:
+        ran.append("switch_get")
+        return {"switch": "get"}
+
+    async def plain(request: Request) -> JSONResponse:  # a Starlette route: it answers HEAD with its GET
+        ran.append("plain")
+        return JSONResponse({"plain": True})
+
+    plain_router = APIRouter()  # add_route ignores a router's own prefix (and FastAPI versions differ)
+    plain_router.add_route("/plain", plain, methods=["GET"], name="plain")
+
+    switches = APIRouter()
+
+    @switches.post("/shop/switch", name="switch_post")
+    async def switch_post(request: Request) -> dict[str, Any]:
+        ran.append("switch_post")
+        return {"governed": decision_of(request) is not None}
+
+    accounts = APIRouter(prefix="/accounts")
+
+    @accounts.post("/{user_id}/close", name="close_account")
+    async def close_account(user_id: str) -> dict[str, str]:
+        ran.append("close_account")
+        return {"closed": user_id}
+
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(orders)
+    v1.include_router(admin)
+    v1.include_router(shop)
+    v1.include_router(switches)
+    v1.include_router(accounts)
+    app.include_router(v1)
+
+    queries = APIRouter()
+
+    @queries.post("/queries")
+    def run_query(query: str, database: str) -> dict[str, str]:
+        ran.append("run_query")
+        return {"ran": query}
+
+    app.include_router(plain_router, prefix="/v1/shop")
+    app.include_router(queries, prefix="/db", dependencies=[Depends(aegis.require("database.query"))])
+
+    legacy_orders = APIRouter(prefix="/v0")
+
+    @legacy_orders.post("/orders/{order_id}/refunds", name="legacy_refund")
+    async def legacy_refund(order_id: str, body: Refund, request: Request) -> dict[str, Any]:
+        ran.append("legacy_refund")
+        decision = decision_of(request)
+        return {"order_id": order_id, "decision_id": decision.decision_id if decision else None}
+
+    legacy = FastAPI()
+    legacy.include_router(legacy_orders)
+    app.mount("/legacy", legacy)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        ran.append("health")
+        return {"status": "ok"}
+
+    if routes is not None:
+        app.add_middleware(AegisMiddleware, aegis=aegis, routes=routes, actor=request_actor, **middleware)
+    return app

@@ -14,6 +14,7 @@ from aegis_fastapi._errors import DECISION_HEADER
 from aegis_fastapi._flow import CapabilitySource, ParametersSource, request_id_of
 from aegis_fastapi._inputs import endpoint_inputs
 from aegis_fastapi._openapi import mark_governed
+from aegis_fastapi._routes import serving_route
 from aegis_sdk import AsyncAegisClient, Decision
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def governed_dependency(
         confirmation: str | None = Header(default=None, alias=aegis.confirmation_header, description=_HEADER_DOC),
     ) -> AsyncIterator[Decision]:
         request_id = request_id_of(request.headers)
-        inputs = await endpoint_inputs(request, skip)
+        inputs = await endpoint_inputs(request, skip, serving_route(request.scope))
         decision = await aegis.decide(
             client,
             inputs=inputs,

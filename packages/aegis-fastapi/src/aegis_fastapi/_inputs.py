@@ -116,13 +116,16 @@ def flat_query(query: QueryParams) -> dict[str, Any]:
     return out
 
 
-async def endpoint_inputs(request: Request, skip: Collection[Any] = ()) -> RouteInputs:
+async def endpoint_inputs(request: Request, skip: Collection[Any] = (), served: Any = None) -> RouteInputs:
     """Validate the request's path, query and body against the matched route, as FastAPI will for the
     endpoint, so governance sees exactly the endpoint's inputs (those of the dependencies in `skip`, and of
     security schemes, excepted). Invalid input raises FastAPI's own RequestValidationError (422) before
-    anything is proposed."""
+    anything is proposed. `served` is the route as FastAPI serves it when that is not `scope["route"]`
+    itself (an included router's route, with its prefix and router-level dependencies: `_routes`)."""
     route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
+    if isinstance(route, APIRoute) and served is not None:
+        route = served
+    elif not isinstance(route, APIRoute):
         return RouteInputs(
             request=request,
             route=request.url.path,

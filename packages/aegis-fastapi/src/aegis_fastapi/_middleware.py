@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aegis_fastapi._aegis import Aegis
@@ -17,12 +17,14 @@ from aegis_fastapi._errors import DECISION_HEADER, AegisRefusal
 from aegis_fastapi._flow import ActorLike, CapabilitySource, ParametersSource, maybe_await, request_id_of
 from aegis_fastapi._inputs import RouteInputs, flat_query, to_jsonable
 from aegis_fastapi._refusals import refusal as build_refusal
+from aegis_fastapi._routes import ServedRoute, mapping_problem, resolve, routes_of
 from aegis_sdk import Decision
 
 ActorResolver = Callable[[Request], ActorLike | Awaitable[ActorLike | None] | None]
 ContextResolver = Callable[[Request], Any]
 
 STATE_KEY = "aegis_decision"
+logger = logging.getLogger("aegis_fastapi")
 
 
 def decision_of(request: Request) -> Decision | None:
@@ -37,7 +39,11 @@ def user_actor(request: Request) -> ActorLike | None:
     user = request.scope.get("user")
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    identity = str(getattr(user, "identity", "") or getattr(user, "display_name", ""))
+    try:
+        identity = str(getattr(user, "identity", "") or "")
+    except NotImplementedError:  # Starlette before 0.39: BaseUser.identity (e.g. SimpleUser's) is abstract
+        identity = ""
+    identity = identity or str(getattr(user, "display_name", "") or "")
     return {"id": identity, "type": "human"} if identity else None
 
 
@@ -54,9 +60,13 @@ class AegisMiddleware:
     ```
 
     A key is `"METHOD /template"`, `"/template"` or a route name; a value is a capability name, a callable
-    `(RouteInputs) -> name`, or None (not governed). Routes not in the mapping pass untouched, unless
-    `deny_unmapped=True` (then they answer 403 `route_not_governed`). The endpoint finds the ALLOW decision
-    with `aegis_fastapi.decision_of(request)`.
+    `(RouteInputs) -> name`, or None (not governed). The template is the full one from the app's root,
+    `include_router` and mount prefixes included (`/v1/orders/{order_id}` for `/orders/{order_id}` on
+    `APIRouter(prefix="/v1")`); the route a request reaches is found as the router finds it (`_routes`).
+    A governed key naming no route stops the app at startup (or answers 503 `governance_misconfigured`
+    when no lifespan ran). Routes not in the mapping pass untouched, unless `deny_unmapped=True` (then
+    they answer 403 `route_not_governed`). The endpoint finds the ALLOW decision with
+    `aegis_fastapi.decision_of(request)`.
 
     Parameters default to the path parameters, the query parameters (a repeated name becomes a list) and
     the JSON body (an object is merged; any other JSON value goes under `body`); other bodies are not
@@ -98,28 +108,80 @@ class AegisMiddleware:
         self.parameters = parameters or aegis.parameters
         self.deny_unmapped = deny_unmapped
         self.max_body_bytes = max_body_bytes
+        self._checked = False
+        self._unresolved: str | None = None
 
-    def _lookup(self, scope: Scope) -> tuple[bool, CapabilitySource | None, BaseRoute | None, dict[str, Any]]:
+    def _routes(self, scope: Scope) -> Sequence[Any] | None:
+        """The routes of the app this middleware governs: the app in the scope (Starlette and FastAPI put
+        themselves there), else the app it wraps."""
+        return routes_of(scope.get("app")) or routes_of(self.app)
+
+    def _problem(self, scope: Scope) -> str | None:
+        """Why this mapping cannot govern the app, checked once (at startup, or at the first request when
+        nothing ran the lifespan): a governed key naming no route would leave the route it meant ungoverned."""
+        if not self._checked:
+            routes = self._routes(scope)
+            if routes is None:
+                governs = any(value is not None for value in self.routes.values())
+                self._unresolved = (
+                    "AegisMiddleware found no routes to govern: add it to a FastAPI app." if governs else None
+                )
+            else:
+                try:
+                    self._unresolved = mapping_problem(routes, self.routes)
+                except RuntimeError as error:  # a FastAPI whose included routers cannot be walked
+                    self._unresolved = str(error)
+            if self._unresolved is not None:
+                logger.error("%s", self._unresolved)
+            self._checked = True
+        return self._unresolved
+
+    def _lookup(self, scope: Scope) -> tuple[bool, CapabilitySource | None, ServedRoute | None, dict[str, Any]]:
         """(mapped?, capability, route, path params) for the route that will serve this request."""
-        router = getattr(scope.get("app"), "router", None)
-        for route in getattr(router, "routes", ()):
-            match, child = route.matches(scope)
-            if match != Match.FULL:
-                continue
-            path = getattr(route, "path", None)
-            name = getattr(route, "name", None)
-            for key in (f"{scope['method']} {path}", path, name):
-                if key is not None and key in self.routes:
-                    return True, self.routes[key], route, dict(child.get("path_params", {}))
-            return False, None, route, {}
-        return False, None, None, {}
+        routes = self._routes(scope)
+        found = resolve(routes, scope) if routes is not None else None
+        if found is None:
+            return False, None, None, {}
+        route, path_params = found
+        for key in route.keys(scope["method"]):
+            if key in self.routes:
+                return True, self.routes[key], route, path_params
+        return False, None, route, {}
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the mapping at startup: an app whose mapping names unknown routes does not start."""
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            problem = self._problem(scope)
+            if problem is not None:
+                await send({"type": "lifespan.startup.failed", "message": problem})
+                raise RuntimeError(problem)
+        first: list[Message] = [message]
+
+        async def replay_first() -> Message:
+            return first.pop() if first else await receive()
+
+        await self.app(scope, replay_first, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        mapped, capability, route, path_params = self._lookup(scope)
         request_id = request_id_of(Headers(scope=scope))
+        problem = self._problem(scope)
+        if problem is not None:
+            refusal = build_refusal(
+                503,
+                "governance_misconfigured",
+                "The app's governance mapping cannot govern its routes; the app's log says what to fix.",
+                request_id,
+            )
+            await self.aegis.error_response(refusal)(scope, receive, send)
+            return
+        mapped, capability, route, path_params = self._lookup(scope)
         if not mapped or capability is None:
             if route is not None and not mapped and self.deny_unmapped:
                 refusal = build_refusal(
@@ -162,7 +224,7 @@ class AegisMiddleware:
         request = Request(scope, replay)
         inputs = RouteInputs(
             request=request,
-            route=str(getattr(route, "path", request.url.path)),
+            route=route.template if route is not None else request.url.path,
             path_params=to_jsonable(path_params),
             query_params=flat_query(request.query_params),
             body=_json_body(request.headers.get("content-type"), body),

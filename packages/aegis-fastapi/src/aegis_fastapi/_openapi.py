@@ -1,5 +1,8 @@
 """OpenAPI of governed routes: mark a dependency as governed by one `Aegis`, and patch `app.openapi` so
-every route depending on it lists the 403/409/428/503 answers (responses declared by the app are kept)."""
+every route depending on it lists the 403/409/428/503 answers (responses declared by the app are kept).
+Routes of included routers (nested or not) count, and so does a governed dependency declared on the router
+(`APIRouter(dependencies=...)` or `include_router(..., dependencies=...)`): `_routes.operations` gives each
+route as FastAPI documents it, prefix and router-level dependencies included."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from aegis_fastapi._errors import openapi_responses
+from aegis_fastapi._routes import operations
 
 _GOVERNED = "__aegis_governed__"
 
@@ -26,7 +30,7 @@ def document(app: FastAPI, owner: object, confirmation_header: str) -> None:
 
     def openapi() -> dict[str, Any]:
         changed = False
-        for route in app.routes:
+        for route in operations(app.routes):
             dependant = getattr(route, "dependant", None)
             route_responses = getattr(route, "responses", None)
             if dependant is None or route_responses is None or not _is_governed(dependant, owner):
