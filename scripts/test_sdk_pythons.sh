@@ -17,7 +17,7 @@ done
 wheels=("$work"/dist/aegisgov_sdk-*.whl "$work"/dist/aegisgov_fastapi-*.whl)
 langchain_wheel=$(ls "$work"/dist/aegisgov_langchain-*.whl)
 # Tests that need only the SDK and the adapters (and not aegis-server, which needs Python 3.11+).
-test_paths=(tests/sdk tests/fastapi/test_fastapi_fake.py tests/fastapi/test_fastapi_routers_fake.py tests/langchain/test_fake_platform.py)
+test_paths=(tests/sdk tests/fastapi/test_fastapi_fake.py tests/fastapi/test_fastapi_routers_fake.py tests/langchain/test_fake_platform.py tests/fastapi/test_fastapi_escalation_fake.py)
 
 # The range of aegis-fastapi's pyproject.toml, e.g. "fastapi>=0.115,<0.166": lowest is ==0.115 (0.115.0).
 fastapi_range=$(grep -o '"fastapi>=[0-9.]*,<[0-9.]*"' packages/aegis-fastapi/pyproject.toml | tr -d '"')
