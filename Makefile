@@ -5,7 +5,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --locked
 
-.PHONY: setup demo serve test test-sdk-pythons lint format bench bench-galileo-env dist check-wheel smoke-dists docs docs-serve bump clean
+.PHONY: setup demo serve test test-sdk-pythons test-server-lowest-fastapi lint format bench bench-galileo-env dist check-wheel smoke-dists docs docs-serve bump clean
 
 setup:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
@@ -24,6 +24,9 @@ test: setup
 
 test-sdk-pythons: setup
 	bash scripts/test_sdk_pythons.sh
+
+test-server-lowest-fastapi: setup
+	bash scripts/test_server_lowest_fastapi.sh
 
 lint: setup
 	$(RUN) ruff check .
