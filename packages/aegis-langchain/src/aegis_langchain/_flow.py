@@ -1,36 +1,52 @@
-"""The governance of one tool call, written once: propose, confirm, wait for or pause on a review, run the
-tool under the ALLOW decision and report how it went. The flow is a generator that yields the I/O it
-needs (a client call, a user callback, the tool's run) and is driven by `run_sync` with an `AegisClient`
-or by `run_async` with an `AsyncAegisClient` (never a thread hop around a sync call): sync and async
-differ only in those two small loops."""
+"""The governance of one tool call, written once: propose (or re-attach to the escalation the same call
+left pending), confirm, wait for or pause on a review, run the tool under the ALLOW decision and report how
+it went. The flow is a generator that yields the I/O it needs (a client call, a user callback, the tool's
+run) and is driven by `run_sync` with an `AegisClient` or by `run_async` with an `AsyncAegisClient`
+(never a thread hop around a sync call): sync and async differ only in those two small loops. A LangGraph
+pause (`interrupt()`) is no I/O: it raises, or returns the resume value, in the flow itself."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, WithJsonSchema
 
 from aegis_langchain._artifact import GovernanceArtifact, governance_artifact
 from aegis_langchain._call import GovernedCall, current_decision_var
 from aegis_langchain._errors import GovernanceRefusal
-from aegis_langchain._refusals import declined, denied, invalid, still_pending, unavailable
+from aegis_langchain._hitl import RESUME_SCHEMA, Answer, PauseKind, pause_request, read_answer
+from aegis_langchain._pending import PendingEscalations, pending_escalations
+from aegis_langchain._refusals import (
+    awaiting_operator,
+    declined,
+    denied,
+    invalid,
+    rejected,
+    still_pending,
+    unavailable,
+)
 from aegis_sdk import (
     AegisClient,
     AegisError,
     AsyncAegisClient,
     ConfigurationError,
+    ConfirmationError,
     Decision,
     ParameterValidationError,
     ReviewTimeoutError,
 )
+from aegis_sdk._wire.canonical import canonical_json
 
 logger = logging.getLogger("aegis_langchain")
 
-INTERRUPT_TYPE = "aegis_escalation"
 _ERROR_MESSAGE_LIMIT = 1000
 _T = TypeVar("_T")
 
@@ -67,10 +83,18 @@ class UserCallback:
 
 @dataclass(frozen=True)
 class RunTool:
-    """Run the governed tool (or the agent's tool handler) and send back its output."""
+    """Run the governed tool (or the agent's tool handler) for `invocation` (the call's, or the edited
+    call's) and send back its output."""
+
+    invocation: Any
 
 
-Step = ClientCall | UserCallback | RunTool
+@dataclass(frozen=True)
+class PendingStore:
+    """Send back the escalations the driver's client left pending (`pending_escalations(client)`)."""
+
+
+Step = ClientCall | UserCallback | RunTool | PendingStore
 Flow = Generator[Step, Any, _T]
 
 
@@ -97,15 +121,15 @@ class Refused:
 def governed_run(call: GovernedCall) -> Flow[Ran | Refused]:
     """Govern the call, then run the tool under the ALLOW decision (`current_decision()` inside it) and
     report its execution. A refusal is returned, not raised; the tool's own errors propagate (reported,
-    unless they are LangGraph control flow)."""
+    unless they are LangGraph control flow). After an edit resumed a pause, the tool runs the edited call."""
     try:
-        decision = yield from _govern(call)
+        call, decision = yield from _govern(call)
     except GovernanceRefusal as refusal:
         return Refused(refusal)
     started = time.perf_counter()
     token = current_decision_var.set(decision)
     try:
-        output = yield RunTool()
+        output = yield RunTool(call.invocation)
     except Exception as exc:
         if not is_graph_bubble_up(exc):
             yield from _report(call, decision, exc, _ms(started))
@@ -117,21 +141,51 @@ def governed_run(call: GovernedCall) -> Flow[Ran | Refused]:
     return Ran(output, allowed_artifact(call, decision, failed, ref))
 
 
-def _govern(call: GovernedCall) -> Flow[Decision]:
-    """The ALLOW decision the tool may run under, or raise a GovernanceRefusal."""
-    interrupting = call.settings.on_escalate == "interrupt" and call.resume_key is not None
-    decision = yield from _propose(call, idempotency_key=call.resume_key if interrupting else None)
+Governed = Flow[tuple[GovernedCall, Decision]]
+"""A flow ending in the call to run (edited, if a person edited it) and its ALLOW decision."""
+
+
+def _govern(call: GovernedCall) -> Governed:
+    """The ALLOW decision the tool may run under, or raise a GovernanceRefusal. The same call retried
+    re-attaches to the escalation it left pending; in a graph that can pause, the proposal's
+    Idempotency-Key makes a resumed run meet the same decision again."""
+    pending: PendingEscalations = yield PendingStore()
+    earlier = yield from _reattach(call, pending)
+    if earlier is not None:
+        return (yield from _escalated(call, earlier, pending, new=False))
+    decision = yield from _propose(call, idempotency_key=call.resume_key)
+    return (yield from _decided(call, decision, pending))
+
+
+def _decided(call: GovernedCall, decision: Decision, pending: PendingEscalations) -> Governed:
     if decision.outcome == "ALLOW":
-        return decision
+        return call, decision
     if decision.outcome == "REQUIRE_CONFIRMATION":
-        if call.settings.confirm is None:
-            raise denied(call, decision)
-        if not (yield UserCallback("confirm", call.settings.confirm, decision)):
-            raise declined(call, decision)
-        return (yield from _allowed(call, token=decision.confirmation_token))
+        return (yield from _confirmation(call, decision, pending))
     if decision.outcome == "ESCALATE":
-        return (yield from _escalated(call, decision, interrupting))
+        return (yield from _escalated(call, decision, pending, new=True))
     raise denied(call, decision)
+
+
+def _reattach(call: GovernedCall, pending: PendingEscalations) -> Flow[Decision | None]:
+    """The escalation this call left pending, read again: still pending or approved → re-attach to it;
+    denied → that refusal; expired or unreadable → None (propose anew)."""
+    decision_id = pending.find(call)
+    if decision_id is None:
+        return None
+    try:
+        current: Decision = yield ClientCall("decisions.get", (decision_id,))
+    except AegisError:
+        pending.forget(call, decision_id)
+        return None
+    status = _review_status(current)
+    if status in (None, "pending", "approved"):
+        logger.info("tool %s: re-attached to decision %s (review %s)", call.tool_name, decision_id, status or "pending")
+        return current
+    pending.forget(call, decision_id)
+    if status == "denied":
+        raise denied(call, current)
+    return None
 
 
 def _propose(call: GovernedCall, *, token: str | None = None, idempotency_key: str | None = None) -> Flow[Decision]:
@@ -154,42 +208,134 @@ def _allowed(call: GovernedCall, *, token: str | None, idempotency_key: str | No
     return decision
 
 
-def _escalated(call: GovernedCall, decision: Decision, interrupting: bool) -> Flow[Decision]:
+def _derived_key(call: GovernedCall, purpose: str, part: Any) -> str | None:
+    """An Idempotency-Key for a later proposal of a call that can pause (a resumed run sends it again)."""
+    if call.resume_key is None:
+        return None
+    digest = hashlib.sha256(canonical_json(part)).hexdigest()[:24]
+    return f"{call.resume_key}-{purpose}-{digest}"
+
+
+# -- REQUIRE_CONFIRMATION ------------------------------------------------------------------------
+
+
+def _confirmation(call: GovernedCall, decision: Decision, pending: PendingEscalations) -> Governed:
+    confirm = call.settings.confirm
+    if callable(confirm):
+        if not (yield UserCallback("confirm", confirm, decision)):
+            raise declined(call, decision)
+        return call, (yield from _allowed(call, token=decision.confirmation_token))
+    if confirm == "refuse" or not call.can_pause:
+        if confirm == "interrupt":
+            logger.warning("tool %s: confirm='interrupt' outside a graph that can pause; refusing", call.tool_name)
+        raise denied(call, decision)
+    answer, edited = _ask(call, decision, "confirmation")
+    if answer.type == "reject":
+        raise declined(call, decision, answer.message)
+    if answer.type == "edit":
+        return (yield from _edited(call, edited, pending))
+    # The user's consent: confirm with the decision's token; the platform answers.
+    key = _derived_key(call, "confirmed", decision.decision_id)
+    return call, (yield from _allowed(call, token=decision.confirmation_token, idempotency_key=key))
+
+
+# -- ESCALATE ----------------------------------------------------------------------------------------
+
+
+def _escalation_mode(call: GovernedCall) -> str:
     mode = call.settings.on_escalate
-    if call.settings.on_escalation is not None and not interrupting and _review_status(decision) in (None, "pending"):
-        # Not in interrupt mode: there the graph's `__interrupt__` is the notification, and a resumed run
-        # sees the same decision again.
+    if mode == "auto":
+        return "interrupt" if call.can_pause else "wait"
+    return mode
+
+
+def _escalated(call: GovernedCall, decision: Decision, pending: PendingEscalations, *, new: bool) -> Governed:
+    if _review_status(decision) == "approved":
+        return call, (yield from _approved(call, decision, pending))
+    mode = _escalation_mode(call)
+    if new and mode != "interrupt" and call.settings.on_escalation is not None:
+        # In interrupt mode the graph's `__interrupt__` is the notification.
         yield UserCallback("on_escalation", call.settings.on_escalation, decision)
     if mode == "raise":
+        pending.remember(call, decision.decision_id)
         raise denied(call, decision)
     if mode == "interrupt":
-        if not interrupting:
+        if not call.can_pause:
+            pending.remember(call, decision.decision_id)
             raise still_pending(call, decision, timed_out=False)
-        payload = _interrupt_payload(call, decision)
-        while True:
-            _interrupt(payload)
-            try:
-                current: Decision = yield ClientCall("decisions.get", (decision.decision_id,))
-            except AegisError as exc:
-                raise unavailable(call, exc) from exc
-            status = _review_status(current)
-            if status == "approved" and current.confirmation_token:
-                assert call.resume_key is not None
-                approved_key = call.resume_key + "-approved"
-                return (yield from _allowed(call, token=current.confirmation_token, idempotency_key=approved_key))
-            if status not in (None, "pending"):
-                raise denied(call, current)
-            # resumed while the review is still pending: pause again on the same decision
+        return (yield from _paused_escalation(call, decision, pending))
     try:
         final: Decision = yield ClientCall("wait_for_review", (decision,), {"timeout": call.settings.review_timeout})
     except ReviewTimeoutError as exc:
+        pending.remember(call, decision.decision_id)
         raise still_pending(call, exc.decision, timed_out=True) from None
+    except ConfirmationError as exc:
+        if new or exc.code != "proposal_unknown":
+            raise unavailable(call, exc) from exc
+        # Re-attached, but this client no longer remembers the proposal to resubmit: propose anew.
+        pending.forget(call, decision.decision_id)
+        return (yield from _decided(call, (yield from _propose(call)), pending))
     except AegisError as exc:
         raise unavailable(call, exc) from exc
+    pending.forget(call, decision.decision_id)
     _log_decision(call, final)
     if final.outcome == "ALLOW":
-        return final
+        return call, final
     raise denied(call, final)
+
+
+def _approved(call: GovernedCall, decision: Decision, pending: PendingEscalations) -> Flow[Decision]:
+    """Resubmit an approved escalation with its token: the platform answers with the ALLOW."""
+    pending.forget(call, decision.decision_id)
+    key = _derived_key(call, "approved", decision.decision_id)
+    return (yield from _allowed(call, token=decision.confirmation_token, idempotency_key=key))
+
+
+def _paused_escalation(call: GovernedCall, decision: Decision, pending: PendingEscalations) -> Governed:
+    """Pause the graph on the escalation. Approve never bypasses the platform: the tool runs only if the
+    review is approved in AEGIS; still pending → the model reads that it awaits the operator."""
+    answer, edited = _ask(call, decision, "escalation")
+    if answer.type == "reject":
+        pending.remember(call, decision.decision_id)
+        raise rejected(call, decision, answer.message)
+    if answer.type == "edit":
+        return (yield from _edited(call, edited, pending))
+    try:
+        current: Decision = yield ClientCall("decisions.get", (decision.decision_id,))
+    except AegisError as exc:
+        raise unavailable(call, exc) from exc
+    status = _review_status(current)
+    if status == "approved":
+        return call, (yield from _approved(call, current, pending))
+    if status in (None, "pending"):
+        pending.remember(call, decision.decision_id)
+        raise awaiting_operator(call, current)
+    raise denied(call, current)
+
+
+# -- pauses -------------------------------------------------------------------------------------------
+
+
+def _ask(call: GovernedCall, decision: Decision, kind: PauseKind) -> tuple[Answer, GovernedCall]:
+    """Pause the graph with a HITLRequest; on resume, the person's answer and the call it leaves (the
+    edited call for an edit). A resume value that is not a valid answer is refused before LangGraph saves
+    it, so the same pause can be answered again."""
+
+    def check(value: Any) -> tuple[Answer, GovernedCall]:
+        answer = read_answer(value, call.tool_name)
+        if answer.type != "edit":
+            return answer, call
+        assert call.revise is not None and answer.arguments is not None  # the tool and the middleware set it
+        return answer, call.revise(answer.arguments)
+
+    answered: tuple[Answer, GovernedCall] = _interrupt(pause_request(call, decision, kind), check)
+    return answered
+
+
+def _edited(call: GovernedCall, edited: GovernedCall, pending: PendingEscalations) -> Governed:
+    """A new proposal with the edited arguments, governed from scratch (it may pause again)."""
+    decision = yield from _propose(edited, idempotency_key=_derived_key(call, "edit", edited.parameters))
+    return (yield from _decided(edited, decision, pending))
 
 
 def _report(call: GovernedCall, decision: Decision, error: BaseException | None, ms: float) -> Flow[str | None]:
@@ -241,34 +387,26 @@ def _review_status(decision: Decision) -> str | None:
     return decision.review.status if decision.review is not None else None
 
 
-def _interrupt_payload(call: GovernedCall, decision: Decision) -> dict[str, Any]:
-    """What the graph's `__interrupt__` carries (a plain dict; no token)."""
-    return {
-        "type": INTERRUPT_TYPE,
-        "decision_id": decision.decision_id,
-        "audit_ref": decision.audit_ref,
-        "capability": call.capability,
-        "tool": call.tool_name,
-        "tool_call_id": call.tool_call_id,
-        "actor_id": call.actor.id,
-        "session_id": call.session_id,
-        "parameters": call.parameters,
-        "reason": decision.reason,
-        "risk_score": decision.risk_score,
-        "policy_ids": list(decision.policy_ids),
-        "expires_at": decision.expires_at,
-    }
-
-
-def _interrupt(value: dict[str, Any]) -> Any:
+def _interrupt(value: dict[str, Any], check: Callable[[Any], _T]) -> _T:
+    """LangGraph's `interrupt(value)`; the resume value goes through `check`. LangGraph versions with
+    `response_schema` run it before they save the value (an error leaves the pause open)."""
     try:
         from langgraph.types import interrupt
     except ImportError:  # pragma: no cover - the extra is part of the workspace
         raise ConfigurationError(
-            "on_escalate='interrupt' needs LangGraph: pip install 'aegis-langchain[langgraph]'.",
+            "Pausing a graph needs LangGraph: pip install 'aegisgov-langchain[langgraph]'.",
             code="langgraph_missing",
         ) from None
-    return interrupt(value)
+    if not _checks_resume_values(interrupt):
+        return check(interrupt(value))
+    schema = Annotated[Any, AfterValidator(check), WithJsonSchema(RESUME_SCHEMA)]
+    answered: _T = interrupt(value, response_schema=schema)
+    return answered
+
+
+@functools.cache
+def _checks_resume_values(interrupt: Callable[..., Any]) -> bool:
+    return "response_schema" in inspect.signature(interrupt).parameters
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +453,7 @@ def is_graph_bubble_up(exc: BaseException) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_sync(flow: Flow[_T], client: AegisClient, run: Callable[[], Any] | None = None) -> _T:
+def run_sync(flow: Flow[_T], client: AegisClient, run: Callable[[Any], Any] | None = None) -> _T:
     """Drive `flow` with the sync client; `run` runs the tool."""
     result: Any = None
     error: BaseException | None = None
@@ -332,14 +470,16 @@ def run_sync(flow: Flow[_T], client: AegisClient, run: Callable[[], Any] | None 
             elif isinstance(step, UserCallback):
                 answer = step.func(step.decision)
                 result = _run_awaitable(answer, step.name) if inspect.isawaitable(answer) else answer
+            elif isinstance(step, PendingStore):
+                result = pending_escalations(client)
             else:
                 assert run is not None
-                result = run()
+                result = run(step.invocation)
         except BaseException as exc:
             error = exc
 
 
-async def run_async(flow: Flow[_T], client: AsyncAegisClient, run: Callable[[], Awaitable[Any]] | None = None) -> _T:
+async def run_async(flow: Flow[_T], client: AsyncAegisClient, run: Callable[[Any], Awaitable[Any]] | None = None) -> _T:
     """Drive `flow` with the async client; `run` runs the tool."""
     result: Any = None
     error: BaseException | None = None
@@ -356,9 +496,11 @@ async def run_async(flow: Flow[_T], client: AsyncAegisClient, run: Callable[[], 
             elif isinstance(step, UserCallback):
                 answer = step.func(step.decision)
                 result = await answer if inspect.isawaitable(answer) else answer
+            elif isinstance(step, PendingStore):
+                result = pending_escalations(client)
             else:
                 assert run is not None
-                result = await run()
+                result = await run(step.invocation)
         except BaseException as exc:
             error = exc
 
@@ -384,7 +526,6 @@ def _run_awaitable(awaitable: Awaitable[Any], name: str) -> Any:
 
 
 __all__ = [
-    "INTERRUPT_TYPE",
     "Ran",
     "Refused",
     "ToolError",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, NoReturn, overload
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -16,7 +16,7 @@ from langchain_core.tools import BaseTool, ToolException
 from langchain_core.tools import tool as make_tool
 from langchain_core.tools.base import ArgsSchema
 from langchain_core.utils.pydantic import TypeBaseModel
-from pydantic import BaseModel, PrivateAttr
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from aegis_langchain._artifact import GovernanceArtifact
 from aegis_langchain._call import GovernedCall, build_call
@@ -26,6 +26,7 @@ from aegis_langchain._settings import (
     DEFAULT_REVIEW_TIMEOUT,
     ActorLike,
     ConfirmCallback,
+    ConfirmMode,
     EscalationCallback,
     EscalationMode,
     ParameterMapper,
@@ -182,13 +183,29 @@ class GovernedTool(BaseTool):
             visible = _visible_keys(self.tool)
             arguments = {k: v for k, v in kwargs.items() if visible is None or k in visible}
         state = _run_state.get()
+        tool_call_id = state.tool_call_id if state is not None else None
+
+        def revise(edited: Mapping[str, Any]) -> GovernedCall:
+            """The call with a person's edited arguments, validated as the wrapped tool validates them."""
+            try:
+                new_args, new_kwargs = self.tool._to_args_and_kwargs({**kwargs, **arguments, **edited}, tool_call_id)
+            except (ValidationError, ValueError, TypeError) as exc:
+                raise ConfigurationError(
+                    f"The edited arguments of {self.name} do not fit the tool's schema: {exc}. Resume again with "
+                    "arguments the tool accepts.",
+                    code="invalid_resume",
+                ) from None
+            return self._call(new_args, new_kwargs, config)
+
         return build_call(
             capability=self.capability,
             tool_name=self.name,
-            tool_call_id=state.tool_call_id if state is not None else None,
+            tool_call_id=tool_call_id,
             arguments=arguments,
             config=config,
             settings=self._settings,
+            invocation=(args, kwargs),
+            revise=revise,
         )
 
     def _run(
@@ -202,8 +219,11 @@ class GovernedTool(BaseTool):
         client = resolve_client(self._settings.client)
         inner = self.tool
         extra = _injected(inner._run, config, run_manager)
-        outcome = run_sync(governed_run(call), client, lambda: inner._run(*args, **kwargs, **extra))
-        return self._outcome(outcome)
+
+        def run(invocation: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
+            return inner._run(*invocation[0], **invocation[1], **extra)
+
+        return self._outcome(run_sync(governed_run(call), client, run))
 
     async def _arun(
         self,
@@ -218,10 +238,13 @@ class GovernedTool(BaseTool):
         native_async = type(inner)._arun is not BaseTool._arun
         manager = run_manager if native_async or run_manager is None else run_manager.get_sync()
         extra = _injected(inner._arun if native_async else inner._run, config, manager)
+
         # BaseTool._arun runs a sync-only tool in an executor (copying this context): that is the wrapped
         # tool's own behaviour; every governance call stays on the async client.
-        outcome = await run_async(governed_run(call), client, lambda: inner._arun(*args, **kwargs, **extra))
-        return self._outcome(outcome)
+        def run(invocation: tuple[tuple[Any, ...], dict[str, Any]]) -> Awaitable[Any]:
+            return inner._arun(*invocation[0], **invocation[1], **extra)
+
+        return self._outcome(await run_async(governed_run(call), client, run))
 
     def _outcome(self, outcome: Ran | Refused) -> Any:
         if isinstance(outcome, Refused):
@@ -318,8 +341,8 @@ def govern_tool(
     session_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     parameters: ParameterMapper | None = None,
-    confirm: ConfirmCallback | None = None,
-    on_escalate: EscalationMode = "wait",
+    confirm: ConfirmCallback | ConfirmMode | None = "auto",
+    on_escalate: EscalationMode = "auto",
     review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
     on_escalation: EscalationCallback | None = None,
     report_execution: bool = True,
@@ -344,8 +367,8 @@ def govern_tools(
     actor: ActorLike | None = None,
     session_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
-    confirm: ConfirmCallback | None = None,
-    on_escalate: EscalationMode = "wait",
+    confirm: ConfirmCallback | ConfirmMode | None = "auto",
+    on_escalate: EscalationMode = "auto",
     review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
     on_escalation: EscalationCallback | None = None,
     report_execution: bool = True,
@@ -388,7 +411,7 @@ def governed_tool(
     session_id: str | None = ...,
     metadata: Mapping[str, Any] | None = ...,
     parameters: ParameterMapper | None = ...,
-    confirm: ConfirmCallback | None = ...,
+    confirm: ConfirmCallback | ConfirmMode | None = ...,
     on_escalate: EscalationMode = ...,
     review_timeout: float | None = ...,
     on_escalation: EscalationCallback | None = ...,
@@ -416,8 +439,8 @@ def governed_tool(
     session_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     parameters: ParameterMapper | None = None,
-    confirm: ConfirmCallback | None = None,
-    on_escalate: EscalationMode = "wait",
+    confirm: ConfirmCallback | ConfirmMode | None = "auto",
+    on_escalate: EscalationMode = "auto",
     review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
     on_escalation: EscalationCallback | None = None,
     report_execution: bool = True,

@@ -21,6 +21,7 @@ from aegis_langchain._settings import (
     DEFAULT_REVIEW_TIMEOUT,
     ActorLike,
     ConfirmCallback,
+    ConfirmMode,
     EscalationCallback,
     EscalationMode,
     Settings,
@@ -30,7 +31,7 @@ from aegis_langchain._settings import (
     settings_from,
 )
 from aegis_langchain._tool import GovernedTool
-from aegis_sdk import AegisClient, AsyncAegisClient
+from aegis_sdk import AegisClient, AsyncAegisClient, ConfigurationError
 
 CapabilityMap = Mapping[str, str] | Callable[[str], str | None]
 
@@ -62,8 +63,8 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         actor: ActorLike | None = None,
         session_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-        confirm: ConfirmCallback | None = None,
-        on_escalate: EscalationMode = "wait",
+        confirm: ConfirmCallback | ConfirmMode | None = "auto",
+        on_escalate: EscalationMode = "auto",
         review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
         on_escalation: EscalationCallback | None = None,
         report_execution: bool = True,
@@ -100,8 +101,25 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         arguments = _validated(tool, request.tool_call.get("args") or {})
         if arguments is None:
             return None
+        return self._call(request, tool, arguments)
+
+    def _call(self, request: ToolCallRequest, tool: BaseTool, arguments: dict[str, Any]) -> GovernedCall:
         runtime = getattr(request, "runtime", None)
         config: RunnableConfig | None = getattr(runtime, "config", None)
+        name = request.tool_call["name"]
+
+        def revise(edited: Mapping[str, Any]) -> GovernedCall:
+            """The call with a person's edited arguments (the tool receives them as the model's would be)."""
+            validated = _validated(tool, edited)
+            if validated is None:
+                raise ConfigurationError(
+                    f"The edited arguments of {name} do not fit the tool's schema ({dict(edited)!r}). Resume again "
+                    "with arguments the tool accepts.",
+                    code="invalid_resume",
+                )
+            edited_request = request.override(tool_call={**request.tool_call, "args": dict(edited)})
+            return self._call(edited_request, tool, validated)
+
         return build_call(
             capability=self.capability_for(name),
             tool_name=name,
@@ -109,6 +127,8 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
             arguments=arguments,
             config=config,
             settings=self.settings,
+            invocation=request,
+            revise=revise,
         )
 
     # -- sync -------------------------------------------------------------------------------------
@@ -121,7 +141,7 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         call = self._prepare(request)
         if call is None:
             return handler(request)
-        outcome = run_sync(governed_run(call), resolve_client(self.settings.client), lambda: handler(request))
+        outcome = run_sync(governed_run(call), resolve_client(self.settings.client), handler)
         return _message(request, outcome)
 
     # -- async ------------------------------------------------------------------------------------
@@ -135,7 +155,7 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         if call is None:
             return await handler(request)
         client = resolve_async_client(self.settings.async_client)
-        outcome = await run_async(governed_run(call), client, lambda: handler(request))
+        outcome = await run_async(governed_run(call), client, handler)
         return _message(request, outcome)
 
 

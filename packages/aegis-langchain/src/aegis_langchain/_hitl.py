@@ -1,0 +1,157 @@
+"""The language of LangChain's `HumanInTheLoopMiddleware`, spoken by AEGIS pauses: the interrupt value is
+a `HITLRequest` (`action_requests`, `review_configs`) with the AEGIS details under the extra key `"aegis"`,
+and the resume value is a `HITLResponse` (`{"decisions": [decision]}`) or one bare decision: approve,
+edit (`edited_action`) or reject (with a `message`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+from aegis_sdk import ConfigurationError
+
+if TYPE_CHECKING:
+    from aegis_langchain._call import GovernedCall
+    from aegis_sdk import Decision
+
+INTERRUPT_KEY = "aegis"
+"""The key of the interrupt value that holds the AEGIS details (HITL UIs ignore keys they do not know)."""
+
+PauseKind = Literal["escalation", "confirmation"]
+ALLOWED_DECISIONS = ["approve", "edit", "reject"]
+
+_ACCEPTED = (
+    'a HumanInTheLoopMiddleware response {"decisions": [<one decision>]} or one decision: {"type": "approve"}, '
+    '{"type": "edit", "edited_action": {"name": <the tool>, "args": {...}}} or {"type": "reject", "message": "..."}'
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the person who resumed the graph decided."""
+
+    type: Literal["approve", "edit", "reject"]
+    arguments: dict[str, Any] | None = None  # edit: the edited arguments
+    message: str | None = None  # reject: the reason the model reads
+
+
+def pause_request(call: GovernedCall, decision: Decision, kind: PauseKind) -> dict[str, Any]:
+    """The interrupt value: a HITLRequest for the one tool call, plus the AEGIS details (no token)."""
+    if kind == "escalation":
+        description = (
+            f"AEGIS escalated {call.capability} for an operator's review: {decision.reason}. It runs only once "
+            "the review is approved in AEGIS; approve checks that review, edit proposes the edited call to "
+            "AEGIS again, reject tells the model."
+        )
+    else:
+        description = (
+            f"AEGIS asks the user to confirm {call.capability}: {decision.reason}. Approve confirms it to "
+            "AEGIS, edit proposes the edited call to AEGIS again, reject tells the model."
+        )
+    return {
+        "action_requests": [{"name": call.tool_name, "args": call.arguments, "description": description}],
+        "review_configs": [{"action_name": call.tool_name, "allowed_decisions": list(ALLOWED_DECISIONS)}],
+        INTERRUPT_KEY: {
+            "kind": kind,
+            "decision_id": decision.decision_id,
+            "audit_ref": decision.audit_ref,
+            "capability": call.capability,
+            "tool_call_id": call.tool_call_id,
+            "actor_id": call.actor.id,
+            "session_id": call.session_id,
+            "parameters": call.parameters,
+            "reason": decision.reason,
+            "risk_score": decision.risk_score,
+            "policy_ids": list(decision.policy_ids),
+            "expires_at": decision.expires_at,
+        },
+    }
+
+
+def read_answer(value: Any, tool_name: str) -> Answer:
+    """The resume value as an `Answer`; anything else is a ConfigurationError (`invalid_resume`) saying
+    what to send (the graph run fails and the pause can be answered again)."""
+    if isinstance(value, Mapping) and "decisions" in value:
+        decisions = value["decisions"]
+        if not isinstance(decisions, list) or len(decisions) != 1:
+            _invalid(f"'decisions' must be a list of exactly one decision (one tool call is paused), got {decisions!r}")
+        value = decisions[0]
+    if not isinstance(value, Mapping) or value.get("type") not in ALLOWED_DECISIONS:
+        _invalid(f"got {_shown(value)}")
+    kind = value["type"]
+    if kind == "approve":
+        return Answer("approve")
+    if kind == "reject":
+        message = value.get("message")
+        if message is not None and not isinstance(message, str):
+            _invalid(f"a reject's 'message' must be a string, got {type(message).__name__}")
+        return Answer("reject", message=message or None)
+    edited = value.get("edited_action")
+    if not isinstance(edited, Mapping) or not isinstance(edited.get("args"), Mapping):
+        _invalid(f'an edit needs "edited_action": {{"name": {tool_name!r}, "args": {{...}}}}, got {_shown(edited)}')
+    if edited.get("name", tool_name) != tool_name:
+        _invalid(
+            f"an edit may change the arguments of {tool_name!r}, not call another tool ({edited.get('name')!r}): "
+            "that would be another action, which the model has to propose"
+        )
+    return Answer("edit", arguments=dict(edited["args"]))
+
+
+_DECISION_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {"type": "object", "properties": {"type": {"const": "approve"}}, "required": ["type"]},
+        {
+            "type": "object",
+            "properties": {
+                "type": {"const": "edit"},
+                "edited_action": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "args": {"type": "object"}},
+                    "required": ["name", "args"],
+                },
+            },
+            "required": ["type", "edited_action"],
+        },
+        {
+            "type": "object",
+            "properties": {"type": {"const": "reject"}, "message": {"type": "string"}},
+            "required": ["type"],
+        },
+    ]
+}
+RESUME_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {"decisions": {"type": "array", "items": _DECISION_SCHEMA, "minItems": 1, "maxItems": 1}},
+            "required": ["decisions"],
+        },
+        _DECISION_SCHEMA,
+    ]
+}
+"""The JSON schema of a resume value, published with the interrupt (LangGraph's `response_schema`)."""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _invalid(problem: str) -> NoReturn:
+    raise ConfigurationError(
+        f"The resume value of an AEGIS pause must be {_ACCEPTED}; {problem}. Resume again with one of these "
+        "(with several pauses pending, Command(resume={interrupt.id: value, ...})).",
+        code="invalid_resume",
+    )
+
+
+__all__ = [
+    "ALLOWED_DECISIONS",
+    "INTERRUPT_KEY",
+    "RESUME_SCHEMA",
+    "Answer",
+    "PauseKind",
+    "pause_request",
+    "read_answer",
+]
