@@ -37,10 +37,11 @@ def refund_agent(
         return f"refunded {amount} on {order_id}"
 
     model = scripted(*(turns or (refund_call(5000), AIMessage(content="finished"))))
+    # Default modes; the short review_timeout would only matter if the call waited instead of pausing.
     if via_middleware:
-        middleware = GovernanceMiddleware({"refund": "payments.refund"}, client=client)
+        middleware = GovernanceMiddleware({"refund": "payments.refund"}, client=client, review_timeout=1)
         return create_agent(model, [tool(refund)], middleware=[middleware], checkpointer=InMemorySaver())
-    governed = governed_tool("payments.refund", client=client)(refund)
+    governed = governed_tool("payments.refund", client=client, review_timeout=1)(refund)
     return create_agent(model, [governed], checkpointer=InMemorySaver())
 
 
@@ -291,7 +292,7 @@ async def test_pause_and_resume_async(aserver: InProcessServer) -> None:
     aclient = aserver.async_client()
     ran: list[str] = []
 
-    @governed_tool("payments.refund", async_client=aclient)
+    @governed_tool("payments.refund", async_client=aclient, review_timeout=1)
     async def refund(order_id: str, amount: float, currency: str) -> str:
         """Refund an order."""
         ran.append(order_id)
