@@ -139,6 +139,30 @@ def test_approve_before_the_review_does_not_run_and_the_retry_reattaches(
     assert escalations(client) == [decision_id]
 
 
+def test_a_reject_stands_when_aegis_approves_before_the_resume(client: AegisClient, reviewer: AegisClient) -> None:
+    ran: list[dict[str, Any]] = []
+    agent = refund_agent(
+        client,
+        ran,
+        refund_call(5000),
+        AIMessage(content="it awaits approval"),
+        refund_call(5000, prefix="retry"),
+        AIMessage(content="not refunded"),
+    )
+    config = {"configurable": {"thread_id": "thread-reject-stands"}}
+    agent.invoke({"messages": [("user", "refund")]}, config)
+    agent.invoke(Command(resume=APPROVE), config)  # too early: the model reads that it is pending
+    paused = agent.invoke({"messages": [("user", "try again")]}, config)  # re-attached: pauses on it
+    decision_id = paused["__interrupt__"][0].value["aegis"]["decision_id"]
+
+    reviewer.decisions.review(decision_id, approve=True)
+    done = agent.invoke(Command(resume={"type": "reject", "message": "the customer called back"}), config)
+
+    assert ran == []
+    message = tool_messages(done["messages"])[-1]
+    assert message.artifact["refusal"] == "rejected" and message.artifact["decision_id"] == decision_id
+
+
 @pytest.mark.parametrize("via_middleware", [False, True], ids=["tool", "middleware"])
 def test_reject_is_the_refusal_the_model_reads(client: AegisClient, via_middleware: bool) -> None:
     ran: list[dict[str, Any]] = []

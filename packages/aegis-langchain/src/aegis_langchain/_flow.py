@@ -250,20 +250,21 @@ def _escalation_mode(call: GovernedCall) -> str:
 
 
 def _escalated(call: GovernedCall, decision: Decision, pending: PendingEscalations, *, new: bool) -> Governed:
+    mode = _escalation_mode(call)
+    if mode == "interrupt" and call.can_pause:
+        # Always through the pause, whatever the review's status now: a resumed run replays the answer given
+        # at this pause, and a reject given there must not turn into a run because AEGIS approved since.
+        return (yield from _paused_escalation(call, decision, pending))
     if _review_status(decision) == "approved":
         return call, (yield from _approved(call, decision, pending))
-    mode = _escalation_mode(call)
-    if new and mode != "interrupt" and call.settings.on_escalation is not None:
-        # In interrupt mode the graph's `__interrupt__` is the notification.
+    if new and call.settings.on_escalation is not None:
         yield UserCallback("on_escalation", call.settings.on_escalation, decision)
     if mode == "raise":
         pending.remember(call, decision.decision_id)
         raise denied(call, decision)
     if mode == "interrupt":
-        if not call.can_pause:
-            pending.remember(call, decision.decision_id)
-            raise still_pending(call, decision, timed_out=False)
-        return (yield from _paused_escalation(call, decision, pending))
+        pending.remember(call, decision.decision_id)
+        raise still_pending(call, decision, timed_out=False)
     try:
         final: Decision = yield ClientCall("wait_for_review", (decision,), {"timeout": call.settings.review_timeout})
     except ReviewTimeoutError as exc:
