@@ -27,7 +27,7 @@ from aegis_langchain._errors import (
     GovernanceUnavailable,
     ReviewPending,
 )
-from aegis_langchain._flow import ToolError
+from aegis_langchain._execution import ToolError
 from aegis_langchain._hitl import INTERRUPT_KEY
 from aegis_langchain._settings import (
     DEFAULT_ACTOR_ID,

@@ -1,13 +1,17 @@
-"""The language of LangChain's `HumanInTheLoopMiddleware`, spoken by AEGIS pauses: the interrupt value is
-a `HITLRequest` (`action_requests`, `review_configs`) with the AEGIS details under the extra key `"aegis"`,
+"""A LangGraph pause in the language of LangChain's `HumanInTheLoopMiddleware`: the interrupt value is a
+`HITLRequest` (`action_requests`, `review_configs`) with the AEGIS details under the extra key `"aegis"`,
 and the resume value is a `HITLResponse` (`{"decisions": [decision]}`) or one bare decision: approve,
-edit (`edited_action`) or reject (with a `message`)."""
+edit (`edited_action`) or reject (with a `message`), checked before LangGraph saves it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
+
+from pydantic import AfterValidator, WithJsonSchema
 
 from aegis_sdk import ConfigurationError
 
@@ -19,6 +23,7 @@ INTERRUPT_KEY = "aegis"
 """The key of the interrupt value that holds the AEGIS details (HITL UIs ignore keys they do not know)."""
 
 PauseKind = Literal["escalation", "confirmation"]
+_T = TypeVar("_T")
 ALLOWED_DECISIONS = ["approve", "edit", "reject"]
 
 _ACCEPTED = (
@@ -146,12 +151,51 @@ def _invalid(problem: str) -> NoReturn:
     )
 
 
+def pause(call: GovernedCall, decision: Decision, kind: PauseKind) -> tuple[Answer, GovernedCall]:
+    """Pause the graph with a HITLRequest; on resume, the person's answer and the call it leaves (the
+    edited call for an edit). A resume value that is not a valid answer is refused before LangGraph saves
+    it, so the same pause can be answered again."""
+
+    def check(value: Any) -> tuple[Answer, GovernedCall]:
+        answer = read_answer(value, call.tool_name)
+        if answer.type != "edit":
+            return answer, call
+        assert call.revise is not None and answer.arguments is not None  # the tool and the middleware set it
+        return answer, call.revise(answer.arguments)
+
+    answered: tuple[Answer, GovernedCall] = _interrupt(pause_request(call, decision, kind), check)
+    return answered
+
+
+def _interrupt(value: dict[str, Any], check: Callable[[Any], _T]) -> _T:
+    """LangGraph's `interrupt(value)`; the resume value goes through `check`. LangGraph versions with
+    `response_schema` run it before they save the value (an error leaves the pause open)."""
+    try:
+        from langgraph.types import interrupt
+    except ImportError:  # pragma: no cover - the extra is part of the workspace
+        raise ConfigurationError(
+            "Pausing a graph needs LangGraph: pip install 'aegisgov-langchain[langgraph]'.",
+            code="langgraph_missing",
+        ) from None
+    if not _checks_resume_values(interrupt):
+        return check(interrupt(value))
+    schema = Annotated[Any, AfterValidator(check), WithJsonSchema(RESUME_SCHEMA)]
+    answered: _T = interrupt(value, response_schema=schema)
+    return answered
+
+
+@functools.cache
+def _checks_resume_values(interrupt: Callable[..., Any]) -> bool:
+    return "response_schema" in inspect.signature(interrupt).parameters
+
+
 __all__ = [
     "ALLOWED_DECISIONS",
     "INTERRUPT_KEY",
     "RESUME_SCHEMA",
     "Answer",
     "PauseKind",
+    "pause",
     "pause_request",
     "read_answer",
 ]

@@ -16,7 +16,8 @@ from langgraph.types import Command
 from pydantic import BaseModel, ValidationError
 
 from aegis_langchain._call import GovernedCall, build_call
-from aegis_langchain._flow import Ran, Refused, governed_run, run_async, run_sync
+from aegis_langchain._drivers import run_async, run_sync
+from aegis_langchain._flow import Ran, Refused, governed_run
 from aegis_langchain._settings import (
     DEFAULT_REVIEW_TIMEOUT,
     ActorLike,
