@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from aegis_langchain import INTERRUPT_KEY, GovernanceMiddleware, governed_tool
 from aegis_langchain._hitl import RESUME_SCHEMA
-from aegis_sdk import AegisClient
+from aegis_sdk import AegisClient, ConfigurationError
 from aegis_server.inprocess import InProcessServer
 
 APPROVE = {"decisions": [{"type": "approve"}]}
@@ -206,6 +206,9 @@ def test_edit_is_a_new_proposal_governed_from_scratch(client: AegisClient, via_m
     assert ran == [{"order_id": "A-50", "amount": 250.0}]  # the edited call ran, not the model's
     (message,) = tool_messages(done["messages"])
     assert message.artifact["parent_decision_id"] == second["aegis"]["decision_id"]
+    # the model is told that the call that ran is not the one it asked for
+    assert "changed it before it ran" in message.content and '"amount": 250' in message.content
+    assert message.content.endswith("refunded 250.0 on A-50")
     outcomes = [outcome for _, _, outcome, _ in proposals(client)]
     assert outcomes == ["ESCALATE", "REQUIRE_CONFIRMATION", "ALLOW"]  # the first escalation stays as it was
 
@@ -348,3 +351,18 @@ async def test_pause_and_resume_async(aserver: InProcessServer) -> None:
     assert message.artifact["parent_decision_id"] == decision_id
     listed = [d async for d in aclient.decisions.list(capability="payments.refund", outcome="ESCALATE")]
     assert [d.decision_id for d in listed] == [decision_id]
+
+
+def test_modes_are_checked_when_the_tool_is_built(client: AegisClient) -> None:
+    def refund(order_id: str) -> str:
+        """Refund an order."""
+        return "refunded"
+
+    with pytest.raises(ConfigurationError, match="'auto'") as caught:
+        governed_tool("payments.refund", client=client, on_escalate="pause")(refund)
+    assert caught.value.code == "invalid_on_escalate"
+    with pytest.raises(ConfigurationError, match="'interrupt'") as caught:
+        GovernanceMiddleware(client=client, confirm="ask")  # type: ignore[arg-type]
+    assert caught.value.code == "invalid_confirm"
+    assert GovernanceMiddleware(client=client, confirm=None).settings.confirm == "refuse"
+    assert governed_tool("payments.refund", client=client)(refund).settings.on_escalate == "auto"

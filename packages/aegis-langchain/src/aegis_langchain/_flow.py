@@ -42,10 +42,12 @@ logger = logging.getLogger("aegis_langchain")
 
 @dataclass(frozen=True)
 class Ran:
-    """The tool ran under an ALLOW: its output, and the governance record to attach to its message."""
+    """The tool ran under an ALLOW: its output, and the governance record to attach to its message.
+    `edited_arguments`: the arguments it ran with when a person edited the call at a pause (else None)."""
 
     output: Any
     artifact: GovernanceArtifact
+    edited_arguments: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ def governed_run(call: GovernedCall) -> Flow[Ran | Refused]:
     """Govern the call, then run the tool under the ALLOW decision (`current_decision()` inside it) and
     report its execution. A refusal is returned, not raised; the tool's own errors propagate (reported,
     unless they are LangGraph control flow). After an edit resumed a pause, the tool runs the edited call."""
+    requested = call
     try:
         call, decision = yield from _govern(call)
     except GovernanceRefusal as refusal:
@@ -80,7 +83,8 @@ def governed_run(call: GovernedCall) -> Flow[Ran | Refused]:
         current_decision_var.reset(token)
     failed = failure_of(output)
     ref = yield from report_execution(call, decision, failed, elapsed_ms(started))
-    return Ran(output, allowed_artifact(call, decision, failed, ref))
+    edited = call.arguments if call is not requested else None
+    return Ran(output, allowed_artifact(call, decision, failed, ref), edited)
 
 
 Governed = Flow[tuple[GovernedCall, Decision]]

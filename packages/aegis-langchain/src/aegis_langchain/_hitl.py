@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
@@ -151,6 +152,22 @@ def _invalid(problem: str) -> NoReturn:
     )
 
 
+def with_edit_notice(content: Any, tool_name: str, arguments: Mapping[str, Any]) -> Any:
+    """The content of an edited call's tool message, with a note for the model: the call that ran is not the
+    one in its message (as HumanInTheLoopMiddleware notes a reviewer's edit)."""
+    shown = json.dumps(dict(arguments), default=str, ensure_ascii=False)
+    notice = (
+        f"Note: the person reviewing this call changed it before it ran; {tool_name} ran with the arguments "
+        f"{shown}. Do not re-issue your original call."
+    )
+    if isinstance(content, str):
+        return f"{notice}\n\nTool response:\n{content}" if content else notice
+    if isinstance(content, list):
+        block: Any = notice if all(isinstance(part, str) for part in content) else {"type": "text", "text": notice}
+        return [block, *content]
+    return content
+
+
 def pause(call: GovernedCall, decision: Decision, kind: PauseKind) -> tuple[Answer, GovernedCall]:
     """Pause the graph with a HITLRequest; on resume, the person's answer and the call it leaves (the
     edited call for an edit). A resume value that is not a valid answer is refused before LangGraph saves
@@ -198,4 +215,5 @@ __all__ = [
     "pause",
     "pause_request",
     "read_answer",
+    "with_edit_notice",
 ]

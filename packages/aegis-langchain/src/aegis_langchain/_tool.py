@@ -23,6 +23,7 @@ from aegis_langchain._call import GovernedCall, build_call
 from aegis_langchain._drivers import run_async, run_sync
 from aegis_langchain._errors import GovernanceRefusal
 from aegis_langchain._flow import Ran, Refused, governed_run
+from aegis_langchain._hitl import with_edit_notice
 from aegis_langchain._settings import (
     DEFAULT_REVIEW_TIMEOUT,
     ActorLike,
@@ -254,16 +255,19 @@ class GovernedTool(BaseTool):
             if state is not None:
                 state.refusal = refusal
             raise refusal from refusal.__cause__
-        return self._with_artifact(outcome.output, outcome.artifact)
+        return self._with_artifact(outcome.output, outcome.artifact, outcome.edited_arguments)
 
-    def _with_artifact(self, output: Any, artifact: GovernanceArtifact) -> Any:
+    def _with_artifact(self, output: Any, artifact: GovernanceArtifact, edited: dict[str, Any] | None) -> Any:
         if self.tool.response_format == "content_and_artifact":
             if isinstance(output, tuple) and len(output) == 2:
                 content, inner_artifact = output
                 artifact["tool_artifact"] = inner_artifact
-                return content, artifact
+                return self._noted(content, edited), artifact
             return output  # the wrapped tool broke its own contract; LangChain reports it as for the tool
-        return output, artifact
+        return self._noted(output, edited), artifact
+
+    def _noted(self, content: Any, edited: dict[str, Any] | None) -> Any:
+        return content if edited is None else with_edit_notice(content, self.name, edited)
 
 
 def _injected(target: Callable[..., Any], config: RunnableConfig, run_manager: Any) -> dict[str, Any]:

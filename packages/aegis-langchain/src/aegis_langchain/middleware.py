@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from aegis_langchain._call import GovernedCall, build_call
 from aegis_langchain._drivers import run_async, run_sync
 from aegis_langchain._flow import Ran, Refused, governed_run
+from aegis_langchain._hitl import with_edit_notice
 from aegis_langchain._settings import (
     DEFAULT_REVIEW_TIMEOUT,
     ActorLike,
@@ -181,6 +182,8 @@ def _message(request: ToolCallRequest, outcome: Ran | Refused) -> ToolMessage | 
             result.response_metadata = {**result.response_metadata, ARTIFACT_KEY: artifact}
             if result.artifact is None:
                 result.artifact = artifact
+            if outcome.edited_arguments is not None:
+                result.content = with_edit_notice(result.content, request.tool_call["name"], outcome.edited_arguments)
         return result
     artifact = outcome.refusal.artifact
     return ToolMessage(
