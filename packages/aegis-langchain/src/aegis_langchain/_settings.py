@@ -181,7 +181,14 @@ def derive_capability(tool_name: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """How calls are governed; built once per governed tool or middleware."""
+    """How calls are governed; built once per governed tool or middleware.
+
+    - `confirm`: who confirms a REQUIRE_CONFIRMATION: `"auto"` (pause the LangGraph run when it can pause —
+      a checkpointer and a thread — else as `"refuse"`), `"interrupt"`, `"refuse"` (the model reads that
+      the user's confirmation is required), or a callback `decision -> bool`.
+    - `on_escalate`: what an ESCALATE does: `"auto"` (pause the LangGraph run when it can pause, else as
+      `"wait"`), `"interrupt"`, `"wait"` (for the review, up to `review_timeout` seconds) or `"raise"`.
+    """
 
     client: AegisClient | None = None
     async_client: AsyncAegisClient | None = None
