@@ -213,10 +213,13 @@ def test_edit_is_a_new_proposal_governed_from_scratch(client: AegisClient, via_m
     assert outcomes == ["ESCALATE", "REQUIRE_CONFIRMATION", "ALLOW"]  # the first escalation stays as it was
 
 
-def test_edit_that_the_tool_rejects_is_an_error_and_can_be_answered_again(client: AegisClient) -> None:
+@pytest.mark.parametrize("via_middleware", [False, True], ids=["tool", "middleware"])
+def test_edit_that_the_tool_rejects_is_an_error_and_can_be_answered_again(
+    client: AegisClient, via_middleware: bool
+) -> None:
     ran: list[dict[str, Any]] = []
-    agent = refund_agent(client, ran)
-    config = {"configurable": {"thread_id": "thread-bad-edit"}}
+    agent = refund_agent(client, ran, via_middleware=via_middleware)
+    config = {"configurable": {"thread_id": f"thread-bad-edit-{via_middleware}"}}
     agent.invoke({"messages": [("user", "refund")]}, config)
 
     # LangGraph refuses each before it saves it (is_invalid_resume), so the pause stays open

@@ -43,7 +43,7 @@ class GovernedCall:
     metadata: dict[str, Any]
     settings: Settings
     resume_key: str | None  # stable across a LangGraph resume of the same task and tool call; None: cannot pause
-    arguments: dict[str, Any] = field(default_factory=dict)  # the tool's arguments, as the model sent them
+    arguments: dict[str, Any] = field(default_factory=dict)  # the tool's arguments, validated (JSON-encoded)
     invocation: Any = None  # what the tool or the middleware runs for this call (opaque to the flow)
     revise: Callable[[Mapping[str, Any]], GovernedCall] | None = None  # the same call with edited arguments
 

@@ -112,13 +112,14 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
 
         def revise(edited: Mapping[str, Any]) -> GovernedCall:
             """The call with a person's edited arguments (the tool receives them as the model's would be)."""
-            validated = _validated(tool, edited)
-            if validated is None:
+            try:
+                validated = _checked(tool, edited)
+            except ValidationError as exc:
                 raise ConfigurationError(
-                    f"The edited arguments of {name} do not fit the tool's schema ({dict(edited)!r}). Resume again "
-                    "with arguments the tool accepts.",
+                    f"The edited arguments of {name} do not fit the tool's schema: {exc}. Resume again with "
+                    "arguments the tool accepts.",
                     code="invalid_resume",
-                )
+                ) from None
             edited_request = request.override(tool_call={**request.tool_call, "args": dict(edited)})
             return self._call(edited_request, tool, validated)
 
@@ -163,12 +164,17 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
 
 def _validated(tool: BaseTool, args: Mapping[str, Any]) -> dict[str, Any] | None:
     """The arguments as the tool will validate them (defaults filled in), or None if they are invalid."""
+    try:
+        return _checked(tool, args)
+    except ValidationError:
+        return None
+
+
+def _checked(tool: BaseTool, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments as the tool will validate them (defaults filled in); ValidationError if invalid."""
     schema: Any = tool.tool_call_schema
     if isinstance(schema, type) and issubclass(schema, BaseModel):
-        try:
-            model = schema.model_validate(dict(args))
-        except ValidationError:
-            return None
+        model = schema.model_validate(dict(args))
         return {name: getattr(model, name) for name in type(model).model_fields}
     return dict(args)
 
