@@ -96,14 +96,14 @@ def test_middleware_and_interrupt_with_a_fake_platform() -> None:
         return "ok"
 
     with fake.client() as aegis:
-        middleware = GovernanceMiddleware({"shell": "shell.exec"}, client=aegis, on_escalate="interrupt")
+        middleware = GovernanceMiddleware({"shell": "shell.exec"}, client=aegis)  # pauses: the graph can
         model = scripted(calls(("shell", {"command": "sudo reboot"})), AIMessage(content="done"))
         agent = create_agent(model, [shell], middleware=[middleware], checkpointer=InMemorySaver())
         config: Any = {"configurable": {"thread_id": "t"}}
         paused = agent.invoke({"messages": [("user", "reboot")]}, config)
-        decision_id = paused["__interrupt__"][0].value["decision_id"]
+        decision_id = paused["__interrupt__"][0].value["aegis"]["decision_id"]
         fake.approve(decision_id)
-        done = agent.invoke(Command(resume=True), config)
+        done = agent.invoke(Command(resume={"decisions": [{"type": "approve"}]}), config)
     assert ran == ["sudo reboot"]
     assert tool_messages(done["messages"])[0].content == "ok"
     assert len([p for p in fake.proposals if p.confirmation_token is None]) == 1

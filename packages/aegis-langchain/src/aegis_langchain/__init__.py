@@ -27,7 +27,8 @@ from aegis_langchain._errors import (
     GovernanceUnavailable,
     ReviewPending,
 )
-from aegis_langchain._flow import INTERRUPT_TYPE, ToolError
+from aegis_langchain._execution import ToolError
+from aegis_langchain._hitl import INTERRUPT_KEY
 from aegis_langchain._settings import (
     DEFAULT_ACTOR_ID,
     DEFAULT_REVIEW_TIMEOUT,
@@ -56,7 +57,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_ACTOR_ID",
     "DEFAULT_REVIEW_TIMEOUT",
-    "INTERRUPT_TYPE",
+    "INTERRUPT_KEY",
     "ActionDenied",
     "ConfirmationRequired",
     "GovernanceArtifact",

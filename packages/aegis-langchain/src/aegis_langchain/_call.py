@@ -1,13 +1,14 @@
 """One tool call as it is proposed: the capability, the validated arguments as parameters, the actor,
-session and context metadata (the run's config wins over the tool's settings), and the key that keeps a
-LangGraph resume on the same decision. Also the decision the running tool was allowed under."""
+session and context metadata (the run's config wins over the tool's settings), whether it runs in a
+LangGraph graph that can pause (a checkpointer and a thread), and the key that keeps a LangGraph resume on
+the same decision. Also the decision the running tool was allowed under."""
 
 from __future__ import annotations
 
 import contextvars
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -41,7 +42,15 @@ class GovernedCall:
     session_id: str | None
     metadata: dict[str, Any]
     settings: Settings
-    resume_key: str | None  # stable across a LangGraph resume of the same task and tool call
+    resume_key: str | None  # stable across a LangGraph resume of the same task and tool call; None: cannot pause
+    arguments: dict[str, Any] = field(default_factory=dict)  # the tool's arguments, validated (JSON-encoded)
+    invocation: Any = None  # what the tool or the middleware runs for this call (opaque to the flow)
+    revise: Callable[[Mapping[str, Any]], GovernedCall] | None = None  # the same call with edited arguments
+
+    @property
+    def can_pause(self) -> bool:
+        """The call runs in a LangGraph graph with a checkpointer and a thread: `interrupt()` can pause it."""
+        return self.resume_key is not None
 
     def action(self) -> dict[str, Any]:
         return {"capability": self.capability, "parameters": self.parameters}
@@ -60,6 +69,17 @@ def _config_value(config: RunnableConfig | None, key: str) -> Any:
     return configurable.get(key)
 
 
+# The key under which LangGraph puts the run's checkpointer in `config["configurable"]` (present, as None,
+# in a graph compiled without one); `langgraph._internal._constants.CONFIG_KEY_CHECKPOINTER`.
+_CHECKPOINTER_KEY = "__pregel_checkpointer"
+
+
+def _has_checkpointer(config: RunnableConfig | None) -> bool:
+    configurable = (config or {}).get("configurable") or {}
+    checkpointer = configurable.get(_CHECKPOINTER_KEY)
+    return checkpointer is not None and checkpointer is not False
+
+
 def build_call(
     *,
     capability: str,
@@ -68,6 +88,8 @@ def build_call(
     arguments: Mapping[str, Any],
     config: RunnableConfig | None,
     settings: Settings,
+    invocation: Any = None,
+    revise: Callable[[Mapping[str, Any]], GovernedCall] | None = None,
 ) -> GovernedCall:
     """Resolve actor, session, context metadata and parameters for one call.
 
@@ -117,9 +139,14 @@ def build_call(
             code="invalid_parameters",
         ) from None
 
+    try:
+        shown = to_jsonable_python(dict(arguments))
+    except (PydanticSerializationError, TypeError, ValueError):
+        shown = parameters
+
     resume_key: str | None = None
     namespace = _config_value(config, "checkpoint_ns")
-    if thread_id is not None and namespace is not None and tool_call_id:
+    if thread_id is not None and namespace is not None and tool_call_id and _has_checkpointer(config):
         raw = f"{thread_id}\x1f{namespace}\x1f{tool_call_id}\x1f{capability}"
         resume_key = "aegis-langchain-" + hashlib.sha256(raw.encode("utf-8")).hexdigest()[:48]
 
@@ -133,6 +160,9 @@ def build_call(
         metadata=metadata,
         settings=settings,
         resume_key=resume_key,
+        arguments=shown,
+        invocation=invocation,
+        revise=revise,
     )
 
 

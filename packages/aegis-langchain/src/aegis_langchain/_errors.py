@@ -19,7 +19,8 @@ class GovernanceRefusal(ToolException, PermissionError):
     - `capability`: the capability that was proposed.
     - `decision`: the decision that refused (None when no decision could be obtained).
     - `code`: a machine-readable reason: `denied`, `invalid_parameters`, `review_denied`, `review_expired`,
-      `confirmation_required`, `confirmation_declined`, `review_pending`, `review_timeout`, `unavailable`.
+      `confirmation_required`, `confirmation_declined`, `rejected`, `review_pending`, `review_timeout`,
+      `unavailable`.
     - `artifact`: the same record a successful call attaches to its tool message (decision id, audit ref).
     """
 
@@ -52,18 +53,21 @@ def _rebuild(
 class ActionDenied(GovernanceRefusal):
     """The action is not allowed: a DENY decision (`denied`), an operator denied the review
     (`review_denied`), nobody reviewed it before the deadline (`review_expired`), or the arguments do not
-    fit the capability's parameter schema (`invalid_parameters`, no decision)."""
+    fit the capability's parameter schema (`invalid_parameters`, no decision), or the person who resumed a
+    LangGraph pause on an escalation rejected the call (`rejected`; the escalation stays pending in AEGIS)."""
 
 
 class ConfirmationRequired(GovernanceRefusal):
-    """A REQUIRE_CONFIRMATION decision that was not confirmed: no `confirm` callback was configured
-    (`confirmation_required`) or it answered no (`confirmation_declined`)."""
+    """A REQUIRE_CONFIRMATION decision that was not confirmed: nobody could be asked (`confirm="refuse"`, or
+    `"auto"` outside a graph that can pause: `confirmation_required`), or the callback answered no or the
+    person who resumed the pause rejected it (`confirmation_declined`)."""
 
 
 class ReviewPending(GovernanceRefusal):
     """An ESCALATE decision whose review has not been approved yet: raised at once with
-    `on_escalate="raise"` (`review_pending`), or after `review_timeout` seconds of waiting
-    (`review_timeout`). The decision stays pending on the platform."""
+    `on_escalate="raise"` or when a pause was resumed with approve before the operator's review
+    (`review_pending`), or after `review_timeout` seconds of waiting (`review_timeout`). The decision stays
+    pending on the platform, and the same call retried re-attaches to it."""
 
 
 class GovernanceUnavailable(GovernanceRefusal):

@@ -1,85 +1,53 @@
-"""The governance of one tool call, written once: propose, confirm, wait for or pause on a review, run the
-tool under the ALLOW decision and report how it went. The flow is a generator that yields the I/O it
-needs (a client call, a user callback, the tool's run) and is driven by `run_sync` with an `AegisClient`
-or by `run_async` with an `AsyncAegisClient` (never a thread hop around a sync call): sync and async
-differ only in those two small loops."""
+"""The governance of one tool call, written once: propose (or re-attach to the escalation the same call
+left pending), confirm, wait for or pause on a review, run the tool under the ALLOW decision and report how
+it went. The flow is a generator that yields the I/O it needs (`_drivers`' steps), driven by `run_sync` or
+`run_async`: sync and async differ only in those two small loops. A LangGraph pause (`interrupt()`) is no
+I/O: it raises, or returns the resume value, in the flow itself."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
+import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-from aegis_langchain._artifact import GovernanceArtifact, governance_artifact
+from aegis_langchain._artifact import GovernanceArtifact
 from aegis_langchain._call import GovernedCall, current_decision_var
+from aegis_langchain._drivers import ClientCall, Flow, PendingStore, RunTool, UserCallback
 from aegis_langchain._errors import GovernanceRefusal
-from aegis_langchain._refusals import declined, denied, invalid, still_pending, unavailable
-from aegis_sdk import (
-    AegisClient,
-    AegisError,
-    AsyncAegisClient,
-    ConfigurationError,
-    Decision,
-    ParameterValidationError,
-    ReviewTimeoutError,
+from aegis_langchain._execution import (
+    allowed_artifact,
+    elapsed_ms,
+    failure_of,
+    is_graph_bubble_up,
+    report_execution,
 )
+from aegis_langchain._hitl import pause
+from aegis_langchain._pending import PendingEscalations
+from aegis_langchain._refusals import (
+    awaiting_operator,
+    declined,
+    denied,
+    invalid,
+    rejected,
+    still_pending,
+    unavailable,
+)
+from aegis_sdk import AegisError, ConfirmationError, Decision, ParameterValidationError, ReviewTimeoutError
+from aegis_sdk._wire.canonical import canonical_json
 
 logger = logging.getLogger("aegis_langchain")
-
-INTERRUPT_TYPE = "aegis_escalation"
-_ERROR_MESSAGE_LIMIT = 1000
-_T = TypeVar("_T")
-
-
-# ---------------------------------------------------------------------------------------------
-# What the flow asks its driver to do
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClientCall:
-    """Call `client.<method>(*args, **kwargs)` (a dotted method, e.g. `decisions.get`) and send back the
-    result; an error is thrown back into the flow."""
-
-    method: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def bound(self, client: object) -> Callable[[], Any]:
-        target: Any = client
-        for name in self.method.split("."):
-            target = getattr(target, name)
-        return lambda: target(*self.args, **self.kwargs)
-
-
-@dataclass(frozen=True)
-class UserCallback:
-    """Call a user callback (`confirm`, `on_escalation`), which may be sync or async, with the decision."""
-
-    name: str
-    func: Callable[[Decision], Any]
-    decision: Decision
-
-
-@dataclass(frozen=True)
-class RunTool:
-    """Run the governed tool (or the agent's tool handler) and send back its output."""
-
-
-Step = ClientCall | UserCallback | RunTool
-Flow = Generator[Step, Any, _T]
 
 
 @dataclass(frozen=True)
 class Ran:
-    """The tool ran under an ALLOW: its output, and the governance record to attach to its message."""
+    """The tool ran under an ALLOW: its output, and the governance record to attach to its message.
+    `edited_arguments`: the arguments it ran with when a person edited the call at a pause (else None)."""
 
     output: Any
     artifact: GovernanceArtifact
+    edited_arguments: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,41 +65,73 @@ class Refused:
 def governed_run(call: GovernedCall) -> Flow[Ran | Refused]:
     """Govern the call, then run the tool under the ALLOW decision (`current_decision()` inside it) and
     report its execution. A refusal is returned, not raised; the tool's own errors propagate (reported,
-    unless they are LangGraph control flow)."""
+    unless they are LangGraph control flow). After an edit resumed a pause, the tool runs the edited call."""
+    requested = call
     try:
-        decision = yield from _govern(call)
+        call, decision = yield from _govern(call)
     except GovernanceRefusal as refusal:
         return Refused(refusal)
     started = time.perf_counter()
     token = current_decision_var.set(decision)
     try:
-        output = yield RunTool()
+        output = yield RunTool(call.invocation)
     except Exception as exc:
         if not is_graph_bubble_up(exc):
-            yield from _report(call, decision, exc, _ms(started))
+            yield from report_execution(call, decision, exc, elapsed_ms(started))
         raise
     finally:
         current_decision_var.reset(token)
     failed = failure_of(output)
-    ref = yield from _report(call, decision, failed, _ms(started))
-    return Ran(output, allowed_artifact(call, decision, failed, ref))
+    ref = yield from report_execution(call, decision, failed, elapsed_ms(started))
+    edited = call.arguments if call is not requested else None
+    return Ran(output, allowed_artifact(call, decision, failed, ref), edited)
 
 
-def _govern(call: GovernedCall) -> Flow[Decision]:
-    """The ALLOW decision the tool may run under, or raise a GovernanceRefusal."""
-    interrupting = call.settings.on_escalate == "interrupt" and call.resume_key is not None
-    decision = yield from _propose(call, idempotency_key=call.resume_key if interrupting else None)
+Governed = Flow[tuple[GovernedCall, Decision]]
+"""A flow ending in the call to run (edited, if a person edited it) and its ALLOW decision."""
+
+
+def _govern(call: GovernedCall) -> Governed:
+    """The ALLOW decision the tool may run under, or raise a GovernanceRefusal. The same call retried
+    re-attaches to the escalation it left pending; in a graph that can pause, the proposal's
+    Idempotency-Key makes a resumed run meet the same decision again."""
+    pending: PendingEscalations = yield PendingStore()
+    earlier = yield from _reattach(call, pending)
+    if earlier is not None:
+        return (yield from _escalated(call, earlier, pending, new=False))
+    decision = yield from _propose(call, idempotency_key=call.resume_key)
+    return (yield from _decided(call, decision, pending))
+
+
+def _decided(call: GovernedCall, decision: Decision, pending: PendingEscalations) -> Governed:
     if decision.outcome == "ALLOW":
-        return decision
+        return call, decision
     if decision.outcome == "REQUIRE_CONFIRMATION":
-        if call.settings.confirm is None:
-            raise denied(call, decision)
-        if not (yield UserCallback("confirm", call.settings.confirm, decision)):
-            raise declined(call, decision)
-        return (yield from _allowed(call, token=decision.confirmation_token))
+        return (yield from _confirmation(call, decision, pending))
     if decision.outcome == "ESCALATE":
-        return (yield from _escalated(call, decision, interrupting))
+        return (yield from _escalated(call, decision, pending, new=True))
     raise denied(call, decision)
+
+
+def _reattach(call: GovernedCall, pending: PendingEscalations) -> Flow[Decision | None]:
+    """The escalation this call left pending, read again: still pending or approved → re-attach to it;
+    denied → that refusal; expired or unreadable → None (propose anew)."""
+    decision_id = pending.find(call)
+    if decision_id is None:
+        return None
+    try:
+        current: Decision = yield ClientCall("decisions.get", (decision_id,))
+    except AegisError:
+        pending.forget(call, decision_id)
+        return None
+    status = _review_status(current)
+    if status in (None, "pending", "approved"):
+        logger.info("tool %s: re-attached to decision %s (review %s)", call.tool_name, decision_id, status or "pending")
+        return current
+    pending.forget(call, decision_id)
+    if status == "denied":
+        raise denied(call, current)
+    return None
 
 
 def _propose(call: GovernedCall, *, token: str | None = None, idempotency_key: str | None = None) -> Flow[Decision]:
@@ -154,77 +154,119 @@ def _allowed(call: GovernedCall, *, token: str | None, idempotency_key: str | No
     return decision
 
 
-def _escalated(call: GovernedCall, decision: Decision, interrupting: bool) -> Flow[Decision]:
+def _derived_key(call: GovernedCall, purpose: str, part: Any) -> str | None:
+    """An Idempotency-Key for a later proposal of a call that can pause (a resumed run sends it again)."""
+    if call.resume_key is None:
+        return None
+    digest = hashlib.sha256(canonical_json(part)).hexdigest()[:24]
+    return f"{call.resume_key}-{purpose}-{digest}"
+
+
+# -- REQUIRE_CONFIRMATION ------------------------------------------------------------------------
+
+
+def _confirmation(call: GovernedCall, decision: Decision, pending: PendingEscalations) -> Governed:
+    confirm = call.settings.confirm
+    if callable(confirm):
+        if not (yield UserCallback("confirm", confirm, decision)):
+            raise declined(call, decision)
+        return call, (yield from _allowed(call, token=decision.confirmation_token))
+    if confirm == "refuse" or not call.can_pause:
+        if confirm == "interrupt":
+            logger.warning("tool %s: confirm='interrupt' outside a graph that can pause; refusing", call.tool_name)
+        raise denied(call, decision)
+    answer, edited = pause(call, decision, "confirmation")
+    if answer.type == "reject":
+        raise declined(call, decision, answer.message)
+    if answer.type == "edit":
+        return (yield from _edited(call, edited, pending))
+    # The user's consent: confirm with the decision's token; the platform answers.
+    key = _derived_key(call, "confirmed", decision.decision_id)
+    return call, (yield from _allowed(call, token=decision.confirmation_token, idempotency_key=key))
+
+
+# -- ESCALATE ----------------------------------------------------------------------------------------
+
+
+def _escalation_mode(call: GovernedCall) -> str:
     mode = call.settings.on_escalate
-    if call.settings.on_escalation is not None and not interrupting and _review_status(decision) in (None, "pending"):
-        # Not in interrupt mode: there the graph's `__interrupt__` is the notification, and a resumed run
-        # sees the same decision again.
+    if mode == "auto":
+        return "interrupt" if call.can_pause else "wait"
+    return mode
+
+
+def _escalated(call: GovernedCall, decision: Decision, pending: PendingEscalations, *, new: bool) -> Governed:
+    mode = _escalation_mode(call)
+    if mode == "interrupt" and call.can_pause:
+        # Always through the pause, whatever the review's status now: a resumed run replays the answer given
+        # at this pause, and a reject given there must not turn into a run because AEGIS approved since.
+        return (yield from _paused_escalation(call, decision, pending))
+    if _review_status(decision) == "approved":
+        return call, (yield from _approved(call, decision, pending))
+    if new and call.settings.on_escalation is not None:
         yield UserCallback("on_escalation", call.settings.on_escalation, decision)
     if mode == "raise":
+        pending.remember(call, decision.decision_id)
         raise denied(call, decision)
     if mode == "interrupt":
-        if not interrupting:
-            raise still_pending(call, decision, timed_out=False)
-        payload = _interrupt_payload(call, decision)
-        while True:
-            _interrupt(payload)
-            try:
-                current: Decision = yield ClientCall("decisions.get", (decision.decision_id,))
-            except AegisError as exc:
-                raise unavailable(call, exc) from exc
-            status = _review_status(current)
-            if status == "approved" and current.confirmation_token:
-                assert call.resume_key is not None
-                approved_key = call.resume_key + "-approved"
-                return (yield from _allowed(call, token=current.confirmation_token, idempotency_key=approved_key))
-            if status not in (None, "pending"):
-                raise denied(call, current)
-            # resumed while the review is still pending: pause again on the same decision
+        pending.remember(call, decision.decision_id)
+        raise still_pending(call, decision, timed_out=False)
     try:
         final: Decision = yield ClientCall("wait_for_review", (decision,), {"timeout": call.settings.review_timeout})
     except ReviewTimeoutError as exc:
+        pending.remember(call, decision.decision_id)
         raise still_pending(call, exc.decision, timed_out=True) from None
+    except ConfirmationError as exc:
+        if new or exc.code != "proposal_unknown":
+            raise unavailable(call, exc) from exc
+        # Re-attached, but this client no longer remembers the proposal to resubmit: propose anew.
+        pending.forget(call, decision.decision_id)
+        return (yield from _decided(call, (yield from _propose(call)), pending))
     except AegisError as exc:
         raise unavailable(call, exc) from exc
+    pending.forget(call, decision.decision_id)
     _log_decision(call, final)
     if final.outcome == "ALLOW":
-        return final
+        return call, final
     raise denied(call, final)
 
 
-def _report(call: GovernedCall, decision: Decision, error: BaseException | None, ms: float) -> Flow[str | None]:
-    """Report the execution of an allowed call; returns the audit ref, or None (errors are logged)."""
-    if not call.settings.report_execution or decision.degraded:
-        return None
+def _approved(call: GovernedCall, decision: Decision, pending: PendingEscalations) -> Flow[Decision]:
+    """Resubmit an approved escalation with its token: the platform answers with the ALLOW."""
+    pending.forget(call, decision.decision_id)
+    key = _derived_key(call, "approved", decision.decision_id)
+    return (yield from _allowed(call, token=decision.confirmation_token, idempotency_key=key))
+
+
+def _paused_escalation(call: GovernedCall, decision: Decision, pending: PendingEscalations) -> Governed:
+    """Pause the graph on the escalation. Approve never bypasses the platform: the tool runs only if the
+    review is approved in AEGIS; still pending → the model reads that it awaits the operator."""
+    answer, edited = pause(call, decision, "escalation")
+    if answer.type == "reject":
+        pending.remember(call, decision.decision_id)
+        raise rejected(call, decision, answer.message)
+    if answer.type == "edit":
+        return (yield from _edited(call, edited, pending))
     try:
-        record = yield ClientCall("decisions.report_execution", (decision.decision_id,), _report_fields(error, ms))
+        current: Decision = yield ClientCall("decisions.get", (decision.decision_id,))
     except AegisError as exc:
-        logger.warning(
-            "could not report the execution of decision %s (tool %s): %s",
-            decision.decision_id,
-            call.tool_name,
-            type(exc).__name__,
-        )
-        return None
-    ref: str | None = record.audit_ref
-    return ref
+        raise unavailable(call, exc) from exc
+    status = _review_status(current)
+    if status == "approved":
+        return call, (yield from _approved(call, current, pending))
+    if status in (None, "pending"):
+        pending.remember(call, decision.decision_id)
+        raise awaiting_operator(call, current)
+    raise denied(call, current)
 
 
-def _report_fields(error: BaseException | None, ms: float) -> dict[str, Any]:
-    if error is None:
-        return {"status": "SUCCESS", "duration_ms": max(ms, 0.0)}
-    message = str(error)
-    if len(message) > _ERROR_MESSAGE_LIMIT:
-        message = message[: _ERROR_MESSAGE_LIMIT - 1] + "…"
-    return {
-        "status": "FAILED",
-        "error": {"code": type(error).__name__, "message": message},
-        "duration_ms": max(ms, 0.0),
-    }
+# -- pauses -------------------------------------------------------------------------------------------
 
 
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
+def _edited(call: GovernedCall, edited: GovernedCall, pending: PendingEscalations) -> Governed:
+    """A new proposal with the edited arguments, governed from scratch (it may pause again)."""
+    decision = yield from _propose(edited, idempotency_key=_derived_key(call, "edit", edited.parameters))
+    return (yield from _decided(edited, decision, pending))
 
 
 def _log_decision(call: GovernedCall, decision: Decision) -> None:
@@ -241,154 +283,4 @@ def _review_status(decision: Decision) -> str | None:
     return decision.review.status if decision.review is not None else None
 
 
-def _interrupt_payload(call: GovernedCall, decision: Decision) -> dict[str, Any]:
-    """What the graph's `__interrupt__` carries (a plain dict; no token)."""
-    return {
-        "type": INTERRUPT_TYPE,
-        "decision_id": decision.decision_id,
-        "audit_ref": decision.audit_ref,
-        "capability": call.capability,
-        "tool": call.tool_name,
-        "tool_call_id": call.tool_call_id,
-        "actor_id": call.actor.id,
-        "session_id": call.session_id,
-        "parameters": call.parameters,
-        "reason": decision.reason,
-        "risk_score": decision.risk_score,
-        "policy_ids": list(decision.policy_ids),
-        "expires_at": decision.expires_at,
-    }
-
-
-def _interrupt(value: dict[str, Any]) -> Any:
-    try:
-        from langgraph.types import interrupt
-    except ImportError:  # pragma: no cover - the extra is part of the workspace
-        raise ConfigurationError(
-            "on_escalate='interrupt' needs LangGraph: pip install 'aegis-langchain[langgraph]'.",
-            code="langgraph_missing",
-        ) from None
-    return interrupt(value)
-
-
-# ---------------------------------------------------------------------------------------------
-# What an execution reports
-# ---------------------------------------------------------------------------------------------
-
-
-def allowed_artifact(
-    call: GovernedCall, decision: Decision, error: BaseException | None, execution_ref: str | None
-) -> GovernanceArtifact:
-    """The governance record of a call that ran: the ALLOW decision and the execution report."""
-    artifact = governance_artifact(call.capability, decision)
-    if call.settings.report_execution:
-        artifact["execution"] = "SUCCESS" if error is None else "FAILED"
-    artifact["execution_audit_ref"] = execution_ref
-    return artifact
-
-
-class ToolError(Exception):
-    """Stands, in an execution report, for a tool call that ended in an error ToolMessage (the tool or the
-    tool node turned its exception into a message, so the original type is not known)."""
-
-
-def failure_of(output: Any) -> BaseException | None:
-    """The failure to report for a tool output: an error ToolMessage is a failure."""
-    from langchain_core.messages import ToolMessage
-
-    if isinstance(output, ToolMessage) and output.status == "error":
-        return ToolError(f"the tool returned an error message: {output.content}")
-    return None
-
-
-def is_graph_bubble_up(exc: BaseException) -> bool:
-    """LangGraph's control-flow exceptions (interrupts, parent commands) are not tool failures."""
-    try:
-        from langgraph.errors import GraphBubbleUp
-    except ImportError:  # pragma: no cover - the extra is part of the workspace
-        return False
-    return isinstance(exc, GraphBubbleUp)
-
-
-# ---------------------------------------------------------------------------------------------
-# The two drivers: the only places that differ between sync and async
-# ---------------------------------------------------------------------------------------------
-
-
-def run_sync(flow: Flow[_T], client: AegisClient, run: Callable[[], Any] | None = None) -> _T:
-    """Drive `flow` with the sync client; `run` runs the tool."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = flow.send(result) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            value: _T = stop.value
-            return value
-        result, error = None, None
-        try:
-            if isinstance(step, ClientCall):
-                result = step.bound(client)()
-            elif isinstance(step, UserCallback):
-                answer = step.func(step.decision)
-                result = _run_awaitable(answer, step.name) if inspect.isawaitable(answer) else answer
-            else:
-                assert run is not None
-                result = run()
-        except BaseException as exc:
-            error = exc
-
-
-async def run_async(flow: Flow[_T], client: AsyncAegisClient, run: Callable[[], Awaitable[Any]] | None = None) -> _T:
-    """Drive `flow` with the async client; `run` runs the tool."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = flow.send(result) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            value: _T = stop.value
-            return value
-        result, error = None, None
-        try:
-            if isinstance(step, ClientCall):
-                result = await step.bound(client)()
-            elif isinstance(step, UserCallback):
-                answer = step.func(step.decision)
-                result = await answer if inspect.isawaitable(answer) else answer
-            else:
-                assert run is not None
-                result = await run()
-        except BaseException as exc:
-            error = exc
-
-
-def _run_awaitable(awaitable: Awaitable[Any], name: str) -> Any:
-    """An async callback of a sync call: run it when no event loop is running, else refuse."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-
-        async def _await() -> Any:
-            return await awaitable
-
-        return asyncio.run(_await())
-    close = getattr(awaitable, "close", None)
-    if callable(close):
-        close()
-    raise ConfigurationError(
-        f"The {name} callback is async but the tool was invoked synchronously inside a running event loop; "
-        "use ainvoke() or give a sync callback.",
-        code="async_callback_in_sync_call",
-    )
-
-
-__all__ = [
-    "INTERRUPT_TYPE",
-    "Ran",
-    "Refused",
-    "ToolError",
-    "governed_run",
-    "run_async",
-    "run_sync",
-]
+__all__ = ["Governed", "Ran", "Refused", "governed_run"]

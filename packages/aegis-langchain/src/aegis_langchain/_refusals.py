@@ -117,13 +117,39 @@ def denied(call: GovernedCall, decision: Decision) -> GovernanceRefusal:
     )
 
 
-def declined(call: GovernedCall, decision: Decision) -> ConfirmationRequired:
-    """The `confirm` callback answered no."""
+def declined(call: GovernedCall, decision: Decision, message: str | None = None) -> ConfirmationRequired:
+    """The `confirm` callback answered no, or the person who resumed the pause rejected it."""
+    reason = f" Their reason: {message}" if message else ""
     return _refusal(
         ConfirmationRequired,
         call,
         "confirmation_declined",
-        f"The user did not confirm {call.tool_name}; the action was not performed.",
+        f"The user did not confirm {call.tool_name}; the action was not performed.{reason}",
+        decision,
+    )
+
+
+def rejected(call: GovernedCall, decision: Decision, message: str | None) -> ActionDenied:
+    """The person who resumed an escalation's pause rejected the call (it stays pending in AEGIS)."""
+    if message:
+        text = f"User rejected the tool call for `{call.tool_name}` with reason: {message}"
+    else:
+        text = (
+            f"User rejected the tool call for `{call.tool_name}`. The tool was not executed. Do not retry this "
+            "tool call unless the user explicitly requests it."
+        )
+    return _refusal(ActionDenied, call, "rejected", text, decision)
+
+
+def awaiting_operator(call: GovernedCall, decision: Decision) -> ReviewPending:
+    """The pause was resumed with approve, but the operator's review in AEGIS is still pending."""
+    return _refusal(
+        ReviewPending,
+        call,
+        "review_pending",
+        f"{call.tool_name} also needs an operator's approval in AEGIS ({decision.reason}), which has not been "
+        "given yet; the action has not been performed. Tell the user it awaits that approval; calling it again "
+        "with the same arguments picks up the same request.",
         decision,
     )
 
@@ -136,11 +162,13 @@ def still_pending(call: GovernedCall, decision: Decision, *, timed_out: bool) ->
             call,
             "review_timeout",
             f"{call.tool_name} needs an operator's approval ({decision.reason}) and none arrived in time; the "
-            "action has not been performed and the request stays pending. Tell the user it awaits approval.",
+            "action has not been performed and the request stays pending. Tell the user it awaits approval; "
+            "calling it again with the same arguments picks up the same request.",
             decision,
         )
     logger.warning(
-        "tool %s: on_escalate='interrupt' outside a LangGraph run with a checkpointer and thread_id; refusing",
+        "tool %s: on_escalate='interrupt' outside a LangGraph run that can pause (a checkpointer and a "
+        "thread_id); refusing",
         call.tool_name,
     )
     return _refusal(
@@ -153,4 +181,4 @@ def still_pending(call: GovernedCall, decision: Decision, *, timed_out: bool) ->
     )
 
 
-__all__ = ["declined", "denied", "invalid", "still_pending", "unavailable"]
+__all__ = ["awaiting_operator", "declined", "denied", "invalid", "rejected", "still_pending", "unavailable"]

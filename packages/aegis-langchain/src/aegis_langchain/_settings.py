@@ -12,15 +12,17 @@ from typing import Any, Literal
 
 from aegis_sdk import Actor, AegisClient, AsyncAegisClient, ConfigurationError, Decision
 
-EscalationMode = Literal["wait", "raise", "interrupt"]
+EscalationMode = Literal["auto", "interrupt", "wait", "raise"]
 ConfirmCallback = Callable[[Decision], bool | Awaitable[bool]]
+ConfirmMode = Literal["auto", "interrupt", "refuse"]
 EscalationCallback = Callable[[Decision], Awaitable[None] | None]
 ParameterMapper = Callable[[dict[str, Any]], Mapping[str, Any]]
 ActorLike = str | Actor | Mapping[str, Any]
 
 DEFAULT_ACTOR_ID = "langchain-agent"
 DEFAULT_REVIEW_TIMEOUT = 600.0
-_ESCALATION_MODES = ("wait", "raise", "interrupt")
+_ESCALATION_MODES = ("auto", "interrupt", "wait", "raise")
+_CONFIRM_MODES = ("auto", "interrupt", "refuse")
 _CAPABILITY_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
 
 
@@ -179,7 +181,14 @@ def derive_capability(tool_name: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """How calls are governed; built once per governed tool or middleware."""
+    """How calls are governed; built once per governed tool or middleware.
+
+    - `confirm`: who confirms a REQUIRE_CONFIRMATION: `"auto"` (pause the LangGraph run when it can pause —
+      a checkpointer and a thread — else as `"refuse"`), `"interrupt"`, `"refuse"` (the model reads that
+      the user's confirmation is required), or a callback `decision -> bool`.
+    - `on_escalate`: what an ESCALATE does: `"auto"` (pause the LangGraph run when it can pause, else as
+      `"wait"`), `"interrupt"`, `"wait"` (for the review, up to `review_timeout` seconds) or `"raise"`.
+    """
 
     client: AegisClient | None = None
     async_client: AsyncAegisClient | None = None
@@ -187,8 +196,8 @@ class Settings:
     session_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     parameters: ParameterMapper | None = None
-    confirm: ConfirmCallback | None = None
-    on_escalate: EscalationMode = "wait"
+    confirm: ConfirmCallback | ConfirmMode = "auto"
+    on_escalate: EscalationMode = "auto"
     review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT
     on_escalation: EscalationCallback | None = None
     report_execution: bool = True
@@ -201,12 +210,30 @@ def settings_from(arguments: Mapping[str, Any]) -> Settings:
     what it takes."""
     given = {option.name: arguments[option.name] for option in fields(Settings) if option.name in arguments}
     _check_clients(given.get("client"), given.get("async_client"), lambda arg: f"{arg}=")
-    on_escalate = given.get("on_escalate", "wait")
-    if on_escalate not in _ESCALATION_MODES:
+    on_escalate = given.get("on_escalate", "auto")
+    if not isinstance(on_escalate, str) or on_escalate not in _ESCALATION_MODES:
         raise ConfigurationError(
-            f"on_escalate must be one of 'wait' (wait for the review, up to review_timeout), 'raise' (refuse at "
-            f"once) or 'interrupt' (pause the LangGraph graph), got {on_escalate!r}.",
+            f"on_escalate must be one of 'auto' (pause the LangGraph graph when the call runs in a graph with a "
+            f"checkpointer, else wait), 'interrupt' (pause the graph), 'wait' (wait for the review, up to "
+            f"review_timeout) or 'raise' (refuse at once), got {on_escalate!r}.",
             code="invalid_on_escalate",
+        )
+    confirm = given.get("confirm", "auto")
+    if confirm is None:
+        given["confirm"] = "refuse"
+    elif isinstance(confirm, str):
+        if confirm not in _CONFIRM_MODES:
+            raise ConfigurationError(
+                f"confirm= takes a callback (decision -> bool), 'auto' (pause the LangGraph graph when the call "
+                f"runs in a graph with a checkpointer, else refuse), 'interrupt' (pause the graph) or 'refuse' "
+                f"(the model reads that the user's confirmation is required), got {confirm!r}.",
+                code="invalid_confirm",
+            )
+    elif not callable(confirm):
+        raise ConfigurationError(
+            f"confirm= must be a callable or one of {', '.join(map(repr, _CONFIRM_MODES))}, got "
+            f"{type(confirm).__name__}.",
+            code="invalid_callback",
         )
     review_timeout = given.get("review_timeout", DEFAULT_REVIEW_TIMEOUT)
     if review_timeout is not None and (
@@ -217,7 +244,7 @@ def settings_from(arguments: Mapping[str, Any]) -> Settings:
             f"got {review_timeout!r}.",
             code="invalid_review_timeout",
         )
-    for name in ("confirm", "on_escalation", "parameters"):
+    for name in ("on_escalation", "parameters"):
         value = given.get(name)
         if value is not None and not callable(value):
             raise ConfigurationError(
@@ -240,6 +267,7 @@ __all__ = [
     "DEFAULT_REVIEW_TIMEOUT",
     "ActorLike",
     "ConfirmCallback",
+    "ConfirmMode",
     "EscalationCallback",
     "EscalationMode",
     "ParameterMapper",

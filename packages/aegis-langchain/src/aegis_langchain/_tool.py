@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, NoReturn, overload
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -16,16 +16,19 @@ from langchain_core.tools import BaseTool, ToolException
 from langchain_core.tools import tool as make_tool
 from langchain_core.tools.base import ArgsSchema
 from langchain_core.utils.pydantic import TypeBaseModel
-from pydantic import BaseModel, PrivateAttr
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from aegis_langchain._artifact import GovernanceArtifact
 from aegis_langchain._call import GovernedCall, build_call
+from aegis_langchain._drivers import run_async, run_sync
 from aegis_langchain._errors import GovernanceRefusal
-from aegis_langchain._flow import Ran, Refused, governed_run, run_async, run_sync
+from aegis_langchain._flow import Ran, Refused, governed_run
+from aegis_langchain._hitl import with_edit_notice
 from aegis_langchain._settings import (
     DEFAULT_REVIEW_TIMEOUT,
     ActorLike,
     ConfirmCallback,
+    ConfirmMode,
     EscalationCallback,
     EscalationMode,
     ParameterMapper,
@@ -182,13 +185,29 @@ class GovernedTool(BaseTool):
             visible = _visible_keys(self.tool)
             arguments = {k: v for k, v in kwargs.items() if visible is None or k in visible}
         state = _run_state.get()
+        tool_call_id = state.tool_call_id if state is not None else None
+
+        def revise(edited: Mapping[str, Any]) -> GovernedCall:
+            """The call with a person's edited arguments, validated as the wrapped tool validates them."""
+            try:
+                new_args, new_kwargs = self.tool._to_args_and_kwargs({**kwargs, **arguments, **edited}, tool_call_id)
+            except (ValidationError, ValueError, TypeError) as exc:
+                raise ConfigurationError(
+                    f"The edited arguments of {self.name} do not fit the tool's schema: {exc}. Resume again with "
+                    "arguments the tool accepts.",
+                    code="invalid_resume",
+                ) from None
+            return self._call(new_args, new_kwargs, config)
+
         return build_call(
             capability=self.capability,
             tool_name=self.name,
-            tool_call_id=state.tool_call_id if state is not None else None,
+            tool_call_id=tool_call_id,
             arguments=arguments,
             config=config,
             settings=self._settings,
+            invocation=(args, kwargs),
+            revise=revise,
         )
 
     def _run(
@@ -202,8 +221,11 @@ class GovernedTool(BaseTool):
         client = resolve_client(self._settings.client)
         inner = self.tool
         extra = _injected(inner._run, config, run_manager)
-        outcome = run_sync(governed_run(call), client, lambda: inner._run(*args, **kwargs, **extra))
-        return self._outcome(outcome)
+
+        def run(invocation: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
+            return inner._run(*invocation[0], **invocation[1], **extra)
+
+        return self._outcome(run_sync(governed_run(call), client, run))
 
     async def _arun(
         self,
@@ -218,10 +240,13 @@ class GovernedTool(BaseTool):
         native_async = type(inner)._arun is not BaseTool._arun
         manager = run_manager if native_async or run_manager is None else run_manager.get_sync()
         extra = _injected(inner._arun if native_async else inner._run, config, manager)
+
         # BaseTool._arun runs a sync-only tool in an executor (copying this context): that is the wrapped
         # tool's own behaviour; every governance call stays on the async client.
-        outcome = await run_async(governed_run(call), client, lambda: inner._arun(*args, **kwargs, **extra))
-        return self._outcome(outcome)
+        def run(invocation: tuple[tuple[Any, ...], dict[str, Any]]) -> Awaitable[Any]:
+            return inner._arun(*invocation[0], **invocation[1], **extra)
+
+        return self._outcome(await run_async(governed_run(call), client, run))
 
     def _outcome(self, outcome: Ran | Refused) -> Any:
         if isinstance(outcome, Refused):
@@ -230,16 +255,19 @@ class GovernedTool(BaseTool):
             if state is not None:
                 state.refusal = refusal
             raise refusal from refusal.__cause__
-        return self._with_artifact(outcome.output, outcome.artifact)
+        return self._with_artifact(outcome.output, outcome.artifact, outcome.edited_arguments)
 
-    def _with_artifact(self, output: Any, artifact: GovernanceArtifact) -> Any:
+    def _with_artifact(self, output: Any, artifact: GovernanceArtifact, edited: dict[str, Any] | None) -> Any:
         if self.tool.response_format == "content_and_artifact":
             if isinstance(output, tuple) and len(output) == 2:
                 content, inner_artifact = output
                 artifact["tool_artifact"] = inner_artifact
-                return content, artifact
+                return self._noted(content, edited), artifact
             return output  # the wrapped tool broke its own contract; LangChain reports it as for the tool
-        return output, artifact
+        return self._noted(output, edited), artifact
+
+    def _noted(self, content: Any, edited: dict[str, Any] | None) -> Any:
+        return content if edited is None else with_edit_notice(content, self.name, edited)
 
 
 def _injected(target: Callable[..., Any], config: RunnableConfig, run_manager: Any) -> dict[str, Any]:
@@ -318,8 +346,8 @@ def govern_tool(
     session_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     parameters: ParameterMapper | None = None,
-    confirm: ConfirmCallback | None = None,
-    on_escalate: EscalationMode = "wait",
+    confirm: ConfirmCallback | ConfirmMode | None = "auto",
+    on_escalate: EscalationMode = "auto",
     review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
     on_escalation: EscalationCallback | None = None,
     report_execution: bool = True,
@@ -344,8 +372,8 @@ def govern_tools(
     actor: ActorLike | None = None,
     session_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
-    confirm: ConfirmCallback | None = None,
-    on_escalate: EscalationMode = "wait",
+    confirm: ConfirmCallback | ConfirmMode | None = "auto",
+    on_escalate: EscalationMode = "auto",
     review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
     on_escalation: EscalationCallback | None = None,
     report_execution: bool = True,
@@ -388,7 +416,7 @@ def governed_tool(
     session_id: str | None = ...,
     metadata: Mapping[str, Any] | None = ...,
     parameters: ParameterMapper | None = ...,
-    confirm: ConfirmCallback | None = ...,
+    confirm: ConfirmCallback | ConfirmMode | None = ...,
     on_escalate: EscalationMode = ...,
     review_timeout: float | None = ...,
     on_escalation: EscalationCallback | None = ...,
@@ -416,8 +444,8 @@ def governed_tool(
     session_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     parameters: ParameterMapper | None = None,
-    confirm: ConfirmCallback | None = None,
-    on_escalate: EscalationMode = "wait",
+    confirm: ConfirmCallback | ConfirmMode | None = "auto",
+    on_escalate: EscalationMode = "auto",
     review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
     on_escalation: EscalationCallback | None = None,
     report_execution: bool = True,

@@ -16,11 +16,14 @@ from langgraph.types import Command
 from pydantic import BaseModel, ValidationError
 
 from aegis_langchain._call import GovernedCall, build_call
-from aegis_langchain._flow import Ran, Refused, governed_run, run_async, run_sync
+from aegis_langchain._drivers import run_async, run_sync
+from aegis_langchain._flow import Ran, Refused, governed_run
+from aegis_langchain._hitl import with_edit_notice
 from aegis_langchain._settings import (
     DEFAULT_REVIEW_TIMEOUT,
     ActorLike,
     ConfirmCallback,
+    ConfirmMode,
     EscalationCallback,
     EscalationMode,
     Settings,
@@ -30,7 +33,7 @@ from aegis_langchain._settings import (
     settings_from,
 )
 from aegis_langchain._tool import GovernedTool
-from aegis_sdk import AegisClient, AsyncAegisClient
+from aegis_sdk import AegisClient, AsyncAegisClient, ConfigurationError
 
 CapabilityMap = Mapping[str, str] | Callable[[str], str | None]
 
@@ -62,8 +65,8 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         actor: ActorLike | None = None,
         session_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-        confirm: ConfirmCallback | None = None,
-        on_escalate: EscalationMode = "wait",
+        confirm: ConfirmCallback | ConfirmMode | None = "auto",
+        on_escalate: EscalationMode = "auto",
         review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
         on_escalation: EscalationCallback | None = None,
         report_execution: bool = True,
@@ -100,8 +103,26 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         arguments = _validated(tool, request.tool_call.get("args") or {})
         if arguments is None:
             return None
+        return self._call(request, tool, arguments)
+
+    def _call(self, request: ToolCallRequest, tool: BaseTool, arguments: dict[str, Any]) -> GovernedCall:
         runtime = getattr(request, "runtime", None)
         config: RunnableConfig | None = getattr(runtime, "config", None)
+        name = request.tool_call["name"]
+
+        def revise(edited: Mapping[str, Any]) -> GovernedCall:
+            """The call with a person's edited arguments (the tool receives them as the model's would be)."""
+            try:
+                validated = _checked(tool, edited)
+            except ValidationError as exc:
+                raise ConfigurationError(
+                    f"The edited arguments of {name} do not fit the tool's schema: {exc}. Resume again with "
+                    "arguments the tool accepts.",
+                    code="invalid_resume",
+                ) from None
+            edited_request = request.override(tool_call={**request.tool_call, "args": dict(edited)})
+            return self._call(edited_request, tool, validated)
+
         return build_call(
             capability=self.capability_for(name),
             tool_name=name,
@@ -109,6 +130,8 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
             arguments=arguments,
             config=config,
             settings=self.settings,
+            invocation=request,
+            revise=revise,
         )
 
     # -- sync -------------------------------------------------------------------------------------
@@ -121,7 +144,7 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         call = self._prepare(request)
         if call is None:
             return handler(request)
-        outcome = run_sync(governed_run(call), resolve_client(self.settings.client), lambda: handler(request))
+        outcome = run_sync(governed_run(call), resolve_client(self.settings.client), handler)
         return _message(request, outcome)
 
     # -- async ------------------------------------------------------------------------------------
@@ -135,18 +158,23 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         if call is None:
             return await handler(request)
         client = resolve_async_client(self.settings.async_client)
-        outcome = await run_async(governed_run(call), client, lambda: handler(request))
+        outcome = await run_async(governed_run(call), client, handler)
         return _message(request, outcome)
 
 
 def _validated(tool: BaseTool, args: Mapping[str, Any]) -> dict[str, Any] | None:
     """The arguments as the tool will validate them (defaults filled in), or None if they are invalid."""
+    try:
+        return _checked(tool, args)
+    except ValidationError:
+        return None
+
+
+def _checked(tool: BaseTool, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments as the tool will validate them (defaults filled in); ValidationError if invalid."""
     schema: Any = tool.tool_call_schema
     if isinstance(schema, type) and issubclass(schema, BaseModel):
-        try:
-            model = schema.model_validate(dict(args))
-        except ValidationError:
-            return None
+        model = schema.model_validate(dict(args))
         return {name: getattr(model, name) for name in type(model).model_fields}
     return dict(args)
 
@@ -160,6 +188,8 @@ def _message(request: ToolCallRequest, outcome: Ran | Refused) -> ToolMessage | 
             result.response_metadata = {**result.response_metadata, ARTIFACT_KEY: artifact}
             if result.artifact is None:
                 result.artifact = artifact
+            if outcome.edited_arguments is not None:
+                result.content = with_edit_notice(result.content, request.tool_call["name"], outcome.edited_arguments)
         return result
     artifact = outcome.refusal.artifact
     return ToolMessage(
