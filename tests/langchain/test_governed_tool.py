@@ -484,3 +484,46 @@ async def test_an_existing_base_tool_runs_its_own_async_path(aserver: Any) -> No
     message = await governed.ainvoke(call("sql_db_query", {"query": "SELECT 2"}))
     assert message.content == "[(1,)]" and message.artifact["execution"] == "SUCCESS"
     assert sql.executed == ["async:SELECT 2"]
+
+
+# -- a request the platform rejects as invalid, a confirmation it no longer takes ----------------------
+
+
+def test_a_proposal_the_platform_rejects_as_invalid_is_refused_as_invalid_not_unavailable(client: AegisClient) -> None:
+    ran: list[Any] = []
+
+    @governed_tool("payments.refund", client=client, actor="billing-bot")
+    def refund_with_notes(order_id: str, amount: float, notes: dict[str, Any]) -> str:
+        """Refund with structured notes."""
+        ran.append(order_id)
+        return "refunded"
+
+    deep: dict[str, Any] = {}
+    for _ in range(40):  # deeper than the platform's 32 levels: 422 validation_error too_deep
+        deep = {"n": deep}
+    message = refund_with_notes.invoke(call("refund_with_notes", {"order_id": "A-9", "amount": 5, "notes": deep}))
+    assert message.status == "error" and ran == []
+    assert message.artifact["refusal"] == "invalid_parameters"
+    assert "could not be checked" not in message.content  # not worded as an outage the model should wait out
+
+
+def test_a_confirmation_that_expired_while_the_user_decided_is_refused_and_says_to_ask_again() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from lc_support import POLICIES
+
+    from aegis_server.inprocess import InProcessServer
+
+    now = [datetime.now(timezone.utc)]
+    with InProcessServer(policy_paths=[POLICIES], clock=lambda: now[0]) as server:
+        ran: list[dict[str, Any]] = []
+
+        def slow_user(decision: Decision) -> bool:
+            now[0] += timedelta(hours=1)  # the user answered after the token's time to live
+            return True
+
+        refund = make_refund(server.client(), ran, confirm=slow_user)
+        message = refund.invoke(call("refund", {"order_id": "A-10", "amount": 250, "currency": "USD"}))
+    assert message.status == "error" and ran == []
+    assert message.artifact["refusal"] == "confirmation_expired"
+    assert "Call the tool again" in message.content

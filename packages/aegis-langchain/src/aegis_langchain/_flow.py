@@ -27,6 +27,7 @@ from aegis_langchain._hitl import pause
 from aegis_langchain._pending import PendingEscalations
 from aegis_langchain._refusals import (
     awaiting_operator,
+    confirmation_refused,
     declined,
     denied,
     invalid,
@@ -34,7 +35,14 @@ from aegis_langchain._refusals import (
     still_pending,
     unavailable,
 )
-from aegis_sdk import AegisError, ConfirmationError, Decision, ParameterValidationError, ReviewTimeoutError
+from aegis_sdk import (
+    AegisError,
+    ConfirmationError,
+    Decision,
+    InvalidRequestError,
+    ParameterValidationError,
+    ReviewTimeoutError,
+)
 from aegis_sdk._wire.canonical import canonical_json
 
 logger = logging.getLogger("aegis_langchain")
@@ -138,8 +146,10 @@ def _propose(call: GovernedCall, *, token: str | None = None, idempotency_key: s
     options = {"confirmation_token": token, "idempotency_key": idempotency_key}
     try:
         decision: Decision = yield ClientCall("propose", (call.actor, call.action(), call.context()), options)
-    except ParameterValidationError as exc:
+    except (ParameterValidationError, InvalidRequestError) as exc:
         raise invalid(call, exc) from exc
+    except ConfirmationError as exc:
+        raise confirmation_refused(call, exc) from exc
     except AegisError as exc:
         raise unavailable(call, exc) from exc
     _log_decision(call, decision)

@@ -14,7 +14,7 @@ from aegis_langchain._errors import (
     GovernanceUnavailable,
     ReviewPending,
 )
-from aegis_sdk import AegisError, Decision, ParameterValidationError
+from aegis_sdk import AegisError, ConfirmationError, Decision, InvalidRequestError, ParameterValidationError
 
 logger = logging.getLogger("aegis_langchain")
 
@@ -53,8 +53,9 @@ def unavailable(call: GovernedCall, exc: AegisError) -> GovernanceUnavailable:
     )
 
 
-def invalid(call: GovernedCall, exc: ParameterValidationError) -> ActionDenied:
-    """The arguments do not fit the capability's parameter schema."""
+def invalid(call: GovernedCall, exc: ParameterValidationError | InvalidRequestError) -> ActionDenied:
+    """The arguments do not fit the capability's parameter schema, or the proposal built from them is
+    invalid (caught by the SDK before sending, or by the platform)."""
     field_name = exc.details.get("field") if isinstance(exc.details, dict) else None
     where = f" (field {field_name!r})" if field_name else ""
     return _refusal(
@@ -63,6 +64,18 @@ def invalid(call: GovernedCall, exc: ParameterValidationError) -> ActionDenied:
         "invalid_parameters",
         f"The arguments of {call.tool_name} do not fit what the governance platform accepts for "
         f"{call.capability}{where}: {exc.message} The action was not performed; correct the arguments.",
+        cause=exc,
+    )
+
+
+def confirmation_refused(call: GovernedCall, exc: ConfirmationError) -> ActionDenied:
+    """The platform did not take the confirmation (expired, already used): nothing ran; asking again may."""
+    return _refusal(
+        ActionDenied,
+        call,
+        exc.code or "confirmation_invalid",
+        f"The confirmation of {call.tool_name} was not accepted by the governance platform ({exc.code}), so "
+        "the action was not performed. Call the tool again to ask for a new confirmation.",
         cause=exc,
     )
 
@@ -181,4 +194,13 @@ def still_pending(call: GovernedCall, decision: Decision, *, timed_out: bool) ->
     )
 
 
-__all__ = ["awaiting_operator", "declined", "denied", "invalid", "rejected", "still_pending", "unavailable"]
+__all__ = [
+    "awaiting_operator",
+    "confirmation_refused",
+    "declined",
+    "denied",
+    "invalid",
+    "rejected",
+    "still_pending",
+    "unavailable",
+]
