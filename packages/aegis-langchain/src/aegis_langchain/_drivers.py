@@ -34,6 +34,27 @@ class ClientCall:
 
 
 @dataclass(frozen=True)
+class ReviewerCall:
+    """Make `call` with the reviewer's client of the driver's kind (`sync_client` for `run_sync`,
+    `async_client` for `run_async`); a missing one is a ConfigurationError thrown back into the flow."""
+
+    call: ClientCall
+    sync_client: AegisClient | None
+    async_client: AsyncAegisClient | None
+
+    def client(self, kind: str) -> Any:
+        client = self.sync_client if kind == "sync" else self.async_client
+        if client is None:
+            arg, path = ("reviewer", "invoke()") if kind == "sync" else ("async_reviewer", "ainvoke()")
+            raise ConfigurationError(
+                f"This tool was called with {path}, so submitting the pause's answer as a review needs {arg}=, "
+                "a client of that kind with the reviewer's key.",
+                code="no_reviewer_client",
+            )
+        return client
+
+
+@dataclass(frozen=True)
 class UserCallback:
     """Call a user callback (`confirm`, `on_escalation`), which may be sync or async, with the decision."""
 
@@ -55,7 +76,7 @@ class PendingStore:
     """Send back the escalations the driver's client left pending (`pending_escalations(client)`)."""
 
 
-Step = ClientCall | UserCallback | RunTool | PendingStore
+Step = ClientCall | ReviewerCall | UserCallback | RunTool | PendingStore
 Flow = Generator[Step, Any, _T]
 
 
@@ -73,6 +94,8 @@ def run_sync(flow: Flow[_T], client: AegisClient, run: Callable[[Any], Any] | No
         try:
             if isinstance(step, ClientCall):
                 result = step.bound(client)()
+            elif isinstance(step, ReviewerCall):
+                result = step.call.bound(step.client("sync"))()
             elif isinstance(step, UserCallback):
                 answer = step.func(step.decision)
                 result = _run_awaitable(answer, step.name) if inspect.isawaitable(answer) else answer
@@ -99,6 +122,8 @@ async def run_async(flow: Flow[_T], client: AsyncAegisClient, run: Callable[[Any
         try:
             if isinstance(step, ClientCall):
                 result = await step.bound(client)()
+            elif isinstance(step, ReviewerCall):
+                result = await step.call.bound(step.client("async"))()
             elif isinstance(step, UserCallback):
                 answer = step.func(step.decision)
                 result = await answer if inspect.isawaitable(answer) else answer
@@ -131,4 +156,14 @@ def _run_awaitable(awaitable: Awaitable[Any], name: str) -> Any:
     )
 
 
-__all__ = ["ClientCall", "Flow", "PendingStore", "RunTool", "Step", "UserCallback", "run_async", "run_sync"]
+__all__ = [
+    "ClientCall",
+    "Flow",
+    "PendingStore",
+    "ReviewerCall",
+    "RunTool",
+    "Step",
+    "UserCallback",
+    "run_async",
+    "run_sync",
+]

@@ -14,7 +14,7 @@ from typing import Any
 
 from aegis_langchain._artifact import GovernanceArtifact
 from aegis_langchain._call import GovernedCall, current_decision_var
-from aegis_langchain._drivers import ClientCall, Flow, PendingStore, RunTool, UserCallback
+from aegis_langchain._drivers import ClientCall, Flow, PendingStore, ReviewerCall, RunTool, UserCallback
 from aegis_langchain._errors import GovernanceRefusal
 from aegis_langchain._execution import (
     allowed_artifact,
@@ -32,6 +32,7 @@ from aegis_langchain._refusals import (
     denied,
     invalid,
     rejected,
+    review_not_recorded,
     still_pending,
     unavailable,
 )
@@ -250,13 +251,20 @@ def _approved(call: GovernedCall, decision: Decision, pending: PendingEscalation
 
 def _paused_escalation(call: GovernedCall, decision: Decision, pending: PendingEscalations) -> Governed:
     """Pause the graph on the escalation. Approve never bypasses the platform: the tool runs only if the
-    review is approved in AEGIS; still pending → the model reads that it awaits the operator."""
+    review is approved in AEGIS — by an operator, or by the answer itself submitted as a review with the
+    `reviewer=` key; still pending → the model reads that it awaits the operator."""
     answer, edited = pause(call, decision, "escalation")
+    reviewing = call.settings.reviewer is not None or call.settings.async_reviewer is not None
     if answer.type == "reject":
-        pending.remember(call, decision.decision_id)
+        if reviewing:
+            yield from _reviewed(call, decision, approve=False, note=answer.message)
+        else:
+            pending.remember(call, decision.decision_id)
         raise rejected(call, decision, answer.message)
     if answer.type == "edit":
         return (yield from _edited(call, edited, pending))
+    if reviewing:
+        yield from _reviewed(call, decision, approve=True, note=f"approved at the pause of {call.tool_name}")
     try:
         current: Decision = yield ClientCall("decisions.get", (decision.decision_id,))
     except AegisError as exc:
@@ -268,6 +276,26 @@ def _paused_escalation(call: GovernedCall, decision: Decision, pending: PendingE
         pending.remember(call, decision.decision_id)
         raise awaiting_operator(call, current)
     raise denied(call, current)
+
+
+def _reviewed(call: GovernedCall, decision: Decision, *, approve: bool, note: str | None) -> Flow[None]:
+    """Submit the pause's answer to AEGIS as a review with the reviewer's key, held to the platform's rules.
+    Already decided (`not_pending`): the platform's state stands. A refused approval leaves the escalation
+    pending (raised); a refused rejection is logged, and the call is rejected all the same."""
+    review = ClientCall("decisions.review", (decision.decision_id,), {"approve": approve, "note": note})
+    try:
+        yield ReviewerCall(review, call.settings.reviewer, call.settings.async_reviewer)
+    except AegisError as exc:
+        if exc.code == "not_pending":
+            return
+        if approve:
+            raise review_not_recorded(call, decision, exc) from exc
+        logger.warning(
+            "tool %s: the rejection given at the pause was not recorded as a review of decision %s (%s)",
+            call.tool_name,
+            decision.decision_id,
+            exc.code,
+        )
 
 
 # -- pauses -------------------------------------------------------------------------------------------

@@ -167,6 +167,28 @@ def awaiting_operator(call: GovernedCall, decision: Decision) -> ReviewPending:
     )
 
 
+def review_not_recorded(call: GovernedCall, decision: Decision, exc: AegisError) -> ReviewPending:
+    """The pause was resumed with approve, but AEGIS did not take it as a review (the reviewer key lacks
+    `governance:review`, or it proposed the call itself): the escalation still waits for an operator."""
+    logger.error(
+        "tool %s: the approval given at the pause could not be recorded as a review of decision %s (%s %s); "
+        "check the reviewer= key (governance:review, not the proposing key)",
+        call.tool_name,
+        decision.decision_id,
+        type(exc).__name__,
+        exc.code,
+    )
+    return _refusal(
+        ReviewPending,
+        call,
+        "review_not_recorded",
+        f"The approval of {call.tool_name} could not be recorded in AEGIS ({exc.code}), so the action has not "
+        "been performed; it still awaits an operator's approval. Tell the user.",
+        decision,
+        cause=exc,
+    )
+
+
 def still_pending(call: GovernedCall, decision: Decision, *, timed_out: bool) -> ReviewPending:
     """An escalation nobody approved in `review_timeout` (`timed_out`), or that cannot pause the graph."""
     if timed_out:
@@ -201,6 +223,7 @@ __all__ = [
     "denied",
     "invalid",
     "rejected",
+    "review_not_recorded",
     "still_pending",
     "unavailable",
 ]

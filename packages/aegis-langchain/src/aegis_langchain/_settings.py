@@ -44,11 +44,15 @@ class _Defaults:
 _defaults = _Defaults()
 
 
-def _check_clients(client: object, async_client: object, name: Callable[[str], str]) -> None:
-    """Refuse a client of the wrong kind; `name("client")` says where it was passed."""
+def _check_clients(
+    client: object, async_client: object, name: Callable[[str], str], args: tuple[str, str] = ("client", "async_client")
+) -> None:
+    """Refuse a client of the wrong kind; `name("client")` says where it was passed. `args` names the pair
+    (`("reviewer", "async_reviewer")` for the reviewer's clients)."""
+    sync_arg, async_arg = args
     for arg, value, expected, other, other_arg in (
-        ("client", client, AegisClient, AsyncAegisClient, "async_client"),
-        ("async_client", async_client, AsyncAegisClient, AegisClient, "client"),
+        (sync_arg, client, AegisClient, AsyncAegisClient, async_arg),
+        (async_arg, async_client, AsyncAegisClient, AegisClient, sync_arg),
     ):
         if value is not None and not isinstance(value, expected):
             raise ConfigurationError(
@@ -188,6 +192,10 @@ class Settings:
       the user's confirmation is required), or a callback `decision -> bool`.
     - `on_escalate`: what an ESCALATE does: `"auto"` (pause the LangGraph run when it can pause, else as
       `"wait"`), `"interrupt"`, `"wait"` (for the review, up to `review_timeout` seconds) or `"raise"`.
+    - `reviewer` / `async_reviewer`: a client with a reviewer's own key (`governance:review`, not the
+      proposing key). Given, the answer to an escalation's pause is submitted to AEGIS as that reviewer's
+      review (approve, or reject with its message): the platform records it, audits it and holds it to
+      its rules. Without it, only a review in AEGIS itself approves an escalation.
     """
 
     client: AegisClient | None = None
@@ -201,6 +209,8 @@ class Settings:
     review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT
     on_escalation: EscalationCallback | None = None
     report_execution: bool = True
+    reviewer: AegisClient | None = None
+    async_reviewer: AsyncAegisClient | None = None
 
 
 def settings_from(arguments: Mapping[str, Any]) -> Settings:
@@ -210,6 +220,9 @@ def settings_from(arguments: Mapping[str, Any]) -> Settings:
     what it takes."""
     given = {option.name: arguments[option.name] for option in fields(Settings) if option.name in arguments}
     _check_clients(given.get("client"), given.get("async_client"), lambda arg: f"{arg}=")
+    _check_clients(
+        given.get("reviewer"), given.get("async_reviewer"), lambda arg: f"{arg}=", ("reviewer", "async_reviewer")
+    )
     on_escalate = given.get("on_escalate", "auto")
     if not isinstance(on_escalate, str) or on_escalate not in _ESCALATION_MODES:
         raise ConfigurationError(

@@ -351,6 +351,8 @@ def govern_tool(
     review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
     on_escalation: EscalationCallback | None = None,
     report_execution: bool = True,
+    reviewer: AegisClient | None = None,
+    async_reviewer: AsyncAegisClient | None = None,
     handle_tool_error: HandleToolError = _UNSET,
 ) -> GovernedTool:
     """Govern an existing tool (any `BaseTool`, community tools included). `capability` defaults to the
@@ -377,6 +379,8 @@ def govern_tools(
     review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
     on_escalation: EscalationCallback | None = None,
     report_execution: bool = True,
+    reviewer: AegisClient | None = None,
+    async_reviewer: AsyncAegisClient | None = None,
     handle_tool_error: HandleToolError = _UNSET,
 ) -> list[GovernedTool]:
     """Govern a list of tools with the same settings. `capabilities` maps tool names to capabilities (or is a
@@ -421,6 +425,8 @@ def governed_tool(
     review_timeout: float | None = ...,
     on_escalation: EscalationCallback | None = ...,
     report_execution: bool = ...,
+    reviewer: AegisClient | None = ...,
+    async_reviewer: AsyncAegisClient | None = ...,
     handle_tool_error: HandleToolError = ...,
 ) -> Callable[[Callable[..., Any]], GovernedTool]: ...
 
@@ -449,6 +455,8 @@ def governed_tool(
     review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
     on_escalation: EscalationCallback | None = None,
     report_execution: bool = True,
+    reviewer: AegisClient | None = None,
+    async_reviewer: AsyncAegisClient | None = None,
     handle_tool_error: HandleToolError = _UNSET,
 ) -> Callable[[Callable[..., Any]], GovernedTool] | GovernedTool:
     """Decorate a function or coroutine into a governed tool, as `@tool` would build it (name, docstring

@@ -70,6 +70,8 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         review_timeout: float | None = DEFAULT_REVIEW_TIMEOUT,
         on_escalation: EscalationCallback | None = None,
         report_execution: bool = True,
+        reviewer: AegisClient | None = None,
+        async_reviewer: AsyncAegisClient | None = None,
         skip: Iterable[str] = (),
     ) -> None:
         super().__init__()
