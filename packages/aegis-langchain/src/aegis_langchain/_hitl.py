@@ -44,7 +44,13 @@ class Answer:
 
 def pause_request(call: GovernedCall, decision: Decision, kind: PauseKind) -> dict[str, Any]:
     """The interrupt value: a HITLRequest for the one tool call, plus the AEGIS details (no token)."""
-    if kind == "escalation":
+    if kind == "escalation" and (call.settings.reviewer is not None or call.settings.async_reviewer is not None):
+        description = (
+            f"AEGIS escalated {call.capability} for a reviewer's decision: {decision.reason}. Approve records "
+            "your approval in AEGIS as the review, edit proposes the edited call to AEGIS again, reject "
+            "denies it in AEGIS and tells the model."
+        )
+    elif kind == "escalation":
         description = (
             f"AEGIS escalated {call.capability} for an operator's review: {decision.reason}. It runs only once "
             "the review is approved in AEGIS; approve checks that review, edit proposes the edited call to "
