@@ -83,6 +83,11 @@ def test_confirmation_round_trip_replay_and_mismatch(backend: Backend) -> None:
         client.propose(actor=actor, action=_refund(900), confirmation_token=other.confirmation_token)
     with pytest.raises(ConfirmationMismatchError):
         client.propose(actor=_actor(), action=_refund(400), confirmation_token=other.confirmation_token)
+    # The same id with another type is another actor (human "alice" is not the agent "alice").
+    as_human = {**actor, "type": "human"}
+    with pytest.raises(ConfirmationMismatchError) as other_type:
+        client.propose(actor=as_human, action=_refund(400), confirmation_token=other.confirmation_token)
+    assert other_type.value.details["mismatched"] == ["actor"]
     # The mismatches did not burn the token: the right proposal still goes through once.
     assert client.confirm(other).outcome == "ALLOW"
 

@@ -186,6 +186,7 @@ def _issue_token(state: FakeState, decision_id: str, proposal: Proposal) -> tupl
     state.tokens[token] = Token(
         decision_id=decision_id,
         actor_id=proposal.actor.id,
+        actor_type=proposal.actor.type,
         capability=proposal.action.capability,
         params_hash=canonical_hash(proposal.action.parameters),
         expires_at=expires,
@@ -219,7 +220,7 @@ def _confirm(state: FakeState, proposal: Proposal) -> Decision:
     mismatched = [
         name
         for name, same in (
-            ("actor", token.actor_id == proposal.actor.id),
+            ("actor", (token.actor_id, token.actor_type) == (proposal.actor.id, proposal.actor.type)),
             ("capability", token.capability == proposal.action.capability),
             ("parameters", token.params_hash == canonical_hash(proposal.action.parameters)),
         )

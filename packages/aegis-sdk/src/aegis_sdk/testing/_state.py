@@ -59,6 +59,7 @@ class Token:
 
     decision_id: str
     actor_id: str
+    actor_type: str
     capability: str
     params_hash: str
     expires_at: datetime

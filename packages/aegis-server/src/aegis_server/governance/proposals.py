@@ -360,7 +360,8 @@ class Proposals:
         mismatched = [
             name
             for name, same in (
-                ("actor", binding.actor_id == proposal.actor.id),
+                # The actor is its id and its type: human "alice" and the agent "alice" are two actors.
+                ("actor", (binding.actor_id, binding.actor_type) == (proposal.actor.id, proposal.actor.type)),
                 ("capability", binding.capability == proposal.action.capability),
                 ("parameters", binding.params_hash == params_hash),
                 # A token works only for the API key whose proposal earned it: another key that learns it
