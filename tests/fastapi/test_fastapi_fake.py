@@ -1,14 +1,18 @@
 """The governed dependency against the SDK's fake platform: failures, fail-open, overrides, custom builders."""
 
+import asyncio
 import logging
+import time
 from typing import Annotated, Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from fastapi_support import BOT, asgi_client, build_app, current_actor
 
 from aegis_fastapi import DECISION_HEADER, Aegis, AegisRefusal
+from aegis_sdk import AsyncAegisClient
 from aegis_sdk.testing import FakePlatform
 
 REFUND = {"amount": 10, "currency": "EUR"}
@@ -289,3 +293,27 @@ async def test_credentials_of_the_auth_dependency_never_become_parameters() -> N
     assert response.json() == {"year": 2025, "limit": 5}
     assert fake.proposals[0].action.parameters == {"year": 2025, "limit": 5}
     assert "s3cret" not in str(fake.requests[0].json) and "k3y" not in str(fake.requests[0].json)
+
+
+class _Stalled(httpx.AsyncBaseTransport):
+    """A platform that never answers."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("not reached")
+
+
+async def test_a_report_cancelled_before_it_was_sent_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # What happens to a report in flight when no lifespan drains it and the request's loop ends.
+    decision = FakePlatform().client().propose({"id": "bot"}, {"capability": "payments.refund", "parameters": {}})
+    stalled = AsyncAegisClient(
+        endpoint="http://aegis.test", api_key="k", http_client=httpx.AsyncClient(transport=_Stalled())
+    )
+    aegis = Aegis(actor=current_actor, client=stalled)
+    aegis.schedule_report(stalled, decision, time.perf_counter())
+    (task,) = aegis._report_tasks
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with caplog.at_level(logging.WARNING, logger="aegis_fastapi"), pytest.raises(asyncio.CancelledError):
+        await task
+    assert f"execution report of decision {decision.decision_id} was cancelled" in caplog.text

@@ -174,6 +174,12 @@ class Aegis(DecisionFlow, ExecutionReports):
             raise TypeError("actor= must be a FastAPI dependency (your auth) or a callable (Request) -> actor.")
         if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
             raise ValueError(f"max_waiting must be a whole number of long polls, 0 or more; got {max_waiting!r}.")
+        if actor is None and self.fixed_actor is not None:
+            raise ValueError(
+                "status_router() answers a decision's status to its own actor only, and this Aegis has a fixed "
+                "actor: every caller would be that actor and could read every status. Pass status_router(actor=...) "
+                "with the dependency that authenticates the clients who wait on reviews."
+            )
         resolver = actor or self._actor_dependency
         if resolver is None:
             raise ValueError(

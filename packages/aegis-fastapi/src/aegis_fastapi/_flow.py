@@ -15,7 +15,9 @@ from starlette.routing import NoMatchFound
 
 from aegis_fastapi._inputs import ParameterConflict, RouteInputs
 from aegis_fastapi._refusals import (
+    app_misconfigured,
     confirmation_rejected,
+    invalid_proposal,
     refusal,
     refusal_of_error,
     review_still_pending,
@@ -99,10 +101,16 @@ class DecisionFlow:
         app mounts none."""
         if self.status_route is None:
             return None
+        router = request.scope.get("router") or getattr(request.scope.get("app"), "router", None)
+        if router is None:
+            return None
         try:
-            return str(request.url_for(self.status_route, decision_id=decision_id))
+            # Through the app's router rather than `request.url_for`: ahead of routing (in AegisMiddleware)
+            # the Starlette of older FastAPI has no scope["router"] yet, and `url_for` needs it.
+            path = router.url_path_for(self.status_route, decision_id=decision_id)
         except NoMatchFound:
             return None
+        return str(path.make_absolute_url(base_url=request.base_url))
 
     def _verdict(self, decision: Decision, request: Request, request_id: str) -> Decision:
         link = self.status_url(request, decision.decision_id) if decision.outcome == "ESCALATE" else None
@@ -127,7 +135,11 @@ class DecisionFlow:
         request_id: str,
     ) -> Decision:
         """The whole flow for one request; returns an ALLOW decision or raises `AegisRefusal`."""
-        who = to_actor(actor)
+        try:
+            who = to_actor(actor)
+            ctx = _to_context(context)
+        except (TypeError, ValueError) as exc:  # the app's auth or context source: its set-up, not the caller
+            raise app_misconfigured("actor or context source", exc, request_id, retry_after=self.retry_after) from None
         if who is None:
             raise refusal(
                 401,
@@ -141,11 +153,13 @@ class DecisionFlow:
             values = dict(await maybe_await(parameters(inputs))) if parameters else inputs.default_parameters()
         except ParameterConflict as exc:
             raise refusal(422, "invalid_parameters", str(exc), request_id) from None
-        ctx = _to_context(context)
         metadata = {"route": inputs.route, "method": inputs.request.method, "request_id": request_id}
         metadata.update(ctx.metadata)
-        ctx = Context(session_id=ctx.session_id, metadata=metadata)
-        action = Action(capability=name, parameters=values)
+        try:
+            ctx = Context(session_id=ctx.session_id, metadata=metadata)
+            action = Action(capability=name, parameters=values)
+        except ValueError as exc:  # e.g. a capability name made of a path parameter that cannot be one
+            raise invalid_proposal(exc, request_id) from None
         if confirmation is None:
             try:
                 decision = await client.propose(who, action, ctx)

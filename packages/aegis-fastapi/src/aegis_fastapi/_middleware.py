@@ -18,6 +18,7 @@ from aegis_fastapi._flow import ActorLike, CapabilitySource, ParametersSource, m
 from aegis_fastapi._inputs import RouteInputs, flat_query, to_jsonable
 from aegis_fastapi._refusals import refusal as build_refusal
 from aegis_fastapi._routes import ServedRoute, mapping_problem, resolve, routes_of
+from aegis_fastapi._status import STATUS_ROUTE_NAME
 from aegis_sdk import Decision
 
 ActorResolver = Callable[[Request], ActorLike | Awaitable[ActorLike | None] | None]
@@ -65,7 +66,10 @@ class AegisMiddleware:
     `APIRouter(prefix="/v1")`); the route a request reaches is found as the router finds it (`_routes`).
     A governed key naming no route stops the app at startup (or answers 503 `governance_misconfigured`
     when no lifespan ran). Routes not in the mapping pass untouched, unless `deny_unmapped=True` (then
-    they answer 403 `route_not_governed`). The endpoint finds the ALLOW decision with
+    they answer 403 `route_not_governed`; the status route of `aegis.status_router()` always passes). A
+    route-name key exempting routes (None) must name one route: FastAPI names a route after its function,
+    so a name can be shared, and an ambiguous exemption stops the app at startup. The endpoint finds the
+    ALLOW decision with
     `aegis_fastapi.decision_of(request)`.
 
     Parameters default to the path parameters, the query parameters (a repeated name becomes a list) and
@@ -146,6 +150,10 @@ class AegisMiddleware:
         for key in route.keys(scope["method"]):
             if key in self.routes:
                 return True, self.routes[key], route, path_params
+        if route.name == STATUS_ROUTE_NAME:
+            # The status route of `aegis.status_router()` governs nothing itself (it only reads a caller's own
+            # decisions): the link of a review_pending answer must work under `deny_unmapped` too.
+            return True, None, route, {}
         return False, None, route, {}
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

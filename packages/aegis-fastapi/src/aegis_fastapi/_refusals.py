@@ -187,6 +187,44 @@ def is_unavailable(exc: AegisError) -> bool:
     )
 
 
+def app_misconfigured(what: str, problem: Exception, request_id: str, *, retry_after: int) -> AegisRefusal:
+    """The 503 of a request the app's own set-up cannot govern (its actor or context source returned
+    something invalid): logged for the operator, fail closed."""
+    logger.error(
+        "AEGIS: the app's %s returned something invalid, request refused (fail closed): request_id=%s error=%s",
+        what,
+        request_id,
+        _first_line(problem),
+    )
+    return refusal(
+        503,
+        "governance_misconfigured",
+        "Governance is not set up correctly for this route, so nothing was run. The operator was told.",
+        request_id,
+        retry_after=retry_after,
+    )
+
+
+def invalid_proposal(problem: Exception, request_id: str) -> AegisRefusal:
+    """The 422 of a request whose proposal cannot be built (e.g. a capability name made of a path parameter
+    that is not one)."""
+    return refusal(
+        422,
+        "invalid_parameters",
+        f"The proposal built from this request is invalid: {_first_line(problem)}",
+        request_id,
+    )
+
+
+def _first_line(problem: Exception) -> str:
+    errors = getattr(problem, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return f"{where}: {first.get('msg', '')}" if where else str(first.get("msg", ""))
+    return str(problem).splitlines()[0] if str(problem) else type(problem).__name__
+
+
 def platform_refusal(
     exc: AegisError, request_id: str, *, retry_after: int, subject: str, setup: str, consequence: str
 ) -> AegisRefusal:
@@ -257,8 +295,10 @@ def degraded_allow(exc: AegisError, capability: str, request_id: str) -> Decisio
 
 
 __all__ = [
+    "app_misconfigured",
     "confirmation_rejected",
     "degraded_allow",
+    "invalid_proposal",
     "is_unavailable",
     "platform_refusal",
     "refusal",

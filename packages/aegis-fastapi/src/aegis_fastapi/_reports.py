@@ -75,6 +75,15 @@ async def _report(
             type(exc).__name__,
             getattr(exc, "code", None),
         )
+    except asyncio.CancelledError:
+        # The loop is shutting down before the report was sent: no lifespan drained it (a TestClient not used
+        # as a context manager, httpx.ASGITransport). Say so: a lost report is a gap in the audit trail.
+        logger.warning(
+            "the execution report of decision %s was cancelled before it was sent (the event loop ended without "
+            "the app's lifespan draining it: run the lifespan, or await aegis.drain())",
+            decision_id,
+        )
+        raise
 
 
 __all__ = ["ExecutionReports"]

@@ -171,12 +171,24 @@ def serving_route(scope: Scope) -> Any:
 
 def mapping_problem(routes: Sequence[Any], mapping: Mapping[str, object], limit: int = 20) -> str | None:
     """What is wrong with a middleware mapping for these routes: keys of governed routes (a capability, not
-    None) that name no route; None when all of them name one. Keys exempting a route (None) are not
-    checked: a wrong one exempts nothing, which fails closed under `deny_unmapped`."""
+    None) that name no route, or a route name exempting (None) more than one route; None when the mapping
+    is sound. A wrong exempting key is not a problem: it exempts nothing, which fails closed under
+    `deny_unmapped`; but a name FastAPI gave several routes (it names a route after its function) would
+    exempt all of them."""
+    served = list(walk(routes))
+    names = [route.name for route in served if route.name]
+    shared = sorted(
+        key for key, value in mapping.items() if value is None and not key.startswith("/") and names.count(key) > 1
+    )
+    if shared:
+        return (
+            f"AegisMiddleware routes={shared!r} exempt routes by a name that several routes share, so they would "
+            "exempt all of them. Exempt each by its 'METHOD /template' or '/template' instead, or give the "
+            "routes distinct names (name= on the route decorator)."
+        )
     unknown = unknown_keys(routes, [key for key, value in mapping.items() if value is not None])
     if not unknown:
         return None
-    served = list(walk(routes))
     shown = [
         f"{'|'.join(sorted(r.methods or ())) or 'ANY'} {r.template}" + (f" ({r.name})" if r.name else "")
         for r in served[:limit]
