@@ -527,3 +527,13 @@ def test_a_confirmation_that_expired_while_the_user_decided_is_refused_and_says_
     assert message.status == "error" and ran == []
     assert message.artifact["refusal"] == "confirmation_expired"
     assert "Call the tool again" in message.content
+
+
+def test_a_key_without_governance_read_is_a_set_up_problem_not_an_outage(server: Any) -> None:
+    propose_only = server.client(server.create_key("propose-only", ["governance:propose"]))
+    ran: list[dict[str, Any]] = []
+    refund = make_refund(propose_only, ran, review_timeout=5)  # waiting on the review reads the decision
+    message = refund.invoke(call("refund", {"order_id": "A-11", "amount": 5000, "currency": "EUR"}))
+    assert message.status == "error" and ran == []
+    assert message.artifact["refusal"] == "misconfigured"
+    assert "governance:read" in message.content and "may work later" not in message.content

@@ -26,6 +26,15 @@ def report_execution(
     try:
         record = yield ClientCall("decisions.report_execution", (decision.decision_id,), _report_fields(error, ms))
     except AegisError as exc:
+        if exc.code == "already_reported":
+            # Another process ran a tool under this decision and reported it: the action may have run twice.
+            logger.error(
+                "tool %s ran under decision %s, whose execution was already reported: the action may have been "
+                "performed twice (a re-run of the same LangGraph step in another process)",
+                call.tool_name,
+                decision.decision_id,
+            )
+            return None
         logger.warning(
             "could not report the execution of decision %s (tool %s): %s",
             decision.decision_id,

@@ -26,6 +26,7 @@ from aegis_langchain._execution import (
 from aegis_langchain._hitl import pause
 from aegis_langchain._pending import PendingEscalations
 from aegis_langchain._refusals import (
+    already_performed,
     awaiting_operator,
     confirmation_refused,
     declined,
@@ -80,6 +81,9 @@ def governed_run(call: GovernedCall) -> Flow[Ran | Refused]:
         call, decision = yield from _govern(call)
     except GovernanceRefusal as refusal:
         return Refused(refusal)
+    ran: PendingEscalations = yield PendingStore()
+    if not decision.degraded and not ran.claim_run(decision.decision_id):
+        return Refused(already_performed(call, decision))
     started = time.perf_counter()
     token = current_decision_var.set(decision)
     try:

@@ -28,12 +28,26 @@ def _key(call: GovernedCall) -> _Key | None:
 
 
 class PendingEscalations:
-    """Bounded LRU of call → pending decision id for one client. Thread-safe."""
+    """Bounded LRU of call → pending decision id for one client, and of the ALLOW decisions its tools ran.
+    Thread-safe."""
 
     def __init__(self, size: int = _SIZE) -> None:
         self._size = size
         self._items: OrderedDict[_Key, str] = OrderedDict()
+        self._ran: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+
+    def claim_run(self, decision_id: str) -> bool:
+        """Claim the one run an ALLOW decision pays for; False when a tool already ran under it here. A
+        LangGraph re-run meets the same decision again through its Idempotency-Key: a resume from an older
+        checkpoint, or a ToolNode re-running every call of its step after another call paused."""
+        with self._lock:
+            if decision_id in self._ran:
+                return False
+            self._ran[decision_id] = None
+            while len(self._ran) > self._size:
+                self._ran.popitem(last=False)
+            return True
 
     def find(self, call: GovernedCall) -> str | None:
         """The decision the same call left pending, if any."""

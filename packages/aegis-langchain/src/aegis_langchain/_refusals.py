@@ -14,7 +14,15 @@ from aegis_langchain._errors import (
     GovernanceUnavailable,
     ReviewPending,
 )
-from aegis_sdk import AegisError, ConfirmationError, Decision, InvalidRequestError, ParameterValidationError
+from aegis_sdk import (
+    AegisError,
+    AuthenticationError,
+    ConfirmationError,
+    Decision,
+    InvalidRequestError,
+    ParameterValidationError,
+    PermissionDeniedError,
+)
 
 logger = logging.getLogger("aegis_langchain")
 
@@ -36,13 +44,27 @@ def _refusal(
 
 
 def unavailable(call: GovernedCall, exc: AegisError) -> GovernanceUnavailable:
-    """No decision could be obtained: the tool does not run (fail closed)."""
+    """No decision could be obtained: the tool does not run (fail closed). A key the platform refused is
+    the operator's to fix, not an outage: the message says so."""
+    refused_key = isinstance(exc, (AuthenticationError, PermissionDeniedError))
+    scope = exc.details.get("required_scope") if refused_key else None
     logger.error(
-        "governance check failed for tool %s (capability %s): %s; the tool did not run",
+        "governance check failed for tool %s (capability %s): %s%s; the tool did not run",
         call.tool_name,
         call.capability,
         type(exc).__name__,
+        f" (the API key lacks {scope})" if scope else "",
     )
+    if refused_key:
+        why = f"its API key lacks the scope {scope}" if scope else "its API key was refused"
+        return _refusal(
+            GovernanceUnavailable,
+            call,
+            "misconfigured",
+            f"{call.tool_name} could not be checked with the governance platform: {why}, which the operator has "
+            "to fix. The action was not performed; do not try to work around the check.",
+            cause=exc,
+        )
     return _refusal(
         GovernanceUnavailable,
         call,
@@ -77,6 +99,24 @@ def confirmation_refused(call: GovernedCall, exc: ConfirmationError) -> ActionDe
         f"The confirmation of {call.tool_name} was not accepted by the governance platform ({exc.code}), so "
         "the action was not performed. Call the tool again to ask for a new confirmation.",
         cause=exc,
+    )
+
+
+def already_performed(call: GovernedCall, decision: Decision) -> ActionDenied:
+    """The ALLOW this call met again was already spent by an earlier run of the same step."""
+    logger.warning(
+        "tool %s: decision %s was already used to run the tool in this process (a re-run of the same step); "
+        "not run again",
+        call.tool_name,
+        decision.decision_id,
+    )
+    return _refusal(
+        ActionDenied,
+        call,
+        "already_performed",
+        f"{call.tool_name} was already performed under decision {decision.decision_id} (this run repeats an "
+        "earlier step of the thread), so it was not performed again. Call it anew only if it must run again.",
+        decision,
     )
 
 
@@ -217,6 +257,7 @@ def still_pending(call: GovernedCall, decision: Decision, *, timed_out: bool) ->
 
 
 __all__ = [
+    "already_performed",
     "awaiting_operator",
     "confirmation_refused",
     "declined",

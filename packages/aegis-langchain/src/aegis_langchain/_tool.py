@@ -84,7 +84,7 @@ def _config_param(func: Callable[..., Any]) -> str | None:
     return None
 
 
-def _visible_keys(tool: BaseTool) -> frozenset[str] | None:
+def visible_keys(tool: BaseTool) -> frozenset[str] | None:
     """The argument names the model sees (injected arguments excluded); None when unknown."""
     schema: Any = tool.tool_call_schema
     if isinstance(schema, dict):
@@ -182,15 +182,27 @@ class GovernedTool(BaseTool):
             keys = list(self.tool.args) or ["tool_input"]
             arguments = dict(zip(keys, args, strict=False))
         else:
-            visible = _visible_keys(self.tool)
-            arguments = {k: v for k, v in kwargs.items() if visible is None or k in visible}
+            shown = visible_keys(self.tool)
+            arguments = {k: v for k, v in kwargs.items() if shown is None or k in shown}
         state = _run_state.get()
         tool_call_id = state.tool_call_id if state is not None else None
 
+        visible = visible_keys(self.tool)
+        injected = {k: v for k, v in kwargs.items() if visible is not None and k not in visible}
+
         def revise(edited: Mapping[str, Any]) -> GovernedCall:
-            """The call with a person's edited arguments, validated as the wrapped tool validates them."""
+            """The call with a person's edited arguments, validated as the wrapped tool validates them. Only
+            the arguments the model gives can be edited: what LangGraph injected (state, store) stays."""
+            outside = sorted(set(edited) - visible) if visible is not None else []
+            if outside:
+                raise ConfigurationError(
+                    f"An edit may change only the arguments of {self.name} that the model gives; "
+                    f"{', '.join(outside)} cannot be edited. Resume again without them.",
+                    code="invalid_resume",
+                )
             try:
-                new_args, new_kwargs = self.tool._to_args_and_kwargs({**kwargs, **arguments, **edited}, tool_call_id)
+                merged = {**kwargs, **arguments, **edited, **injected}
+                new_args, new_kwargs = self.tool._to_args_and_kwargs(merged, tool_call_id)
             except (ValidationError, ValueError, TypeError) as exc:
                 raise ConfigurationError(
                     f"The edited arguments of {self.name} do not fit the tool's schema: {exc}. Resume again with "
@@ -503,4 +515,4 @@ def governed_tool(
     return decorator
 
 
-__all__ = ["GovernedTool", "govern_tool", "govern_tools", "governed_tool"]
+__all__ = ["GovernedTool", "govern_tool", "govern_tools", "governed_tool", "visible_keys"]

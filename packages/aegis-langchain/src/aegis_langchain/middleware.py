@@ -32,7 +32,7 @@ from aegis_langchain._settings import (
     resolve_client,
     settings_from,
 )
-from aegis_langchain._tool import GovernedTool
+from aegis_langchain._tool import GovernedTool, visible_keys
 from aegis_sdk import AegisClient, AsyncAegisClient, ConfigurationError
 
 CapabilityMap = Mapping[str, str] | Callable[[str], str | None]
@@ -95,16 +95,17 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
             return self.capabilities[tool_name]
         return derive_capability(tool_name)
 
-    def _prepare(self, request: ToolCallRequest) -> GovernedCall | None:
-        """The call to propose, or None when the call is not governed here (already governed, skipped, not a
-        registered tool, or arguments the tool will reject anyway)."""
+    def _prepare(self, request: ToolCallRequest) -> GovernedCall | ToolMessage | None:
+        """The call to propose; None when the call is not governed here (already governed, skipped, not a
+        registered tool); an error message when its arguments cannot be governed (the tool does not run)."""
         tool = request.tool
         name = request.tool_call["name"]
         if tool is None or isinstance(tool, GovernedTool) or name in self.skip:
             return None
-        arguments = _validated(tool, request.tool_call.get("args") or {})
-        if arguments is None:
-            return None
+        try:
+            arguments = _checked(tool, request.tool_call.get("args") or {}, request.tool_call.get("id"))
+        except InvalidArguments as problem:
+            return _invalid_arguments(request, problem)  # never run ungoverned
         return self._call(request, tool, arguments)
 
     def _call(self, request: ToolCallRequest, tool: BaseTool, arguments: dict[str, Any]) -> GovernedCall:
@@ -115,8 +116,8 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         def revise(edited: Mapping[str, Any]) -> GovernedCall:
             """The call with a person's edited arguments (the tool receives them as the model's would be)."""
             try:
-                validated = _checked(tool, edited)
-            except ValidationError as exc:
+                validated = _checked(tool, edited, request.tool_call.get("id"))
+            except InvalidArguments as exc:
                 raise ConfigurationError(
                     f"The edited arguments of {name} do not fit the tool's schema: {exc}. Resume again with "
                     "arguments the tool accepts.",
@@ -146,6 +147,8 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         call = self._prepare(request)
         if call is None:
             return handler(request)
+        if isinstance(call, ToolMessage):
+            return call
         outcome = run_sync(governed_run(call), resolve_client(self.settings.client), handler)
         return _message(request, outcome)
 
@@ -159,26 +162,61 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         call = self._prepare(request)
         if call is None:
             return await handler(request)
+        if isinstance(call, ToolMessage):
+            return call
         client = resolve_async_client(self.settings.async_client)
         outcome = await run_async(governed_run(call), client, handler)
         return _message(request, outcome)
 
 
-def _validated(tool: BaseTool, args: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The arguments as the tool will validate them (defaults filled in), or None if they are invalid."""
+class InvalidArguments(ValueError):
+    """Arguments the middleware will not propose: the tool would reject them, or they hold names the model's
+    schema does not have (which the tool's own schema might read otherwise: an alias)."""
+
+
+def _checked(tool: BaseTool, args: Mapping[str, Any], tool_call_id: str | None) -> dict[str, Any]:
+    """The arguments the tool will run with, read as the tool itself reads them (its own schema, validators
+    and aliases included) and limited to those the model sees; InvalidArguments when it would reject them.
+    Before ToolNode injects state or store, the tool's own schema may miss them: then the model's schema
+    (`tool_call_schema`) reads the arguments."""
+    visible = visible_keys(tool)
+    unknown = sorted(set(args) - visible) if visible is not None else []
+    if unknown:
+        raise InvalidArguments(
+            f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not an argument of {tool.name}"
+        )
     try:
-        return _checked(tool, args)
-    except ValidationError:
-        return None
-
-
-def _checked(tool: BaseTool, args: Mapping[str, Any]) -> dict[str, Any]:
-    """The arguments as the tool will validate them (defaults filled in); ValidationError if invalid."""
+        _, parsed = tool._to_args_and_kwargs(dict(args), tool_call_id)
+    except (ValidationError, ValueError, TypeError):
+        parsed = None
+    if parsed is not None:
+        return {name: value for name, value in parsed.items() if visible is None or name in visible}
     schema: Any = tool.tool_call_schema
     if isinstance(schema, type) and issubclass(schema, BaseModel):
-        model = schema.model_validate(dict(args))
+        try:
+            model = schema.model_validate(dict(args))
+        except ValidationError as exc:
+            raise InvalidArguments(_first_problem(exc)) from None
         return {name: getattr(model, name) for name in type(model).model_fields}
     return dict(args)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"{where}: {first.get('msg', '')}" if where else str(first.get("msg", ""))
+
+
+def _invalid_arguments(request: ToolCallRequest, problem: InvalidArguments) -> ToolMessage:
+    """The error message of a call whose arguments cannot be governed: nothing is proposed and nothing runs."""
+    name = request.tool_call["name"]
+    return ToolMessage(
+        content=f"The arguments of {name} are invalid ({problem}), so it was not called. Correct them and call it "
+        "again.",
+        tool_call_id=request.tool_call.get("id") or "",
+        name=name,
+        status="error",
+    )
 
 
 def _message(request: ToolCallRequest, outcome: Ran | Refused) -> ToolMessage | Command[Any]:
