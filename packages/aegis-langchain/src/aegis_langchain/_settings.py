@@ -156,7 +156,7 @@ def to_actor(value: ActorLike, where: str) -> Actor:
         except ValueError as exc:
             raise ConfigurationError(
                 f"{where} must be an actor id, an aegis_sdk.Actor or a mapping with 'id' (and optionally "
-                f"'type': ai-agent, ai-copilot, automation, human); it is invalid: {_first_error(exc)}",
+                f"'type': ai-agent, ai-copilot, automation, human); it is invalid: {first_error(exc)}",
                 code="invalid_actor",
             ) from None
     raise ConfigurationError(
@@ -165,7 +165,8 @@ def to_actor(value: ActorLike, where: str) -> Actor:
     )
 
 
-def _first_error(exc: ValueError) -> str:
+def first_error(exc: ValueError) -> str:
+    """The first problem of a validation error, as `loc: message`."""
     errors = getattr(exc, "errors", None)
     if callable(errors):
         first = errors()[0]
@@ -288,6 +289,7 @@ __all__ = [
     "configure",
     "default_actor",
     "derive_capability",
+    "first_error",
     "reset_configuration",
     "resolve_async_client",
     "resolve_client",

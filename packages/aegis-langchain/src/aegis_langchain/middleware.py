@@ -28,6 +28,7 @@ from aegis_langchain._settings import (
     EscalationMode,
     Settings,
     derive_capability,
+    first_error,
     resolve_async_client,
     resolve_client,
     settings_from,
@@ -196,15 +197,9 @@ def _checked(tool: BaseTool, args: Mapping[str, Any], tool_call_id: str | None) 
         try:
             model = schema.model_validate(dict(args))
         except ValidationError as exc:
-            raise InvalidArguments(_first_problem(exc)) from None
+            raise InvalidArguments(first_error(exc)) from None
         return {name: getattr(model, name) for name in type(model).model_fields}
     return dict(args)
-
-
-def _first_problem(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ()))
-    return f"{where}: {first.get('msg', '')}" if where else str(first.get("msg", ""))
 
 
 def _invalid_arguments(request: ToolCallRequest, problem: InvalidArguments) -> ToolMessage:
