@@ -8,6 +8,8 @@ import logging
 import uuid
 from datetime import datetime, timezone
 
+import pydantic
+
 from aegis_fastapi._errors import AegisErrorDetail, AegisRefusal, RefusalCode
 from aegis_sdk import (
     AegisError,
@@ -27,6 +29,7 @@ from aegis_sdk import (
     RateLimitError,
     ServerError,
 )
+from aegis_sdk._validation import describe_validation
 from aegis_sdk.models import DEGRADED_PREFIX
 
 logger = logging.getLogger("aegis_fastapi")
@@ -194,7 +197,7 @@ def app_misconfigured(what: str, problem: Exception, request_id: str, *, retry_a
         "AEGIS: the app's %s returned something invalid, request refused (fail closed): request_id=%s error=%s",
         what,
         request_id,
-        _first_line(problem),
+        _described(problem),
     )
     return refusal(
         503,
@@ -211,17 +214,15 @@ def invalid_proposal(problem: Exception, request_id: str) -> AegisRefusal:
     return refusal(
         422,
         "invalid_parameters",
-        f"The proposal built from this request is invalid: {_first_line(problem)}",
+        f"The proposal built from this request is invalid: {_described(problem)}",
         request_id,
     )
 
 
-def _first_line(problem: Exception) -> str:
-    errors = getattr(problem, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        return f"{where}: {first.get('msg', '')}" if where else str(first.get("msg", ""))
+def _described(problem: Exception) -> str:
+    """What was wrong: a validation error's fields and messages (never its values), else the first line."""
+    if isinstance(problem, pydantic.ValidationError):
+        return describe_validation(problem)[0]
     return str(problem).splitlines()[0] if str(problem) else type(problem).__name__
 
 

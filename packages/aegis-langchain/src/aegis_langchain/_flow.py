@@ -77,12 +77,12 @@ def governed_run(call: GovernedCall) -> Flow[Ran | Refused]:
     report its execution. A refusal is returned, not raised; the tool's own errors propagate (reported,
     unless they are LangGraph control flow). After an edit resumed a pause, the tool runs the edited call."""
     requested = call
+    pending: PendingEscalations = yield PendingStore()
     try:
-        call, decision = yield from _govern(call)
+        call, decision = yield from _govern(call, pending)
     except GovernanceRefusal as refusal:
         return Refused(refusal)
-    ran: PendingEscalations = yield PendingStore()
-    if not decision.degraded and not ran.claim_run(decision.decision_id):
+    if not decision.degraded and not pending.claim_run(decision.decision_id):
         return Refused(already_performed(call, decision))
     started = time.perf_counter()
     token = current_decision_var.set(decision)
@@ -104,11 +104,10 @@ Governed = Flow[tuple[GovernedCall, Decision]]
 """A flow ending in the call to run (edited, if a person edited it) and its ALLOW decision."""
 
 
-def _govern(call: GovernedCall) -> Governed:
+def _govern(call: GovernedCall, pending: PendingEscalations) -> Governed:
     """The ALLOW decision the tool may run under, or raise a GovernanceRefusal. The same call retried
     re-attaches to the escalation it left pending; in a graph that can pause, the proposal's
     Idempotency-Key makes a resumed run meet the same decision again."""
-    pending: PendingEscalations = yield PendingStore()
     earlier = yield from _reattach(call, pending)
     if earlier is not None:
         return (yield from _escalated(call, earlier, pending, new=False))

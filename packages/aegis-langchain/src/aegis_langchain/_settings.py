@@ -10,7 +10,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+import pydantic
+
 from aegis_sdk import Actor, AegisClient, AsyncAegisClient, ConfigurationError, Decision
+from aegis_sdk._validation import describe_validation
 
 EscalationMode = Literal["auto", "interrupt", "wait", "raise"]
 ConfirmCallback = Callable[[Decision], bool | Awaitable[bool]]
@@ -166,12 +169,10 @@ def to_actor(value: ActorLike, where: str) -> Actor:
 
 
 def first_error(exc: ValueError) -> str:
-    """The first problem of a validation error, as `loc: message`."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        return f"{loc}: {first.get('msg', '')}" if loc else str(first.get("msg", ""))
+    """The first problem of a validation error, as `loc: message` (never the offending value)."""
+    if isinstance(exc, pydantic.ValidationError):
+        first = describe_validation(exc)[1][0]
+        return f"{first['loc']}: {first['msg']}"
     return str(exc)
 
 
