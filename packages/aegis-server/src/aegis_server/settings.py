@@ -131,6 +131,40 @@ class Settings(BaseSettings):
         le=3600,
         description="`serve`: on SIGTERM, requests in flight (long polls included) get this long to finish.",
     )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The address people open the server at (e.g. https://aegis.example.com): links to the console "
+        "in webhooks use it. None: `serve`'s own http://HOST:PORT.",
+    )
+    console_enabled: bool = Field(default=True, description="Serve the reviewer console at /console.")
+    console_session_seconds: int = Field(
+        default=8 * 3600, gt=0, le=30 * 24 * 3600, description="A console sign-in lasts this long, then expires."
+    )
+    console_secure_cookie: bool | None = Field(
+        default=None,
+        description="Mark the console's session cookie Secure. None: when the request came over HTTPS "
+        "(`X-Forwarded-Proto` is not trusted).",
+    )
+    webhooks_enabled: bool = Field(
+        default=True, description="Deliver webhook events from this server (the outbox is written either way)."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=120.0,
+        description="A receiver that has not answered this long after the request was sent fails that attempt.",
+    )
+    webhook_retry_schedule_seconds: tuple[float, ...] = Field(
+        default=(5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 28800.0),
+        min_length=0,
+        max_length=50,
+        description="The waits before each retry of a failed delivery (seconds, comma-separated in the "
+        "environment); after the last one fails, the delivery is marked failed. Default: ~23.6 hours of retries.",
+    )
+    webhook_poll_interval_seconds: float = Field(
+        default=1.0, gt=0.0, le=60.0, description="How often the dispatcher looks for events other replicas wrote."
+    )
 
     def resolved_policy_paths(self, cwd: Path | None = None) -> tuple[Path, ...]:
         """The policy paths to load: the configured ones, or the default folder when it exists."""
@@ -186,7 +220,16 @@ class Settings(BaseSettings):
 
 
 _EMPTY_IS_UNSET = frozenset(
-    {"secret", "redis_url", "audit_key", "audit_signing_key", "audit_checkpoint_dir", "audit_checkpoint_webhook"}
+    {
+        "secret",
+        "redis_url",
+        "audit_key",
+        "audit_signing_key",
+        "audit_checkpoint_dir",
+        "audit_checkpoint_webhook",
+        "public_url",
+        "console_secure_cookie",
+    }
 )
 """Optional settings whose variable set to the empty string means "unset" (the others refuse it)."""
 
@@ -211,6 +254,8 @@ class _Environment(EnvSettingsSource):
             return tuple(Path(p) for p in value.split(os.pathsep) if p.strip())
         if field_name in _EMPTY_IS_UNSET and value == "":
             return None
+        if field_name == "webhook_retry_schedule_seconds":
+            return tuple(part.strip() for part in value.split(",") if part.strip())
         return super().prepare_field_value(field_name, field, value, value_is_complex)
 
 

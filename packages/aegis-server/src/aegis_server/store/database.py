@@ -76,6 +76,22 @@ class Database:
         self._floor = 0  # a record known to exist (`raise_chain_floor`) before the chain was prepared
         self._appenders: dict[AsyncConnection, list[AuditAppender]] = {}  # of the open write transactions
         self._chain_lock = asyncio.Lock()
+        self._event_listeners: list[Callable[[], None]] = []
+
+    def add_event_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` (on the event loop) each time this process commits webhook events: the
+        dispatcher and the console's live inbox wake up on it. Other replicas' commits are not seen;
+        listeners poll too."""
+        self._event_listeners.append(listener)
+
+    def remove_event_listener(self, listener: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._event_listeners.remove(listener)
+
+    def events_written(self) -> None:
+        """Tell the listeners that a transaction holding webhook events committed."""
+        for listener in list(self._event_listeners):
+            listener()
 
     def now(self) -> datetime:
         return self.clock()

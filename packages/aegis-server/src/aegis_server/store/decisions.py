@@ -12,6 +12,7 @@ from aegis_server.store.errors import NotFound, TokenAlreadyUsed
 from aegis_server.store.filters import DecisionFilters, where_equal
 from aegis_server.store.group_commit import GroupCommit
 from aegis_server.store.idempotency import IdempotencyKeys, IdempotentReplay
+from aegis_server.store.outbox import decision_event_rows
 from aegis_server.store.records import DecisionBinding, NewDecision
 from aegis_server.store.rows import (
     as_stored,
@@ -21,7 +22,7 @@ from aegis_server.store.rows import (
     decision_row,
     idempotency_row,
 )
-from aegis_server.store.schema import decisions
+from aegis_server.store.schema import decisions, webhook_events
 
 __all__ = ["Decisions"]
 
@@ -75,12 +76,17 @@ class Decisions(Room):
                     if consumed.rowcount != 1:
                         raise TokenAlreadyUsed(parent)
                 await self._db.audit(conn, now).append_many(decision_audit_entries(record, row))
+                events = decision_event_rows(record, row, now)
+                if events:
+                    await conn.execute(sa.insert(webhook_events), events)
         except IdempotentReplay:
             assert record.idempotency is not None
             stored = await self._idempotency.settle(record.idempotency)
             if stored is None:  # the other request's transaction was rolled back after all: try again
                 return await self.record_alone(record)
             return stored
+        if events:
+            self._db.events_written()
         return as_stored(record, row)
 
     async def find_idempotent(self, api_key_id: str, key: str) -> tuple[str, Decision] | None:

@@ -3,7 +3,7 @@
 Concurrent proposals each used to pay a whole write transaction (BEGIN IMMEDIATE, five statements,
 COMMIT: ~3 ms of thread hand-offs on aiosqlite, serialised by the chain), which capped a server at ~300
 decisions/s. Now such a decision joins a queue; one task writes everything queued in one transaction
-(executemany: decisions, idempotency keys, audit records) and commits, and only then answers each
+(executemany: decisions, idempotency keys, audit records, webhook events) and commits, and only then answers each
 waiting request: durability per request is unchanged, the cost per transaction is shared. A batch that
 cannot be written as a whole (an idempotency key already used, a database error) is rolled back and each
 of its records is written alone (`write_alone`), which gives every request its own answer as before.
@@ -37,9 +37,10 @@ from aegis_server.store.bulk import BulkInsert, immediate_transaction
 from aegis_server.store.database import Database
 from aegis_server.store.engine import WAL_SIZE_LIMIT_BYTES, checkpoint_wal
 from aegis_server.store.idempotency import IdempotencyKeys, IdempotentReplay
+from aegis_server.store.outbox import decision_event_rows
 from aegis_server.store.records import NewDecision
 from aegis_server.store.rows import as_stored, decision_audit_entries, decision_row, idempotency_row
-from aegis_server.store.schema import audit_records, decisions, idempotency_keys
+from aegis_server.store.schema import audit_records, decisions, idempotency_keys, webhook_events
 
 __all__ = ["GroupCommit"]
 
@@ -88,6 +89,7 @@ class GroupCommit:
                 idempotency_keys, batch_writer.dialect, on_conflict_do_nothing=("api_key_id", "key")
             )
             self._bulk_audit = BulkInsert(audit_records, batch_writer.dialect)
+            self._bulk_events = BulkInsert(webhook_events, batch_writer.dialect)
             self._batch_thread = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="aegis-sqlite-writer"
             )
@@ -134,27 +136,33 @@ class GroupCommit:
         now = db.now()
         rows = [decision_row(record, now) for record in records]
         keys = [key for key in (idempotency_row(record, now) for record in records) if key is not None]
-        entries = [
-            entry for record, row in zip(records, rows, strict=True) for entry in decision_audit_entries(record, row)
-        ]
+        pairs = list(zip(records, rows, strict=True))
+        entries = [entry for record, row in pairs for entry in decision_audit_entries(record, row)]
+        events = [event for record, row in pairs for event in decision_event_rows(record, row, now)]
         if db.chain is None:
             await db.prepare_chain()
         if self._batch_writer is not None:
             # The asyncio lock keeps this process's other writers out, BEGIN IMMEDIATE other processes.
             async with db.write_lock:
-                await self._write_batch_to_sqlite(rows, keys, entries, now)
+                await self._write_batch_to_sqlite(rows, keys, entries, events, now)
         else:
             async with db.write() as conn:
                 await conn.execute(sa.insert(decisions), rows)
                 await self._idempotency.claim(conn, keys)  # IdempotentReplay: roll back, write each alone
                 await db.audit(conn, now).append_many(entries)
+                if events:
+                    await conn.execute(sa.insert(webhook_events), events)
+        if events:
+            db.events_written()
         return [as_stored(record, row) for record, row in zip(records, rows, strict=True)]
 
-    async def _write_batch_to_sqlite(self, rows: _Rows, keys: _Rows, entries: _Rows, now: datetime) -> None:
+    async def _write_batch_to_sqlite(
+        self, rows: _Rows, keys: _Rows, entries: _Rows, events: _Rows, now: datetime
+    ) -> None:
         written = False
         if self._loop_connection is not None:
             try:
-                self._write_group_sync(self._loop_connection.dbapi_connection, rows, keys, entries, now)
+                self._write_group_sync(self._loop_connection.dbapi_connection, rows, keys, entries, events, now)
                 written = True
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc):
@@ -162,7 +170,7 @@ class GroupCommit:
                 # another process holds the write lock; nothing was written (BEGIN failed)
         if not written:
             await asyncio.get_running_loop().run_in_executor(
-                self._batch_thread, self._write_group_in_thread, rows, keys, entries, now
+                self._batch_thread, self._write_group_in_thread, rows, keys, entries, events, now
             )
         if self.checkpoint is None and time.monotonic() - self._last_checkpoint >= self.checkpoint_interval_seconds:
             self.checkpoint = asyncio.ensure_future(self._checkpoint_wal())
@@ -192,11 +200,11 @@ class GroupCommit:
             self.checkpoint = None
             self._last_checkpoint = time.monotonic()
 
-    def _write_group_in_thread(self, rows: _Rows, keys: _Rows, entries: _Rows, now: datetime) -> None:
+    def _write_group_in_thread(self, rows: _Rows, keys: _Rows, entries: _Rows, events: _Rows, now: datetime) -> None:
         assert self._batch_writer is not None
         connection = self._batch_writer.raw_connection()  # this thread's own (a SingletonThreadPool)
         try:
-            self._write_group_sync(connection.dbapi_connection, rows, keys, entries, now)
+            self._write_group_sync(connection.dbapi_connection, rows, keys, entries, events, now)
         finally:
             connection.close()
 
@@ -206,6 +214,7 @@ class GroupCommit:
         rows: _Rows,
         keys: _Rows,
         entries: _Rows,
+        events: _Rows,
         now: datetime,
     ) -> None:
         """`_write_group`'s transaction on a batch writer's driver connection (commits before returning)."""
@@ -217,4 +226,6 @@ class GroupCommit:
                 raise IdempotentReplay  # roll back; each record is then written alone
             audit_rows, head = chain.link(connection.execute(HEAD_SQL).fetchone(), entries, now)
             self._bulk_audit.execute(connection, audit_rows)
+            if events:
+                self._bulk_events.execute(connection, events)
         chain.committed(head[0])

@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from aegis_sdk.models import Decision
 from aegis_server.store.database import Room
 from aegis_server.store.errors import NotFound, NotPending
+from aegis_server.store.outbox import REVIEW_EXPIRED, REVIEW_RESOLVED, review_event_row
 from aegis_server.store.rows import audit_entry, decision_from_row, format_timestamp
-from aegis_server.store.schema import decisions
+from aegis_server.store.schema import decisions, webhook_events
 
 __all__ = ["Reviews"]
 
@@ -76,6 +77,7 @@ class Reviews(Room):
                 if not await self._mark_expired(conn, decision_id, now):
                     raise NotPending(decision_id, "resolved concurrently")
                 await audit.append_many([_expired_entry(row)])
+                await self._write_events(conn, REVIEW_EXPIRED, [decision_id], now)
                 expired = True
             else:
                 expired = False
@@ -112,10 +114,11 @@ class Reviews(Room):
                 }
                 outcome = None if approve else "DENY"
                 await audit.append_many([audit_entry("review", row, payload, decision_id=decision_id, outcome=outcome)])
-                updated = (await conn.execute(sa.select(decisions).where(decisions.c.decision_id == decision_id))).one()
+                updated = await self._write_events(conn, REVIEW_RESOLVED, [decision_id], now)
+        self._db.events_written()
         if expired:  # committed: the expiry stays, the review is refused
             raise NotPending(decision_id, "expired")
-        return decision_from_row(updated)
+        return decision_from_row(updated[0])
 
     async def expire_due_reviews(self, now: datetime, *, limit: int = 500) -> list[str]:
         """Mark pending reviews whose deadline is at or before `now` as expired: outcome becomes the final
@@ -138,7 +141,26 @@ class Reviews(Room):
             # transaction takes, so two sweeps on two replicas cannot deadlock.
             expired = [row for row in due if await self._mark_expired(conn, row.decision_id, now)]
             await self._db.audit(conn, now).append_many([_expired_entry(row) for row in expired])
+            await self._write_events(conn, REVIEW_EXPIRED, [row.decision_id for row in expired], now)
+        if expired:
+            self._db.events_written()
         return [row.decision_id for row in expired]
+
+    @staticmethod
+    async def _write_events(
+        conn: AsyncConnection, event_type: str, decision_ids: list[str], now: datetime
+    ) -> list[Any]:
+        """Write the `event_type` outbox event of each decision (read as the transaction left it), in the
+        transaction; returns those rows."""
+        if not decision_ids:
+            return []
+        rows = (
+            await conn.execute(
+                sa.select(decisions).where(decisions.c.decision_id.in_(decision_ids)).order_by(decisions.c.row_id)
+            )
+        ).all()
+        await conn.execute(sa.insert(webhook_events), [review_event_row(event_type, row, now) for row in rows])
+        return list(rows)
 
     @staticmethod
     async def _mark_expired(conn: AsyncConnection, decision_id: str, now: datetime) -> bool:

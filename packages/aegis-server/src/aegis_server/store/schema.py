@@ -13,12 +13,16 @@ __all__ = [
     "api_keys",
     "audit_records",
     "capabilities",
+    "console_sessions",
     "decisions",
     "executions",
     "idempotency_keys",
     "metadata",
     "policies",
     "server_settings",
+    "webhook_deliveries",
+    "webhook_endpoints",
+    "webhook_events",
 ]
 
 # Stable constraint names, so migrations can refer to them on every backend.
@@ -194,4 +198,76 @@ capabilities = sa.Table(
     sa.Column("document", sa.JSON(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+
+# -- notifications: webhook endpoints and the durable outbox -------------------------------------------
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("endpoint_id", sa.String(64), primary_key=True),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("description", sa.String(200), nullable=False),
+    sa.Column("event_types", sa.JSON(), nullable=False),  # a list of event types; ["*"]: every type
+    sa.Column("capability_glob", sa.String(200), nullable=True),  # only events of matching capabilities
+    sa.Column("min_risk", sa.Float(), nullable=True),  # only events whose decision scored at least this
+    sa.Column("body_format", sa.String(16), nullable=False),  # "standard" or "slack"
+    # The Standard Webhooks signing secret (`whsec_...`). Kept as is: the server must sign with it.
+    sa.Column("secret", sa.Text(), nullable=False),
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=True),  # the admin key that made it
+)
+
+# The outbox: one row per event, written in the transaction that made the event happen (a decision
+# recorded, a review resolved or expired). The dispatcher fans each event out to the endpoints that
+# want it (`dispatched_at` set in the same transaction as its deliveries), then delivers those.
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    _row_id(),
+    sa.Column("event_id", sa.String(64), nullable=False, unique=True),  # the `webhook-id` of every delivery
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("decision_id", sa.String(100), nullable=False),
+    sa.Column("capability", sa.String(200), nullable=False),
+    sa.Column("risk_score", sa.Float(), nullable=False),
+    sa.Column("data", sa.JSON(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("dispatched_at", UTCDateTime(), nullable=True),
+    sa.Index(None, "dispatched_at", "row_id"),
+    sa.Index(None, "decision_id"),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    _row_id(),
+    sa.Column("event_id", sa.String(64), sa.ForeignKey("webhook_events.event_id"), nullable=False),
+    sa.Column("endpoint_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # "pending", "delivered" or "failed"
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    # When the next attempt is due; a worker claims a delivery by moving this past its attempt's timeout.
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("last_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("last_status_code", sa.Integer(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("event_id", "endpoint_id"),
+    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "endpoint_id", "row_id"),
+)
+
+# -- the reviewer console -------------------------------------------------------------------------------
+
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("session_hash", sa.String(64), primary_key=True),  # SHA-256 of the cookie's value, never the value
+    sa.Column("key_id", sa.String(64), nullable=False),  # the API key the reviewer signed in with
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "expires_at"),
 )
