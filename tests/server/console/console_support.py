@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime, timedelta, timezone
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import httpx
 
 from aegis_server.inprocess import InProcessServer
 
-POLICIES = Path(__file__).parents[1] / "api" / "policies.yaml"
+POLICIES = Path(__file__).with_name("policies.yaml")
 ORIGIN = "http://testserver"
 
 
@@ -55,8 +56,8 @@ async def csrf_of(client: httpx.AsyncClient, path: str = "/console/inbox") -> st
 
 
 def proposal(capability: str = "payments.transfer", actor: str = "agent-1", **parameters: Any) -> dict[str, Any]:
-    if not parameters and capability == "payments.transfer":
-        parameters = {"amount": 5000}  # over 1000: ESCALATE (see ../api/policies.yaml)
+    if capability == "payments.transfer":
+        parameters.setdefault("amount", 5000)  # over 1000: ESCALATE (see policies.yaml)
     return {
         "actor": {"id": actor, "type": "ai-agent"},
         "action": {"capability": capability, "parameters": parameters},
@@ -77,7 +78,7 @@ async def escalate(server: InProcessServer, **kwargs: Any) -> str:
 def messages(html: str) -> list[tuple[str, str]]:
     """The (role, text) of every status/alert message on a page."""
     found = re.findall(r'role="(status|alert)"[^>]*>([^<]*)<', html)
-    return [(role, text.strip()) for role, text in found]
+    return [(role, unescape(text.strip())) for role, text in found]
 
 
 class Stream:
