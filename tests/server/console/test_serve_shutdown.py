@@ -30,13 +30,17 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str, 
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'aegis.db'}"
     env = {**os.environ, "AEGIS_SHUTDOWN_TIMEOUT_SECONDS": str(SHUTDOWN_TIMEOUT)}
     cli = [sys.executable, "-m", "aegis_server"]
-    key = subprocess.run(
-        [*cli, "keys", "create", "--name", "rita", "--scopes", "governance:review", "--db", db_url],
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=60,
-    ).stdout.decode().strip()
+    key = (
+        subprocess.run(
+            [*cli, "keys", "create", "--name", "rita", "--scopes", "governance:review", "--db", db_url],
+            check=True,
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+        .stdout.decode()
+        .strip()
+    )
     port = _free_port()
     log = tmp_path / "server.log"
     with log.open("ab") as out:

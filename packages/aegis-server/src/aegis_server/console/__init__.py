@@ -14,7 +14,8 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from aegis_server.console import decision_page, inbox, live, sign_in
-from aegis_server.console.sessions import ConsoleInterrupt, ConsoleUser, csrf_protected, signed_in
+from aegis_server.console.rendering import error_page
+from aegis_server.console.sessions import ConsoleInterrupt, ConsoleUser, csrf_protected, current_user, signed_in
 from aegis_server.settings import Settings
 
 __all__ = ["ConsoleInterrupt", "ConsoleUser", "console_router", "csrf_protected", "install_console", "signed_in"]
@@ -30,7 +31,17 @@ def console_router(settings: Settings) -> APIRouter:
     router.include_router(inbox.router)
     router.include_router(live.router)
     router.include_router(decision_page.router)
+    # Keep this last: any other GET under /console is the console's own 404 page.
+    router.add_api_route("/{path:path}", _not_found, methods=["GET"])
     return router
+
+
+async def _not_found(request: Request) -> Response:
+    try:
+        user = await current_user(request)
+    except ConsoleInterrupt:
+        user = None
+    return error_page(request, 404, "There is no such page in the console. Check the address.", user=user)
 
 
 async def _interrupted(request: Request, exc: Exception) -> Response:
