@@ -123,8 +123,19 @@
     state.hidden = !show;
   }
 
+  var leaving = false; // a form is being sent or the page is going away: the stream's end is expected
+
   function connect(url) {
     var source = new EventSource(url);
+    function stop() {
+      leaving = true;
+      source.close();
+    }
+    document.addEventListener("submit", stop);
+    window.addEventListener("pagehide", stop);
+    window.addEventListener("pageshow", function (event) {
+      if (event.persisted) window.location.reload(); // back from the history cache: the list is stale
+    });
     source.addEventListener("open", function () {
       setLiveState("This list updates live.", true);
     });
@@ -133,11 +144,13 @@
     });
     source.addEventListener("signed-out", function () {
       source.close();
+      if (leaving) return;
       setLiveState("Live updates stopped: your session ended.", true);
       var next = encodeURIComponent(window.location.pathname);
       window.location.assign("/console/sign-in?reason=expired&next=" + next);
     });
     source.addEventListener("error", function () {
+      if (leaving) return;
       if (source.readyState === EventSource.CLOSED) {
         setLiveState("Live updates stopped. Reload the page to see new requests.", true);
       } else {
