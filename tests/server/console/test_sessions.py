@@ -275,3 +275,15 @@ async def test_console_disabled(make_server: Callable[..., InProcessServer]) -> 
     async with make_server(console_enabled=False) as server, browser(server) as client:
         assert (await client.get("/console/sign-in")).status_code == 404
         assert (await client.get("/console/static/console.css")).status_code == 404
+
+
+async def test_signing_in_again_replaces_the_browsers_old_session(
+    server: InProcessServer, reviewer: httpx.AsyncClient, reviewer_key: str
+) -> None:
+    old = reviewer.cookies["aegis_console"]
+    await sign_in(reviewer, reviewer_key)
+    assert reviewer.cookies["aegis_console"] != old
+    rows = await _session_rows(server)
+    assert [row.session_hash for row in rows] == [
+        hashlib.sha256(reviewer.cookies["aegis_console"].encode()).hexdigest()
+    ]

@@ -2,7 +2,21 @@
 
 `console_router(settings)` is the router of every console page; `install_console(app, settings)` adds it
 to the app with the static files and the handler that turns `ConsoleInterrupt` (a redirect to sign in, a
-refusal page) into its response. Page modules expose `router = APIRouter()` without a prefix.
+refusal page) into its response. Page modules expose `router = APIRouter()` without a prefix:
+
+```python
+@router.get("/audit")
+async def audit_page(request: Request, user: Annotated[ConsoleUser, Depends(signed_in(SCOPE_AUDIT))]) -> Response:
+    return render(request, "audit.html", {"records": ...}, user=user)  # extends base.html: blocks title, content
+
+
+@router.post("/audit/verify")
+async def verify(request: Request, user: Annotated[ConsoleUser, Depends(csrf_protected(SCOPE_AUDIT))]) -> Response:
+    fields = await console_form(request)  # the posted form, read once by the CSRF check
+    response = RedirectResponse("/console/audit", status_code=303)
+    await set_flash(request, response, "status", "The audit chain is intact.")  # shown once on the next page
+    return response
+```
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ async def review(
         error = exc
     kind, text = review_outcome(decision_id, approve, error)
     logger.info(
-        "console review of %s by key %s: %s", decision_id, user.key_id, "recorded" if error is None else error.code
+        "console review of %r by key %s: %s", decision_id, user.key_id, "recorded" if error is None else error.code
     )
     await set_flash(request, response, "status" if kind == "status" else "alert", text)
     return response

@@ -128,6 +128,7 @@ async def sign_in(request: Request) -> Response:
         throttle.failed(client)
         logger.info("console sign-in refused: unknown or revoked key")
         return _form_page(request, next_path=next_path, problem=BAD_KEY, notice=None, status=401)
+    await end_session(request)  # the session this browser had before, if any: a sign-in always starts afresh
     token, max_age = await start_session(request, api_key.key_id)
     logger.info("console sign-in: key %s", api_key.key_id)
     response = RedirectResponse(next_path, status_code=303)
