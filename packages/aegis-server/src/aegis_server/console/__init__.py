@@ -45,8 +45,6 @@ def console_router(settings: Settings) -> APIRouter:
     router.include_router(inbox.router)
     router.include_router(live.router)
     router.include_router(decision_page.router)
-    # Keep this last: any other GET under /console is the console's own 404 page.
-    router.add_api_route("/{path:path}", _not_found, methods=["GET"])
     return router
 
 
@@ -68,3 +66,6 @@ def install_console(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(ConsoleInterrupt, _interrupted)
     app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")
     app.include_router(console_router(settings))
+    # After every console page (so a page router added to console_router is never shadowed): any other GET
+    # under /console is the console's own 404 page.
+    app.add_api_route("/console/{path:path}", _not_found, methods=["GET"], include_in_schema=False)
