@@ -110,3 +110,22 @@ async def test_stream_needs_a_session(server: InProcessServer) -> None:
         assert stream.headers["location"].startswith("/console/sign-in")
     finally:
         await stream.close()
+
+
+async def test_every_open_stream_gets_the_update(server: InProcessServer, reviewer: httpx.AsyncClient) -> None:
+    second_key = await server.acreate_key("sam-reviewer", ["governance:review"])
+    async with browser(server) as second:
+        await sign_in(second, second_key)
+        streams = [await Stream(server.app, _cookie(client)).open() for client in (reviewer, second)]
+        try:
+            for stream in streams:
+                await stream.next_event()
+            decision_id = await escalate(server)
+            for stream in streams:
+                event = await stream.next_event()
+                assert event is not None and f'id="decision-{decision_id}"' in event[1]
+            # each list carries its own session's CSRF token
+            assert await csrf_of(reviewer) != await csrf_of(second)
+        finally:
+            for stream in streams:
+                await stream.close()

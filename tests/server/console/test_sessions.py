@@ -39,7 +39,8 @@ async def test_sign_in_form(server: InProcessServer) -> None:
     assert 'type="password"' in response.text and 'name="api_key"' in response.text
     assert ">Sign in</button>" in response.text
     assert response.headers["cache-control"] == "no-store"
-    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "script-src 'self';" in policy
 
 
 async def test_console_root_and_pages_without_a_session_go_to_sign_in(server: InProcessServer) -> None:

@@ -36,14 +36,33 @@ _VIEW_SCOPES = frozenset({SCOPE_READ, SCOPE_REVIEW, SCOPE_ADMIN})
 
 
 class LiveStreams:
-    """The wake-up events of this process's open streams (a sign-out wakes them to end at once)."""
+    """This process's open streams: their wake-up events (a sign-out wakes them to end at once), and one
+    read of the inbox that every stream woken together shares, rather than one read per open stream."""
 
     def __init__(self) -> None:
         self.events: set[asyncio.Event] = set()
+        self._generation = 0  # moves on at every commit of events and every wake: a shared read is stale then
+        self._read: asyncio.Future[InboxView] | None = None
+        self._read_generation = -1
+        self._read_at = 0.0
 
     def wake(self) -> None:
+        self.changed()
         for event in list(self.events):
             event.set()
+
+    def changed(self) -> None:
+        self._generation += 1
+
+    async def inbox(self, request: Request, max_age: float) -> InboxView:
+        """The inbox as read at most `max_age` seconds ago and after the last change this process saw."""
+        loop = asyncio.get_running_loop()
+        read = self._read
+        if read is None or self._read_generation != self._generation or loop.time() - self._read_at > max_age:
+            read = self._read = asyncio.ensure_future(inbox_view(request))
+            read.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved even if unused
+            self._read_generation, self._read_at = self._generation, loop.time()
+        return await asyncio.shield(read)
 
 
 def streams_of(app: FastAPI) -> LiveStreams:
@@ -83,8 +102,13 @@ async def _events(request: Request, user: ConsoleUser, digest: str) -> AsyncIter
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
     streams = streams_of(request.app)
+
+    def committed() -> None:
+        streams.changed()
+        wake.set()
+
     streams.events.add(wake)
-    store.database.add_event_listener(wake.set)
+    store.database.add_event_listener(committed)
     try:
         yield f"retry: {int(max(recheck, 1.0) * 2000)}\n\n"
         sent: tuple[int, tuple[str, ...]] | None = None
@@ -93,7 +117,7 @@ async def _events(request: Request, user: ConsoleUser, digest: str) -> AsyncIter
             if not await _still_allowed(request, digest):
                 yield sse_event("signed-out", "Your session ended. Sign in again.")
                 return
-            view = await inbox_view(request)
+            view = await streams.inbox(request, max_age=recheck / 2)
             fingerprint = _fingerprint(view)
             if fingerprint != sent:
                 yield sse_event("inbox", render_inbox_list(request, view, user))
@@ -105,7 +129,7 @@ async def _events(request: Request, user: ConsoleUser, digest: str) -> AsyncIter
                 await asyncio.wait_for(wake.wait(), timeout=recheck)
             wake.clear()
     finally:
-        store.database.remove_event_listener(wake.set)
+        store.database.remove_event_listener(committed)
         streams.events.discard(wake)
 
 
