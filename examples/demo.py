@@ -413,8 +413,8 @@ def main() -> int:
             ).strip()  # fmt: skip
             reviewer_key = cli("keys", "create", "--name", "alice-ops", "--scopes", REVIEWER_SCOPES, db_url=db_url)
             print(
-                f"  Reviewer console: {endpoint}/console — sign in with the reviewer key {reviewer_key.strip()} "
-                "(alice-ops; this run's throwaway key)"
+                f"  Reviewer console (while the demo runs): {endpoint}/console — sign in with the reviewer key "
+                f"{reviewer_key.strip()} (alice-ops, made for this run)"
             )
             print(f"  serving {endpoint} (database {db_url})")
             print(f"  aegis-server keys create: support-bot ({AGENT_SCOPES}; actors {AGENT_ACTORS}),")
