@@ -129,7 +129,7 @@ class _Dialect:
         if self.postgres:
             utc = sa.func.timezone(sa.literal_column("'UTC'"), decisions.c.created_at)
             return sa.func.to_char(utc, sa.literal_column(f"'{_PG_KEY_FORMAT[size]}'"), type_=sa.String())
-        length = sa.literal_column(str(_SQLITE_KEY_LENGTH[size]))
+        length: sa.ColumnElement[int] = sa.literal_column(str(_SQLITE_KEY_LENGTH[size]))
         return sa.func.substr(decisions.c.created_at, sa.literal_column("1"), length, type_=sa.String())
 
     def risk_decile(self) -> sa.ColumnElement[int]:
@@ -143,7 +143,7 @@ class _Dialect:
         """Seconds from `created_at` to `review_resolved_at` (RFC 3339 text)."""
         if self.postgres:
             resolved = sa.cast(decisions.c.review_resolved_at, sa.DateTime(timezone=True))
-            return sa.func.extract("epoch", resolved - decisions.c.created_at)
+            return sa.cast(sa.extract("epoch", resolved - decisions.c.created_at), sa.Float())
         days = sa.func.julianday(decisions.c.review_resolved_at) - sa.func.julianday(decisions.c.created_at)
         return sa.cast(days * 86400.0, sa.Float())
 
