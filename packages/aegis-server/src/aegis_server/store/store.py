@@ -14,6 +14,7 @@ rooms of the store, each owning one concern:
 | `audit_checks`  | `DecisionAuditCheck`| `audit_checks`    | decisions compared with their audit records       |
 | `policies`      | `Policies`          | `documents`       | API-managed policies                              |
 | `capabilities`  | `Capabilities`      | `documents`       | API-registered capabilities                       |
+| `console_sessions` | `ConsoleSessions` | `console_sessions` | the reviewer console's sign-ins                  |
 | `statistics`    | `Statistics`        | `statistics`      | aggregates of the decisions (the console overview)|
 
 Each public method of `Store` is a method of one room (`_Delegate`; of the same name, but for the
@@ -35,6 +36,7 @@ from aegis_sdk.models import AuditVerification
 from aegis_server.store.audit_checks import DecisionAuditCheck
 from aegis_server.store.audit_log import AuditLog
 from aegis_server.store.chain import AuditKeySource
+from aegis_server.store.console_sessions import ConsoleSessions
 from aegis_server.store.database import Database
 from aegis_server.store.decisions import Decisions
 from aegis_server.store.documents import Capabilities, Policies
@@ -115,6 +117,7 @@ class Store:
         self.audit_checks = DecisionAuditCheck(self.database)
         self.policies = Policies(self.database, self.settings)
         self.capabilities = Capabilities(self.database, self.settings)
+        self.console_sessions = ConsoleSessions(self.database)
         self.statistics = Statistics(self.database)
 
     @classmethod
