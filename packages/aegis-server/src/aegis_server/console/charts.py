@@ -3,9 +3,10 @@
 
 Each chart is an `<svg role="img">` with a `<title>` and an `aria-label` that says what it shows; its
 text (axes, values, legend) is SVG text, so it scales and can be read. Colours are CSS classes whose rules
-take custom properties (`.chart-allow { fill: var(--chart-allow) }`, see `CHART_STYLE`), so one stylesheet
-serves the light and the dark scheme. Every label is escaped here: capability and actor names come from
-users. A chart is a picture of a table the page shows beside it; it carries no data of its own.
+take custom properties (`.chart-allow { fill: var(--chart-allow) }`, in `static/charts.css`), so one
+stylesheet serves the light and the dark scheme (a file: the console's CSP allows no inline style).
+Every label is escaped here: capability and actor names come from users. A chart is a picture of a
+table the page shows beside it; it carries no data of its own.
 """
 
 from __future__ import annotations
@@ -16,29 +17,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-__all__ = ["CHART_STYLE", "Series", "horizontal_bars", "nice_ceiling", "stacked_bars", "vertical_bars"]
-
-CHART_STYLE = """
-:root {
-  --chart-allow: #1a7f37; --chart-deny: #c62828; --chart-escalate: #b35900; --chart-confirm: #5b3cc4;
-  --chart-bar: #0b5cad; --chart-text: #1f2328; --chart-grid: #c8ccd1;
-}
-@media (prefers-color-scheme: dark) {
-  :root {
-    --chart-allow: #4ac26b; --chart-deny: #ff7b72; --chart-escalate: #f0a040; --chart-confirm: #b39dff;
-    --chart-bar: #58a6ff; --chart-text: #e6edf3; --chart-grid: #484f58;
-  }
-}
-.chart { width: 100%; height: auto; max-width: 48rem; display: block; }
-.chart text { fill: var(--chart-text); font: 12px system-ui, sans-serif; }
-.chart .chart-grid { stroke: var(--chart-grid); stroke-width: 1; }
-.chart-allow { fill: var(--chart-allow); }
-.chart-deny { fill: var(--chart-deny); }
-.chart-escalate { fill: var(--chart-escalate); }
-.chart-confirm { fill: var(--chart-confirm); }
-.chart-bar { fill: var(--chart-bar); }
-"""
-"""The chart colours (light and dark) and classes, for a page's `<style>` block."""
+__all__ = ["Series", "horizontal_bars", "nice_ceiling", "stacked_bars", "vertical_bars"]
 
 _WIDTH = 720
 _LABEL_CHARS = 32  # a longer name is cut (with "…") in the picture; the table beside it has it whole
