@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
-from aegis_server.console.charts import CHART_STYLE, Series, horizontal_bars, nice_ceiling, stacked_bars, vertical_bars
+from aegis_server.console import charts
+from aegis_server.console.charts import Series, horizontal_bars, nice_ceiling, stacked_bars, vertical_bars
 
 SVG = "{http://www.w3.org/2000/svg}"
 EVIL = '<script>alert("x")</script>&"\''
@@ -92,6 +94,9 @@ def test_mismatched_lengths_are_refused() -> None:
 )
 def test_nice_ceiling(value: float, top: float) -> None:
     assert nice_ceiling(value) == top
+
+
+CHART_STYLE = (Path(charts.__file__).parent / "static" / "charts.css").read_text(encoding="utf-8")
 
 
 def test_the_style_defines_each_colour_for_light_and_dark() -> None:

@@ -37,29 +37,46 @@ def item_digest(item: Policy | Capability) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(item.model_dump(mode="json"))).hexdigest()
 
 
-def _marked(node: Any, path: str) -> Iterator[str]:
+def _child(path: str, suffix: str) -> str:
+    return (path + suffix).lstrip(".") if not path else path + suffix
+
+
+def _definition(root: Any, reference: Any) -> Any:
+    """The subschema a local `$ref` (`#/$defs/name`, `#/definitions/name`) points at, else None."""
+    if not isinstance(reference, str):
+        return None
+    for keyword in _DEFINITIONS:
+        prefix = f"#/{keyword}/"
+        if reference.startswith(prefix) and isinstance(root.get(keyword), dict):
+            return root[keyword].get(reference[len(prefix) :])
+    return None
+
+
+def _marked(root: Any, node: Any, path: str, followed: frozenset[str]) -> Iterator[str]:
     if not isinstance(node, dict):
         return
     if node.get("x-sensitive") is True:
         yield path or "(the parameters as a whole)"
+    reference = node.get("$ref")
+    target = _definition(root, reference)
+    if target is not None and reference not in followed:  # a recursive reference is followed once
+        yield from _marked(root, target, path, followed | {str(reference)})
     for keyword, child in node.items():
         if keyword in _NAMED_CHILDREN and isinstance(child, dict):
             for name, subschema in child.items():
-                yield from _marked(subschema, (path + _NAMED_CHILDREN[keyword].format(name)).lstrip("."))
+                yield from _marked(root, subschema, _child(path, _NAMED_CHILDREN[keyword].format(name)), followed)
         elif keyword in _LISTED_CHILDREN and isinstance(child, list):
             for index, subschema in enumerate(child):
-                yield from _marked(subschema, path + _LISTED_CHILDREN[keyword].format(index))
+                yield from _marked(root, subschema, _child(path, _LISTED_CHILDREN[keyword].format(index)), followed)
         elif keyword in _ONE_CHILD and isinstance(child, dict):
-            yield from _marked(child, path + _ONE_CHILD[keyword])
-        elif keyword in _DEFINITIONS and isinstance(child, dict):
-            for name, subschema in child.items():
-                yield from _marked(subschema, f"#/{keyword}/{name}")
+            yield from _marked(root, child, _child(path, _ONE_CHILD[keyword]), followed)
 
 
 def sensitive_fields(schema: Any) -> list[str]:
     """Where a parameter schema marks values `"x-sensitive": true`, as readable paths (`card.number`,
-    `lines[]`, `#/$defs/secret` for a definition), without repeats, in the schema's order."""
-    return list(dict.fromkeys(_marked(schema, "")))
+    `lines[]`, `*` for additional properties; a local `$ref` is followed), without repeats, in the
+    schema's order."""
+    return list(dict.fromkeys(_marked(schema, schema, "", frozenset()))) if isinstance(schema, dict) else []
 
 
 def _policy_view(policy: Policy, manager: PolicyManager) -> dict[str, Any]:
