@@ -118,6 +118,7 @@ async def test_verify_chain_intact(browser: Browser, seeded: list[str]) -> None:
     status = text_of(found.group(1))
     head = max(_sequences(page.text))
     assert f"The audit is intact. {head} records checked, up to record {head}." in status
+    assert "signed checkpoint" in status and "(signature valid)" in status
     assert 'role="alert"' not in answer.text
 
 

@@ -43,6 +43,7 @@ def test_stacked_bars_are_an_image_with_a_title_and_a_legend() -> None:
         ("chart-deny", "11:00: 2 Deny"),
     ]
     # the first bar holds 4 of an axis of 4: the allow part is 3/4 of the plot, stacked under the deny part
+    assert [t.text for t in svg.iter(f"{SVG}text")][:3] == ["0", "2", "4"]  # the axis
     allow, deny = bars[0], bars[1]
     assert float(allow.get("height", 0)) == pytest.approx(180 * 3 / 4, abs=0.1)
     assert float(deny.get("y", 0)) + float(deny.get("height", 0)) == pytest.approx(float(allow.get("y", 0)), abs=0.2)
@@ -90,7 +91,8 @@ def test_mismatched_lengths_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "top"), [(0, 1), (1, 1), (4.2, 5), (6, 10), (11, 20), (20, 20), (21, 50), (999, 1000), (1001, 2000)]
+    ("value", "top"),
+    [(0, 1), (1, 1), (3, 4), (4.2, 6), (9, 10), (11, 20), (20, 20), (21, 50), (999, 1000), (1001, 2000)],
 )
 def test_nice_ceiling(value: float, top: float) -> None:
     assert nice_ceiling(value) == top

@@ -26,7 +26,7 @@ async def _overview_of(server: InProcessServer, path: str) -> httpx.Response:
         return await client.get(path)
 
 
-@pytest.mark.parametrize("path", ["/console/overview", "/console/overview?window=24h"])
+@pytest.mark.parametrize("path", ["/console/overview", "/console/overview?window=24h", "/console/overview?window="])
 async def test_the_last_24_hours_by_default(server: InProcessServer, seeded: list[str], path: str) -> None:
     answer = await _overview_of(server, path)
     assert answer.status_code == 200

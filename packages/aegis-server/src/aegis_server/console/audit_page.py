@@ -62,7 +62,7 @@ async def _page(
         "records": [],
         "older": None,
         "newest": None,
-        "filtered": bool(given),
+        "filtered": any(name in given for name in FILTER_FIELDS),
         "paged": cursor is not None,
     }
     try:

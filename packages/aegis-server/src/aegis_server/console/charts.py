@@ -34,9 +34,12 @@ class Series:
 
 
 def nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 5 × 10ⁿ (or a whole number up to 5) at or above `value`: the top of an axis."""
-    if value <= 5:
-        return max(1.0, float(math.ceil(value)))
+    """The top of an axis at or above `value` whose half is a whole number when it can be: 1, then even
+    numbers up to 10, then 1, 2, 5 × 10ⁿ."""
+    if value <= 1:
+        return 1.0
+    if value <= 10:
+        return float(math.ceil(value / 2) * 2)
     magnitude = 10 ** math.floor(math.log10(value))
     for step in (1, 2, 5, 10):
         if step * magnitude >= value:
@@ -65,7 +68,7 @@ def _svg(chart_id: str, title: str, summary: str, height: int, body: list[str]) 
 
 def _y_axis(top: float, left: int, right: int, y0: int, plot_height: int) -> list[str]:
     parts = []
-    for fraction in (0.0, 0.5, 1.0):
+    for fraction in (0.0, 0.5, 1.0) if top > 1 else (0.0, 1.0):  # no "0.5" on an axis of counts
         y = y0 - fraction * plot_height
         parts.append(f'<line class="chart-grid" x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_number(top * fraction)}</text>')

@@ -135,7 +135,7 @@ async def overview_page(
     user: Annotated[ConsoleUser, Depends(signed_in(SCOPE_READ))],
     window: str = DEFAULT_WINDOW,
 ) -> HTMLResponse:
-    chosen = WINDOWS.get(window)
+    chosen = WINDOWS.get(window or DEFAULT_WINDOW)
     context: dict[str, Any] = {"windows": list(WINDOWS.values()), "outcome_series": OUTCOME_SERIES}
     if chosen is None:
         problem = f"Unknown window {window[:40]!r}: choose one of {', '.join(WINDOWS)} (e.g. ?window=7d)."
