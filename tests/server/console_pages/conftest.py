@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -17,19 +18,34 @@ POLICIES = Path(__file__).with_name("policies.yaml")
 Browser = Callable[[Sequence[str]], Awaitable[httpx.AsyncClient]]
 
 
-def make_server(db_url: str) -> InProcessServer:
+class Clock:
+    """The server's wall clock, at `NOW` until a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make_server(db_url: str, clock: Callable[[], datetime] = lambda: NOW) -> InProcessServer:
     return InProcessServer(
         policy_paths=[POLICIES],
         db_url=db_url,
-        clock=lambda: NOW,
+        clock=clock,
         run_background_tasks=False,
         secret="test-secret-of-at-least-16-bytes",
     )
 
 
 @pytest.fixture
-async def server(sqlite_url: str) -> AsyncIterator[InProcessServer]:
-    async with make_server(sqlite_url) as running:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def server(sqlite_url: str, clock: Clock) -> AsyncIterator[InProcessServer]:
+    async with make_server(sqlite_url, clock) as running:
         yield running
 
 
