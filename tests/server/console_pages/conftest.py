@@ -1,41 +1,16 @@
-"""Fixtures of the console-pages tests: the app in-process (async mode) at a fixed clock, with the decisions
-of `_seed` recorded, and browsers (httpx clients keeping cookies) signed in with keys of chosen scopes."""
+"""Fixtures of the console-pages tests: the app in-process (async mode) at a movable clock, with the
+decisions of `SEEDED` recorded, and browsers (httpx clients keeping cookies) signed in with keys of chosen
+scopes. The helpers live in `console_pages_support` (a unique module name: every test folder has a conftest)."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 import pytest
-from _seed import NOW, seed
+from console_pages_support import Browser, Clock, make_server, open_browser, seed, sign_in
 
 from aegis_server.inprocess import InProcessServer
-
-POLICIES = Path(__file__).with_name("policies.yaml")
-Browser = Callable[[Sequence[str]], Awaitable[httpx.AsyncClient]]
-
-
-class Clock:
-    """The server's wall clock, at `NOW` until a test moves it."""
-
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def make_server(db_url: str, clock: Callable[[], datetime] = lambda: NOW) -> InProcessServer:
-    return InProcessServer(
-        policy_paths=[POLICIES],
-        db_url=db_url,
-        clock=clock,
-        run_background_tasks=False,
-        secret="test-secret-of-at-least-16-bytes",
-    )
 
 
 @pytest.fixture
@@ -54,21 +29,8 @@ async def seeded(server: InProcessServer) -> list[str]:
     return await seed(server.store)
 
 
-def open_browser(server: InProcessServer) -> httpx.AsyncClient:
-    """A client with no API key: it is only what its cookies make it."""
-    return httpx.AsyncClient(transport=server.async_transport(), base_url=server.endpoint)
-
-
-async def sign_in(server: InProcessServer, client: httpx.AsyncClient, scopes: Sequence[str], name: str) -> str:
-    key = await server.acreate_key(name, list(scopes))
-    answer = await client.post("/console/sign-in", data={"api_key": key})
-    assert answer.status_code == 303, answer.text
-    return key
-
-
 @pytest.fixture
 async def browser(server: InProcessServer) -> AsyncIterator[Browser]:
-    """`await browser(scopes)`: a client signed in with a new key of those scopes."""
     opened: list[httpx.AsyncClient] = []
 
     async def open_signed_in(scopes: Sequence[str]) -> httpx.AsyncClient:
@@ -80,14 +42,3 @@ async def browser(server: InProcessServer) -> AsyncIterator[Browser]:
     yield open_signed_in
     for client in opened:
         await client.aclose()
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found is not None, "the page has no CSRF field"
-    return found.group(1)
-
-
-def text_of(html: str) -> str:
-    """The page's text: tags dropped, whitespace collapsed (entities left as they are)."""
-    return " ".join(re.sub(r"<[^>]+>", " ", html).split())

@@ -8,8 +8,7 @@ import re
 import httpx
 import pytest
 import sqlalchemy as sa
-from _seed import XSS_CAPABILITY
-from conftest import Browser, csrf_of, open_browser, sign_in, text_of
+from console_pages_support import XSS_CAPABILITY, Browser, csrf_of, open_browser, sign_in, text_of
 
 from aegis_server.inprocess import InProcessServer
 from aegis_server.store.schema import audit_records

@@ -7,8 +7,7 @@ import re
 
 import httpx
 import pytest
-from _seed import XSS_CAPABILITY, seed
-from conftest import Browser, make_server, open_browser, sign_in, text_of
+from console_pages_support import XSS_CAPABILITY, Browser, make_server, open_browser, seed, sign_in, text_of
 
 from aegis_server.inprocess import InProcessServer
 

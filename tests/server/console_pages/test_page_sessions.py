@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import Clock, csrf_of, open_browser, sign_in
+from console_pages_support import Clock, csrf_of, open_browser, sign_in
 
 from aegis_server.inprocess import InProcessServer
 

@@ -7,7 +7,7 @@ import re
 
 import httpx
 import pytest
-from conftest import POLICIES, Browser, text_of
+from console_pages_support import POLICIES, Browser, text_of
 
 from aegis_server.console.policies_page import item_digest, sensitive_fields
 from aegis_server.inprocess import InProcessServer

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from _seed import NOW, XSS_CAPABILITY, seed
+from console_pages_support import NOW, XSS_CAPABILITY, seed
 
 from aegis_server.store import Store
 from aegis_server.store.statistics import MAX_BUCKETS, Bucket, Count, bucket_starts

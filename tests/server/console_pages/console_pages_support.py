@@ -1,15 +1,22 @@
-"""Known decisions for the console-pages tests (imported by name: the test folders are not packages).
+"""Helpers of the console-pages tests (imported by name: the test folders are not packages).
 
 `seed(store)` records the decisions of `SEEDED` through the store, resolves and expires their reviews at
-known times, and the tests check the overview's numbers against what is written here."""
+known times, and the tests check the overview's numbers against what is written here. `make_server` runs
+the app in-process at a fixed clock; `sign_in` turns an httpx client into a signed-in browser."""
 
 from __future__ import annotations
 
 import itertools
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
 
 from aegis_sdk.models import Decision
+from aegis_server.inprocess import InProcessServer
 from aegis_server.store import NewDecision, Store, format_timestamp
 
 NOW = datetime(2030, 1, 1, 12, 30, 0, tzinfo=timezone.utc)
@@ -102,3 +109,53 @@ async def seed(store: Store) -> list[str]:
     expired = await store.expire_due_reviews(SEEDED[EXPIRED].at + timedelta(hours=1))
     assert expired == [ids[EXPIRED]]
     return ids
+
+
+# -- the server and its browsers -------------------------------------------------------------------------
+
+POLICIES = Path(__file__).with_name("policies.yaml")
+Browser = Callable[[Sequence[str]], Awaitable[httpx.AsyncClient]]
+"""`await browser(scopes)`: a client signed in with a new key of those scopes (the `browser` fixture)."""
+
+
+class Clock:
+    """The server's wall clock, at `NOW` until a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make_server(db_url: str, clock: Callable[[], datetime] = lambda: NOW) -> InProcessServer:
+    return InProcessServer(
+        policy_paths=[POLICIES],
+        db_url=db_url,
+        clock=clock,
+        run_background_tasks=False,
+        secret="test-secret-of-at-least-16-bytes",
+    )
+
+
+def open_browser(server: InProcessServer) -> httpx.AsyncClient:
+    """A client with no API key: it is only what its cookies make it."""
+    return httpx.AsyncClient(transport=server.async_transport(), base_url=server.endpoint)
+
+
+async def sign_in(server: InProcessServer, client: httpx.AsyncClient, scopes: Sequence[str], name: str) -> str:
+    key = await server.acreate_key(name, list(scopes))
+    answer = await client.post("/console/sign-in", data={"api_key": key})
+    assert answer.status_code == 303, answer.text
+    return key
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found is not None, "the page has no CSRF field"
+    return found.group(1)
+
+
+def text_of(html: str) -> str:
+    """The page's text: tags dropped, whitespace collapsed (entities left as they are)."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
