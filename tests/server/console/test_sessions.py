@@ -258,3 +258,20 @@ async def test_nav_and_webhooks_link_for_admins_only(server: InProcessServer, re
     async with browser(server) as admin:
         await sign_in(admin, server.api_key)
         assert ">Webhooks</a>" in (await admin.get("/console/inbox")).text
+
+
+async def test_an_unknown_console_page_is_a_404_page(server: InProcessServer, reviewer: httpx.AsyncClient) -> None:
+    page = await reviewer.get("/console/no-such-page")
+    assert page.status_code == 404
+    assert messages(page.text) == [("alert", "There is no such page in the console. Check the address.")]
+    assert ">Sign out</button>" in page.text
+    async with browser(server) as anonymous:
+        assert (await anonymous.get("/console/no-such-page")).status_code == 404
+        assert (await anonymous.get("/console/static/console.css")).status_code == 200
+        assert (await anonymous.get("/console/static/nope.css")).status_code == 404
+
+
+async def test_console_disabled(make_server: Callable[..., InProcessServer]) -> None:
+    async with make_server(console_enabled=False) as server, browser(server) as client:
+        assert (await client.get("/console/sign-in")).status_code == 404
+        assert (await client.get("/console/static/console.css")).status_code == 404

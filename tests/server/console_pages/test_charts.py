@@ -107,3 +107,14 @@ def test_the_style_defines_each_colour_for_light_and_dark() -> None:
         assert f"--chart-{name}:" in light and f"--chart-{name}:" in dark
     for css_class in re.findall(r"\.(chart-[a-z]+) \{ fill: var\(--(chart-[a-z]+)\)", CHART_STYLE):
         assert css_class[0] == css_class[1]
+
+
+@pytest.mark.parametrize("name", ["charts.css", "pages.css"])
+async def test_the_stylesheets_are_served(name: str, sqlite_url: str) -> None:
+    from console_pages_support import make_server, open_browser
+
+    async with make_server(sqlite_url) as server, open_browser(server) as client:
+        answer = await client.get(f"/console/static/{name}")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/css")
+    assert answer.text == (Path(charts.__file__).parent / "static" / name).read_text(encoding="utf-8")

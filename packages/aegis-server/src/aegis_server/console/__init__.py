@@ -14,7 +14,8 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from aegis_server.console import audit_page, decision_page, inbox, live, overview, policies_page, sign_in
-from aegis_server.console.sessions import ConsoleInterrupt, ConsoleUser, csrf_protected, signed_in
+from aegis_server.console.rendering import error_page
+from aegis_server.console.sessions import ConsoleInterrupt, ConsoleUser, csrf_protected, current_user, signed_in
 from aegis_server.settings import Settings
 
 __all__ = ["ConsoleInterrupt", "ConsoleUser", "console_router", "csrf_protected", "install_console", "signed_in"]
@@ -33,7 +34,17 @@ def console_router(settings: Settings) -> APIRouter:
     router.include_router(overview.router)
     router.include_router(audit_page.router)
     router.include_router(policies_page.router)
+    # Keep this last: any other GET under /console is the console's own 404 page.
+    router.add_api_route("/{path:path}", _not_found, methods=["GET"])
     return router
+
+
+async def _not_found(request: Request) -> Response:
+    try:
+        user = await current_user(request)
+    except ConsoleInterrupt:
+        user = None
+    return error_page(request, 404, "There is no such page in the console. Check the address.", user=user)
 
 
 async def _interrupted(request: Request, exc: Exception) -> Response:

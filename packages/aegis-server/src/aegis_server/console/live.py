@@ -21,6 +21,7 @@ from fastapi.responses import StreamingResponse
 
 from aegis_server.console.inbox import InboxView, inbox_view, render_inbox_list
 from aegis_server.console.sessions import COOKIE_NAME, ConsoleUser, now_of, session_hash, signed_in
+from aegis_server.edge.http_server import EVENT_STREAM
 from aegis_server.security import SCOPE_ADMIN, SCOPE_READ, SCOPE_REVIEW
 from aegis_server.settings import Settings
 from aegis_server.store import Store
@@ -113,6 +114,7 @@ async def inbox_stream(
     request: Request, user: Annotated[ConsoleUser, Depends(signed_in(SCOPE_READ, SCOPE_REVIEW))]
 ) -> StreamingResponse:
     digest = session_hash(request.cookies.get(COOKIE_NAME, ""))
+    setattr(request.state, EVENT_STREAM, True)  # `serve` ends it at shutdown instead of waiting for it
     return StreamingResponse(
         _events(request, user, digest),
         media_type="text/event-stream",
