@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from console_pages_support import make_server, open_browser
 
 from aegis_server.console import charts
 from aegis_server.console.charts import Series, horizontal_bars, nice_ceiling, stacked_bars, vertical_bars
@@ -111,8 +112,6 @@ def test_the_style_defines_each_colour_for_light_and_dark() -> None:
 
 @pytest.mark.parametrize("name", ["charts.css", "pages.css"])
 async def test_the_stylesheets_are_served(name: str, sqlite_url: str) -> None:
-    from console_pages_support import make_server, open_browser
-
     async with make_server(sqlite_url) as server, open_browser(server) as client:
         answer = await client.get(f"/console/static/{name}")
     assert answer.status_code == 200
