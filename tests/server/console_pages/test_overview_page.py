@@ -9,6 +9,7 @@ import httpx
 import pytest
 from console_pages_support import XSS_CAPABILITY, Browser, make_server, open_browser, seed, sign_in, text_of
 
+from aegis_server.console.overview import format_duration
 from aegis_server.inprocess import InProcessServer
 
 
@@ -114,3 +115,21 @@ async def test_nobody_signed_in_is_sent_to_sign_in(server: InProcessServer, seed
         # an API key as a bearer token is no session
         bearer = await client.get("/console/overview", headers={"Authorization": f"Bearer {server.api_key}"})
         assert bearer.status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "—"),
+        (0.04, "0.0 s"),
+        (42.46, "42.5 s"),
+        (60, "1 min"),
+        (504, "8 min 24 s"),
+        (3600, "1 h"),
+        (3 * 3600 + 125, "3 h 2 min"),
+        (86400, "1 d"),
+        (2 * 86400 + 5 * 3600 + 59, "2 d 5 h"),
+    ],
+)
+def test_format_duration(seconds: float | None, text: str) -> None:
+    assert format_duration(seconds) == text
