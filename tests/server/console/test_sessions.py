@@ -138,6 +138,9 @@ async def test_sign_in_from_another_site_is_refused(server: InProcessServer, rev
         ("/\\evil.example", "/console/inbox"),
         ("/api/v1/keys", "/console/inbox"),
         ("/console/../api/v1/keys", "/console/inbox"),
+        ("/console/%2e%2e/api/v1/keys", "/console/inbox"),
+        ("/console/%252e%252e/api/v1/capabilities", "/console/inbox"),
+        ("/console/./inbox", "/console/inbox"),
     ],
 )
 async def test_next_stays_in_the_console(server: InProcessServer, reviewer_key: str, target: str, landing: str) -> None:

@@ -13,7 +13,7 @@ async def audit_page(request: Request, user: Annotated[ConsoleUser, Depends(sign
 @router.post("/audit/verify")
 async def verify(request: Request, user: Annotated[ConsoleUser, Depends(csrf_protected(SCOPE_AUDIT))]) -> Response:
     fields = await console_form(request)  # the posted form, read once by the CSRF check
-    response = RedirectResponse("/console/audit", status_code=303)
+    response = see_other("/console/audit")
     await set_flash(request, response, "status", "The audit chain is intact.")  # shown once on the next page
     return response
 ```

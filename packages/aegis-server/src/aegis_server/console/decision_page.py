@@ -77,6 +77,17 @@ async def decision_page(
         decision = await service.get_decision(decision_id)  # expires an overdue review first, as the API does
     except NotFound:
         return error_page(request, 404, missing, user=user)
+    escalated = decision.review is not None
+    if not escalated and not user.has_scope(SCOPE_READ):
+        # A reviewer's key sees what it may review, as in the inbox; any other decision needs the scope the
+        # API's GET /governance/decisions/{id} needs.
+        return error_page(
+            request,
+            403,
+            f"Your API key {user.name!r} lacks the scope 'governance:read' this decision needs (it was never "
+            "escalated for review). Sign in with a key that has it (or admin).",
+            user=user,
+        )
     binding = await store.get_decision_binding(decision_id)
     trail = (await service.audit_trail(decision_id)).records
     stored_execution = await store.get_execution(decision_id)
@@ -103,6 +114,8 @@ async def decision_page(
         "token": token,
         "execution": execution,
         "trail": trail if user.has_scope(SCOPE_AUDIT) else None,
+        # The parameters (sensitive ones redacted) as the inbox shows them: of escalations, or to audit readers.
+        "parameters_hidden": not (escalated or user.has_scope(SCOPE_AUDIT)),
         "parameters": _proposal_parameters(trail),
         "pending": pending,
         "review_deadline": decision.expires_at if pending else None,

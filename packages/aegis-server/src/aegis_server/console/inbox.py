@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from aegis_sdk.models import ReviewRequest
 from aegis_server.console.flash import set_flash
+from aegis_server.console.headers import see_other
 from aegis_server.console.rendering import render, render_fragment
 from aegis_server.console.sessions import ConsoleUser, console_form, csrf_protected, now_of, safe_next, signed_in
 from aegis_server.engine import SENSITIVE_PREFIX
@@ -140,7 +141,7 @@ async def review(
 ) -> Response:
     form = await console_form(request)
     back = safe_next(form.get("return_to"))
-    response = RedirectResponse(back, status_code=303)
+    response = see_other(back)
     choice = form.get("decision")
     if choice not in ("approve", "deny"):
         await set_flash(request, response, "alert", "Choose Approve or Deny.")

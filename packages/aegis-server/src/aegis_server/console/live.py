@@ -11,8 +11,10 @@ cancels the generator; the listener is removed in `finally`, so nothing leaks).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -26,12 +28,14 @@ from aegis_server.security import SCOPE_ADMIN, SCOPE_READ, SCOPE_REVIEW
 from aegis_server.settings import Settings
 from aegis_server.store import Store
 
-__all__ = ["HEARTBEAT_SECONDS", "LiveStreams", "router", "sse_event", "wake_streams"]
+__all__ = ["HEARTBEAT_SECONDS", "MAX_STREAMS_PER_SESSION", "LiveStreams", "router", "sse_event", "wake_streams"]
 
 logger = logging.getLogger("aegis_server.console")
 router = APIRouter()
 
 HEARTBEAT_SECONDS = 15.0
+MAX_STREAMS_PER_SESSION = 4  # a few tabs; each stream renders the whole list, so a session may not open hundreds
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # every line terminator of the event-stream format
 _VIEW_SCOPES = frozenset({SCOPE_READ, SCOPE_REVIEW, SCOPE_ADMIN})
 
 
@@ -41,6 +45,7 @@ class LiveStreams:
 
     def __init__(self) -> None:
         self.events: set[asyncio.Event] = set()
+        self.open_per_session: collections.Counter[str] = collections.Counter()
         self._generation = 0  # moves on at every commit of events and every wake: a shared read is stale then
         self._read: asyncio.Future[InboxView] | None = None
         self._read_generation = -1
@@ -78,8 +83,9 @@ def wake_streams(app: FastAPI) -> None:
 
 
 def sse_event(event: str, data: str) -> str:
-    """One event in the text/event-stream format (each line of `data` its own `data:` line)."""
-    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
+    """One event in the text/event-stream format (each line of `data` its own `data:` line). A CR alone ends
+    a line there too: split on it, or a CR in a proposal's text would start a line of the proposer's choosing."""
+    lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(data))
     return f"event: {event}\n{lines}\n"
 
 
@@ -107,6 +113,11 @@ async def _events(request: Request, user: ConsoleUser, digest: str) -> AsyncIter
         streams.changed()
         wake.set()
 
+    if streams.open_per_session[digest] >= MAX_STREAMS_PER_SESSION:
+        yield "retry: 30000\n\n"
+        yield sse_event("busy", f"This session has {MAX_STREAMS_PER_SESSION} live inboxes open; close one.")
+        return
+    streams.open_per_session[digest] += 1
     streams.events.add(wake)
     store.database.add_event_listener(committed)
     try:
@@ -114,7 +125,8 @@ async def _events(request: Request, user: ConsoleUser, digest: str) -> AsyncIter
         sent: tuple[int, tuple[str, ...]] | None = None
         last_write = loop.time()
         while True:
-            if not await _still_allowed(request, digest):
+            # Shielded: a client that resets the connection mid-read must not cancel the driver's work.
+            if not await asyncio.shield(_still_allowed(request, digest)):
                 yield sse_event("signed-out", "Your session ended. Sign in again.")
                 return
             view = await streams.inbox(request, max_age=recheck / 2)
@@ -131,6 +143,9 @@ async def _events(request: Request, user: ConsoleUser, digest: str) -> AsyncIter
     finally:
         store.database.remove_event_listener(committed)
         streams.events.discard(wake)
+        streams.open_per_session[digest] -= 1
+        if streams.open_per_session[digest] <= 0:
+            del streams.open_per_session[digest]
 
 
 @router.get("/inbox/stream")

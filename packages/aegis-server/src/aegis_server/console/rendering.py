@@ -19,17 +19,12 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context, se
 from jinja2.runtime import Context
 
 from aegis_server.console.flash import FLASH_COOKIE, read_flash
+from aegis_server.console.headers import CONTENT_SECURITY_POLICY, with_security_headers
 from aegis_server.console.sessions import COOKIE_PATH, ConsoleUser, now_of
 from aegis_server.security import SCOPE_ADMIN
 
 __all__ = ["CONTENT_SECURITY_POLICY", "environment", "error_page", "json_pretty", "render", "time_left", "timeago"]
 
-# Scripts only from the console's own files; inline styles are allowed (a page's <style> block, the style
-# attributes of server-rendered SVG charts): every value a template writes is escaped, and a style cannot run code.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
 _NAV: tuple[tuple[str, str, str | None], ...] = (
     ("Inbox", "/console/inbox", None),
     ("Overview", "/console/overview", None),
@@ -123,14 +118,6 @@ def _environment() -> Environment:
 environment = _environment()
 
 
-def _security_headers(response: HTMLResponse) -> None:
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "same-origin"
-
-
 def page_context(request: Request, user: ConsoleUser | None) -> dict[str, Any]:
     """What every template gets (also for fragments rendered without `base.html`)."""
     nav = [
@@ -167,7 +154,7 @@ def render(
     flash = read_flash(request)
     html = render_fragment(request, template_name, {"flash": flash, **context}, user=user)
     response = HTMLResponse(html, status_code=status_code)
-    _security_headers(response)
+    with_security_headers(response)
     if FLASH_COOKIE in request.cookies:
         response.delete_cookie(FLASH_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response

@@ -17,14 +17,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
+from aegis_server.console.headers import see_other
+from aegis_server.errors import ApiError
 from aegis_server.security import SCOPE_ADMIN
 
 if TYPE_CHECKING:
+    from aegis_server.edge.rate_limits import RateLimiter
     from aegis_server.governance.service import GovernanceService
     from aegis_server.settings import Settings
     from aegis_server.store import Store
@@ -150,7 +153,10 @@ def safe_next(target: str | None) -> str:
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not (parts.path == "/console" or parts.path.startswith("/console/")):
         return default
-    if "/../" in parts.path or parts.path.endswith("/..") or "//" in parts.path:
+    path = unquote(parts.path)
+    while path != (decoded := unquote(path)):  # `%252e%252e` is `..` to a browser that decodes it twice
+        path = decoded
+    if any(segment in (".", "..") for segment in path.split("/")) or "//" in path or "\\" in path:
         return default
     return target
 
@@ -185,7 +191,7 @@ def _sign_in_redirect(request: Request, *, reason: str | None) -> Response:
         query.append(f"reason={reason}")
     if query:
         target += "?" + "&".join(query)
-    response = RedirectResponse(target, status_code=303)
+    response = see_other(target)
     response.headers["Cache-Control"] = "no-store"
     if reason is not None:
         response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH, httponly=True, samesite="strict")
@@ -220,6 +226,7 @@ async def current_user(request: Request) -> ConsoleUser | None:
         await store.console_sessions.delete_session(digest)
         raise ConsoleInterrupt(_sign_in_redirect(request, reason="revoked"))
     key = session.api_key
+    await _within_rate_limit(request, key.key_id, key.rate_limit_per_minute)
     user = ConsoleUser(
         key_id=key.key_id,
         name=key.name,
@@ -229,6 +236,17 @@ async def current_user(request: Request) -> ConsoleUser | None:
     )
     request.state.console_user = user
     return user
+
+
+async def _within_rate_limit(request: Request, key_id: str, per_minute: int | None) -> None:
+    """The key's own rate limit holds in the console as in the API: a page over it is the 429 page."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    try:
+        await limiter.check(key_id, per_minute)
+    except ApiError as exc:
+        interrupt = await _refusal(request, 429, f"{exc.message} Wait a moment, then reload the page.", None)
+        interrupt.response.headers.update(exc.headers or {})
+        raise interrupt from None
 
 
 async def _require_user(request: Request, scopes: tuple[str, ...]) -> ConsoleUser:

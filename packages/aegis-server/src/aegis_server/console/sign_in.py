@@ -12,8 +12,9 @@ import logging
 import time
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
+from aegis_server.console.headers import see_other
 from aegis_server.console.live import wake_streams
 from aegis_server.console.rendering import error_page, render
 from aegis_server.console.sessions import (
@@ -50,6 +51,8 @@ _NOTICES = {
 class SignInThrottle:
     """At most `limit` failed sign-ins per client address in `window` seconds (per process)."""
 
+    max_clients = 10_000
+
     def __init__(self, limit: int = 20, window: float = 300.0) -> None:
         self.limit = limit
         self.window = window
@@ -67,10 +70,19 @@ class SignInThrottle:
         return len(self._recent(client, time.monotonic())) >= self.limit
 
     def failed(self, client: str) -> None:
-        if len(self._failures) > 10_000:
-            self._failures.clear()
         now = time.monotonic()
+        if len(self._failures) >= self.max_clients:
+            self._make_room(now)
         self._failures[client] = [*self._recent(client, now), now]
+
+    def _make_room(self, now: float) -> None:
+        """Forget clients that are not blocked (never a blocked one while there is room), so failures from
+        many other addresses cannot unblock one."""
+        for client in list(self._failures):
+            if len(self._recent(client, now)) < self.limit:
+                del self._failures[client]
+        while len(self._failures) >= self.max_clients:  # only blocked clients left: forget the oldest
+            del self._failures[next(iter(self._failures))]
 
 
 def _throttle(request: Request) -> SignInThrottle:
@@ -102,7 +114,7 @@ def _form_page(request: Request, *, next_path: str, problem: str | None, notice:
 
 async def console_home() -> Response:
     """`/console` itself: the inbox."""
-    return RedirectResponse("/console/inbox", status_code=303)
+    return see_other("/console/inbox")
 
 
 @router.get("/sign-in", include_in_schema=False)
@@ -131,7 +143,7 @@ async def sign_in(request: Request) -> Response:
     await end_session(request)  # the session this browser had before, if any: a sign-in always starts afresh
     token, max_age = await start_session(request, api_key.key_id)
     logger.info("console sign-in: key %s", api_key.key_id)
-    response = RedirectResponse(next_path, status_code=303)
+    response = see_other(next_path)
     set_session_cookie(request, response, token, max_age)
     return response
 
@@ -149,6 +161,6 @@ async def sign_out(request: Request) -> Response:
         await end_session(request)
         wake_streams(request.app)  # its live streams end now, not at their next re-check
         logger.info("console sign-out: key %s", user.key_id)
-    response = RedirectResponse("/console/sign-in?reason=signed_out", status_code=303)
+    response = see_other("/console/sign-in?reason=signed_out")
     response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response

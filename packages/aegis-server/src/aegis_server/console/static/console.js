@@ -142,6 +142,9 @@
     source.addEventListener("inbox", function (event) {
       applyList(event.data);
     });
+    source.addEventListener("busy", function (event) {
+      setLiveState("Live updates paused: " + event.data + " Reload the page to see new requests.", true);
+    });
     source.addEventListener("signed-out", function () {
       source.close();
       if (leaving) return;
