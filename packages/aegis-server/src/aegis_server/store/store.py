@@ -14,6 +14,7 @@ rooms of the store, each owning one concern:
 | `audit_checks`  | `DecisionAuditCheck`| `audit_checks`    | decisions compared with their audit records       |
 | `policies`      | `Policies`          | `documents`       | API-managed policies                              |
 | `capabilities`  | `Capabilities`      | `documents`       | API-registered capabilities                       |
+| `webhooks`      | `Webhooks`          | `webhooks`        | webhook endpoints, the outbox's deliveries        |
 
 Each public method of `Store` is a method of one room (`_Delegate`; of the same name, but for the
 policies and capabilities, whose rooms share `DocumentTable`): the signature and the docstring live in
@@ -47,6 +48,7 @@ from aegis_server.store.locations import default_audit_dir, missing_sqlite_file
 from aegis_server.store.migrate import check_schema, upgrade_engine
 from aegis_server.store.reviews import Reviews
 from aegis_server.store.server_settings import ServerSettings
+from aegis_server.store.webhooks import Webhooks
 
 __all__ = ["Store", "open_existing", "verify_database"]
 
@@ -113,6 +115,7 @@ class Store:
         self.audit_checks = DecisionAuditCheck(self.database)
         self.policies = Policies(self.database, self.settings)
         self.capabilities = Capabilities(self.database, self.settings)
+        self.webhooks = Webhooks(self.database)
 
     @classmethod
     async def open(
