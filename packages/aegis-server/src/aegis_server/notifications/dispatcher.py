@@ -41,6 +41,7 @@ _LEASE_MARGIN_SECONDS = 5.0  # past the request timeout: recording the result af
 _RETRY_AFTER_CAP_SECONDS = 3600.0
 _MAX_ERROR = 200
 _FAN_OUT_BATCH = 200
+_STOP_GRACE_SECONDS = 1.0
 
 
 def _wall_clock() -> datetime:
@@ -75,7 +76,7 @@ def _describe_error(exc: Exception) -> str:
 
 class WebhookDispatcher:
     """Delivers webhook events of `store` (see the module docstring). `start()` runs the loop as a task,
-    `stop()` ends it (attempts in flight are abandoned and retried after their lease). `run_once()`
+    `stop()` ends it (attempts still in flight after a second are abandoned, and retried after their lease). `run_once()`
     fans out and delivers what is due now, and waits for those attempts (tests drive it directly)."""
 
     def __init__(
@@ -125,6 +126,8 @@ class WebhookDispatcher:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._in_flight:  # a short grace, so an answer on its way is recorded rather than sent again
+            await asyncio.wait(list(self._in_flight), timeout=_STOP_GRACE_SECONDS)
         for attempt in list(self._in_flight):
             attempt.cancel()
         if self._in_flight:
