@@ -37,7 +37,9 @@ __all__ = ["DEFAULT_PUBLIC_URL", "WebhookDispatcher"]
 logger = logging.getLogger("aegis_server.webhooks")
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
-_LEASE_MARGIN_SECONDS = 5.0  # past the request timeout: recording the result after a slow answer still holds
+# A claim outlives the request's timeout by this much (at most the timeout again), so the result of a slow
+# answer is still recorded under its lease; a process killed mid-attempt leaves it to be retried after that.
+_LEASE_MARGIN_SECONDS = 5.0
 _RETRY_AFTER_CAP_SECONDS = 3600.0
 _MAX_ERROR = 200
 _FAN_OUT_BATCH = 200
@@ -76,8 +78,8 @@ def _describe_error(exc: Exception) -> str:
 
 class WebhookDispatcher:
     """Delivers webhook events of `store` (see the module docstring). `start()` runs the loop as a task,
-    `stop()` ends it (attempts still in flight after a second are abandoned, and retried after their lease). `run_once()`
-    fans out and delivers what is due now, and waits for those attempts (tests drive it directly)."""
+    `stop()` ends it (attempts still in flight after a second are abandoned, and retried after their
+    lease). `run_once()` fans out, attempts what is due now and waits for those attempts (tests drive it)."""
 
     def __init__(
         self,
@@ -166,7 +168,9 @@ class WebhookDispatcher:
 
     async def _claim(self) -> list[ClaimedDelivery]:
         free = self._max_in_flight - len(self._in_flight)
-        return await self._webhooks.claim_due(limit=free, lease_seconds=self._timeout + _LEASE_MARGIN_SECONDS)
+        return await self._webhooks.claim_due(
+            limit=free, lease_seconds=self._timeout + min(_LEASE_MARGIN_SECONDS, self._timeout)
+        )
 
     def _start_due(self, claims: list[ClaimedDelivery]) -> None:
         for claim in claims:
