@@ -46,9 +46,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from aegis_server.errors import envelope
 from aegis_server.ids import new_request_id
 
-__all__ = ["AegisHttpToolsProtocol", "AegisServer", "protocol_error_bytes", "raise_open_files_limit"]
+__all__ = ["EVENT_STREAM", "AegisHttpToolsProtocol", "AegisServer", "protocol_error_bytes", "raise_open_files_limit"]
 
 logger = logging.getLogger("aegis_server")
+
+EVENT_STREAM = "aegis_event_stream"
+"""Key of `request.state` a route sets (True) when its response is an endless event stream: a graceful
+shutdown ends such a response as a client disconnect instead of waiting for it."""
 
 _BAD_REQUEST_MESSAGE = (
     "The request is not valid HTTP/1.1 (a malformed request line, header or chunked body), so it was not "
@@ -163,6 +167,13 @@ class AegisHttpToolsProtocol(HttpToolsProtocol):
         # A request still waiting for its body cannot finish during the graceful shutdown: end it as a
         # disconnect now (no traceback when the shutdown timeout would have cancelled it).
         if self._in_body and self.cycle is not None and not self.cycle.response_started:
+            self._end_request()
+            self.transport.close()
+            return
+        # An event stream (the console's live inbox) never finishes on its own: end it as a disconnect too,
+        # rather than wait the whole shutdown timeout for it. Its route marks it in the request state.
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.scope.get("state", {}).get(EVENT_STREAM):
             self._end_request()
             self.transport.close()
             return
