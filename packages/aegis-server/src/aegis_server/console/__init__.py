@@ -27,7 +27,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from aegis_server.console import decision_page, inbox, live, sign_in
+from aegis_server.console import decision_page, inbox, live, sign_in, webhooks_page
 from aegis_server.console.rendering import error_page
 from aegis_server.console.sessions import ConsoleInterrupt, ConsoleUser, csrf_protected, current_user, signed_in
 from aegis_server.settings import Settings
@@ -45,6 +45,7 @@ def console_router(settings: Settings) -> APIRouter:
     router.include_router(inbox.router)
     router.include_router(live.router)
     router.include_router(decision_page.router)
+    router.include_router(webhooks_page.router)
     return router
 
 
