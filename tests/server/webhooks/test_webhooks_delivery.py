@@ -12,6 +12,7 @@ import pytest
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from aegis_server.inprocess import InProcessServer
+from aegis_server.notifications import WebhookDispatcher
 
 from .conftest import PUBLIC_URL, create_endpoint, denial, dispatching, escalation, proposal, propose
 from .receiver import Received, Receiver
@@ -53,6 +54,8 @@ async def test_signature_verifies_and_a_tampered_body_fails(
         request.verify("whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=")  # another endpoint's secret
     assert (delivery["status"], delivery["attempts"], delivery["last_status_code"]) == ("delivered", 1, 200)
     assert delivery["event_id"] == request.webhook_id
+    metrics = (await client.get("/metrics")).text
+    assert 'aegis_webhook_deliveries_total{result="delivered"} 1.0' in metrics
 
 
 async def test_events_of_decisions_and_reviews(
@@ -257,3 +260,19 @@ async def test_rotated_secret_signs_the_next_attempts(
     request.verify(rotated)
     with pytest.raises(WebhookVerificationError):
         request.verify(endpoint["secret"])
+
+
+async def test_run_once_attempts_what_is_due(
+    server: InProcessServer, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    endpoint = await create_endpoint(client, receiver.url, event_types=["decision.denied"])
+    await propose(client, denial())
+    dispatcher = WebhookDispatcher(server.store, server.app.state.settings)
+    try:
+        assert await dispatcher.run_once() == 1
+        assert await dispatcher.run_once() == 0  # delivered: nothing is due any more
+    finally:
+        await dispatcher.stop()
+    [delivery] = await _deliveries(client, endpoint["id"])
+    assert delivery["status"] == "delivered"
+    assert len(receiver.received()) == 1
