@@ -276,3 +276,16 @@ async def test_run_once_attempts_what_is_due(
     [delivery] = await _deliveries(client, endpoint["id"])
     assert delivery["status"] == "delivered"
     assert len(receiver.received()) == 1
+
+
+async def test_a_receiver_that_does_not_answer_in_time_fails_the_attempt(make_server: Any, receiver: Receiver) -> None:
+    async with make_server(webhook_timeout_seconds=0.3, webhook_retry_schedule_seconds=()) as server:
+        client = server.async_http_client()
+        endpoint = await create_endpoint(client, receiver.url, event_types=["decision.denied"])
+        receiver.hold()
+        async with dispatching(server):
+            await propose(client, denial())
+            [failed] = await _wait_status(client, endpoint["id"], "failed", 1)
+        receiver.release()
+    assert (failed["attempts"], failed["last_status_code"]) == (1, None)
+    assert failed["last_error"] == "timed out waiting for the receiver"

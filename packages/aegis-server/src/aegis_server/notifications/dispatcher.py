@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -184,8 +183,9 @@ class WebhookDispatcher:
 
     async def _attempt(self, claim: ClaimedDelivery) -> None:
         try:
+            attempted_at = self._store.database.now()
             result = await self._send(claim)
-            recorded = await self._webhooks.record_attempt(claim, result, self._store.database.now())
+            recorded = await self._webhooks.record_attempt(claim, result, attempted_at)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -213,21 +213,25 @@ class WebhookDispatcher:
     async def _send(self, claim: ClaimedDelivery) -> DeliveryResult:
         body = build_body(claim.body_format, claim.event_type, claim.event_created_at, claim.data, self._public_url)
         headers = signed_headers(claim.secret, claim.event_id, body, self._wall_clock())
-        started = time.monotonic()
         try:
-            response = await self._client.post(claim.url, content=body, headers=headers)
+            # The whole attempt within the timeout (httpx's own is per read); the answer's body is never read.
+            status, retry_after = await asyncio.wait_for(self._post(claim.url, body, headers), self._timeout)
+        except asyncio.TimeoutError:
+            return self._not_delivered(claim, None, "timed out waiting for the receiver", None)
         except httpx.HTTPError as exc:
             return self._not_delivered(claim, None, _describe_error(exc), None)
-        finally:
-            logger.debug("webhook attempt %s took %.3f s", claim.delivery_id, time.monotonic() - started)
-        if 200 <= response.status_code < 300:
-            return DeliveryResult(delivered=True, status_code=response.status_code)
-        if response.status_code == 410:
+        if 200 <= status < 300:
+            return DeliveryResult(delivered=True, status_code=status)
+        if status == 410:
             return DeliveryResult(delivered=False, status_code=410, error="HTTP 410 Gone: the receiver is gone")
-        error = f"HTTP {response.status_code}"
-        if 300 <= response.status_code < 400:
+        error = f"HTTP {status}"
+        if 300 <= status < 400:
             error += " (redirects are not followed; use the final URL)"
-        return self._not_delivered(claim, response.status_code, error, _retry_after(response, self._wall_clock()))
+        return self._not_delivered(claim, status, error, retry_after)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float | None]:
+        async with self._client.stream("POST", url, content=body, headers=headers) as response:
+            return response.status_code, _retry_after(response, self._wall_clock())
 
     def _not_delivered(
         self, claim: ClaimedDelivery, status_code: int | None, error: str, retry_after: float | None
