@@ -109,6 +109,7 @@ class WebhookDispatcher:
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def public_url(self) -> str:
@@ -122,6 +123,7 @@ class WebhookDispatcher:
 
     async def stop(self) -> None:
         self._store.database.remove_event_listener(self.wake)
+        self._stopping = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -140,7 +142,7 @@ class WebhookDispatcher:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 await self._fan_out()
@@ -149,8 +151,16 @@ class WebhookDispatcher:
                 raise
             except Exception:
                 logger.exception("the webhook dispatcher failed; retrying in %.1f s", self._poll_interval)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        """Until woken, or the poll interval passed. Not `asyncio.wait_for`: before Python 3.12 it loses a
+        cancellation that arrives as the wait ends, and `stop()` would wait for this loop forever."""
+        waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=self._poll_interval)
+        finally:
+            waiter.cancel()
 
     async def run_once(self) -> int:
         """Fan out, claim what is due and attempt it; returns the number of attempts made."""
