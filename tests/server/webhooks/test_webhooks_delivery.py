@@ -289,3 +289,13 @@ async def test_a_receiver_that_does_not_answer_in_time_fails_the_attempt(make_se
         receiver.release()
     assert (failed["attempts"], failed["last_status_code"]) == (1, None)
     assert failed["last_error"] == "timed out waiting for the receiver"
+
+
+async def test_the_server_runs_the_dispatcher_in_its_lifespan(make_server: Any, receiver: Receiver) -> None:
+    async with make_server(run_background_tasks=True) as server:
+        client = server.async_http_client()
+        endpoint = await create_endpoint(client, receiver.url)
+        decision = await propose(client, denial())
+        [request] = await receiver.wait_for(lambda got: len(got) == 1)
+        await _wait_status(client, endpoint["id"], "delivered", 1)
+    assert request.verify(endpoint["secret"])["data"]["decision_id"] == decision["decision_id"]
