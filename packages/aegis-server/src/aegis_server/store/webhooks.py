@@ -539,6 +539,12 @@ class Webhooks(Room):
         )
         if self._db.postgres:
             pending = pending.with_for_update(skip_locked=True)  # replicas fan out disjoint batches
+        async with self._db.read() as conn:  # most polls find nothing: no write transaction for them
+            waiting = await conn.scalar(
+                sa.select(webhook_events.c.row_id).where(webhook_events.c.dispatched_at.is_(None)).limit(1)
+            )
+        if waiting is None:
+            return 0
         async with self._db.write() as conn:
             events = (await conn.execute(pending)).all()
             if not events:
