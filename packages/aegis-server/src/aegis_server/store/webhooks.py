@@ -1,6 +1,7 @@
 """Webhook endpoints and their deliveries: endpoints made, changed, rotated and deleted (each change
 audited, never with the secret or the URL's path, which may be a credential such as a Slack webhook's);
-the fan-out of outbox events into deliveries; and the claiming and recording of delivery attempts.
+the fan-out of outbox events into deliveries; and the claiming and recording of delivery attempts. The
+checks of an endpoint's fields are in `webhook_input`, the records in `webhook_records` (both re-exported).
 
 Every step that several replicas may run at once is a conditional write checked by row count or a
 `ON CONFLICT DO NOTHING` insert:
@@ -14,10 +15,6 @@ Every step that several replicas may run at once is a conditional write checked 
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import fnmatch
-import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,8 +27,22 @@ from aegis_server.ids import new_id
 from aegis_server.store.cursors import check_limit, decode_cursor, encode_cursor
 from aegis_server.store.database import Room
 from aegis_server.store.keys import UNSET, Unset
-from aegis_server.store.outbox import EVENT_TYPES
 from aegis_server.store.schema import webhook_deliveries, webhook_endpoints, webhook_events
+from aegis_server.store.webhook_input import (
+    ALL_EVENTS,
+    BODY_FORMATS,
+    DELIVERY_STATUSES,
+    WEBHOOK_TEST,
+    WebhookInputError,
+    check_capability_glob,
+    check_description,
+    check_event_types,
+    check_format,
+    check_min_risk,
+    check_url,
+    new_webhook_secret,
+)
+from aegis_server.store.webhook_records import ClaimedDelivery, DeliveryResult, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ALL_EVENTS",
@@ -47,176 +58,7 @@ __all__ = [
     "new_webhook_secret",
 ]
 
-WEBHOOK_TEST = "webhook.test"
-ALL_EVENTS = "*"
-BODY_FORMATS: tuple[str, ...] = ("standard", "slack")
-DELIVERY_STATUSES: tuple[str, ...] = ("pending", "delivered", "failed")
-SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every secret, not a secret
-_MAX_URL = 2000
-_MAX_TEXT = 200
 _DELIVERY_LISTING = "webhook_deliveries"
-
-
-class WebhookInputError(ValueError):
-    """A webhook endpoint field that cannot be stored; `field` names it, the message says how to fix it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def new_webhook_secret() -> str:
-    """A Standard Webhooks signing secret: `whsec_` + base64 of 32 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
-
-
-def check_url(url: str) -> str:
-    """An http(s) URL with a host and no credentials, or `WebhookInputError`."""
-    url = url.strip()
-    if not url or len(url) > _MAX_URL:
-        raise WebhookInputError("url", f"the URL must be 1 to {_MAX_URL} characters")
-    if any(ch.isspace() for ch in url):
-        raise WebhookInputError("url", "the URL must not contain spaces; percent-encode them")
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises on a port that is not a number in range
-    except ValueError:
-        raise WebhookInputError("url", "the URL is malformed (check the host and the port)") from None
-    if parts.scheme not in ("http", "https"):
-        raise WebhookInputError("url", "the URL must start with http:// or https://")
-    if not parts.hostname:
-        raise WebhookInputError("url", "the URL needs a host, e.g. https://hooks.example.com/aegis")
-    if parts.username is not None or parts.password is not None:
-        raise WebhookInputError(
-            "url", "the URL must not carry credentials (user:password@); receivers verify the signature instead"
-        )
-    if parts.fragment:
-        raise WebhookInputError("url", "the URL must not have a #fragment (it is never sent)")
-    del port
-    return url
-
-
-def check_event_types(event_types: Sequence[str]) -> tuple[str, ...]:
-    """A non-empty list of known event types, or `["*"]` for all of them."""
-    types = tuple(dict.fromkeys(t.strip() for t in event_types))
-    known = ", ".join(EVENT_TYPES)
-    if not types:
-        raise WebhookInputError("event_types", f'give at least one event type ({known}), or ["*"] for all')
-    if ALL_EVENTS in types:
-        if len(types) > 1:
-            raise WebhookInputError("event_types", '"*" means every event type; send it alone')
-        return types
-    unknown = [t for t in types if t not in EVENT_TYPES]
-    if unknown:
-        raise WebhookInputError(
-            "event_types", f"unknown event type(s) {', '.join(repr(t) for t in unknown)}; choose from {known}, or *"
-        )
-    return types
-
-
-def check_capability_glob(glob: str | None) -> str | None:
-    if glob is None:
-        return None
-    glob = glob.strip()
-    if not 1 <= len(glob) <= _MAX_TEXT:
-        raise WebhookInputError(
-            "capability", f"the capability filter must be a glob of 1 to {_MAX_TEXT} characters, e.g. refunds.*"
-        )
-    return glob
-
-
-def check_min_risk(min_risk: float | None) -> float | None:
-    if min_risk is None:
-        return None
-    if not 0.0 <= min_risk <= 1.0:
-        raise WebhookInputError("min_risk", "min_risk must be between 0 and 1 (a decision's risk score)")
-    return float(min_risk)
-
-
-def check_format(body_format: str) -> str:
-    if body_format not in BODY_FORMATS:
-        raise WebhookInputError("format", f"format must be one of {', '.join(BODY_FORMATS)}")
-    return body_format
-
-
-def check_description(description: str) -> str:
-    description = description.strip()
-    if len(description) > _MAX_TEXT:
-        raise WebhookInputError("description", f"the description must be at most {_MAX_TEXT} characters")
-    return description
-
-
-@dataclasses.dataclass(frozen=True)
-class WebhookEndpoint:
-    """An endpoint as stored, without its secret; `counts`: its deliveries by status (when read with them)."""
-
-    endpoint_id: str
-    url: str
-    description: str
-    event_types: tuple[str, ...]
-    capability_glob: str | None
-    min_risk: float | None
-    body_format: str
-    enabled: bool
-    created_at: datetime
-    updated_at: datetime
-    created_by: str | None
-    counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
-
-    def wants(self, event_type: str, capability: str, risk_score: float) -> bool:
-        """True when an event of this type, capability and risk passes the endpoint's filter."""
-        if ALL_EVENTS not in self.event_types and event_type not in self.event_types:
-            return False
-        if self.capability_glob is not None and not fnmatch.fnmatchcase(capability, self.capability_glob):
-            return False
-        return self.min_risk is None or risk_score >= self.min_risk
-
-
-@dataclasses.dataclass(frozen=True)
-class WebhookDelivery:
-    """One event's delivery to one endpoint: its `event_id` is the `webhook-id` of every attempt."""
-
-    delivery_id: int
-    event_id: str
-    event_type: str
-    decision_id: str
-    endpoint_id: str
-    status: str
-    attempts: int
-    next_attempt_at: datetime | None
-    last_attempt_at: datetime | None
-    last_status_code: int | None
-    last_error: str | None
-    delivered_at: datetime | None
-    created_at: datetime
-
-
-@dataclasses.dataclass(frozen=True)
-class ClaimedDelivery:
-    """A delivery claimed for one attempt: what to send where, and the lease that proves the claim."""
-
-    delivery_id: int
-    attempts: int
-    lease: datetime
-    event_id: str
-    event_type: str
-    event_created_at: datetime
-    data: Mapping[str, Any]
-    endpoint_id: str
-    url: str
-    secret: str
-    body_format: str
-
-
-@dataclasses.dataclass(frozen=True)
-class DeliveryResult:
-    """How an attempt ended: delivered, or not (the status code or error) and when to try again (None:
-    never, the delivery failed)."""
-
-    delivered: bool
-    status_code: int | None = None
-    error: str | None = None
-    retry_at: datetime | None = None
 
 
 def _endpoint_from_row(row: Any, counts: Mapping[str, int] | None = None) -> WebhookEndpoint:
