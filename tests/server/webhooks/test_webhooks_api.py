@@ -206,3 +206,5 @@ async def test_retry_refuses_what_is_not_failed_or_not_there(client: httpx.Async
     # a delivery of one endpoint cannot be reached through another's path
     assert (await client.post(f"/api/v1/webhooks/{other['id']}/deliveries/{delivery['id']}/retry")).status_code == 404
     assert (await client.post(f"{path}/deliveries/not-a-number/retry")).status_code == 422
+    assert (await client.post(f"{path}/deliveries/{10**30}/retry")).status_code == 422
+    assert (await client.post(f"{path}/deliveries/0/retry")).status_code == 422

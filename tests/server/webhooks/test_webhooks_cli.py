@@ -71,6 +71,8 @@ def test_rotate_test_deliveries_retry(capsys: pytest.CaptureFixture[str], db: st
     assert code == 1 and "only a failed delivery" in err
     code, _, err = _run(capsys, "webhooks", "retry", endpoint_id, "999999", "--db", db)
     assert code == 1 and "no delivery" in err
+    code, _, err = _run(capsys, "webhooks", "retry", endpoint_id, str(10**30), "--db", db)
+    assert code == 2 and "DELIVERY_ID" in err
 
 
 @pytest.mark.parametrize(

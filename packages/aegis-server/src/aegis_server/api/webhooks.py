@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from aegis_server.api.common import BODY_ERRORS, Admin, PageCursor, PageLimit, errors
@@ -22,6 +22,7 @@ from aegis_server.store.webhooks import WebhookDelivery, WebhookEndpoint, Webhoo
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
 BodyFormat = Literal["standard", "slack"]
+DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A delivery's id (from the deliveries listing).")]
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 _EVENT_TYPES_HELP = f'Event types to receive: any of {", ".join(EVENT_TYPES)}; or ["*"] for every type.'
 
@@ -328,7 +329,9 @@ async def list_webhook_deliveries(
     "retried (409 `delivery_not_failed` otherwise).",
     responses=errors(404, 409),
 )
-async def retry_webhook_delivery(endpoint_id: str, delivery_id: int, store: StoreDep, _: Admin) -> dict[str, Any]:
+async def retry_webhook_delivery(
+    endpoint_id: str, delivery_id: DeliveryId, store: StoreDep, _: Admin
+) -> dict[str, Any]:
     delivery = await store.webhooks.retry_delivery(endpoint_id, delivery_id)
     if delivery is not None:
         return _delivery(delivery)

@@ -258,6 +258,9 @@ def _cmd_deliveries(args: argparse.Namespace) -> int:
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
+    if not 1 <= args.delivery_id < 2**63:
+        raise CommandError("DELIVERY_ID is a delivery's number, as `webhooks deliveries` lists it", code=2)
+
     async def work(store: Any) -> tuple[Any, Any]:
         retried = await store.webhooks.retry_delivery(args.endpoint_id, args.delivery_id)
         existing = retried or await store.webhooks.get_delivery(args.endpoint_id, args.delivery_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import RedirectResponse, Response
 
 from aegis_server.console.flash import set_flash
@@ -76,7 +76,7 @@ async def webhooks_page(request: Request, user: Annotated[ConsoleUser, Depends(s
 async def retry_delivery(
     request: Request,
     endpoint_id: str,
-    delivery_id: int,
+    delivery_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     user: Annotated[ConsoleUser, Depends(csrf_protected(SCOPE_ADMIN))],
 ) -> Response:
     store: Store = request.app.state.store
