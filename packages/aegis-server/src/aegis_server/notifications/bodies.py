@@ -23,7 +23,7 @@ from aegis_server.store.webhooks import WEBHOOK_TEST
 
 __all__ = ["build_body", "console_url", "slack_escape", "slack_message", "standard_body"]
 
-_MAX_REASON = 500
+_MAX_TEXT = 400
 
 
 def console_url(public_url: str, event_type: str, data: Mapping[str, Any]) -> str:
@@ -66,15 +66,19 @@ def _risk(data: Mapping[str, Any]) -> str:
     return f"{float(risk):.2f}" if isinstance(risk, int | float) else "?"
 
 
+def _shortened(text: str) -> str:
+    """At most `_MAX_TEXT` characters: a Slack section holds 3,000 (escaping lengthens the text)."""
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
 def _reason(data: Mapping[str, Any]) -> str:
-    reason = str(data.get("reason") or "")
-    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
+    return _shortened(str(data.get("reason") or ""))
 
 
 def _summary(event_type: str, data: Mapping[str, Any]) -> tuple[str, str]:
     """The message's first line (escaped, without the link) and the button's label."""
-    capability = slack_escape(str(data.get("capability") or ""))
-    what = f"{capability} by {slack_escape(_actor(data))} (risk {_risk(data)})"
+    capability = slack_escape(_shortened(str(data.get("capability") or "")))
+    what = f"{capability} by {slack_escape(_shortened(_actor(data)))} (risk {_risk(data)})"
     reason = slack_escape(_reason(data))
     review = data.get("review") or {}
     if event_type == DECISION_ESCALATED:
@@ -86,7 +90,7 @@ def _summary(event_type: str, data: Mapping[str, Any]) -> tuple[str, str]:
         reviewer = slack_escape(str(review.get("reviewer") or "a reviewer"))
         icon = ":white_check_mark:" if status == "approved" else ":x:"
         note = review.get("note")
-        noted = f" — note: {slack_escape(str(note))}" if note else ""
+        noted = f" — note: {slack_escape(_shortened(str(note)))}" if note else ""
         return f"{icon} {status.upper()} by {reviewer}: {what}{noted}", "View"
     if event_type == REVIEW_EXPIRED:
         return f":hourglass: EXPIRED (final DENY, no reviewer decided in time): {what}", "View"
