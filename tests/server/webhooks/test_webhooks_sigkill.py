@@ -90,7 +90,7 @@ def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path, receiver: Receiver) 
     requests = receiver.received()
     assert set(statuses) == events  # every event of the outbox has its delivery...
     assert {r.webhook_id for r in requests} == events  # ...and reached the receiver, under its own id
-    assert [r.webhook_id for r in requests].count(in_flight) == 2  # the attempt cut by the kill, then again
+    assert [r.webhook_id for r in requests].count(in_flight) >= 2  # the attempt cut by the kill, then again
     bodies = {r.webhook_id: r.verify(secret) for r in requests}
     assert {body["data"]["decision_id"] for body in bodies.values()} == {first["decision_id"], second["decision_id"]}
     assert bodies[in_flight]["data"]["decision_id"] == first["decision_id"]
