@@ -72,7 +72,6 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        http.server.ThreadingHTTPServer.allow_reuse_address = True
         server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
         self.port = server.server_address[1]
