@@ -39,6 +39,15 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("GET", "/api/v1/keys/key_x", None, "admin"),
     ("PATCH", "/api/v1/keys/key_x", {"rate_limit_per_minute": 10}, "admin"),
     ("DELETE", "/api/v1/keys/key_x", None, "admin"),
+    ("POST", "/api/v1/webhooks", {"url": "https://hooks.example.test/x", "event_types": ["*"]}, "admin"),
+    ("GET", "/api/v1/webhooks", None, "admin"),
+    ("GET", "/api/v1/webhooks/whe_x", None, "admin"),
+    ("PATCH", "/api/v1/webhooks/whe_x", {"enabled": False}, "admin"),
+    ("DELETE", "/api/v1/webhooks/whe_x", None, "admin"),
+    ("POST", "/api/v1/webhooks/whe_x/rotate-secret", None, "admin"),
+    ("POST", "/api/v1/webhooks/whe_x/test", None, "admin"),
+    ("GET", "/api/v1/webhooks/whe_x/deliveries", None, "admin"),
+    ("POST", "/api/v1/webhooks/whe_x/deliveries/1/retry", None, "admin"),
 ]
 OPEN_ROUTES = ["/api/v1/health", "/api/v1/ready", "/metrics", "/openapi.json"]
 IDS = [f"{method} {path}" for method, path, _, _ in ROUTES]
@@ -60,7 +69,11 @@ def test_the_table_covers_every_authenticated_route(server: InProcessServer) -> 
         if path.startswith("/api/")
     }
     assert ("POST", "/api/v1/keys") in routes
-    documented = {(m, p.replace("dec_x", "{decision_id}").replace("key_x", "{key_id}")) for m, p, _, _ in ROUTES}
+    documented = {
+        (m, p.replace("dec_x", "{decision_id}").replace("key_x", "{key_id}").replace("whe_x", "{endpoint_id}"))
+        for m, p, _, _ in ROUTES
+    }
+    documented = {(m, p.replace("/deliveries/1/", "/deliveries/{delivery_id}/")) for m, p in documented}
     documented |= {("GET", "/api/v1/capabilities/{name}"), ("GET", "/api/v1/policies/{name}")}
     documented |= {("PUT", "/api/v1/policies/{name}"), ("DELETE", "/api/v1/policies/{name}")}
     documented |= {("GET", "/api/v1/health"), ("GET", "/api/v1/ready")}

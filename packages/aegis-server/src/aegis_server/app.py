@@ -40,6 +40,7 @@ from aegis_server.errors import ApiError, error_response, install_exception_hand
 from aegis_server.governance.runtime import utcnow
 from aegis_server.governance.service import GovernanceService
 from aegis_server.metrics import Metrics
+from aegis_server.notifications import WebhookDispatcher
 from aegis_server.security import KeyAuthenticator
 from aegis_server.settings import Settings
 from aegis_server.store import AuditChainCut, AuditKeyError, SchemaNotReady, Store
@@ -151,6 +152,7 @@ def create_app(
         task: asyncio.Task[None] | None = None
         anchor: AuditAnchor | None = None
         anchor_task: asyncio.Task[None] | None = None
+        dispatcher: WebhookDispatcher | None = None
         try:
             try:
                 anchor = AuditAnchor.from_settings(settings, store, clock=wall)
@@ -182,6 +184,9 @@ def create_app(
                 task = asyncio.create_task(_expiry_loop(service, settings.review_expiry_interval_seconds))
                 if anchor is not None:
                     anchor_task = asyncio.create_task(anchor.run())
+                if settings.webhooks_enabled:
+                    dispatcher = WebhookDispatcher(store, settings, metrics=metrics)
+                    dispatcher.start()
             logger.info(
                 "AEGIS %s ready: %d policies, %d capabilities, %d rules",
                 __version__,
@@ -199,6 +204,8 @@ def create_app(
                     background.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await background
+            if dispatcher is not None:
+                await dispatcher.stop()  # attempts in flight are retried after their lease
             if anchor is not None:
                 await anchor.close()  # the head at shutdown, after the last request's records
             await store.close()

@@ -47,6 +47,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.webhook_deliveries = Counter(
+            "aegis_webhook_deliveries_total",
+            "Webhook delivery attempts, by result (delivered, retrying, failed).",
+            ["result"],
+            registry=self.registry,
+        )
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self.policy_rules = Gauge("aegis_policy_rules", "Rules in the active policy set.", registry=self.registry)
         for outcome in ("ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION"):

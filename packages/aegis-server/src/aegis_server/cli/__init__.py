@@ -21,6 +21,7 @@ from aegis_server.cli.keys import add_keys_commands
 from aegis_server.cli.policy_commands import add_policy_commands
 from aegis_server.cli.review import add_review_commands
 from aegis_server.cli.serve import add_serve_command
+from aegis_server.cli.webhooks import add_webhooks_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_review_commands(commands)
     add_audit_commands(commands)
     add_policy_commands(commands)
+    add_webhooks_commands(commands)
     return parser
 
 

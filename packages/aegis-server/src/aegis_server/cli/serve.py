@@ -40,6 +40,11 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
+def _served_url(host: str, port: int) -> str:
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - comparing, not binding
+    return f"http://[{shown_host}]:{port}" if ":" in shown_host else f"http://{shown_host}:{port}"
+
+
 def _print_dev_key(key: str, host: str, port: int, out: TextIO) -> None:
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - comparing, not binding
     endpoint = f"http://{shown_host}:{port}"
@@ -95,6 +100,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env(**overrides)
     except ValueError as exc:
         raise CommandError(str(exc), code=2) from None
+    if settings.public_url is None:  # webhook bodies link to the console at the address served here
+        settings = settings.model_copy(update={"public_url": _served_url(args.host, args.port)})
     configure_logging(settings.log_level)
 
     paths = settings.resolved_policy_paths()

@@ -27,7 +27,16 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from aegis_server.console import audit_page, decision_page, inbox, live, overview, policies_page, sign_in
+from aegis_server.console import (
+    audit_page,
+    decision_page,
+    inbox,
+    live,
+    overview,
+    policies_page,
+    sign_in,
+    webhooks_page,
+)
 from aegis_server.console.rendering import error_page
 from aegis_server.console.sessions import ConsoleInterrupt, ConsoleUser, csrf_protected, current_user, signed_in
 from aegis_server.settings import Settings
@@ -48,6 +57,7 @@ def console_router(settings: Settings) -> APIRouter:
     router.include_router(overview.router)
     router.include_router(audit_page.router)
     router.include_router(policies_page.router)
+    router.include_router(webhooks_page.router)
     return router
 
 

@@ -17,6 +17,7 @@ rooms of the store, each owning one concern:
 | `console_sessions` | `ConsoleSessions` | `console_sessions` | the reviewer console's sign-ins                  |
 | `review_queue`  | `ReviewQueue`       | `review_queue`    | pending reviews by deadline (the console's inbox) |
 | `statistics`    | `Statistics`        | `statistics`      | aggregates of the decisions (the console overview)|
+| `webhooks`      | `Webhooks`          | `webhooks`        | webhook endpoints, the outbox's deliveries        |
 
 Each public method of `Store` is a method of one room (`_Delegate`; of the same name, but for the
 policies and capabilities, whose rooms share `DocumentTable`): the signature and the docstring live in
@@ -53,6 +54,7 @@ from aegis_server.store.review_queue import ReviewQueue
 from aegis_server.store.reviews import Reviews
 from aegis_server.store.server_settings import ServerSettings
 from aegis_server.store.statistics import Statistics
+from aegis_server.store.webhooks import Webhooks
 
 __all__ = ["Store", "open_existing", "verify_database"]
 
@@ -122,6 +124,7 @@ class Store:
         self.console_sessions = ConsoleSessions(self.database)
         self.review_queue = ReviewQueue(self.database)
         self.statistics = Statistics(self.database)
+        self.webhooks = Webhooks(self.database)
 
     @classmethod
     async def open(
