@@ -118,7 +118,14 @@ async def test_filters_select_events(server: InProcessServer, client: httpx.Asyn
         "/hook/payments": {escalated["decision_id"]},
         "/hook/risky": {denied["decision_id"]},
     }
-    assert (await client.get(f"/api/v1/webhooks/{disabled['id']}")).json()["deliveries"]["pending"] == 0
+    # A disabled endpoint is paused: its events wait for it, and arrive once it is enabled again.
+    assert (await client.get(f"/api/v1/webhooks/{disabled['id']}")).json()["deliveries"]["pending"] == 2
+    enabled = await client.patch(f"/api/v1/webhooks/{disabled['id']}", json={"enabled": True})
+    assert enabled.status_code == 200, enabled.text
+    async with dispatching(server):
+        await receiver.wait_for(lambda got: sum(r.path == "/hook/disabled" for r in got) == 2)
+    paused = {json.loads(r.body)["data"]["decision_id"] for r in receiver.received() if r.path == "/hook/disabled"}
+    assert paused == {escalated["decision_id"], denied["decision_id"]}
 
 
 async def test_receiver_down_then_up_gets_every_event_once_with_stable_ids(

@@ -35,8 +35,9 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Drivers log SQL parameters (audit payloads) at DEBUG: keep them quiet even in debug mode.
-    for noisy in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool"):
+    # Drivers log SQL parameters (audit payloads) at DEBUG, and httpx every webhook URL at INFO (a Slack
+    # URL's path is a credential): keep them quiet even in debug mode.
+    for noisy in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

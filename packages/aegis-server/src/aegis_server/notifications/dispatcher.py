@@ -15,6 +15,7 @@ id and host.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -88,6 +89,7 @@ class WebhookDispatcher:
         metrics: Metrics | None = None,
         public_url: str | None = None,
         max_in_flight: int = 8,
+        max_per_endpoint: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
         wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -99,6 +101,7 @@ class WebhookDispatcher:
         self._public_url = public_url or settings.public_url or DEFAULT_PUBLIC_URL
         self._metrics = metrics
         self._max_in_flight = max_in_flight
+        self._max_per_endpoint = max_per_endpoint  # a hanging receiver holds at most this many of the slots
         self._wall_clock = wall_clock or _wall_clock
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(self._timeout),
@@ -107,7 +110,7 @@ class WebhookDispatcher:
             trust_env=False,  # a receiver is reached directly, never through the process's proxy settings
         )
         self._wake = asyncio.Event()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], str] = {}  # attempt -> its endpoint
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -178,17 +181,20 @@ class WebhookDispatcher:
     async def _claim(self) -> list[ClaimedDelivery]:
         free = self._max_in_flight - len(self._in_flight)
         return await self._webhooks.claim_due(
-            limit=free, lease_seconds=self._timeout + min(_LEASE_MARGIN_SECONDS, self._timeout)
+            limit=free,
+            lease_seconds=self._timeout + min(_LEASE_MARGIN_SECONDS, self._timeout),
+            per_endpoint=self._max_per_endpoint,
+            in_flight=collections.Counter(self._in_flight.values()),
         )
 
     def _start_due(self, claims: list[ClaimedDelivery]) -> None:
         for claim in claims:
             task = asyncio.create_task(self._attempt(claim))
-            self._in_flight.add(task)
+            self._in_flight[task] = claim.endpoint_id
             task.add_done_callback(self._attempt_done)
 
     def _attempt_done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         self._wake.set()  # a slot is free: claim the next due delivery without waiting for the poll
 
     async def _attempt(self, claim: ClaimedDelivery) -> None:
@@ -228,8 +234,12 @@ class WebhookDispatcher:
             status, retry_after = await asyncio.wait_for(self._post(claim.url, body, headers), self._timeout)
         except asyncio.TimeoutError:
             return self._not_delivered(claim, None, "timed out waiting for the receiver", None)
+        except httpx.InvalidURL as exc:  # stored before the URL check knew it: no retry can work
+            return DeliveryResult(delivered=False, error=f"the endpoint's URL cannot be requested: {exc}")
         except httpx.HTTPError as exc:
             return self._not_delivered(claim, None, _describe_error(exc), None)
+        except Exception as exc:  # the transport's own failure (e.g. an IDNA codec error): an attempt that failed
+            return self._not_delivered(claim, None, f"{type(exc).__name__}: {exc}", None)
         if 200 <= status < 300:
             return DeliveryResult(delivered=True, status_code=status)
         if status == 410:

@@ -8,6 +8,8 @@ import secrets
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+import httpx
+
 from aegis_server.store.outbox import EVENT_TYPES
 
 __all__ = [
@@ -70,6 +72,10 @@ def check_url(url: str) -> str:
     if parts.fragment:
         raise WebhookInputError("url", "the URL must not have a #fragment (it is never sent)")
     del port
+    try:
+        httpx.Request("POST", url)  # what the dispatcher will send to: the same encoder must accept it
+    except Exception as exc:  # InvalidURL, or the IDNA codec's own error for a malformed A-label
+        raise WebhookInputError("url", f"the URL cannot be requested: {exc}") from None
     return url
 
 

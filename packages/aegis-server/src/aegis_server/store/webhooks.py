@@ -15,6 +15,7 @@ Every step that several replicas may run at once is a conditional write checked 
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -369,9 +370,10 @@ class Webhooks(Room):
     # -- the dispatcher's side ------------------------------------------------------------------------
 
     async def fan_out(self, *, limit: int = 200) -> int:
-        """Turn up to `limit` undispatched events (oldest first) into deliveries to the enabled endpoints that
-        want them (made no later than the event), and mark them dispatched, in one transaction. Returns how
-        many events were dispatched (call again while it returns `limit`)."""
+        """Turn up to `limit` undispatched events (oldest first) into deliveries to the endpoints that want
+        them (made no later than the event; a disabled endpoint's deliveries wait for it to be enabled), and
+        mark them dispatched, in one transaction. Returns how many events were dispatched (call again while
+        it returns `limit`)."""
         now = self._db.now()
         pending = (
             sa.select(webhook_events)
@@ -391,10 +393,7 @@ class Webhooks(Room):
             events = (await conn.execute(pending)).all()
             if not events:
                 return 0
-            endpoints = [
-                _endpoint_from_row(row)
-                for row in (await conn.execute(sa.select(webhook_endpoints).where(webhook_endpoints.c.enabled))).all()
-            ]
+            endpoints = [_endpoint_from_row(row) for row in (await conn.execute(sa.select(webhook_endpoints))).all()]
             deliveries = [
                 _new_delivery(event.event_id, endpoint.endpoint_id, now)
                 for event in events
@@ -414,12 +413,22 @@ class Webhooks(Room):
             )
         return len(events)
 
-    async def claim_due(self, *, limit: int, lease_seconds: float) -> list[ClaimedDelivery]:
+    async def claim_due(
+        self,
+        *,
+        limit: int,
+        lease_seconds: float,
+        per_endpoint: int | None = None,
+        in_flight: Mapping[str, int] | None = None,
+    ) -> list[ClaimedDelivery]:
         """Claim up to `limit` due deliveries of enabled endpoints (oldest due first) for one attempt each:
         their `next_attempt_at` moves to a lease `lease_seconds` ahead, so no other worker sends them until
-        the attempt's result is recorded or the lease passes."""
+        the attempt's result is recorded or the lease passes. With `per_endpoint`, no endpoint gets more than
+        that many attempts at once, counting the caller's `in_flight` ones (endpoint id -> attempts): a
+        receiver that hangs cannot take every slot from the others."""
         if limit <= 0:
             return []
+        busy = collections.Counter(in_flight or {})
         now = self._db.now()
         lease = now + timedelta(seconds=lease_seconds)
         due = (
@@ -444,10 +453,26 @@ class Webhooks(Room):
                 webhook_endpoints.c.enabled,
             )
             .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.row_id)
-            .limit(limit)
         )
+        candidates: list[Any] = []
         async with self._db.read() as conn:
-            candidates = (await conn.execute(due)).all()
+            while len(candidates) < limit:
+                # Each round leaves out the endpoints at their share and the rows already taken, so the
+                # oldest due deliveries of one busy endpoint never hide the other endpoints' deliveries.
+                full = [
+                    endpoint for endpoint, count in busy.items() if per_endpoint is not None and count >= per_endpoint
+                ]
+                query = due.where(
+                    webhook_endpoints.c.endpoint_id.not_in(full),
+                    webhook_deliveries.c.row_id.not_in([row.row_id for row in candidates]),
+                ).limit(limit - len(candidates))
+                rows = (await conn.execute(query)).all()
+                for row in rows:
+                    if per_endpoint is None or busy[row.endpoint_id] < per_endpoint:
+                        busy[row.endpoint_id] += 1
+                        candidates.append(row)
+                if not rows or per_endpoint is None:
+                    break
         if not candidates:
             return []
         claimed: list[ClaimedDelivery] = []
