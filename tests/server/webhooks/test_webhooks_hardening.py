@@ -77,3 +77,33 @@ def test_serve_keeps_httpx_from_logging_webhook_urls(caplog: pytest.LogCaptureFi
         root.setLevel(saved["level"])
         for name in ("httpx", "httpcore"):
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+async def test_the_outbox_forgets_finished_work_after_its_retention(
+    server: InProcessServer, client: httpx.AsyncClient
+) -> None:
+    from datetime import timedelta
+
+    from aegis_server.store.schema import webhook_deliveries, webhook_events
+
+    delivered = await create_endpoint(client, "http://127.0.0.1:9/delivered")
+    paused = await create_endpoint(client, "http://127.0.0.1:9/paused", enabled=False)
+    await propose(client, escalation())
+    webhooks = server.store.webhooks
+    await webhooks.fan_out()
+    async with server.store.database.write() as conn:  # one delivery done, the paused one still waiting
+        await conn.execute(
+            sa.update(webhook_deliveries)
+            .where(webhook_deliveries.c.endpoint_id == delivered["id"])
+            .values(status="delivered")
+        )
+    later = server.store.database.now() + timedelta(days=31)
+    assert await webhooks.prune(later) == 0  # the event is kept: the paused endpoint's delivery waits for it
+    async with server.store.database.read() as conn:
+        left = (await conn.execute(sa.select(webhook_deliveries.c.endpoint_id))).scalars().all()
+    assert left == [paused["id"]]
+    assert (await client.delete(f"/api/v1/webhooks/{paused['id']}")).status_code == 204
+    assert await webhooks.prune(server.store.database.now() - timedelta(days=1)) == 0  # nothing that old
+    assert await webhooks.prune(later) == 1
+    async with server.store.database.read() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(webhook_events))).scalar_one() == 0

@@ -14,7 +14,7 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -68,6 +68,25 @@ async def _expiry_loop(service: GovernanceService, interval: float) -> None:
             raise
         except Exception:
             logger.exception("expiring overdue reviews failed; retrying in %.1f s", interval)
+
+
+_OUTBOX_PRUNE_INTERVAL_SECONDS = 3600.0
+
+
+async def _outbox_retention_loop(store: Store, retention_days: float, clock: Callable[[], datetime]) -> None:
+    """Delete finished webhook deliveries and events past their retention, once at start and then hourly
+    (on every server, whether or not it delivers webhooks, so the outbox cannot grow without end)."""
+    while True:
+        try:
+            before = clock() - timedelta(days=retention_days)
+            batch = 5000  # events per transaction: requests go on between them
+            while await store.webhooks.prune(before, limit=batch) == batch:
+                pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("pruning the webhook outbox failed; retrying in an hour")
+        await asyncio.sleep(_OUTBOX_PRUNE_INTERVAL_SECONDS)
 
 
 async def _warn_unbound_keys(store: Store) -> None:
@@ -152,6 +171,7 @@ def create_app(
         task: asyncio.Task[None] | None = None
         anchor: AuditAnchor | None = None
         anchor_task: asyncio.Task[None] | None = None
+        prune_task: asyncio.Task[None] | None = None
         dispatcher: WebhookDispatcher | None = None
         try:
             try:
@@ -184,6 +204,7 @@ def create_app(
                 task = asyncio.create_task(_expiry_loop(service, settings.review_expiry_interval_seconds))
                 if anchor is not None:
                     anchor_task = asyncio.create_task(anchor.run())
+                prune_task = asyncio.create_task(_outbox_retention_loop(store, settings.webhook_retention_days, wall))
                 if settings.webhooks_enabled:
                     dispatcher = WebhookDispatcher(store, settings, metrics=metrics)
                     dispatcher.start()
@@ -199,7 +220,7 @@ def create_app(
                 gc.freeze()
             yield
         finally:
-            for background in (task, anchor_task):
+            for background in (task, anchor_task, prune_task):
                 if background is not None:
                     background.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

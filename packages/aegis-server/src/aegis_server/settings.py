@@ -162,6 +162,13 @@ class Settings(BaseSettings):
         description="The waits before each retry of a failed delivery (seconds, comma-separated in the "
         "environment); after the last one fails, the delivery is marked failed. Default: ~23.6 hours of retries.",
     )
+    webhook_retention_days: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3650.0,
+        description="Delivered and failed deliveries, and events no delivery waits for, are deleted this long "
+        "after they were made (pending ones are kept).",
+    )
     webhook_poll_interval_seconds: float = Field(
         default=1.0, gt=0.0, le=60.0, description="How often the dispatcher looks for events other replicas wrote."
     )

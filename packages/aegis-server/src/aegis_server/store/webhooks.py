@@ -413,6 +413,31 @@ class Webhooks(Room):
             )
         return len(events)
 
+    async def prune(self, before: datetime, *, limit: int = 5000) -> int:
+        """Forget what is done with: deliveries delivered or failed before `before`, then up to `limit`
+        events made before it that no delivery waits for (an event no server fanned out by then too).
+        Returns how many events were deleted (call again while it returns `limit`)."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                sa.delete(webhook_deliveries).where(
+                    webhook_deliveries.c.status.in_(("delivered", "failed")), webhook_deliveries.c.created_at < before
+                )
+            )
+            waited_for = (
+                sa.select(webhook_deliveries.c.row_id)
+                .where(webhook_deliveries.c.event_id == webhook_events.c.event_id)
+                .exists()
+            )
+            done = (
+                sa.select(webhook_events.c.row_id)
+                .where(webhook_events.c.created_at < before, ~waited_for)
+                .order_by(webhook_events.c.row_id)
+                .limit(limit)
+                .scalar_subquery()
+            )
+            deleted = await conn.execute(sa.delete(webhook_events).where(webhook_events.c.row_id.in_(done)))
+        return int(deleted.rowcount)
+
     async def claim_due(
         self,
         *,
