@@ -1,0 +1,136 @@
+"""Every console page passes axe-core (WCAG 2 A/AA) in the light and the dark color scheme, with real data on it;
+each test leaves the screenshot docs/console.md shows (`make console-screenshots`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from playwright.sync_api import Browser, expect
+
+from ._support import ConsoleServer, assert_accessible, propose_large_refund, save_screenshot, sign_in
+from .conftest import NewPage
+
+SCHEMES = ["light", "dark"]
+
+
+@dataclass(frozen=True)
+class Data:
+    pending_order: str
+    reviewed_decision_id: str
+
+
+@pytest.fixture(scope="module")
+def console(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
+    """A server of this module's own, so the screenshots show only the requests made below."""
+    server = ConsoleServer(tmp_path_factory.mktemp("pages"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def data(console: ConsoleServer) -> Data:
+    """A few requests in every state, so each page has something to show (and to check)."""
+    agent = console.client(console.keys.agent)
+    reviewer = console.client(console.keys.bob)
+    for order, bot in (("A-1042", "refund-bot-1"), ("A-1043", "refund-bot-7"), ("B-2001", "refund-bot-3")):
+        propose_large_refund(agent, order, bot=bot)
+    reviewed = propose_large_refund(agent, "A-0999", bot="refund-bot-1")
+    reviewer.decisions.review(reviewed.decision_id, approve=True, note="customer verified by phone")
+    allowed = agent.wait_for_review(reviewed, timeout=30)
+    agent.decisions.report_execution(allowed.decision_id, status="SUCCESS", duration_ms=212)
+    denied = propose_large_refund(agent, "A-1001", bot="refund-bot-2")
+    reviewer.decisions.review(denied.decision_id, approve=False, note="duplicate of A-0999")
+    for amount in (20, 80, 450):
+        agent.propose(
+            actor={"id": "refund-bot-1", "type": "ai-agent"},
+            action={
+                "capability": "payments.refund",
+                "parameters": {"order_id": f"C-{amount}", "amount": amount, "currency": "USD"},
+            },
+        )
+    return Data(pending_order="A-1042", reviewed_decision_id=reviewed.decision_id)
+
+
+def _shot_name(name: str, scheme: str) -> str:
+    return name if scheme == "light" else f"{name}-dark"
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_sign_in_page(console: ConsoleServer, new_page: NewPage, scheme: str) -> None:
+    page = new_page(scheme)
+    page.goto(console.url("/console/sign-in"))
+    expect(page.get_by_label("API key")).to_be_visible()
+    assert_accessible(page)
+    save_screenshot(page, _shot_name("sign-in", scheme))
+
+    page.get_by_label("API key").fill("not-a-key")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    assert_accessible(page)  # the refusal too
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_inbox_page(console: ConsoleServer, data: Data, new_page: NewPage, scheme: str) -> None:
+    page = new_page(scheme)
+    sign_in(page, console, console.keys.admin)
+    expect(page.get_by_text(data.pending_order).first).to_be_visible()
+    expect(page.get_by_role("button", name="Approve", exact=True).first).to_be_visible()
+    assert_accessible(page)
+    save_screenshot(page, _shot_name("inbox", scheme))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_decision_page(console: ConsoleServer, data: Data, new_page: NewPage, scheme: str) -> None:
+    page = new_page(scheme)
+    sign_in(page, console, console.keys.admin)
+    page.goto(console.url(f"/console/decisions/{data.reviewed_decision_id}"))
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    expect(page.get_by_text("customer verified by phone").first).to_be_visible()
+    assert_accessible(page)
+    save_screenshot(page, _shot_name("decision", scheme))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_audit_page_verifies_the_chain(console: ConsoleServer, data: Data, new_page: NewPage, scheme: str) -> None:
+    page = new_page(scheme)
+    sign_in(page, console, console.keys.auditor)
+    page.goto(console.url("/console/audit"))
+    expect(page.get_by_role("table").first).to_be_visible()
+    assert_accessible(page)
+
+    page.get_by_role("button", name="Verify chain").click()
+    expect(page.get_by_role("status").filter(has_text="intact")).to_be_visible()
+    assert_accessible(page)
+    save_screenshot(page, _shot_name("audit", scheme))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_overview_page(console: ConsoleServer, data: Data, new_page: NewPage, scheme: str) -> None:
+    page = new_page(scheme)
+    sign_in(page, console, console.keys.admin)
+    page.goto(console.url("/console/overview"))
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    assert_accessible(page)
+    save_screenshot(page, _shot_name("overview", scheme))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_policies_page(console: ConsoleServer, data: Data, new_page: NewPage, scheme: str) -> None:
+    page = new_page(scheme)
+    sign_in(page, console, console.keys.admin)
+    page.goto(console.url("/console/policies"))
+    expect(page.get_by_text("refund-limits").first).to_be_visible()
+    assert_accessible(page)
+    save_screenshot(page, _shot_name("policies", scheme))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_webhooks_page(console: ConsoleServer, data: Data, new_page: NewPage, scheme: str) -> None:
+    page = new_page(scheme)
+    sign_in(page, console, console.keys.admin)
+    page.goto(console.url("/console/webhooks"))
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    assert_accessible(page)
+    save_screenshot(page, _shot_name("webhooks", scheme))
