@@ -30,6 +30,7 @@ from aegis_server.api.hot_path import HotPathDispatch, HotRoute
 from aegis_server.audit.anchor import AnchorError, AuditAnchor
 from aegis_server.audit.checkpoints import CheckpointError
 from aegis_server.audit.signing_keys import audit_key_source
+from aegis_server.console import install_console
 from aegis_server.edge.limits import BodyGuardMiddleware
 from aegis_server.edge.rate_limits import RateLimiter
 from aegis_server.edge.request_context import RequestContextMiddleware
@@ -256,6 +257,8 @@ def create_app(
     app.add_exception_handler(AuditChainCut, _audit_chain_cut)
 
     app.include_router(api_router())
+    if settings.console_enabled:
+        install_console(app, settings)
     app.hot_routes.update({(route.method, route.path): route for route in hot_routes()})
     return app
 

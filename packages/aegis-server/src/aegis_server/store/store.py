@@ -14,6 +14,8 @@ rooms of the store, each owning one concern:
 | `audit_checks`  | `DecisionAuditCheck`| `audit_checks`    | decisions compared with their audit records       |
 | `policies`      | `Policies`          | `documents`       | API-managed policies                              |
 | `capabilities`  | `Capabilities`      | `documents`       | API-registered capabilities                       |
+| `console_sessions` | `ConsoleSessions` | `console_sessions` | the reviewer console's sign-ins                  |
+| `review_queue`  | `ReviewQueue`       | `review_queue`    | pending reviews by deadline (the console's inbox) |
 
 Each public method of `Store` is a method of one room (`_Delegate`; of the same name, but for the
 policies and capabilities, whose rooms share `DocumentTable`): the signature and the docstring live in
@@ -34,6 +36,7 @@ from aegis_sdk.models import AuditVerification
 from aegis_server.store.audit_checks import DecisionAuditCheck
 from aegis_server.store.audit_log import AuditLog
 from aegis_server.store.chain import AuditKeySource
+from aegis_server.store.console_sessions import ConsoleSessions
 from aegis_server.store.database import Database
 from aegis_server.store.decisions import Decisions
 from aegis_server.store.documents import Capabilities, Policies
@@ -45,6 +48,7 @@ from aegis_server.store.idempotency import IdempotencyKeys
 from aegis_server.store.keys import ApiKeys
 from aegis_server.store.locations import default_audit_dir, missing_sqlite_file
 from aegis_server.store.migrate import check_schema, upgrade_engine
+from aegis_server.store.review_queue import ReviewQueue
 from aegis_server.store.reviews import Reviews
 from aegis_server.store.server_settings import ServerSettings
 
@@ -113,6 +117,8 @@ class Store:
         self.audit_checks = DecisionAuditCheck(self.database)
         self.policies = Policies(self.database, self.settings)
         self.capabilities = Capabilities(self.database, self.settings)
+        self.console_sessions = ConsoleSessions(self.database)
+        self.review_queue = ReviewQueue(self.database)
 
     @classmethod
     async def open(
