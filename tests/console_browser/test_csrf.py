@@ -125,11 +125,8 @@ def test_a_key_without_the_review_scope_cannot_review_through_the_console(
 ) -> None:
     _, decision_id, action, fields = _pending_review(console, new_page)
     auditor = new_page()
-    auditor.goto(console.url("/console/sign-in"))
-    auditor.get_by_label("API key").fill(console.keys.auditor)
-    auditor.get_by_role("button", name="Sign in").click()
-    auditor.goto(console.url("/console/audit"))
-    own_token = auditor.locator('input[name="csrf_token"]').first.input_value()
+    sign_in(auditor, console, console.keys.auditor)
+    own_token = auditor.locator('input[name="csrf_token"]').first.input_value()  # its Sign out form's
 
     answer = auditor.request.post(
         action, form={**fields, "csrf_token": own_token}, headers={"Origin": console.endpoint}, max_redirects=0

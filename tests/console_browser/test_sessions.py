@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -34,7 +35,7 @@ def _replay(console: ConsoleServer, cookie: str) -> httpx.Client:
 def test_signing_in_with_a_key_opens_the_inbox(console: ConsoleServer, new_page: NewPage) -> None:
     page = new_page()
     page.goto(console.url("/console"))
-    assert "/console/sign-in?next=" in page.url  # /console -> /console/inbox -> sign in first
+    assert "/console/sign-in" in page.url  # /console -> /console/inbox -> sign in first
     page.get_by_label("API key").fill(console.keys.alice)
     page.get_by_role("button", name="Sign in").click()
 
@@ -52,6 +53,27 @@ def test_signing_in_with_a_key_opens_the_inbox(console: ConsoleServer, new_page:
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/console"
     assert console.keys.alice not in cookie["value"]
     assert page.evaluate("() => document.cookie") == ""  # HttpOnly: no script on the page can read it
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/console/inbox", "/\\evil.example"])
+def test_signing_in_never_sends_the_browser_to_another_site(
+    console: ConsoleServer, new_page: NewPage, target: str
+) -> None:
+    page = new_page()
+    page.goto(console.url("/console/sign-in?next=" + quote(target, safe="")))
+    page.get_by_label("API key").fill(console.keys.alice)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/console/sign-in" not in url)
+    assert page.url.startswith(console.endpoint + "/console/"), page.url
+
+
+def test_after_sign_in_the_page_asked_for_opens(console: ConsoleServer, new_page: NewPage) -> None:
+    page = new_page()
+    page.goto(console.url("/console/audit?outcome=DENY"))
+    assert "/console/sign-in" in page.url and "next=" in page.url
+    page.get_by_label("API key").fill(console.keys.auditor)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/console/audit?outcome=DENY")
 
 
 def test_an_admin_key_sees_the_webhooks_link(console: ConsoleServer, new_page: NewPage) -> None:
