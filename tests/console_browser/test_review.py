@@ -7,6 +7,7 @@ import threading
 
 from playwright.sync_api import Page, expect
 
+from aegis_sdk import AegisClient
 from aegis_sdk.models import Decision
 
 from ._support import (
@@ -22,12 +23,12 @@ WAIT = 30_000  # ms: the longest a live update may take on a loaded CI machine b
 
 
 class Waiter:
-    """The agent's side: `wait_for_review()` in a thread, started before anyone decides."""
+    """The agent's side: `wait_for_review()` in a thread, started before anyone decides, on the client that
+    proposed (it resubmits the proposal it remembers once approved)."""
 
-    def __init__(self, console: ConsoleServer, pending: Decision) -> None:
+    def __init__(self, agent: AegisClient, pending: Decision) -> None:
         self.result: Decision | None = None
         self.error: BaseException | None = None
-        agent = console.client(console.keys.agent)
 
         def wait() -> None:
             try:
@@ -76,8 +77,9 @@ def test_an_escalation_appears_live_and_approving_it_with_a_note_lets_the_agent_
 ) -> None:
     page = _signed_in_inbox(new_page, console, console.keys.alice)
     order_id = unique_order_id()
-    pending = propose_large_refund(console.client(console.keys.agent), order_id)
-    waiter = Waiter(console, pending)
+    agent = console.client(console.keys.agent)
+    pending = propose_large_refund(agent, order_id)
+    waiter = Waiter(agent, pending)
 
     expect(inbox_item(page, order_id)).to_be_visible(timeout=WAIT)
     assert _not_reloaded(page), "the inbox reloaded instead of updating live"
@@ -96,8 +98,9 @@ def test_an_escalation_appears_live_and_approving_it_with_a_note_lets_the_agent_
 def test_denying_in_the_inbox_gives_the_agent_a_final_deny(console: ConsoleServer, new_page: NewPage) -> None:
     page = _signed_in_inbox(new_page, console, console.keys.alice)
     order_id = unique_order_id()
-    pending = propose_large_refund(console.client(console.keys.agent), order_id)
-    waiter = Waiter(console, pending)
+    agent = console.client(console.keys.agent)
+    pending = propose_large_refund(agent, order_id)
+    waiter = Waiter(agent, pending)
     expect(inbox_item(page, order_id)).to_be_visible(timeout=WAIT)
 
     _decide(page, order_id, "Deny", "no such order in the ledger")
