@@ -17,8 +17,9 @@ aegis-server CLI (its `main()`, run in this process to save an interpreter start
    governed tools are allowed, denied, confirmed, declined and escalated;
 6. the unreviewed deploy, expired into a final DENY;
 7. the execution results reported by all three, the audit trail of one decision and the verified chain;
-then a table of every decision. Nothing leaves 127.0.0.1; the exit code is 0 only if every step behaved
-as shown.
+then a table of every decision. Section 0 opens with the address of the reviewer console (`/console` of
+that server) and the reviewer key to sign in with. Nothing leaves 127.0.0.1; the exit code is 0 only if
+every step behaved as shown.
 """
 
 from __future__ import annotations
@@ -411,6 +412,10 @@ def main() -> int:
                 db_url=db_url,
             ).strip()  # fmt: skip
             reviewer_key = cli("keys", "create", "--name", "alice-ops", "--scopes", REVIEWER_SCOPES, db_url=db_url)
+            print(
+                f"  Reviewer console: {endpoint}/console — sign in with the reviewer key {reviewer_key.strip()} "
+                "(alice-ops; this run's throwaway key)"
+            )
             print(f"  serving {endpoint} (database {db_url})")
             print(f"  aegis-server keys create: support-bot ({AGENT_SCOPES}; actors {AGENT_ACTORS}),")
             print(f"                            alice-ops ({REVIEWER_SCOPES})")

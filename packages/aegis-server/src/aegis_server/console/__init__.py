@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from aegis_server.console import inbox, sign_in
+from aegis_server.console import decision_page, inbox, live, sign_in
 from aegis_server.console.sessions import ConsoleInterrupt, ConsoleUser, csrf_protected, signed_in
 from aegis_server.settings import Settings
 
@@ -28,6 +28,8 @@ def console_router(settings: Settings) -> APIRouter:
     router.add_api_route("", sign_in.console_home, methods=["GET"])
     router.include_router(sign_in.router)
     router.include_router(inbox.router)
+    router.include_router(live.router)
+    router.include_router(decision_page.router)
     return router
 
 

@@ -14,6 +14,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from aegis_server.console.live import wake_streams
 from aegis_server.console.rendering import error_page, render
 from aegis_server.console.sessions import (
     COOKIE_NAME,
@@ -145,6 +146,7 @@ async def sign_out(request: Request) -> Response:
     if user is not None:
         await csrf_protected()(request)
         await end_session(request)
+        wake_streams(request.app)  # its live streams end now, not at their next re-check
         logger.info("console sign-out: key %s", user.key_id)
     response = RedirectResponse("/console/sign-in?reason=signed_out", status_code=303)
     response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH, httponly=True, samesite="strict")
