@@ -125,8 +125,10 @@ def test_signing_out_ends_the_session_for_the_back_button_and_the_old_cookie(
     expect(page.get_by_text(order_id)).to_have_count(0)
     with _replay(console, cookie) as thief:
         answer = thief.get("/console/inbox")
-    assert answer.status_code == 303 and "/console/sign-in" in answer.headers["location"]
-    assert order_id not in answer.text
+        assert answer.status_code == 303 and "/console/sign-in" in answer.headers["location"]
+        assert order_id not in answer.text
+        with thief.stream("GET", "/console/inbox/stream", timeout=10) as stream:
+            assert stream.status_code != 200, "the live stream still answers the signed-out cookie"
 
 
 @pytest.fixture(scope="module")
