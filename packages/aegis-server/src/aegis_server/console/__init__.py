@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from aegis_server.console import decision_page, inbox, live, sign_in
+from aegis_server.console import audit_page, decision_page, inbox, live, overview, policies_page, sign_in
 from aegis_server.console.sessions import ConsoleInterrupt, ConsoleUser, csrf_protected, signed_in
 from aegis_server.settings import Settings
 
@@ -30,6 +30,9 @@ def console_router(settings: Settings) -> APIRouter:
     router.include_router(inbox.router)
     router.include_router(live.router)
     router.include_router(decision_page.router)
+    router.include_router(overview.router)
+    router.include_router(audit_page.router)
+    router.include_router(policies_page.router)
     return router
 
 

@@ -84,6 +84,10 @@ class PolicyManager:
     def paths(self) -> tuple[Path, ...]:
         return self._paths
 
+    def source_of(self, name: str, *, capability: bool = False) -> str | None:
+        """The policy file that defines the policy (or capability) `name`; None when the API stored it."""
+        return self._file_sources.get(f"capability:{name}" if capability else name)
+
     async def load(self) -> None:
         """Read the files and the stored items and compile them; raises PolicySetError if they do not."""
         documents = load_policy_paths(self._paths)

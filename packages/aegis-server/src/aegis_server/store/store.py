@@ -16,6 +16,7 @@ rooms of the store, each owning one concern:
 | `capabilities`  | `Capabilities`      | `documents`       | API-registered capabilities                       |
 | `console_sessions` | `ConsoleSessions` | `console_sessions` | the reviewer console's sign-ins                  |
 | `review_queue`  | `ReviewQueue`       | `review_queue`    | pending reviews by deadline (the console's inbox) |
+| `statistics`    | `Statistics`        | `statistics`      | aggregates of the decisions (the console overview)|
 
 Each public method of `Store` is a method of one room (`_Delegate`; of the same name, but for the
 policies and capabilities, whose rooms share `DocumentTable`): the signature and the docstring live in
@@ -51,6 +52,7 @@ from aegis_server.store.migrate import check_schema, upgrade_engine
 from aegis_server.store.review_queue import ReviewQueue
 from aegis_server.store.reviews import Reviews
 from aegis_server.store.server_settings import ServerSettings
+from aegis_server.store.statistics import Statistics
 
 __all__ = ["Store", "open_existing", "verify_database"]
 
@@ -119,6 +121,7 @@ class Store:
         self.capabilities = Capabilities(self.database, self.settings)
         self.console_sessions = ConsoleSessions(self.database)
         self.review_queue = ReviewQueue(self.database)
+        self.statistics = Statistics(self.database)
 
     @classmethod
     async def open(
