@@ -33,7 +33,7 @@ from aegis_sdk import AegisClient
 from aegis_sdk.models import Decision
 
 ROOT = Path(__file__).resolve().parents[2]
-POLICIES = ROOT / "examples" / "policies"
+POLICIES = "examples/policies"
 AXE_SCRIPT = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 STRUCTURE_RULES = {
@@ -133,11 +133,12 @@ class ConsoleServer:
         environment = {**os.environ, "AEGIS_PUBLIC_URL": self.endpoint}
         if session_seconds is not None:
             environment["AEGIS_CONSOLE_SESSION_SECONDS"] = str(session_seconds)
-        command = [sys.executable, "-m", "aegis_server", "serve", "--db", self.db_url, "--policy", str(POLICIES)]
+        # The policies as `make serve` names them (relative to the repository): the Policies page shows the path.
+        command = [sys.executable, "-m", "aegis_server", "serve", "--db", self.db_url, "--policy", POLICIES]
         command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         self._output: list[str] = []
         self._process = subprocess.Popen(
-            command, cwd=folder, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         threading.Thread(target=lambda: self._output.extend(self._process.stdout or []), daemon=True).start()
         self._clients: list[AegisClient] = []

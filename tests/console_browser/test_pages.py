@@ -1,5 +1,6 @@
 """Every console page passes axe-core (WCAG 2 A/AA) in the light and the dark color scheme, with real data on it;
-each test leaves the screenshot docs/console.md shows (`make console-screenshots`)."""
+each test leaves the screenshot docs/console.md shows (`make console-screenshots`), taken before the check so
+that a failing page can be looked at."""
 
 from __future__ import annotations
 
@@ -62,8 +63,8 @@ def test_sign_in_page(console: ConsoleServer, new_page: NewPage, scheme: str) ->
     page = new_page(scheme)
     page.goto(console.url("/console/sign-in"))
     expect(page.get_by_label("API key")).to_be_visible()
-    assert_accessible(page)
     save_screenshot(page, _shot_name("sign-in", scheme))
+    assert_accessible(page)
 
     page.get_by_label("API key").fill("not-a-key")
     page.get_by_role("button", name="Sign in").click()
@@ -77,8 +78,8 @@ def test_inbox_page(console: ConsoleServer, data: Data, new_page: NewPage, schem
     sign_in(page, console, console.keys.admin)
     expect(page.get_by_text(data.pending_order).first).to_be_visible()
     expect(page.get_by_role("button", name="Approve", exact=True).first).to_be_visible()
-    assert_accessible(page)
     save_screenshot(page, _shot_name("inbox", scheme))
+    assert_accessible(page)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -88,8 +89,8 @@ def test_decision_page(console: ConsoleServer, data: Data, new_page: NewPage, sc
     page.goto(console.url(f"/console/decisions/{data.reviewed_decision_id}"))
     expect(page.get_by_role("heading", level=1)).to_be_visible()
     expect(page.get_by_text("customer verified by phone").first).to_be_visible()
-    assert_accessible(page)
     save_screenshot(page, _shot_name("decision", scheme))
+    assert_accessible(page)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -102,8 +103,8 @@ def test_audit_page_verifies_the_chain(console: ConsoleServer, data: Data, new_p
 
     page.get_by_role("button", name="Verify chain").click()
     expect(page.get_by_role("status").filter(has_text="intact")).to_be_visible()
-    assert_accessible(page)
     save_screenshot(page, _shot_name("audit", scheme))
+    assert_accessible(page)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -112,8 +113,8 @@ def test_overview_page(console: ConsoleServer, data: Data, new_page: NewPage, sc
     sign_in(page, console, console.keys.admin)
     page.goto(console.url("/console/overview"))
     expect(page.get_by_role("heading", level=1)).to_be_visible()
-    assert_accessible(page)
     save_screenshot(page, _shot_name("overview", scheme))
+    assert_accessible(page)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -122,8 +123,8 @@ def test_policies_page(console: ConsoleServer, data: Data, new_page: NewPage, sc
     sign_in(page, console, console.keys.admin)
     page.goto(console.url("/console/policies"))
     expect(page.get_by_text("refund-limits").first).to_be_visible()
-    assert_accessible(page)
     save_screenshot(page, _shot_name("policies", scheme))
+    assert_accessible(page)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -132,5 +133,5 @@ def test_webhooks_page(console: ConsoleServer, data: Data, new_page: NewPage, sc
     sign_in(page, console, console.keys.admin)
     page.goto(console.url("/console/webhooks"))
     expect(page.get_by_role("heading", level=1)).to_be_visible()
-    assert_accessible(page)
     save_screenshot(page, _shot_name("webhooks", scheme))
+    assert_accessible(page)
