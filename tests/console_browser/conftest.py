@@ -1,4 +1,5 @@
-"""Fixtures for the console's browser tests: one chromium and one aegis-server for the whole session.
+"""Fixtures for the console's browser tests: one chromium and one aegis-server for all of them (package-scoped:
+both end when this folder's tests are done, not when the rest of `make test` is).
 
 Without Debian's `chromium` the tests are skipped with the reason, except under `CI=true` or
 `AEGIS_TEST_BROWSER=required` (.ci/run sets it), where a missing browser fails them.
@@ -10,11 +11,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from ._support import ConsoleServer, browser_required, chromium_path, launch_chromium
 
 NewPage = Callable[..., Page]
+TIMEOUT_MS = 15_000  # the longest one step may take on a loaded 2-core CI machine before the test fails
+
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -28,7 +32,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if chromium_path() is None:
         reason = "Debian's chromium is not installed (apt-get install chromium); the console's browser tests need it"
@@ -41,7 +45,7 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
     """The server most tests share (the default 8-hour session); each test proposes its own requests."""
     server = ConsoleServer(tmp_path_factory.mktemp("console"))
@@ -61,7 +65,7 @@ def new_page(browser: Browser) -> Iterator[NewPage]:
             locale="en-US",
             timezone_id="UTC",
         )
-        context.set_default_timeout(15_000)
+        context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         return context.new_page()
 
