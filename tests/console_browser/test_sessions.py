@@ -153,9 +153,14 @@ def test_an_expired_session_lands_on_sign_in_and_its_cookie_changes_nothing(
     while time.monotonic() < signed_in_at + EXPIRY_SECONDS + 1:
         time.sleep(0.2)
 
-    page.goto(short_sessions.url("/console/inbox"))
-    assert "/console/sign-in" in page.url
-    expect(page.get_by_label("API key")).to_be_visible()
+    # The open (live) inbox notices by itself; a page opened now lands on the sign-in form too.
+    page.wait_for_url("**/console/sign-in?**")
+    expect(page.get_by_text(EXPIRED_MESSAGE)).to_be_visible()
+    later = page.context.new_page()
+    later.goto(short_sessions.url("/console/inbox"))
+    assert "/console/sign-in" in later.url
+    expect(later.get_by_label("API key")).to_be_visible()
+    assert order_id not in later.content()
     with _replay(short_sessions, cookie) as thief:
         answer = thief.get("/console/inbox")
         assert answer.status_code == 303 and "/console/sign-in" in answer.headers["location"]
