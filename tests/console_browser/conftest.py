@@ -55,11 +55,13 @@ def console(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture
 def new_page(browser: Browser) -> Iterator[NewPage]:
-    """`new_page(color_scheme="dark")`: a page in a fresh browser context (its own cookies), 1280x800."""
+    """`new_page(color_scheme="dark", javascript=False)`: a page in a fresh browser context (its own cookies),
+    1280x800."""
     contexts: list[BrowserContext] = []
 
-    def make(color_scheme: str = "light") -> Page:
+    def make(color_scheme: str = "light", *, javascript: bool = True) -> Page:
         context = browser.new_context(
+            java_script_enabled=javascript,
             color_scheme=color_scheme,  # type: ignore[arg-type]
             viewport={"width": 1280, "height": 800},
             locale="en-US",

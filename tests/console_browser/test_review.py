@@ -179,3 +179,20 @@ def test_sensitive_parameters_never_reach_the_page(console: ConsoleServer, new_p
     page.goto(console.url(f"/console/decisions/{pending.decision_id}"))
     expect(page.get_by_text(order_id).first).to_be_visible()
     assert card not in page.content()
+
+
+def test_without_javascript_a_reviewer_still_signs_in_and_approves(console: ConsoleServer, new_page: NewPage) -> None:
+    agent = console.client(console.keys.agent)
+    order_id = unique_order_id()
+    pending = propose_large_refund(agent, order_id)
+    waiter = Waiter(agent, pending)
+    page = new_page(javascript=False)
+    sign_in(page, console, console.keys.bob)  # plain form posts and redirects from here on
+
+    _decide(page, order_id, "Approve", "approved without scripts")
+
+    expect(page.get_by_role("status").first).to_be_visible()
+    final = waiter.final()
+    assert final.outcome == "ALLOW" and final.parent_decision_id == pending.decision_id
+    reviewed = console.decision(pending.decision_id)
+    assert reviewed.review is not None and reviewed.review.note == "approved without scripts"
