@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
 from ._support import ConsoleServer, assert_accessible, propose_large_refund, save_screenshot, sign_in
 from .conftest import NewPage
@@ -54,6 +55,34 @@ def data(console: ConsoleServer) -> Data:
     return Data(pending_order="A-1042", reviewed_decision_id=reviewed.decision_id)
 
 
+def _open(page: Page, console: ConsoleServer, path: str, heading: str) -> None:
+    """Open a console page and check it is that page (not the console's 404 page, which passes axe too)."""
+    response = page.goto(console.url(path))
+    assert response is not None and response.status == 200, (path, response and response.status)
+    expect(page.get_by_role("heading", level=1)).to_contain_text(heading)
+
+
+def _a_webhook_endpoint(console: ConsoleServer) -> None:
+    """One endpoint for the Webhooks page to list. A closed loopback port: its deliveries stay on this machine."""
+    headers = {"Authorization": f"Bearer {console.keys.admin}"}
+    listed = httpx.get(console.url("/api/v1/webhooks"), headers=headers, timeout=10)
+    if listed.status_code == 200 and "ops-pager" in listed.text:
+        return
+    created = httpx.post(
+        console.url("/api/v1/webhooks"),
+        headers=headers,
+        json={
+            "url": "http://127.0.0.1:9/aegis/events",
+            "description": "ops-pager",
+            "event_types": ["decision.escalated", "review.resolved", "review.expired"],
+            "capability": "payments.*",
+            "min_risk": 0.5,
+        },
+        timeout=10,
+    )
+    assert created.status_code in (200, 201), created.text
+
+
 def _shot_name(name: str, scheme: str) -> str:
     return name if scheme == "light" else f"{name}-dark"
 
@@ -76,6 +105,7 @@ def test_sign_in_page(console: ConsoleServer, new_page: NewPage, scheme: str) ->
 def test_inbox_page(console: ConsoleServer, data: Data, new_page: NewPage, scheme: str) -> None:
     page = new_page(scheme)
     sign_in(page, console, console.keys.admin)
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Inbox")
     expect(page.get_by_text(data.pending_order).first).to_be_visible()
     expect(page.get_by_role("button", name="Approve", exact=True).first).to_be_visible()
     save_screenshot(page, _shot_name("inbox", scheme))
@@ -86,8 +116,7 @@ def test_inbox_page(console: ConsoleServer, data: Data, new_page: NewPage, schem
 def test_decision_page(console: ConsoleServer, data: Data, new_page: NewPage, scheme: str) -> None:
     page = new_page(scheme)
     sign_in(page, console, console.keys.admin)
-    page.goto(console.url(f"/console/decisions/{data.reviewed_decision_id}"))
-    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    _open(page, console, f"/console/decisions/{data.reviewed_decision_id}", "Decision")
     expect(page.get_by_text("customer verified by phone").first).to_be_visible()
     save_screenshot(page, _shot_name("decision", scheme))
     assert_accessible(page)
@@ -97,7 +126,7 @@ def test_decision_page(console: ConsoleServer, data: Data, new_page: NewPage, sc
 def test_audit_page_verifies_the_chain(console: ConsoleServer, data: Data, new_page: NewPage, scheme: str) -> None:
     page = new_page(scheme)
     sign_in(page, console, console.keys.auditor)
-    page.goto(console.url("/console/audit"))
+    _open(page, console, "/console/audit", "Audit")
     expect(page.get_by_role("table").first).to_be_visible()
     assert_accessible(page)
 
@@ -111,8 +140,8 @@ def test_audit_page_verifies_the_chain(console: ConsoleServer, data: Data, new_p
 def test_overview_page(console: ConsoleServer, data: Data, new_page: NewPage, scheme: str) -> None:
     page = new_page(scheme)
     sign_in(page, console, console.keys.admin)
-    page.goto(console.url("/console/overview"))
-    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    _open(page, console, "/console/overview", "Overview")
+    expect(page.get_by_role("img").first).to_be_visible()  # the charts
     save_screenshot(page, _shot_name("overview", scheme))
     assert_accessible(page)
 
@@ -121,7 +150,7 @@ def test_overview_page(console: ConsoleServer, data: Data, new_page: NewPage, sc
 def test_policies_page(console: ConsoleServer, data: Data, new_page: NewPage, scheme: str) -> None:
     page = new_page(scheme)
     sign_in(page, console, console.keys.admin)
-    page.goto(console.url("/console/policies"))
+    _open(page, console, "/console/policies", "Policies")
     expect(page.get_by_text("refund-limits").first).to_be_visible()
     save_screenshot(page, _shot_name("policies", scheme))
     assert_accessible(page)
@@ -129,9 +158,9 @@ def test_policies_page(console: ConsoleServer, data: Data, new_page: NewPage, sc
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_webhooks_page(console: ConsoleServer, data: Data, new_page: NewPage, scheme: str) -> None:
+    _a_webhook_endpoint(console)
     page = new_page(scheme)
     sign_in(page, console, console.keys.admin)
-    page.goto(console.url("/console/webhooks"))
-    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    _open(page, console, "/console/webhooks", "Webhooks")
     save_screenshot(page, _shot_name("webhooks", scheme))
     assert_accessible(page)
