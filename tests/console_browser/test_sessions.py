@@ -76,6 +76,31 @@ def test_after_sign_in_the_page_asked_for_opens(console: ConsoleServer, new_page
     page.wait_for_url("**/console/audit?outcome=DENY")
 
 
+def test_nothing_is_readable_without_a_session(console: ConsoleServer, new_page: NewPage) -> None:
+    order_id = unique_order_id()
+    pending = propose_large_refund(console.client(console.keys.agent), order_id)
+    page = new_page()
+    paths = ["/console/inbox", f"/console/decisions/{pending.decision_id}", "/console/audit", "/console/overview"]
+    for path in [*paths, "/console/policies", "/console/webhooks"]:
+        page.goto(console.url(path))
+        assert "/console/sign-in" in page.url, (path, page.url)
+        expect(page.get_by_label("API key")).to_be_visible()
+        assert order_id not in page.content(), path  # (the id asked for may stay in the form's `next`)
+    with (
+        httpx.Client(base_url=console.endpoint) as anonymous,
+        anonymous.stream("GET", "/console/inbox/stream", timeout=10) as stream,
+    ):
+        assert stream.status_code != 200
+
+
+def test_only_admin_keys_open_the_webhooks_page(console: ConsoleServer, new_page: NewPage) -> None:
+    page = new_page()
+    sign_in(page, console, console.keys.alice)
+    response = page.goto(console.url("/console/webhooks"))
+    assert response is not None and response.status == 403
+    expect(page.get_by_role("alert")).to_contain_text("admin")
+
+
 def test_an_admin_key_sees_the_webhooks_link(console: ConsoleServer, new_page: NewPage) -> None:
     page = new_page()
     sign_in(page, console, console.keys.admin)
