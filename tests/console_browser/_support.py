@@ -140,7 +140,8 @@ class ConsoleServer:
         self._process = subprocess.Popen(
             command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        threading.Thread(target=lambda: self._output.extend(self._process.stdout or []), daemon=True).start()
+        self._reader = threading.Thread(target=lambda: self._output.extend(self._process.stdout or []), daemon=True)
+        self._reader.start()
         self._clients: list[AegisClient] = []
         deadline = time.monotonic() + 120  # a loaded 2-core CI machine starts it slowly
         while True:
@@ -179,6 +180,9 @@ class ConsoleServer:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+        self._reader.join(timeout=10)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
 
 
 def unique_order_id() -> str:
