@@ -196,3 +196,35 @@ def test_without_javascript_a_reviewer_still_signs_in_and_approves(console: Cons
     assert final.outcome == "ALLOW" and final.parent_decision_id == pending.decision_id
     reviewed = console.decision(pending.decision_id)
     assert reviewed.review is not None and reviewed.review.note == "approved without scripts"
+
+
+def _tab_to(page: Page, description: str, is_target: str, *, limit: int = 80) -> None:
+    """Press Tab until the focused element satisfies `is_target` (a JS predicate on document.activeElement)."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"() => {{ const e = document.activeElement; return !!e && ({is_target}); }}"):
+            return
+    raise AssertionError(f"{description} cannot be reached with the Tab key ({limit} presses)")
+
+
+def test_a_reviewer_using_only_the_keyboard_signs_in_and_denies(console: ConsoleServer, new_page: NewPage) -> None:
+    agent = console.client(console.keys.agent)
+    order_id = unique_order_id()
+    pending = propose_large_refund(agent, order_id)
+    page = new_page()
+    page.goto(console.url(f"/console/decisions/{pending.decision_id}"))  # -> sign-in, then back here
+
+    _tab_to(page, "the API key field", "e.labels && [...e.labels].some(l => l.textContent.trim() === 'API key')")
+    page.keyboard.type(console.keys.alice)
+    page.keyboard.press("Enter")
+    page.wait_for_url(console.url(f"/console/decisions/{pending.decision_id}"))
+
+    _tab_to(page, "the Note field", "e.labels && [...e.labels].some(l => l.textContent.trim() === 'Note')")
+    page.keyboard.type("typed, not clicked")
+    _tab_to(page, "the Deny button", "e.tagName === 'BUTTON' && e.textContent.trim() === 'Deny'")
+    page.keyboard.press("Enter")
+
+    expect(page.get_by_role("status").first).to_be_visible()
+    reviewed = console.decision(pending.decision_id)
+    assert reviewed.review is not None and reviewed.review.status == "denied"
+    assert reviewed.review.note == "typed, not clicked"
