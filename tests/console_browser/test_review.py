@@ -3,6 +3,7 @@ agent's `wait_for_review()` returns. The trust rules of the API hold in the cons
 
 from __future__ import annotations
 
+import re
 import threading
 
 from playwright.sync_api import Page, expect
@@ -83,7 +84,11 @@ def test_an_escalation_appears_live_and_approving_it_with_a_note_lets_the_agent_
 
     expect(inbox_item(page, order_id)).to_be_visible(timeout=WAIT)
     assert _not_reloaded(page), "the inbox reloaded instead of updating live"
-    expect(inbox_item(page, order_id)).to_contain_text("payments.refund")
+    item = inbox_item(page, order_id)
+    for shown in ("payments.refund", "refund-bot-1", "refund-limits/large-refunds", "0.60", "5000", "EUR"):
+        expect(item).to_contain_text(shown)  # capability, actor, rule, risk score, parameters
+    expect(item).to_contain_text(re.compile("time left", re.IGNORECASE))
+    expect(item).to_contain_text(re.compile("operator's approval", re.IGNORECASE))  # the reason
 
     _decide(page, order_id, "Approve", "customer verified by phone")
 
