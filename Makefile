@@ -5,7 +5,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --locked
 
-.PHONY: setup demo serve test test-sdk-pythons test-server-lowest-fastapi lint format bench bench-galileo-env dist check-wheel smoke-dists docs docs-serve bump clean
+.PHONY: setup demo serve test console-screenshots test-sdk-pythons test-server-lowest-fastapi lint format bench bench-galileo-env dist check-wheel smoke-dists docs docs-serve bump clean
 
 setup:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
@@ -21,6 +21,10 @@ serve: setup
 
 test: setup
 	$(RUN) pytest $(PYTEST_ARGS)
+
+# The console's screenshots (docs/images/console/*.png), taken by its browser tests with Debian's chromium.
+console-screenshots: setup
+	AEGIS_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/images/console $(RUN) pytest -q -p no:cacheprovider tests/console_browser/test_pages.py
 
 test-sdk-pythons: setup
 	bash scripts/test_sdk_pythons.sh
