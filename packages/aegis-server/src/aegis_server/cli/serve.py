@@ -47,8 +47,7 @@ def _served_url(host: str, port: int) -> str:
 
 
 def _print_dev_key(key: str, host: str, port: int, out: TextIO) -> None:
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - comparing, not binding
-    endpoint = f"http://{shown_host}:{port}"
+    endpoint = _served_url(host, port)
     body = (
         '{"actor":{"id":"agent-1"},"action":{"capability":"database.query",'
         '"parameters":{"query":"SELECT 1","database":"development"}}}'
@@ -63,6 +62,7 @@ def _print_dev_key(key: str, host: str, port: int, out: TextIO) -> None:
         f"      curl -s -H \"Authorization: Bearer $AEGIS_API_KEY\" -H 'Content-Type: application/json' \\\n"
         f"           -d '{body}' \\\n"
         f"           $AEGIS_ENDPOINT/api/v1/governance/propose\n"
+        f"  The reviewer console is at {endpoint}/console (sign in with a key that has governance:review).\n"
         "  It may propose for any actor and review anything, so it is for development only. Create scoped keys\n"
         "  bound to their actors for agents, and separate keys for reviewers, e.g.\n"
         "      aegis-server keys create --name support-bot --scopes governance:propose,governance:read \\\n"
