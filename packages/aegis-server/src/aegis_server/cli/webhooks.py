@@ -41,15 +41,6 @@ def _input_error(exc: Exception) -> CommandError:
     return CommandError(f"{option}: {exc}", code=2)
 
 
-def _filter(endpoint: Any) -> str:
-    parts = []
-    if endpoint.capability_glob is not None:
-        parts.append(f"capability {endpoint.capability_glob}")
-    if endpoint.min_risk is not None:
-        parts.append(f"risk >= {endpoint.min_risk:g}")
-    return ", ".join(parts) or "-"
-
-
 def _counts(endpoint: Any) -> str:
     counts = endpoint.counts
     return f"{counts.get('pending', 0)}/{counts.get('delivered', 0)}/{counts.get('failed', 0)}"
@@ -100,9 +91,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'ID':<40} {'ENABLED':<8} {'FORMAT':<9} {'P/D/F':<12} {'EVENTS':<40} {'FILTER':<30} URL")
     for endpoint in endpoints:
+        shown_filter = endpoint.filter_text() or "-"
         print(
             f"{endpoint.endpoint_id:<40} {'yes' if endpoint.enabled else 'no':<8} {endpoint.body_format:<9} "
-            f"{_counts(endpoint):<12} {','.join(endpoint.event_types):<40} {_filter(endpoint):<30} {endpoint.url}"
+            f"{_counts(endpoint):<12} {','.join(endpoint.event_types):<40} {shown_filter:<30} {endpoint.url}"
         )
     print("\nP/D/F: deliveries pending / delivered / failed")
     return 0
@@ -114,7 +106,7 @@ def _print_endpoint(endpoint: Any) -> None:
         ("url", endpoint.url),
         ("description", endpoint.description or "-"),
         ("events", ",".join(endpoint.event_types)),
-        ("filter", _filter(endpoint)),
+        ("filter", endpoint.filter_text() or "-"),
         ("format", endpoint.body_format),
         ("enabled", "yes" if endpoint.enabled else "no"),
         ("created", f"{endpoint.created_at:%Y-%m-%d %H:%M:%S} by {endpoint.created_by or '-'}"),

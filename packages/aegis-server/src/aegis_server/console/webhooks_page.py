@@ -43,15 +43,10 @@ class EndpointView:
 
 
 def _view(endpoint: WebhookEndpoint) -> EndpointView:
-    parts = []
-    if endpoint.capability_glob is not None:
-        parts.append(f"capability {endpoint.capability_glob}")
-    if endpoint.min_risk is not None:
-        parts.append(f"risk ≥ {endpoint.min_risk:g}")
     return EndpointView(
         endpoint=endpoint,
         url=shown_url(endpoint.url),
-        filter=", ".join(parts) or "none",
+        filter=endpoint.filter_text() or "none",
         pending=endpoint.counts.get("pending", 0),
         delivered=endpoint.counts.get("delivered", 0),
         failed=endpoint.counts.get("failed", 0),

@@ -39,6 +39,15 @@ class WebhookEndpoint:
             return False
         return self.min_risk is None or risk_score >= self.min_risk
 
+    def filter_text(self) -> str | None:
+        """The filter as people read it (`capability payments.*, risk >= 0.5`); None: no filter."""
+        parts = []
+        if self.capability_glob is not None:
+            parts.append(f"capability {self.capability_glob}")
+        if self.min_risk is not None:
+            parts.append(f"risk >= {self.min_risk:g}")
+        return ", ".join(parts) or None
+
 
 @dataclasses.dataclass(frozen=True)
 class WebhookDelivery:
