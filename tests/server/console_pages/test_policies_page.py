@@ -62,7 +62,7 @@ async def test_an_api_policy_and_capability_say_so(server: InProcessServer, brow
     assert section is not None and "Source API" in text_of(section.group(1))
     capability_section = re.search(r"<code>mail.send</code></h3>(.*?)</section>", answer.text, re.S)
     assert capability_section is not None and "Source API" in text_of(capability_section.group(1))
-    revision = await server.store.policy_version()
+    revision = await server.store.policy_revision()
     assert f"API revision {revision}" in text_of(answer.text)
     assert f"Set digest {server.service.policies.active.digest}" in text_of(answer.text)
 

@@ -92,18 +92,18 @@ async def test_secret_is_created_once_and_shared(store_url: str) -> None:
 
 
 async def test_policies_and_capabilities_are_stored_with_times(store: Store, clock: FakeClock) -> None:
-    assert await store.policy_version() == ""
+    assert await store.policy_revision() == ""
     policy = Policy(name="db", rules=[PolicyRule(capability="database.*", outcome="ALLOW", constraints={"n": 1})])
     saved = await store.put_policy(policy)
     assert saved.policy == policy and saved.created_at == saved.updated_at == clock.now
-    first_version = await store.policy_version()
+    first_version = await store.policy_revision()
     assert first_version != ""
 
     clock.advance(30)
     changed = policy.model_copy(update={"description": "now described"})
     resaved = await store.put_policy(changed)
     assert resaved.policy == changed and resaved.created_at == saved.created_at and resaved.updated_at == clock.now
-    assert await store.policy_version() not in ("", first_version)
+    assert await store.policy_revision() not in ("", first_version)
     assert await store.list_policies() == [changed]
     assert await store.get_policy("db") == changed and await store.get_policy("nope") is None
     assert [p.policy.name for p in await store.list_policy_records()] == ["db"]

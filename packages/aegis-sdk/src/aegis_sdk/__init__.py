@@ -71,6 +71,7 @@ from aegis_sdk.models import (
     PolicyValidation,
     Proposal,
     Review,
+    ShadowOutcome,
 )
 
 __all__ = [
@@ -127,6 +128,7 @@ __all__ = [
     "ReviewError",
     "ReviewTimeoutError",
     "ServerError",
+    "ShadowOutcome",
     "SyncPageIterator",
     "UnknownCapabilityError",
     "__version__",

@@ -8,10 +8,21 @@ a pydantic dataclass, so a malformed server answer is caught when it is parsed.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    SerializerFunctionWrapHandler,
+    Strict,
+    model_serializer,
+)
 from pydantic.dataclasses import dataclass
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 Outcome = Literal["ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION"]
 """A governance outcome. Every outcome is an HTTP 200 answer from the platform."""
@@ -23,6 +34,9 @@ ACTOR_TYPES: tuple[ActorType, ...] = ("ai-agent", "ai-copilot", "automation", "h
 ReviewStatus = Literal["pending", "approved", "denied", "expired"]
 RiskLevel = Literal["low", "medium", "high", "critical"]
 ExecutionStatus = Literal["SUCCESS", "FAILED", "PARTIAL"]
+PolicyMode = Literal["enforce", "shadow"]
+"""`enforce`: the rule decides. `shadow`: the rule is evaluated and what it would have decided is recorded on
+the decision (`Decision.shadow`), without changing the outcome."""
 
 DEGRADED_PREFIX = "degraded_"
 """Decision ids that start with this were made locally by a fail-open path, not by the platform."""
@@ -114,6 +128,16 @@ class Review:
 
 
 @dataclass(frozen=True, config=_LENIENT)
+class ShadowOutcome:
+    """What a rule in shadow mode would have decided: `outcome` is the decision's outcome had the rule
+    `policy_id` been enforced with the rest of the set, `reason` says why."""
+
+    policy_id: str
+    outcome: Outcome
+    reason: str
+
+
+@dataclass(frozen=True, config=_LENIENT)
 class Decision:
     """A governance decision, as documented on the SDK page plus the contract's extensions."""
 
@@ -129,6 +153,23 @@ class Decision:
     expires_at: str | None = None
     review: Review | None = None
     parent_decision_id: str | None = None
+    policy_version: int | None = None
+    """The policy-set version the decision was made under (None: made before versions were recorded)."""
+    shadow: list[ShadowOutcome] = dataclasses.field(default_factory=list)
+    """What the matching rules in shadow mode would have decided; empty (absent on the wire) without any."""
+
+    @model_serializer(mode="wrap")
+    def _without_empty_shadow(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = serialize(self)
+        if not data.get("shadow"):
+            data.pop("shadow", None)
+        return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        # The serializer above only drops an empty `shadow`: document the fields, not a free-form object.
+        fields_schema = {key: value for key, value in schema.items() if key != "serialization"}
+        return handler(cast(CoreSchema, fields_schema))
 
     @property
     def allowed(self) -> bool:
@@ -225,6 +266,9 @@ class PolicyRule(BaseModel):
     outcome: Outcome
     priority: Integer = Field(default=0, description="Among rules voting the deciding outcome, the highest explains.")
     reason: str | None = Field(default=None, max_length=2000)
+    mode: PolicyMode | None = Field(
+        default=None, description="shadow: evaluated and recorded, never enforced; None: the policy's mode."
+    )
     constraints: dict[str, Any] = Field(default_factory=dict)
     risk: Number | None = Field(default=None, ge=-1.0, le=1.0, description="Adjustment added to the risk score.")
     review_timeout_seconds: Integer | None = Field(
@@ -240,6 +284,9 @@ class Policy(BaseModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
     description: str = ""
     enabled: Flag = True
+    mode: PolicyMode = Field(
+        default="enforce", description="shadow: every rule is evaluated and recorded, never enforced."
+    )
     rules: list[PolicyRule] = Field(default_factory=list)
 
 
@@ -490,6 +537,7 @@ __all__ = [
     "Health",
     "Outcome",
     "Policy",
+    "PolicyMode",
     "PolicyProblem",
     "PolicyRule",
     "PolicyValidation",
@@ -498,4 +546,5 @@ __all__ = [
     "ReviewRequest",
     "ReviewStatus",
     "RiskLevel",
+    "ShadowOutcome",
 ]

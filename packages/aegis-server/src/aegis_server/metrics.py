@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from aegis_sdk.models import ShadowOutcome
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -53,8 +56,26 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        # Rule ids (`policy/rule`) are bounded by the policy set, never by the proposals: fit for a label.
+        self.shadow_outcomes = Counter(
+            "aegis_shadow_outcomes_total",
+            "Outcomes rules in shadow mode would have decided, by rule and whether they differ from the enforced one.",
+            ["policy_id", "differs"],
+            registry=self.registry,
+        )
+        self.shadow_disagreements = Counter(
+            "aegis_shadow_disagreements_total",
+            "Shadow outcomes that differ from the enforced outcome, by rule and transition (enforced -> shadow).",
+            ["policy_id", "enforced", "shadow"],
+            registry=self.registry,
+        )
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self.policy_rules = Gauge("aegis_policy_rules", "Rules in the active policy set.", registry=self.registry)
+        self.policy_version = Gauge(
+            "aegis_policy_version",
+            "The version of the active policy set (0 before one is recorded).",
+            registry=self.registry,
+        )
         for outcome in ("ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION"):
             self.decisions.labels(outcome=outcome)
 
@@ -64,6 +85,16 @@ class Metrics:
         if child is None:  # labels() takes a lock and builds the series key: once per series, not per request
             child = self._request_series[key] = self.requests.labels(method=method, route=route, status=str(status))
         child.observe(seconds)
+
+    def observe_shadow(self, enforced: str, shadow: Sequence[ShadowOutcome]) -> None:
+        """Count what the rules in shadow mode would have decided, beside the `enforced` outcome."""
+        for entry in shadow:
+            differs = entry.outcome != enforced
+            self.shadow_outcomes.labels(policy_id=entry.policy_id, differs="true" if differs else "false").inc()
+            if differs:
+                self.shadow_disagreements.labels(
+                    policy_id=entry.policy_id, enforced=enforced, shadow=entry.outcome
+                ).inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

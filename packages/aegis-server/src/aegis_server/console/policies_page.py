@@ -126,7 +126,7 @@ async def policies_page(
         active = manager.active
     except Unavailable as error:
         return error_page(request, 503, error.message, user=user)
-    revision = await service.store.policy_version()
+    revision = await service.store.policy_revision()
     context = {
         "digest": active.digest,
         "rule_count": active.rule_count,

@@ -24,14 +24,15 @@ Semantics (docs/policies.md explains them with examples):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from aegis_sdk.models import Outcome, Proposal
+from aegis_sdk.models import Outcome, Proposal, ShadowOutcome
 
 from ._cel import new_context
 from ._cost import CONVERSION_COST, SCOPE_COPY_COST, scope_cost
@@ -57,6 +58,8 @@ class Evaluation:
     policy_ids: list[str]
     review_timeout_seconds: int | None
     audit_parameters: dict[str, Any]
+    shadow: tuple[ShadowOutcome, ...] = ()
+    """What each matching rule in shadow mode would have decided (see `ShadowOutcome`); never enforced."""
 
 
 def evaluate(
@@ -77,86 +80,169 @@ def evaluate(
     parameters = proposal.action.parameters
     compiled.schema.validate(name, parameters)
     audit_parameters = compiled.schema.redact(parameters, config.value_key)
+    if not compiled.rules and not compiled.shadow_rules:
+        return _no_rule_applies(compiled, audit_parameters)
 
-    if not compiled.rules:
-        return Evaluation(
-            outcome="DENY",
-            reason=(
-                f"DENY by default: no enabled policy rule applies to capability '{name}' (default-deny); "
-                "add a rule that allows it"
-            ),
-            risk_score=_clamp(compiled.base_risk),
-            constraints={},
-            policy_ids=[],
-            review_timeout_seconds=None,
-            audit_parameters=audit_parameters,
+    run = _ConditionRun(compiled, _scope(compiled, proposal, now), parameters, config)
+    enforced = run.conditions(compiled.rules)
+    if compiled.rules:
+        evaluation = _conclude(compiled, enforced, audit_parameters, config)
+    else:
+        evaluation = _no_rule_applies(compiled, audit_parameters)
+    if not compiled.shadow_rules:
+        return evaluation
+    shadow = _shadow_outcomes(compiled, enforced, run.conditions(compiled.shadow_rules), audit_parameters, config)
+    return dataclasses.replace(evaluation, shadow=shadow) if shadow else evaluation
+
+
+@dataclass
+class _Results:
+    """What evaluating some rules' conditions gave: the rules that matched, those whose condition failed (with
+    the error's text), those over the evaluation budget (with their estimate), and what the rules before the
+    first of those had spent."""
+
+    matched: list[CompiledRule] = field(default_factory=list)
+    failed: list[tuple[CompiledRule, str]] = field(default_factory=list)
+    over_budget: list[tuple[CompiledRule, int]] = field(default_factory=list)
+    spent_before: int = 0
+
+    def with_rule(self, rule: CompiledRule, other: _Results) -> _Results:
+        """These results plus what `other` (the results of `rule` alone) says of `rule`."""
+        return _Results(
+            matched=self.matched + [r for r in other.matched if r is rule],
+            failed=self.failed + [f for f in other.failed if f[0] is rule],
+            over_budget=self.over_budget + [o for o in other.over_budget if o[0] is rule],
+            spent_before=self.spent_before if self.over_budget else other.spent_before,
         )
 
-    matched: list[CompiledRule] = []
-    failed: list[tuple[CompiledRule, str]] = []
-    over_budget: list[tuple[CompiledRule, int]] = []
-    spent = spent_before = (
-        0  # the estimated costs of the conditions evaluated so far: one budget for the whole proposal
-    )
-    scope = _scope(compiled, proposal, now)
-    context: Any = None  # the library's context, built only when a condition needs the library
-    projected: dict[str, Any] | None = None
-    scope_units = 0
-    sensitive = compiled.schema.sensitive is not None
-    secrets: _Secrets | None = None  # the sensitive values to keep out of error texts, found on the first error
-    for rule in compiled.rules:
-        condition = rule.condition
-        if condition.always_true:
-            matched.append(rule)
-            continue
-        result: Any = None
-        if condition.fast is not None:
-            try:
-                result = condition.fast(scope)
-            except Exception:  # Undecided (or anything unforeseen): the library decides, and words any error
-                result = None
-        if result is not True and result is not False:  # outside the fast path, or undecided there
-            if projected is None:  # what the library is given, measured before anything is converted
-                projected = _projected(compiled, scope)
-                scope_units = scope_cost(projected)
-            # Estimated before the library runs it: the copy of the variables every run makes, their conversion
-            # (once), and the condition's own work over the proposal's data.
-            remaining = config.condition_cost_budget - spent
-            estimated = scope_units * (SCOPE_COPY_COST + (CONVERSION_COST if context is None else 0))
-            cost = condition.cost
-            try:
-                if cost is not None and estimated <= remaining:
-                    estimated += cost.estimate(scope, remaining - estimated)
-            except Exception:  # fail closed: a cost that cannot be estimated is not within the budget
-                estimated = remaining + 1
-            if estimated > remaining:
-                over_budget.append((rule, estimated))
-                if len(over_budget) == 1:
-                    spent_before = spent
-                spent = config.condition_cost_budget  # the budget is spent: no further condition runs on the library
-                continue
-            spent += estimated
-            try:
-                if context is None:
-                    context = new_context(projected)
-                result = condition.program.execute(context)
-            except Exception as exc:  # fail closed on anything the evaluator raises
-                if failed:  # only the first failure's error is worded in the reason
-                    failed.append((rule, ""))
-                    continue
-                if secrets is None:
-                    secrets = _Secrets(compiled.schema.sensitive_values(parameters)) if sensitive else _NO_SECRETS
-                failed.append((rule, _error_text(exc, secrets)))
-                continue
-        if result is True:
-            matched.append(rule)
-        elif result is not False:
-            failed.append((rule, f"the condition returned a {type(result).__name__}, not a bool"))
 
+class _ConditionRun:
+    """Evaluates conditions of one proposal: the library's context is built once, when a condition first needs
+    it, and shared; each call of `conditions` has a budget of its own (the enforced rules' spending is never
+    reduced by the shadow rules', nor the other way round)."""
+
+    def __init__(
+        self, compiled: CompiledCapability, scope: dict[str, Any], parameters: Mapping[str, Any], config: EngineConfig
+    ) -> None:
+        self._compiled = compiled
+        self._scope = scope
+        self._parameters = parameters
+        self._config = config
+        self._context: Any = None  # the library's context, built only when a condition needs the library
+        self._projected: dict[str, Any] | None = None
+        self._scope_units = 0
+        self._secrets: _Secrets | None = None  # the values to keep out of error texts, found on the first error
+
+    def conditions(self, rules: Sequence[CompiledRule]) -> _Results:
+        compiled, scope, config = self._compiled, self._scope, self._config
+        results = _Results()
+        matched, failed, over_budget = results.matched, results.failed, results.over_budget
+        spent = 0  # the estimated costs of the conditions evaluated so far: one budget for these rules
+        for rule in rules:
+            condition = rule.condition
+            if condition.always_true:
+                matched.append(rule)
+                continue
+            result: Any = None
+            if condition.fast is not None:
+                try:
+                    result = condition.fast(scope)
+                except Exception:  # Undecided (or anything unforeseen): the library decides, and words any error
+                    result = None
+            if result is not True and result is not False:  # outside the fast path, or undecided there
+                if self._projected is None:  # what the library is given, measured before anything is converted
+                    self._projected = _projected(compiled, scope)
+                    self._scope_units = scope_cost(self._projected)
+                # Estimated before the library runs it: the copy of the variables every run makes, their
+                # conversion (once), and the condition's own work over the proposal's data.
+                remaining = config.condition_cost_budget - spent
+                estimated = self._scope_units * (SCOPE_COPY_COST + (CONVERSION_COST if self._context is None else 0))
+                cost = condition.cost
+                try:
+                    if cost is not None and estimated <= remaining:
+                        estimated += cost.estimate(scope, remaining - estimated)
+                except Exception:  # fail closed: a cost that cannot be estimated is not within the budget
+                    estimated = remaining + 1
+                if estimated > remaining:
+                    over_budget.append((rule, estimated))
+                    if len(over_budget) == 1:
+                        results.spent_before = spent
+                    spent = config.condition_cost_budget  # spent: no further condition runs on the library
+                    continue
+                spent += estimated
+                try:
+                    if self._context is None:
+                        self._context = new_context(self._projected)
+                    result = condition.program.execute(self._context)
+                except Exception as exc:  # fail closed on anything the evaluator raises
+                    if failed:  # only the first failure's error is worded in the reason
+                        failed.append((rule, ""))
+                        continue
+                    failed.append((rule, _error_text(exc, self._secrets_of_proposal())))
+                    continue
+            if result is True:
+                matched.append(rule)
+            elif result is not False:
+                failed.append((rule, f"the condition returned a {type(result).__name__}, not a bool"))
+        return results
+
+    def _secrets_of_proposal(self) -> _Secrets:
+        if self._secrets is None:
+            schema = self._compiled.schema
+            self._secrets = (
+                _Secrets(schema.sensitive_values(self._parameters)) if schema.sensitive is not None else _NO_SECRETS
+            )
+        return self._secrets
+
+
+def _no_rule_applies(compiled: CompiledCapability, audit_parameters: dict[str, Any]) -> Evaluation:
+    name = compiled.capability.name
+    return Evaluation(
+        outcome="DENY",
+        reason=(
+            f"DENY by default: no enabled policy rule applies to capability '{name}' (default-deny); "
+            "add a rule that allows it"
+        ),
+        risk_score=_clamp(compiled.base_risk),
+        constraints={},
+        policy_ids=[],
+        review_timeout_seconds=None,
+        audit_parameters=audit_parameters,
+    )
+
+
+def _shadow_outcomes(
+    compiled: CompiledCapability,
+    enforced: _Results,
+    shadow: _Results,
+    audit_parameters: dict[str, Any],
+    config: EngineConfig,
+) -> tuple[ShadowOutcome, ...]:
+    """For every shadow rule that matched (or could not be evaluated): the decision had it been enforced with
+    the enforced rules, in the shadow rules' canonical order."""
+    involved = {id(rule) for rule in shadow.matched}
+    involved.update(id(rule) for rule, _ in shadow.failed)
+    involved.update(id(rule) for rule, _ in shadow.over_budget)
+    outcomes: list[ShadowOutcome] = []
+    for rule in compiled.shadow_rules:
+        if id(rule) not in involved:
+            continue
+        would_be = _conclude(compiled, enforced.with_rule(rule, shadow), audit_parameters, config)
+        outcomes.append(ShadowOutcome(policy_id=rule.policy_id, outcome=would_be.outcome, reason=would_be.reason))
+    return tuple(outcomes)
+
+
+def _conclude(
+    compiled: CompiledCapability, results: _Results, audit_parameters: dict[str, Any], config: EngineConfig
+) -> Evaluation:
+    """The decision from the results of the candidate rules' conditions."""
+    matched, failed, over_budget = results.matched, results.failed, results.over_budget
     risk, risk_text = _risk(compiled, matched)
 
     if over_budget:
-        return _over_budget(over_budget, failed, matched, risk, risk_text, audit_parameters, config, spent_before)
+        return _over_budget(
+            over_budget, failed, matched, risk, risk_text, audit_parameters, config, results.spent_before
+        )
     if failed:
         return _fail_closed(failed, matched, risk, risk_text, audit_parameters)
 
@@ -166,7 +252,7 @@ def evaluate(
             outcome="DENY",
             reason=(
                 f"DENY by default: none of the {count} rule{'s' if count != 1 else ''} for capability "
-                f"'{name}' matched (default-deny); {risk_text}"
+                f"'{compiled.capability.name}' matched (default-deny); {risk_text}"
             ),
             risk_score=risk,
             constraints={},

@@ -42,6 +42,8 @@ class CompiledRule:
     condition: CompiledCondition
     strictness: int
     order: int
+    shadow: bool = False
+    """In shadow mode: evaluated and recorded on the decision, never enforced."""
 
     @property
     def outcome(self) -> Outcome:
@@ -78,10 +80,12 @@ class CompiledCapability:
     schema: CompiledSchema
     base_risk: float
     rules: tuple[CompiledRule, ...]
-    variables: frozenset[str]  # the scope variables the candidate rules reference
+    variables: frozenset[str]  # the scope variables the candidate rules (enforced and shadow) reference
     projection: Mapping[str, Any] = field(default_factory=dict)
     """Per scope variable, the fields the candidate rules read: `None` = the whole value, else a nested
     `{field: spec}`. Only those are converted to CEL values (conversion costs ~0.5-1 µs a value)."""
+    shadow_rules: tuple[CompiledRule, ...] = ()
+    """The candidate rules in shadow mode: evaluated after the enforced ones, never changing the outcome."""
 
     @functools.cached_property
     def risk_text(self) -> str:
@@ -95,10 +99,12 @@ class PolicySet:
 
     - `policies`: every policy, enabled or not, sorted by name;
     - `capabilities`: registered capabilities by name;
-    - `rule_count`: the rules of enabled policies;
+    - `rule_count`: the rules of enabled policies, enforced or in shadow mode;
+    - `shadow_rule_count`: those of them in shadow mode;
     - `digest`: `sha256:<hex>` of the canonical JSON of the policies and capabilities (same content,
       same digest, whatever the input order);
-    - `warnings`: things that are legal but probably unintended (a rule that matches no capability).
+    - `warnings`: things that are legal but probably unintended (a rule that matches no capability);
+    - `version`: the policy-set version the server recorded for this content (None outside a server).
     """
 
     policies: tuple[Policy, ...]
@@ -106,6 +112,8 @@ class PolicySet:
     rule_count: int
     digest: str
     warnings: tuple[PolicyProblem, ...] = ()
+    shadow_rule_count: int = 0
+    version: int | None = None
     _index: Mapping[str, CompiledCapability] = field(default_factory=dict, repr=False, compare=False)
 
     def compiled(self, capability: str) -> CompiledCapability | None:
@@ -277,6 +285,7 @@ def compile_policy_set(
                         condition=condition,
                         strictness=STRICTNESS[rule.outcome],
                         order=order,
+                        shadow=(rule.mode or policy.mode) == "shadow",
                     )
                 )
                 order += 1
@@ -314,9 +323,10 @@ def compile_policy_set(
             capability=capability,
             schema=compiled_schemas[name],
             base_risk=BASE_RISK[capability.risk_level],
-            rules=tuple(candidates),
+            rules=tuple(rule for rule in candidates if not rule.shadow),
             variables=variables,
             projection=MappingProxyType(projection),
+            shadow_rules=tuple(rule for rule in candidates if rule.shadow),
         )
 
     warnings = tuple(
@@ -341,6 +351,7 @@ def compile_policy_set(
         policies=tuple(ordered),
         capabilities=MappingProxyType({c.name: c for c in sorted_caps}),
         rule_count=len(compiled_rules),
+        shadow_rule_count=sum(1 for rule in compiled_rules if rule.shadow),
         digest=digest,
         warnings=warnings,
         _index=MappingProxyType(by_capability),

@@ -149,6 +149,8 @@ class Proposals:
                 raise
             return self.replay_or_conflict(found, request_hash), True
         rt.metrics.decisions.labels(outcome=decision.outcome).inc()
+        if decision.shadow:
+            rt.metrics.observe_shadow(decision.outcome, decision.shadow)
         rt.metrics.decision_latency.observe(time.perf_counter() - started)
         return decision, False
 
@@ -327,6 +329,8 @@ class Proposals:
             confirmation_token=token,
             expires_at=expires_at,
             review=review,
+            policy_version=policy_set.version,
+            shadow=list(evaluation.shadow),
         )
         return await self._record(
             attempt,
@@ -407,6 +411,7 @@ class Proposals:
             audit_ref="",
             policy_ids=list(parent.policy_ids),
             parent_decision_id=parent_id,
+            policy_version=parent.policy_version,  # decided then, under that version; confirmed now
         )
         try:
             return await self._record(attempt, decision, consumes_token_of=parent_id)

@@ -98,7 +98,7 @@ class PolicyManager:
             await self._reload_from_store()
 
     async def _reload_from_store(self) -> None:
-        version = await self._store.policy_version()
+        version = await self._store.policy_revision()
         policies = {p.name: p for p in await self._store.list_policies()}
         capabilities = {c.name: c for c in await self._store.list_capabilities()}
         for name in set(policies) & set(self._file_policies):
@@ -132,7 +132,7 @@ class PolicyManager:
         if self._monotonic() - self._last_check < self._refresh_interval:
             return
         self._last_check = self._monotonic()
-        version = await self._store.policy_version()
+        version = await self._store.policy_revision()
         if version == self._version:
             return
         async with self._lock:
@@ -185,7 +185,7 @@ class PolicyManager:
         )
 
     async def _refresh_locked(self) -> None:
-        version = await self._store.policy_version()
+        version = await self._store.policy_revision()
         if version != self._version:
             await self._reload_from_store()
 
@@ -242,7 +242,7 @@ class PolicyManager:
         await write()
         self._api_policies, self._api_capabilities = dict(policies), dict(capabilities)
         self._swap(compiled)
-        self._version = await self._store.policy_version()
+        self._version = await self._store.policy_revision()
 
     async def delete_policy(self, name: str) -> None:
         if name in self._file_policies:

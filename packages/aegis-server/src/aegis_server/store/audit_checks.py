@@ -60,6 +60,8 @@ class DecisionAuditCheck(Room):
                             decisions.c.api_key_id,
                             decisions.c.review_status,
                             decisions.c.reviewer,
+                            decisions.c.policy_version,
+                            decisions.c.shadow,
                         )
                         .where(decisions.c.row_id > last)
                         .order_by(decisions.c.row_id)
@@ -179,12 +181,15 @@ def _decision_disagreement(row: Any, records: Sequence[Any]) -> AuditProblem | N
         ("policy_ids", "policy_ids"),
         ("parent_decision_id", "parent_decision_id"),
         ("api_key_id", "api_key_id"),
+        ("policy_version", "policy_version"),
+        ("shadow", "shadow"),
     ):
         if column == "reason" and review_record is not None:
             continue  # an expired review rewrites the reason; its record holds what happened
-        if field in payload or column == "params_hash":
+        # `shadow` is left out of a record when empty; records that name their policy version would carry it.
+        if field in payload or column == "params_hash" or (column == "shadow" and "policy_version" in payload):
             stored = getattr(row, column)
-            if column in ("constraints", "policy_ids"):
+            if column in ("constraints", "policy_ids", "shadow"):
                 stored = _as_json_value(stored)
             expected.append((column, stored, payload.get(field)))
     if review_record is not None:

@@ -81,7 +81,7 @@ class DocumentTable(Room, Generic[_Model, _Stored]):
                 .values(name=name, document=content, created_at=now, updated_at=now)
                 .on_conflict_do_update(index_elements=["name"], set_={"document": content, "updated_at": now})
             )
-            await self._settings.bump_policy_version(conn, now)
+            await self._settings.bump_policy_revision(conn, now)
             await self._db.audit(conn, now).append(
                 f"{self.kind}_saved", payload={"name": name, "sha256": canonical_hash(content)}
             )
@@ -95,7 +95,7 @@ class DocumentTable(Room, Generic[_Model, _Stored]):
             result = await conn.execute(sa.delete(self.table).where(self.table.c.name == name))
             if result.rowcount != 1:
                 return False
-            await self._settings.bump_policy_version(conn, now)
+            await self._settings.bump_policy_revision(conn, now)
             await self._db.audit(conn, now).append(f"{self.kind}_deleted", payload={"name": name})
         return True
 

@@ -4,6 +4,7 @@ so a decision recorded either way is the same row with the same audit records.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 
 from aegis_sdk._wire.canonical import normalise_json
-from aegis_sdk.models import AuditRecord, Decision, Review
+from aegis_sdk.models import AuditRecord, Decision, Review, ShadowOutcome
 from aegis_server.ids import new_audit_ref
 from aegis_server.key_actors import parse_actor_patterns
 from aegis_server.store.records import ApiKey, DecisionBinding, NewDecision
@@ -104,6 +105,8 @@ def decision_row(record: NewDecision, now: datetime) -> dict[str, Any]:
         "reviewer": None,
         "review_note": None,
         "review_resolved_at": None,
+        "policy_version": decision.policy_version,
+        "shadow": [dataclasses.asdict(entry) for entry in decision.shadow] or None,
     }
 
 
@@ -159,6 +162,8 @@ def decision_audit_entries(record: NewDecision, row: Mapping[str, Any]) -> list[
                 "confirmation_token_issued": decision.confirmation_token is not None,
                 "idempotency_key": record.idempotency is not None,
                 "api_key_id": record.api_key_id,
+                "policy_version": decision.policy_version,
+                **({"shadow": row["shadow"]} if row["shadow"] else {}),
             },
             decision_id=decision.decision_id,
             audit_ref=row["audit_ref"],
@@ -207,6 +212,8 @@ def decision_from_row(row: Any) -> Decision:
         expires_at=row.expires_at,
         review=review,
         parent_decision_id=row.parent_decision_id,
+        policy_version=row.policy_version,
+        shadow=[ShadowOutcome(**entry) for entry in row.shadow or ()],
     )
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "idempotency_keys",
     "metadata",
     "policies",
+    "policy_versions",
     "server_settings",
     "webhook_deliveries",
     "webhook_endpoints",
@@ -125,6 +126,10 @@ decisions = sa.Table(
     sa.Column("reviewer", sa.String(200), nullable=True),
     sa.Column("review_note", sa.Text(), nullable=True),
     sa.Column("review_resolved_at", sa.String(64), nullable=True),
+    # The policy-set version the decision was made under (NULL: made before 0.3 recorded versions).
+    sa.Column("policy_version", sa.Integer(), nullable=True),
+    # What the matching rules in shadow mode would have decided: a JSON list of {policy_id, outcome, reason}.
+    sa.Column("shadow", sa.JSON(), nullable=True),
     sa.Index(None, "actor_id", "row_id"),
     sa.Index(None, "capability", "row_id"),
     sa.Index(None, "outcome", "row_id"),
@@ -200,6 +205,22 @@ capabilities = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
+# Every change of the active policy set is a version holding the whole set: what was loaded from files and
+# what the API stored, each item with where it came from. Decisions record the version they were made under.
+policy_versions = sa.Table(
+    "policy_versions",
+    metadata,
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),  # 1, 2, 3, ...
+    sa.Column("digest", sa.String(80), nullable=False),  # the compiled set's digest (`PolicySet.digest`)
+    # {"policies": [...], "capabilities": [...], "sources": {name or "capability:<name>": "api" or a file}}
+    sa.Column("content", sa.JSON(), nullable=False),
+    sa.Column("cause", sa.String(32), nullable=False),  # what made it: see `store.policy_versions.CAUSES`
+    sa.Column("summary", sa.Text(), nullable=False),  # what changed, in words
+    sa.Column("rollback_of", sa.Integer(), nullable=True),  # the version a rollback restored
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=True),  # the API key id, "cli", or NULL for the server itself
+    sa.Index(None, "digest"),
+)
 
 # -- notifications: webhook endpoints and the durable outbox -------------------------------------------
 

@@ -60,14 +60,14 @@ class ServerSettings:
         self._secret = bytes.fromhex(str(value))
         return self._secret
 
-    async def policy_version(self) -> str:
+    async def policy_revision(self) -> str:
         """An opaque value that changes whenever an API-managed policy or capability changes (poll it to
         know when to reload the policy set; "" before the first change)."""
         async with self._db.read() as conn:
             value = await read_setting(conn, _POLICY_VERSION)
         return str(value) if value is not None else ""
 
-    async def bump_policy_version(self, conn: AsyncConnection, now: datetime) -> None:
+    async def bump_policy_revision(self, conn: AsyncConnection, now: datetime) -> None:
         """Give the policy revision a new value (in the caller's write transaction)."""
         revision = uuid.uuid4().hex
         stmt = self._db.upsert(server_settings).values(

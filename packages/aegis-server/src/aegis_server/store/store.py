@@ -5,7 +5,7 @@ rooms of the store, each owning one concern:
 | --------------- | ------------------- | ----------------- | ------------------------------------------------- |
 | `database`      | `Database`          | `database`        | connections, write transactions, the keyed chain  |
 | `api_keys`      | `ApiKeys`           | `keys`            | API keys                                          |
-| `settings`      | `ServerSettings`    | `server_settings` | the token secret, the policy version              |
+| `settings`      | `ServerSettings`    | `server_settings` | the token secret, the policy revision             |
 | `decisions`     | `Decisions`         | `decisions`       | recording and reading decisions                   |
 | `group_commit`  | `GroupCommit`       | `group_commit`    | batched decision writes, SQLite WAL checkpoints   |
 | `reviews`       | `Reviews`           | `reviews`         | approval, denial and expiry of ESCALATEs          |
@@ -14,6 +14,7 @@ rooms of the store, each owning one concern:
 | `audit_checks`  | `DecisionAuditCheck`| `audit_checks`    | decisions compared with their audit records       |
 | `policies`      | `Policies`          | `documents`       | API-managed policies                              |
 | `capabilities`  | `Capabilities`      | `documents`       | API-registered capabilities                       |
+| `policy_versions` | `PolicyVersions`  | `policy_versions` | every version of the active policy set            |
 | `console_sessions` | `ConsoleSessions` | `console_sessions` | the reviewer console's sign-ins                  |
 | `review_queue`  | `ReviewQueue`       | `review_queue`    | pending reviews by deadline (the console's inbox) |
 | `statistics`    | `Statistics`        | `statistics`      | aggregates of the decisions (the console overview)|
@@ -50,6 +51,7 @@ from aegis_server.store.idempotency import IdempotencyKeys
 from aegis_server.store.keys import ApiKeys
 from aegis_server.store.locations import default_audit_dir, missing_sqlite_file
 from aegis_server.store.migrate import check_schema, upgrade_engine
+from aegis_server.store.policy_versions import PolicyVersions
 from aegis_server.store.review_queue import ReviewQueue
 from aegis_server.store.reviews import Reviews
 from aegis_server.store.server_settings import ServerSettings
@@ -121,6 +123,7 @@ class Store:
         self.audit_checks = DecisionAuditCheck(self.database)
         self.policies = Policies(self.database, self.settings)
         self.capabilities = Capabilities(self.database, self.settings)
+        self.policy_versions = PolicyVersions(self.database)
         self.console_sessions = ConsoleSessions(self.database)
         self.review_queue = ReviewQueue(self.database)
         self.statistics = Statistics(self.database)
@@ -205,7 +208,7 @@ class Store:
 
     # server secret and policy revision
     get_or_create_secret = _Delegate("settings", ServerSettings.get_or_create_secret)
-    policy_version = _Delegate("settings", ServerSettings.policy_version)
+    policy_revision = _Delegate("settings", ServerSettings.policy_revision)
 
     # decisions
     record_decision = _Delegate("decisions", Decisions.record_decision)
