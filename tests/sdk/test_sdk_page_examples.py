@@ -127,7 +127,15 @@ def test_decision_object_has_the_page_fields_plus_the_contract_extensions(make_s
     assert dataclasses.is_dataclass(decision)
     names = [f.name for f in dataclasses.fields(decision)]
     page_fields = ["decision_id", "outcome", "reason", "risk_score", "constraints", "timestamp", "audit_ref"]
-    extensions = ["policy_ids", "confirmation_token", "expires_at", "review", "parent_decision_id"]
+    extensions = [
+        "policy_ids",
+        "confirmation_token",
+        "expires_at",
+        "review",
+        "parent_decision_id",
+        "policy_version",
+        "shadow",
+    ]
     assert names == page_fields + extensions
     hints = typing.get_type_hints(Decision)
     assert typing.get_args(hints["outcome"]) == ("ALLOW", "DENY", "ESCALATE", "REQUIRE_CONFIRMATION")
