@@ -113,3 +113,9 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     assert set(body) == {"error"}, body
     error: dict[str, Any] = body["error"]
     return error
+
+
+def stricter_files(policy_file: Path, target: Path | None = None) -> None:
+    """Write `policy_file`'s policies with a stricter small-transfer rule (amount <= 500) to `target`
+    (default: over `policy_file` itself)."""
+    (target or policy_file).write_text(policy_file.read_text().replace("amount <= 1000", "amount <= 500"))

@@ -19,6 +19,7 @@ from .conftest import (
     email_allowed_then_denied,
     error_of,
     send_email,
+    stricter_files,
     versions,
 )
 
@@ -92,7 +93,7 @@ async def test_file_defined_items_are_the_files_to_roll_back(make_server: Server
     async with make_server() as first:
         client = first.async_http_client()
         assert (await decide(client, "payments.transfer", amount=800))["outcome"] == "ALLOW"
-    policy_file.write_text(policy_file.read_text().replace("amount <= 1000", "amount <= 500"))
+    stricter_files(policy_file)
     async with make_server() as restarted:
         client = restarted.async_http_client()
         assert restarted.service.policies.active.version == 2

@@ -22,6 +22,7 @@ from .conftest import (
     error_of,
     save,
     send_email,
+    stricter_files,
     versions,
 )
 
@@ -102,7 +103,7 @@ async def test_a_replica_with_other_files_makes_its_own_version_and_warns(
 ) -> None:
     async with make_server() as first:
         assert first.service.policies.active.version == 1
-        policy_file.write_text(policy_file.read_text().replace("amount <= 1000", "amount <= 500"))
+        stricter_files(policy_file)
         with caplog.at_level(logging.WARNING, logger="aegis_server.policies"):
             async with make_server() as second:
                 assert second.service.policies.active.version == 2
@@ -127,7 +128,7 @@ async def test_a_replica_whose_files_differ_records_what_it_loaded(
     make_server: ServerFactory, policy_file: Path, tmp_path: Path
 ) -> None:
     other = tmp_path / "other.yaml"
-    other.write_text(policy_file.read_text().replace("amount <= 1000", "amount <= 500"))
+    stricter_files(policy_file, other)
     async with (
         make_server(policy_refresh_interval_seconds=0) as first,
         make_server(policy_refresh_interval_seconds=0, policy_paths=[other]) as second,
