@@ -161,7 +161,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
         policies = {p.name: p for p in await store.list_policies() if p.name not in files.policies}
         capabilities = {c.name: c for c in await store.list_capabilities() if c.name not in files.capabilities}
         try:
-            result, _ = await roll_back(
+            result = await roll_back(
                 store,
                 args.version,
                 files=files,

@@ -321,7 +321,7 @@ class PolicyManager:
         async with self._lock:
             await self._refresh_locked()
             active = self.active
-            result, _ = await roll_back(
+            result = await roll_back(
                 self._store,
                 version,
                 files=self._files,

@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from aegis_sdk.models import Capability, Policy
-from aegis_server.engine import PolicySet, PolicySetError
+from aegis_server.engine import PolicySetError
 from aegis_server.governance.errors import NotFound
 from aegis_server.policies.candidate import API_SOURCE, FileItems, invalid_policy
 from aegis_server.store import Store
@@ -208,10 +208,11 @@ async def roll_back(
     current_version: int | None,
     current_digest: str | None,
     by: str | None,
-) -> tuple[PolicyRollback, PolicySet | None]:
-    """Roll the API-defined items back to `version` and return the result with the new active set (None
-    when nothing changed). Raises `NotFound` (unknown version) or `InvalidInput` invalid_policy (its API
-    items do not compile with today's files; nothing written)."""
+) -> PolicyRollback:
+    """Roll the stored API-defined items back to `version` (the new version is recorded and audited in the
+    same transaction; the caller reloads its active set when `changed`). Raises `NotFound` (unknown
+    version) or `InvalidInput` invalid_policy (its API items do not compile with today's files; nothing
+    written)."""
     target = await store.policy_versions.get(version)
     if target is None:
         raise unknown_version(version)
@@ -223,7 +224,7 @@ async def roll_back(
             exc, f"Version {version}'s API-defined policies and capabilities do not compile with today's policy files"
         ) from None
     if compiled.digest == current_digest:
-        return _result(plan, changed=False, from_version=current_version, version=current_version), None
+        return _result(plan, changed=False, from_version=current_version, version=current_version)
     new = files.new_version(
         compiled,
         plan.api_policies,
@@ -250,5 +251,4 @@ async def roll_back(
         version=new,
         audit_payload=payload,
     )
-    result = _result(plan, changed=True, from_version=current_version, version=number)
-    return result, dataclasses.replace(compiled, version=number)
+    return _result(plan, changed=True, from_version=current_version, version=number)
