@@ -48,6 +48,10 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("POST", "/api/v1/webhooks/whe_x/test", None, "admin"),
     ("GET", "/api/v1/webhooks/whe_x/deliveries", None, "admin"),
     ("POST", "/api/v1/webhooks/whe_x/deliveries/1/retry", None, "admin"),
+    ("GET", "/api/v1/policy-versions", None, "governance:read"),
+    ("GET", "/api/v1/policy-versions/1", None, "governance:read"),
+    ("GET", "/api/v1/policy-versions/1/diff", None, "governance:read"),
+    ("POST", "/api/v1/policy-versions/1/rollback", None, "policies:manage"),
 ]
 OPEN_ROUTES = ["/api/v1/health", "/api/v1/ready", "/metrics", "/openapi.json"]
 IDS = [f"{method} {path}" for method, path, _, _ in ROUTES]
@@ -74,6 +78,7 @@ def test_the_table_covers_every_authenticated_route(server: InProcessServer) -> 
         for m, p, _, _ in ROUTES
     }
     documented = {(m, p.replace("/deliveries/1/", "/deliveries/{delivery_id}/")) for m, p in documented}
+    documented = {(m, p.replace("/policy-versions/1", "/policy-versions/{version}")) for m, p in documented}
     documented |= {("GET", "/api/v1/capabilities/{name}"), ("GET", "/api/v1/policies/{name}")}
     documented |= {("PUT", "/api/v1/policies/{name}"), ("DELETE", "/api/v1/policies/{name}")}
     documented |= {("GET", "/api/v1/health"), ("GET", "/api/v1/ready")}

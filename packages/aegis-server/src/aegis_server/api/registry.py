@@ -1,7 +1,8 @@
 """`/api/v1/capabilities` and `/api/v1/policies`: the registry and the policy set.
 
 Reads need `governance:read`, writes `policies:manage`. Every write recompiles the whole set and swaps it
-only if it compiles (else 422 invalid_policy with the problems). Items defined in policy files cannot be
+only if it compiles (else 422 invalid_policy with the problems), recording the new policy-set version
+(made by the key's id) in the write's transaction. Items defined in policy files cannot be
 changed through the API (409 policy_conflict).
 """
 
@@ -32,8 +33,10 @@ async def list_capabilities(service: ServiceDep, _: Reader) -> list[Capability]:
         Capability, "Replaced: an API-defined capability of that name existed.", 409, *BODY_ERRORS
     ),
 )
-async def create_capability(capability: Capability, response: Response, service: ServiceDep, _: Manager) -> Capability:
-    stored, created = await service.policies.put_capability(capability)
+async def create_capability(
+    capability: Capability, response: Response, service: ServiceDep, principal: Manager
+) -> Capability:
+    stored, created = await service.policies.put_capability(capability, by=principal.key_id)
     response.status_code = 201 if created else 200
     return stored
 
@@ -56,8 +59,8 @@ async def list_policies(service: ServiceDep, _: Reader) -> list[Policy]:
     description="409 policy_conflict when a policy of that name exists (use PUT to replace an API policy).",
     responses=errors(409, *BODY_ERRORS),
 )
-async def create_policy(policy: Policy, service: ServiceDep, _: Manager) -> Policy:
-    return await service.policies.create_policy(policy)
+async def create_policy(policy: Policy, service: ServiceDep, principal: Manager) -> Policy:
+    return await service.policies.create_policy(policy, by=principal.key_id)
 
 
 @router.post(
@@ -83,10 +86,10 @@ async def get_policy(name: str, service: ServiceDep, _: Reader) -> Policy:
     description="201 when created, 200 when replaced. The body's name must equal the path's.",
     responses=created_or_replaced(Policy, "Replaced: an API policy of that name existed.", 409, *BODY_ERRORS),
 )
-async def put_policy(name: str, policy: Policy, response: Response, service: ServiceDep, _: Manager) -> Policy:
+async def put_policy(name: str, policy: Policy, response: Response, service: ServiceDep, principal: Manager) -> Policy:
     if policy.name != name:
         raise name_mismatch("policy", policy.name, name)
-    stored, created = await service.policies.put_policy(policy)
+    stored, created = await service.policies.put_policy(policy, by=principal.key_id)
     response.status_code = 201 if created else 200
     return stored
 
@@ -98,8 +101,8 @@ async def put_policy(name: str, policy: Policy, response: Response, service: Ser
     description="A policy defined in a file → 409 policy_conflict.",
     responses=errors(404, 409, 422),
 )
-async def delete_policy(name: str, service: ServiceDep, _: Manager) -> Response:
-    await service.policies.delete_policy(name)
+async def delete_policy(name: str, service: ServiceDep, principal: Manager) -> Response:
+    await service.policies.delete_policy(name, by=principal.key_id)
     return Response(status_code=204)
 
 

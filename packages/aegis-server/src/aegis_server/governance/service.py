@@ -154,6 +154,7 @@ class GovernanceService:
                 "capabilities": len(active.capabilities),
                 "rules": active.rule_count,
                 "digest": active.digest,
+                "version": active.version,
             }
         else:
             checks["policies"] = {"ok": False}

@@ -1,6 +1,7 @@
-"""API-managed policies and capabilities: documents by name, each change bumping the policy version and
-audited ("<kind>_saved" with the document's hash, "<kind>_deleted") in one transaction. `DocumentTable`
-is the one implementation; `Policies` and `Capabilities` are its two tables."""
+"""API-managed policies and capabilities: documents by name, each change bumping the policy revision,
+recording the policy-set version it makes (when given one) and audited ("<kind>_saved" with the document's
+hash, "<kind>_deleted", each with the version) in one transaction. `DocumentTable` is the one
+implementation; `Policies` and `Capabilities` are its two tables."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aegis_sdk._wire.canonical import canonical_hash
 from aegis_sdk.models import Capability, Policy
 from aegis_server.store.database import Database, Room
+from aegis_server.store.policy_versions import NewPolicyVersion, PolicyVersions
 from aegis_server.store.records import StoredCapability, StoredPolicy
 from aegis_server.store.schema import capabilities, policies
 from aegis_server.store.server_settings import ServerSettings
@@ -39,6 +42,7 @@ class DocumentTable(Room, Generic[_Model, _Stored]):
     ) -> None:
         super().__init__(database)
         self._settings = settings
+        self._versions = PolicyVersions(database)
         self.table = table
         self.kind = kind
         self._model_type: type[_Model] = model
@@ -70,33 +74,67 @@ class DocumentTable(Room, Generic[_Model, _Stored]):
             row = (await conn.execute(sa.select(self.table).where(self.table.c.name == name))).first()
         return self._stored(row) if row is not None else None
 
-    async def put(self, document: _Model) -> _Stored:
-        """Create or replace the document of its name, bump the policy version and audit it as
-        "<kind>_saved" (with the document's hash), all in one transaction."""
-        table, name, content = self.table, document.name, document.model_dump(mode="json")
-        now = self._db.now()
-        async with self._db.write() as conn:
-            await conn.execute(
-                self._db.upsert(table)
-                .values(name=name, document=content, created_at=now, updated_at=now)
-                .on_conflict_do_update(index_elements=["name"], set_={"document": content, "updated_at": now})
-            )
-            await self._settings.bump_policy_revision(conn, now)
-            await self._db.audit(conn, now).append(
-                f"{self.kind}_saved", payload={"name": name, "sha256": canonical_hash(content)}
-            )
-            row = (await conn.execute(sa.select(table).where(table.c.name == name))).one()
-        return self._stored(row)
+    async def put(self, document: _Model, *, version: NewPolicyVersion | None = None) -> _Stored:
+        """Create or replace the document of its name, bump the policy revision, record `version` (the
+        policy set this makes, when given) and audit it as "<kind>_saved" (with the document's hash and the
+        version's number), all in one transaction."""
+        stored, _ = await self.put_versioned(document, version)
+        return stored
 
-    async def delete(self, name: str) -> bool:
-        """Delete a stored document (audited as "<kind>_deleted"); False when there is none of that name."""
+    async def put_versioned(self, document: _Model, version: NewPolicyVersion | None) -> tuple[_Stored, int | None]:
+        """`put`, returning the stored document and the number of the version recorded (None without one)."""
         now = self._db.now()
         async with self._db.write() as conn:
-            result = await conn.execute(sa.delete(self.table).where(self.table.c.name == name))
-            if result.rowcount != 1:
-                return False
-            await self._settings.bump_policy_revision(conn, now)
-            await self._db.audit(conn, now).append(f"{self.kind}_deleted", payload={"name": name})
+            content = await self.put_in(conn, document, now)
+            number = await self._version_in(conn, version, now)
+            payload: dict[str, Any] = {"name": document.name, "sha256": canonical_hash(content)}
+            if number is not None:
+                payload["policy_version"] = number
+            await self._db.audit(conn, now).append(f"{self.kind}_saved", payload=payload)
+            row = (await conn.execute(sa.select(self.table).where(self.table.c.name == document.name))).one()
+        return self._stored(row), number
+
+    async def delete(self, name: str, *, version: NewPolicyVersion | None = None) -> bool:
+        """Delete a stored document, recording `version` when given (audited as "<kind>_deleted" with the
+        version's number); False when there is none of that name (and nothing is written)."""
+        deleted, _ = await self.delete_versioned(name, version)
+        return deleted
+
+    async def delete_versioned(self, name: str, version: NewPolicyVersion | None) -> tuple[bool, int | None]:
+        """`delete`, returning whether a document was deleted and the number of the version recorded."""
+        now = self._db.now()
+        async with self._db.write() as conn:
+            if not await self.delete_in(conn, name, now):
+                return False, None
+            number = await self._version_in(conn, version, now)
+            payload: dict[str, Any] = {"name": name}
+            if number is not None:
+                payload["policy_version"] = number
+            await self._db.audit(conn, now).append(f"{self.kind}_deleted", payload=payload)
+        return True, number
+
+    async def _version_in(self, conn: AsyncConnection, version: NewPolicyVersion | None, now: datetime) -> int | None:
+        return await self._versions.insert_in(conn, version, now) if version is not None else None
+
+    async def put_in(self, conn: AsyncConnection, document: _Model, now: datetime) -> dict[str, Any]:
+        """Upsert `document` and bump the policy revision in the caller's write transaction (not audited:
+        the caller audits the change); returns the stored JSON content."""
+        content: dict[str, Any] = document.model_dump(mode="json")
+        await conn.execute(
+            self._db.upsert(self.table)
+            .values(name=document.name, document=content, created_at=now, updated_at=now)
+            .on_conflict_do_update(index_elements=["name"], set_={"document": content, "updated_at": now})
+        )
+        await self._settings.bump_policy_revision(conn, now)
+        return content
+
+    async def delete_in(self, conn: AsyncConnection, name: str, now: datetime) -> bool:
+        """Delete the document `name` and bump the policy revision in the caller's write transaction (not
+        audited); False, with nothing changed, when there is none of that name."""
+        result = await conn.execute(sa.delete(self.table).where(self.table.c.name == name))
+        if result.rowcount != 1:
+            return False
+        await self._settings.bump_policy_revision(conn, now)
         return True
 
 

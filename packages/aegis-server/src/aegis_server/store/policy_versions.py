@@ -6,18 +6,22 @@ stored change without its version, nor a version without its change."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aegis_sdk.models import Capability, Policy
-from aegis_server.store.database import Room
+from aegis_server.store.database import Database, Room
 from aegis_server.store.schema import policy_versions
+from aegis_server.store.server_settings import ServerSettings
 
-__all__ = ["CAUSES", "NewPolicyVersion", "PolicyVersion", "PolicyVersions"]
+if TYPE_CHECKING:
+    from aegis_server.store.documents import Capabilities, Policies
+
+__all__ = ["CAUSES", "ApiDocumentsReplacement", "NewPolicyVersion", "PolicyVersion", "PolicyVersions"]
 
 CAUSES: tuple[str, ...] = (
     "files_loaded",  # a server started (or reloaded) with policy files whose set differs from the latest version
@@ -26,6 +30,8 @@ CAUSES: tuple[str, ...] = (
     "capability_saved",
     "capability_deleted",
     "rollback",
+    # a replica reloading after another's change compiled a set no version holds (its policy files differ)
+    "replica_loaded",
 )
 """What can make a new version."""
 
@@ -76,6 +82,16 @@ class PolicyVersion:
         return self.sources.get(f"capability:{name}" if capability else name, "api")
 
 
+@dataclasses.dataclass(frozen=True)
+class ApiDocumentsReplacement:
+    """What a rollback writes: the API-defined documents to upsert and the names of those to delete."""
+
+    put_policies: Sequence[Policy] = ()
+    delete_policies: Sequence[str] = ()
+    put_capabilities: Sequence[Capability] = ()
+    delete_capabilities: Sequence[str] = ()
+
+
 def _version_from_row(row: Any) -> PolicyVersion:
     content = row.content
     return PolicyVersion(
@@ -94,6 +110,10 @@ def _version_from_row(row: Any) -> PolicyVersion:
 
 class PolicyVersions(Room):
     """The versions of the policy set of one database."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self._settings = ServerSettings(database)
 
     async def insert_in(self, conn: AsyncConnection, new: NewPolicyVersion, now: datetime) -> int:
         """Record `new` in the caller's write transaction and return its number. When the latest version has
@@ -151,3 +171,41 @@ class PolicyVersions(Room):
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
         return [_version_from_row(row) for row in rows]
+
+    async def number_of(self, digest: str) -> int | None:
+        """The newest version whose set has `digest` (None when no version has it)."""
+        async with self._db.read() as conn:
+            number = await conn.scalar(
+                sa.select(sa.func.max(policy_versions.c.version)).where(policy_versions.c.digest == digest)
+            )
+        return int(number) if number is not None else None
+
+    async def rollback_documents(
+        self,
+        *,
+        policies: Policies,
+        capabilities: Capabilities,
+        replacement: ApiDocumentsReplacement,
+        version: NewPolicyVersion,
+        audit_payload: Mapping[str, Any],
+    ) -> int:
+        """Write a rollback in one transaction: upsert and delete the API-defined documents of
+        `replacement`, bump the policy revision (other replicas reload), record `version` (always a new one)
+        and audit it as "policy_rollback" (`audit_payload` plus the new version's number as
+        `policy_version`). Returns the new version's number."""
+        now = self._db.now()
+        async with self._db.write() as conn:
+            for policy in replacement.put_policies:
+                await policies.put_in(conn, policy, now)
+            for name in replacement.delete_policies:
+                await policies.delete_in(conn, name, now)
+            for capability in replacement.put_capabilities:
+                await capabilities.put_in(conn, capability, now)
+            for name in replacement.delete_capabilities:
+                await capabilities.delete_in(conn, name, now)
+            await self._settings.bump_policy_revision(conn, now)
+            number = await self.insert_in(conn, version, now)
+            await self._db.audit(conn, now).append(
+                "policy_rollback", payload={**audit_payload, "policy_version": number}
+            )
+        return number
