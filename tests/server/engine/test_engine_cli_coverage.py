@@ -221,3 +221,20 @@ def test_bad_shadow_expectations_are_clear_errors(
     assert _run("policy", "test", str(cases), "--policy", str(policies)) == 1
     err = capsys.readouterr().err
     assert "cannot run the tests" in err and message in err
+
+
+def test_verbose_and_failures_print_the_shadow_entries(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    policies, cases = files
+    assert _run("policy", "test", str(cases), "--policy", str(policies), "-v") == 0
+    out = capsys.readouterr().out
+    assert "PASS  mid\n        reason: ALLOW by refunds/small" in out
+    assert (
+        "        shadow: refunds/strict would be DENY: DENY by refunds/strict: refunds over 50 would be denied" in out
+    )
+    cases.write_text(
+        "cases:\n  - {name: f, capability: payments.refund, parameters: {amount: 70, note: ok}, expect: DENY}\n"
+    )
+    assert _run("policy", "test", str(cases), "--policy", str(policies)) == 1
+    assert "        shadow: refunds/strict would be DENY" in capsys.readouterr().out

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from aegis_sdk.models import Outcome, PolicyProblem, PolicyValidation, Proposal
+from aegis_sdk.models import Outcome, PolicyProblem, PolicyValidation, Proposal, ShadowOutcome
 from aegis_server.cli.policy_coverage import Coverage
 from aegis_server.engine import (
     EngineConfig,
@@ -89,7 +89,9 @@ def add_policy_commands(subparsers: Any) -> None:
         metavar="PATH",
         help=f"policy file or folder; repeat for several (default: {DEFAULT_POLICY_PATH})",
     )
-    test.add_argument("-v", "--verbose", action="store_true", help="also print the reason of passing cases")
+    test.add_argument(
+        "-v", "--verbose", action="store_true", help="also print the reason (and shadow entries) of passing cases"
+    )
     test.add_argument(
         "--coverage",
         action="store_true",
@@ -318,6 +320,12 @@ class _CaseResult:
     mismatches: list[str]
     detail: str  # the reason, or what happened instead of a decision
     matches: RuleMatches = _NONE_REACHED  # the rules the case's proposal reached
+    shadow: tuple[ShadowOutcome, ...] = ()
+
+    def print_details(self) -> None:
+        print(f"        reason: {self.detail}")
+        for entry in self.shadow:
+            print(f"        shadow: {entry.policy_id} would be {entry.outcome}: {entry.reason}")
 
 
 def _run_case(case: _Case, policy_set: PolicySet, now: datetime, config: EngineConfig) -> _CaseResult:
@@ -339,8 +347,8 @@ def _run_case(case: _Case, policy_set: PolicySet, now: datetime, config: EngineC
         return _CaseResult([f"expected {case.expect.outcome or case.expect.error}, got {got}: {exc}"], got)
     if case.expect.error is not None:
         mismatch = f"expected error {case.expect.error}, got {evaluation.outcome}"
-        return _CaseResult([mismatch], evaluation.reason, matches)
-    return _CaseResult(_mismatches(case, evaluation), evaluation.reason, matches)
+        return _CaseResult([mismatch], evaluation.reason, matches, evaluation.shadow)
+    return _CaseResult(_mismatches(case, evaluation), evaluation.reason, matches, evaluation.shadow)
 
 
 def run_test(args: argparse.Namespace) -> int:
@@ -376,11 +384,11 @@ def run_test(args: argparse.Namespace) -> int:
             print(f"FAIL  {case.name}")
             for mismatch in result.mismatches:
                 print(f"        {mismatch}")
-            print(f"        reason: {result.detail}")
+            result.print_details()
         else:
             print(f"PASS  {case.name}")
             if getattr(args, "verbose", False):
-                print(f"        {result.detail}")
+                result.print_details()
     total = len(cases_file.cases)
     print("-" * 60)
     print(f"PASS: {total - failed}/{total}" + (f"   FAIL: {failed}/{total}" if failed else ""))
