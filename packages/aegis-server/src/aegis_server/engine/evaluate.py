@@ -19,6 +19,9 @@ Semantics (docs/policies.md explains them with examples):
 6. Risk = base risk of the capability's level + the `risk` adjustments of the matching rules, clamped to
    0..1 and rounded to 4 places. An ALLOW whose risk is above `EngineConfig.escalate_threshold`
    becomes ESCALATE.
+7. Rules in shadow mode never change 1-6. Each one that matched or failed gets a `ShadowOutcome`: the
+   decision had it alone been enforced with the enforced rules. They share one condition budget of their
+   own; each entry words its own error, and one over the budget does not stop the next from running.
 """
 
 from __future__ import annotations
