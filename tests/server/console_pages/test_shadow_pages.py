@@ -174,3 +174,21 @@ async def test_the_policies_page_shows_the_active_version(
     text = text_of((await client.get("/console/policies")).text)
     assert "Active version 12" in text
     assert "in shadow mode" not in text  # no shadow rules: nothing said about them
+
+
+async def test_a_rule_id_with_markup_is_text_on_both_pages(server: InProcessServer, browser: Browser) -> None:
+    hostile = "<img src=x onerror=alert(1)>"
+    body = {
+        "name": "evil",
+        "mode": "shadow",
+        "rules": [{"id": hostile, "capability": "files.delete", "outcome": "ALLOW"}],
+    }
+    await add_policies(server, body)
+    decision = await propose(server, "files.delete")
+    assert decision["shadow"][0]["policy_id"] == f"evil/{hostile}"
+    client = await browser(["governance:read"])
+    for path in (f"/console/decisions/{decision['decision_id']}", "/console/policies"):
+        page = await client.get(path)
+        assert page.status_code == 200
+        assert hostile not in page.text and "&lt;img src=x onerror=alert(1)&gt;" in page.text
+        no_inline_code(page)
