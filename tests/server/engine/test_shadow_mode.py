@@ -86,7 +86,6 @@ def test_an_entry_is_the_decision_had_the_rule_been_enforced_with_the_enforced_r
     for shadow_rule in SHADOW_RULES[:2]:
         promoted = decide([*BASE, enforced("try", shadow_rule)], data)
         entry = next(e for e in result.shadow if e.policy_id == f"try/{shadow_rule.id}")
-        # The rule's index differs once alone in its policy, so compare with its id in the enforced reason.
         assert entry == ShadowOutcome(policy_id=entry.policy_id, outcome=promoted.outcome, reason=promoted.reason)
 
 
