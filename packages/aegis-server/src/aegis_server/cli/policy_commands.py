@@ -146,6 +146,7 @@ def run_validate(args: argparse.Namespace) -> int:
                     "capabilities": len(policy_set.capabilities),
                     "policies": len(policy_set.policies),
                     "rules": policy_set.rule_count,
+                    "shadow_rules": policy_set.shadow_rule_count,
                     "warnings": [w.model_dump(mode="json") for w in policy_set.warnings],
                 },
                 indent=2,
@@ -153,9 +154,10 @@ def run_validate(args: argparse.Namespace) -> int:
         )
         return 0
     enabled = len(policy_set.enabled_policies)
+    shadow = f" ({policy_set.shadow_rule_count} in shadow mode)" if policy_set.shadow_rule_count else ""
     print(
         f"OK: {len(policy_set.capabilities)} capabilities, {len(policy_set.policies)} policies "
-        f"({enabled} enabled), {policy_set.rule_count} active rules in {', '.join(map(str, paths))}"
+        f"({enabled} enabled), {policy_set.rule_count} active rules{shadow} in {', '.join(map(str, paths))}"
     )
     print(f"digest: {policy_set.digest}")
     for warning in policy_set.warnings:
