@@ -2,9 +2,12 @@
 
 - `policy validate [PATH...]` compiles the files and folders (default `examples/policies`) exactly as the
   server would: exit 0 with a summary, or exit 1 listing every problem with its file, policy and rule.
-- `policy test CASES.yaml [--policy PATH]...` runs a table of proposals against the policies and compares
-  outcome (and optionally policy ids, constraints, risk, review timeout, a reason fragment or an expected
-  error); it prints each mismatch and exits 1 if any case fails, like `opa test`.
+- `policy test CASES.yaml [--policy PATH]... [--coverage] [--fail-under PERCENT]` runs a table of proposals
+  against the policies and compares outcome (and optionally policy ids, constraints, risk, review timeout, a
+  reason fragment, the shadow entries or an expected error); it prints each mismatch and exits 1 if any case
+  fails, like `opa test`. `--coverage` then lists every rule with how many cases made it match and names the
+  rules no case reached; unreached rules change the exit code only under `--fail-under` (exit 1 when the
+  share of rules reached is below PERCENT).
 
 The handlers are plain functions (`run_validate(args)`, `run_test(args)`) returning the exit code; the
 sub-commands set both `handler` and `func` to them on the parsed namespace.
@@ -16,13 +19,15 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from aegis_sdk.models import Outcome, PolicyProblem, PolicyValidation, Proposal
+from aegis_sdk.models import Outcome, PolicyProblem, PolicyValidation, Proposal, ShadowOutcome
+from aegis_server.cli.policy_coverage import Coverage
 from aegis_server.cli.policy_versions import add_policy_version_commands
 from aegis_server.engine import (
     EngineConfig,
@@ -30,8 +35,9 @@ from aegis_server.engine import (
     ParameterSchemaError,
     PolicySet,
     PolicySetError,
+    RuleMatches,
     UnknownCapabilityError,
-    evaluate,
+    evaluate_traced,
     format_problem,
 )
 from aegis_server.policies.files import load_policy_set, read_yaml_file
@@ -84,9 +90,32 @@ def add_policy_commands(subparsers: Any) -> None:
         metavar="PATH",
         help=f"policy file or folder; repeat for several (default: {DEFAULT_POLICY_PATH})",
     )
-    test.add_argument("-v", "--verbose", action="store_true", help="also print the reason of passing cases")
+    test.add_argument(
+        "-v", "--verbose", action="store_true", help="also print the reason (and shadow entries) of passing cases"
+    )
+    test.add_argument(
+        "--coverage",
+        action="store_true",
+        help="list every rule with how many cases made it match, and the rules no case reached",
+    )
+    test.add_argument(
+        "--fail-under",
+        type=_percent,
+        metavar="PERCENT",
+        help="exit 1 when fewer than PERCENT %% of the rules were reached (implies --coverage)",
+    )
     test.set_defaults(handler=run_test, func=run_test)
     add_policy_version_commands(commands)
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage: give a number from 0 to 100, e.g. 80")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,6 +148,7 @@ def run_validate(args: argparse.Namespace) -> int:
                     "capabilities": len(policy_set.capabilities),
                     "policies": len(policy_set.policies),
                     "rules": policy_set.rule_count,
+                    "shadow_rules": policy_set.shadow_rule_count,
                     "warnings": [w.model_dump(mode="json") for w in policy_set.warnings],
                 },
                 indent=2,
@@ -126,9 +156,10 @@ def run_validate(args: argparse.Namespace) -> int:
         )
         return 0
     enabled = len(policy_set.enabled_policies)
+    shadow = f" ({policy_set.shadow_rule_count} in shadow mode)" if policy_set.shadow_rule_count else ""
     print(
         f"OK: {len(policy_set.capabilities)} capabilities, {len(policy_set.policies)} policies "
-        f"({enabled} enabled), {policy_set.rule_count} active rules in {', '.join(map(str, paths))}"
+        f"({enabled} enabled), {policy_set.rule_count} active rules{shadow} in {', '.join(map(str, paths))}"
     )
     print(f"digest: {policy_set.digest}")
     for warning in policy_set.warnings:
@@ -141,6 +172,16 @@ def run_validate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+class _ExpectShadow(BaseModel):
+    """One shadow entry a case expects: the rule's policy id, its would-be outcome, optionally a reason fragment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy_id: str = Field(min_length=1)
+    outcome: Outcome
+    reason_contains: str | None = None
+
+
 class _Expect(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -151,11 +192,19 @@ class _Expect(BaseModel):
     risk_score: float | None = Field(default=None, ge=0.0, le=1.0)
     review_timeout_seconds: int | None = None
     reason_contains: str | None = None
+    shadow: list[_ExpectShadow] | None = None
+    """Every shadow entry the decision carries (none more; `[]` = none); not compared when absent."""
 
     @model_validator(mode="after")
     def _one_expectation(self) -> _Expect:
         if (self.outcome is None) == (self.error is None):
             raise ValueError("expect exactly one of `outcome` (ALLOW, DENY, ESCALATE, REQUIRE_CONFIRMATION) or `error`")
+        if self.shadow is not None:
+            ids = [entry.policy_id for entry in self.shadow]
+            if self.error is not None:
+                raise ValueError("`shadow` goes with an expected `outcome`: a proposal that errors has no decision")
+            if len(set(ids)) != len(ids):
+                raise ValueError("`shadow` lists a policy_id twice: a rule has at most one shadow entry")
         return self
 
 
@@ -241,34 +290,74 @@ def _mismatches(case: _Case, evaluation: Evaluation) -> list[str]:
         )
     if expect.reason_contains is not None and expect.reason_contains not in evaluation.reason:
         problems.append(f"reason: expected it to contain {expect.reason_contains!r}")
+    if expect.shadow is not None:
+        problems.extend(_shadow_mismatches(expect.shadow, evaluation))
     return problems
 
 
-def _run_case(case: _Case, policy_set: PolicySet, now: datetime, config: EngineConfig) -> tuple[list[str], str]:
-    """Return (mismatches, what happened)."""
+def _shadow_mismatches(expected: list[_ExpectShadow], evaluation: Evaluation) -> list[str]:
+    actual = {entry.policy_id: entry for entry in evaluation.shadow}
+    problems: list[str] = []
+    for want in expected:
+        got = actual.pop(want.policy_id, None)
+        if got is None:
+            problems.append(f"shadow: expected an entry {want.policy_id} {want.outcome}, got none for that rule")
+            continue
+        if got.outcome != want.outcome:
+            problems.append(f"shadow: {want.policy_id}: expected {want.outcome}, got {got.outcome} ({got.reason})")
+        if want.reason_contains is not None and want.reason_contains not in got.reason:
+            problems.append(
+                f"shadow: {want.policy_id}: expected its reason to contain {want.reason_contains!r}, got {got.reason!r}"
+            )
+    problems.extend(
+        f"shadow: unexpected entry {entry.policy_id} {entry.outcome} ({entry.reason}); list it under `shadow`"
+        for entry in actual.values()
+    )
+    return problems
+
+
+_NONE_REACHED = RuleMatches()
+
+
+@dataclass(frozen=True)
+class _CaseResult:
+    mismatches: list[str]
+    detail: str  # the reason, or what happened instead of a decision
+    matches: RuleMatches = _NONE_REACHED  # the rules the case's proposal reached
+    shadow: tuple[ShadowOutcome, ...] = ()
+
+    def print_details(self) -> None:
+        print(f"        reason: {self.detail}")
+        for entry in self.shadow:
+            print(f"        shadow: {entry.policy_id} would be {entry.outcome}: {entry.reason}")
+
+
+def _run_case(case: _Case, policy_set: PolicySet, now: datetime, config: EngineConfig) -> _CaseResult:
     try:
         proposal = case.build_proposal()
     except (ValueError, ValidationError) as exc:
-        return [f"the case's proposal is invalid: {exc}"], "invalid case"
+        return _CaseResult([f"the case's proposal is invalid: {exc}"], "invalid case")
     try:
-        evaluation = evaluate(proposal, policy_set, now=case.now or now, config=config)
+        evaluation, matches = evaluate_traced(proposal, policy_set, now=case.now or now, config=config)
     except UnknownCapabilityError as exc:
         got = "error unknown_capability"
         if case.expect.error == "unknown_capability":
-            return [], f"{got}: {exc}"
-        return [f"expected {case.expect.outcome or case.expect.error}, got {got}: {exc}"], got
+            return _CaseResult([], f"{got}: {exc}")
+        return _CaseResult([f"expected {case.expect.outcome or case.expect.error}, got {got}: {exc}"], got)
     except ParameterSchemaError as exc:
         got = "error invalid_parameters"
         if case.expect.error == "invalid_parameters":
-            return [], f"{got}: {exc}"
-        return [f"expected {case.expect.outcome or case.expect.error}, got {got}: {exc}"], got
+            return _CaseResult([], f"{got}: {exc}")
+        return _CaseResult([f"expected {case.expect.outcome or case.expect.error}, got {got}: {exc}"], got)
     if case.expect.error is not None:
-        return [f"expected error {case.expect.error}, got {evaluation.outcome}"], evaluation.reason
-    return _mismatches(case, evaluation), evaluation.reason
+        mismatch = f"expected error {case.expect.error}, got {evaluation.outcome}"
+        return _CaseResult([mismatch], evaluation.reason, matches, evaluation.shadow)
+    return _CaseResult(_mismatches(case, evaluation), evaluation.reason, matches, evaluation.shadow)
 
 
 def run_test(args: argparse.Namespace) -> int:
-    """Run the cases file against the policies; print PASS/FAIL per case; exit 1 on any failure."""
+    """Run the cases file against the policies; print PASS/FAIL per case (and the coverage when asked); exit 1
+    on any failure, or when the coverage is under `--fail-under`."""
     paths: list[Path] = list(args.policy_paths or [DEFAULT_POLICY_PATH])
     try:
         policy_set = load_policy_set(paths)
@@ -287,20 +376,32 @@ def run_test(args: argparse.Namespace) -> int:
         return 1
 
     now = cases_file.now or _DEFAULT_NOW
+    fail_under: float | None = getattr(args, "fail_under", None)
+    coverage = Coverage(policy_set) if getattr(args, "coverage", False) or fail_under is not None else None
     failed = 0
     for case in cases_file.cases:
-        mismatches, detail = _run_case(case, policy_set, now, config)
-        if mismatches:
+        result = _run_case(case, policy_set, now, config)
+        if coverage is not None:
+            coverage.record(result.matches)
+        if result.mismatches:
             failed += 1
             print(f"FAIL  {case.name}")
-            for mismatch in mismatches:
+            for mismatch in result.mismatches:
                 print(f"        {mismatch}")
-            print(f"        reason: {detail}")
+            result.print_details()
         else:
             print(f"PASS  {case.name}")
             if getattr(args, "verbose", False):
-                print(f"        {detail}")
+                result.print_details()
     total = len(cases_file.cases)
     print("-" * 60)
     print(f"PASS: {total - failed}/{total}" + (f"   FAIL: {failed}/{total}" if failed else ""))
+    if coverage is None:
+        return 1 if failed else 0
+    print("-" * 60)
+    for line in coverage.report():
+        print(line)
+    if fail_under is not None and coverage.percent < fail_under:
+        print(f"FAIL: coverage {coverage.percent:.1f}% is under --fail-under {fail_under:g}%")
+        return 1
     return 1 if failed else 0

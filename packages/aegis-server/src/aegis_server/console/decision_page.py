@@ -1,7 +1,8 @@
-"""The decision page: one decision as it stands (outcome, reason, risk, constraints, rules, review), the
-state of its confirmation/approval token (never the token itself), its execution report and its whole
-audit trail. Keys with governance:read or governance:review see the decision; the trail needs audit:read,
-as `GET /api/v1/audit/log/{id}` does.
+"""The decision page: one decision as it stands (outcome, reason, risk, constraints, rules, the policy
+version it was made under, what the rules in shadow mode would have decided, review), the state of its
+confirmation/approval token (never the token itself), its execution report and its whole audit trail. Keys
+with governance:read or governance:review see the decision; the trail needs audit:read, as
+`GET /api/v1/audit/log/{id}` does.
 """
 
 from __future__ import annotations

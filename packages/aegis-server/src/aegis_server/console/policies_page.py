@@ -1,6 +1,7 @@
-"""`/console/policies` (scope governance:read or policies:manage): the active policy set, read-only. Each
-policy with where it comes from (its file, or the API), its digest and its rules; each capability with its
-parameter schema and the fields marked `"x-sensitive": true`."""
+"""`/console/policies` (scope governance:read or policies:manage): the active policy set, read-only: its
+version. Each policy with where it comes from (its file, or the API), its digest and its rules, with a badge
+on what is in shadow mode; each capability with its parameter schema and the fields marked
+`"x-sensitive": true`."""
 
 from __future__ import annotations
 
@@ -90,6 +91,9 @@ def _policy_view(policy: Policy, manager: PolicyManager) -> dict[str, Any]:
             "priority": rule.priority,
             "risk": rule.risk,
             "review_timeout_seconds": rule.review_timeout_seconds,
+            "mode": rule.mode or policy.mode,
+            # A rule that enforces inside a shadow-mode policy: said beside it, as it is easily missed.
+            "mode_explicit": rule.mode is not None and rule.mode != policy.mode,
         }
         for index, rule in enumerate(policy.rules)
     ]
@@ -97,6 +101,7 @@ def _policy_view(policy: Policy, manager: PolicyManager) -> dict[str, Any]:
         "name": policy.name,
         "description": policy.description,
         "enabled": policy.enabled,
+        "mode": policy.mode,
         "source": manager.source_of(policy.name) or API_SOURCE,
         "digest": item_digest(policy),
         "rules": rules,
@@ -130,6 +135,8 @@ async def policies_page(
     context = {
         "digest": active.digest,
         "rule_count": active.rule_count,
+        "shadow_rule_count": active.shadow_rule_count,
+        "version": active.version,
         "revision": revision or None,
         "paths": [str(path) for path in manager.paths],
         "warnings": active.warnings,

@@ -10,7 +10,7 @@ from ._cel import SCOPE_VARIABLES, re_match
 from ._sensitive import SENSITIVE_PREFIX, hash_value, keyed_digest, value_key_from_secret
 from .config import BASE_RISK, STRICTNESS, EngineConfig
 from .errors import ParameterSchemaError, PolicySetError, UnknownCapabilityError, format_problem
-from .evaluate import Evaluation, evaluate
+from .evaluate import Evaluation, RuleMatches, evaluate, evaluate_traced
 from .policy_set import CompiledCapability, CompiledRule, PolicySet, compile_policy_set
 
 __all__ = [
@@ -25,9 +25,11 @@ __all__ = [
     "ParameterSchemaError",
     "PolicySet",
     "PolicySetError",
+    "RuleMatches",
     "UnknownCapabilityError",
     "compile_policy_set",
     "evaluate",
+    "evaluate_traced",
     "format_problem",
     "hash_value",
     "keyed_digest",

@@ -19,6 +19,9 @@ Semantics (docs/policies.md explains them with examples):
 6. Risk = base risk of the capability's level + the `risk` adjustments of the matching rules, clamped to
    0..1 and rounded to 4 places. An ALLOW whose risk is above `EngineConfig.escalate_threshold`
    becomes ESCALATE.
+7. Rules in shadow mode never change 1-6. Each one that matched or failed gets a `ShadowOutcome`: the
+   decision had it alone been enforced with the enforced rules. They share one condition budget of their
+   own; each entry words its own error, and one over the budget does not stop the next from running.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from .config import EngineConfig
 from .errors import UnknownCapabilityError
 from .policy_set import CompiledCapability, CompiledRule, PolicySet
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "RuleMatches", "evaluate", "evaluate_traced"]
 
 _DEFAULT_CONFIG = EngineConfig()
 _MAX_ERROR_TEXT = 300
@@ -62,6 +65,18 @@ class Evaluation:
     """What each matching rule in shadow mode would have decided (see `ShadowOutcome`); never enforced."""
 
 
+@dataclass(frozen=True)
+class RuleMatches:
+    """Which candidate rules (enforced and shadow) one proposal reached, by policy id in the canonical order:
+    `matched` = the condition was true; `failed` = it could not be evaluated (an error, or over the budget)."""
+
+    matched: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+
+_NO_MATCHES = RuleMatches()
+
+
 def evaluate(
     proposal: Proposal,
     policy_set: PolicySet,
@@ -73,6 +88,38 @@ def evaluate(
 
     Raises `UnknownCapabilityError` or `ParameterSchemaError`; never raises for a failing condition.
     """
+    return _evaluate(proposal, policy_set, now, config)[0]
+
+
+def evaluate_traced(
+    proposal: Proposal,
+    policy_set: PolicySet,
+    *,
+    now: datetime,
+    config: EngineConfig = _DEFAULT_CONFIG,
+) -> tuple[Evaluation, RuleMatches]:
+    """`evaluate`, plus which rules the proposal made match (what `policy test --coverage` counts)."""
+    evaluation, enforced, shadow_results = _evaluate(proposal, policy_set, now, config)
+    if enforced is None:
+        return evaluation, _NO_MATCHES
+    shadow = shadow_results or _Results()
+    rules = sorted(
+        [*enforced.matched, *shadow.matched]
+        + [r for r, _ in (*enforced.failed, *shadow.failed)]
+        + [r for r, _, _ in (*enforced.over_budget, *shadow.over_budget)],
+        key=lambda rule: rule.order,
+    )
+    matched = {id(rule) for rule in (*enforced.matched, *shadow.matched)}
+    return evaluation, RuleMatches(
+        matched=tuple(rule.policy_id for rule in rules if id(rule) in matched),
+        failed=tuple(rule.policy_id for rule in rules if id(rule) not in matched),
+    )
+
+
+def _evaluate(
+    proposal: Proposal, policy_set: PolicySet, now: datetime, config: EngineConfig
+) -> tuple[Evaluation, _Results | None, _Results | None]:
+    """The evaluation, and the results of the enforced and of the shadow rules' conditions (None: none ran)."""
     name = proposal.action.capability
     compiled = policy_set.compiled(name)
     if compiled is None:
@@ -81,7 +128,7 @@ def evaluate(
     compiled.schema.validate(name, parameters)
     audit_parameters = compiled.schema.redact(parameters, config.value_key)
     if not compiled.rules and not compiled.shadow_rules:
-        return _no_rule_applies(compiled, audit_parameters)
+        return _no_rule_applies(compiled, audit_parameters), None, None
 
     run = _ConditionRun(compiled, _scope(compiled, proposal, now), parameters, config)
     enforced = run.conditions(compiled.rules)
@@ -90,21 +137,23 @@ def evaluate(
     else:
         evaluation = _no_rule_applies(compiled, audit_parameters)
     if not compiled.shadow_rules:
-        return evaluation
-    shadow = _shadow_outcomes(compiled, enforced, run.conditions(compiled.shadow_rules), audit_parameters, config)
-    return dataclasses.replace(evaluation, shadow=shadow) if shadow else evaluation
+        return evaluation, enforced, None
+    # Each shadow rule's entry stands alone: every failure is worded, and a rule over the budget leaves what is
+    # left of it to the next ones (the shadow rules share one budget, apart from the enforced rules').
+    shadow_results = run.conditions(compiled.shadow_rules, independent=True)
+    shadow = _shadow_outcomes(compiled, enforced, shadow_results, audit_parameters, config)
+    return (dataclasses.replace(evaluation, shadow=shadow) if shadow else evaluation), enforced, shadow_results
 
 
 @dataclass
 class _Results:
     """What evaluating some rules' conditions gave: the rules that matched, those whose condition failed (with
-    the error's text), those over the evaluation budget (with their estimate), and what the rules before the
-    first of those had spent."""
+    the error's text), and those over the evaluation budget (with their estimate and what the rules before
+    them had spent of it)."""
 
     matched: list[CompiledRule] = field(default_factory=list)
     failed: list[tuple[CompiledRule, str]] = field(default_factory=list)
-    over_budget: list[tuple[CompiledRule, int]] = field(default_factory=list)
-    spent_before: int = 0
+    over_budget: list[tuple[CompiledRule, int, int]] = field(default_factory=list)
 
     def with_rule(self, rule: CompiledRule, other: _Results) -> _Results:
         """These results plus what `other` (the results of `rule` alone) says of `rule`."""
@@ -112,7 +161,6 @@ class _Results:
             matched=self.matched + [r for r in other.matched if r is rule],
             failed=self.failed + [f for f in other.failed if f[0] is rule],
             over_budget=self.over_budget + [o for o in other.over_budget if o[0] is rule],
-            spent_before=self.spent_before if self.over_budget else other.spent_before,
         )
 
 
@@ -133,7 +181,11 @@ class _ConditionRun:
         self._scope_units = 0
         self._secrets: _Secrets | None = None  # the values to keep out of error texts, found on the first error
 
-    def conditions(self, rules: Sequence[CompiledRule]) -> _Results:
+    def conditions(self, rules: Sequence[CompiledRule], *, independent: bool = False) -> _Results:
+        """The results of `rules`' conditions under one budget. The enforced rules make one decision: only the
+        first failure is worded, and once a rule is over the budget no further condition runs. With
+        `independent` (the shadow rules, each with an entry of its own) every failure is worded, and a rule
+        over the budget leaves the rest of the budget to the next rules."""
         compiled, scope, config = self._compiled, self._scope, self._config
         results = _Results()
         matched, failed, over_budget = results.matched, results.failed, results.over_budget
@@ -164,10 +216,9 @@ class _ConditionRun:
                 except Exception:  # fail closed: a cost that cannot be estimated is not within the budget
                     estimated = remaining + 1
                 if estimated > remaining:
-                    over_budget.append((rule, estimated))
-                    if len(over_budget) == 1:
-                        results.spent_before = spent
-                    spent = config.condition_cost_budget  # spent: no further condition runs on the library
+                    over_budget.append((rule, estimated, spent))
+                    if not independent:
+                        spent = config.condition_cost_budget  # the decision is a DENY: no further condition runs
                     continue
                 spent += estimated
                 try:
@@ -175,7 +226,7 @@ class _ConditionRun:
                         self._context = new_context(self._projected)
                     result = condition.program.execute(self._context)
                 except Exception as exc:  # fail closed on anything the evaluator raises
-                    if failed:  # only the first failure's error is worded in the reason
+                    if failed and not independent:  # only the first failure's error is worded in the reason
                         failed.append((rule, ""))
                         continue
                     failed.append((rule, _error_text(exc, self._secrets_of_proposal())))
@@ -222,7 +273,7 @@ def _shadow_outcomes(
     the enforced rules, in the shadow rules' canonical order."""
     involved = {id(rule) for rule in shadow.matched}
     involved.update(id(rule) for rule, _ in shadow.failed)
-    involved.update(id(rule) for rule, _ in shadow.over_budget)
+    involved.update(id(rule) for rule, _, _ in shadow.over_budget)
     outcomes: list[ShadowOutcome] = []
     for rule in compiled.shadow_rules:
         if id(rule) not in involved:
@@ -240,9 +291,7 @@ def _conclude(
     risk, risk_text = _risk(compiled, matched)
 
     if over_budget:
-        return _over_budget(
-            over_budget, failed, matched, risk, risk_text, audit_parameters, config, results.spent_before
-        )
+        return _over_budget(over_budget, failed, matched, risk, risk_text, audit_parameters, config)
     if failed:
         return _fail_closed(failed, matched, risk, risk_text, audit_parameters)
 
@@ -482,16 +531,15 @@ def _fail_closed(
 
 
 def _over_budget(
-    over_budget: Sequence[tuple[CompiledRule, int]],
+    over_budget: Sequence[tuple[CompiledRule, int, int]],
     failed: Sequence[tuple[CompiledRule, str]],
     matched: Sequence[CompiledRule],
     risk: float,
     risk_text: str,
     audit_parameters: dict[str, Any],
     config: EngineConfig,
-    spent_before: int,
 ) -> Evaluation:
-    first, estimated = over_budget[0]
+    first, estimated, spent_before = over_budget[0]
     others = len(over_budget) - 1 + len(failed)
     more = f" (and {others} more failing condition{'s' if others > 1 else ''})" if others else ""
     budget = config.condition_cost_budget
@@ -511,7 +559,7 @@ def _over_budget(
         f"per proposal){more}; send less data (shorter lists) or rewrite the conditions (no nested comprehensions "
         f"over the same list, fewer costly rules per capability); {risk_text}"
     )
-    ids = [rule.policy_id for rule, _ in over_budget] + [rule.policy_id for rule, _ in failed]
+    ids = [rule.policy_id for rule, _, _ in over_budget] + [rule.policy_id for rule, _ in failed]
     return _denied_unevaluated(reason, ids, matched, risk, audit_parameters)
 
 
