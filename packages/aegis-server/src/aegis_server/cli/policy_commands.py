@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aegis_sdk.models import Outcome, PolicyProblem, PolicyValidation, Proposal
+from aegis_server.cli.policy_replay import add_replay_command
 from aegis_server.engine import (
     EngineConfig,
     Evaluation,
@@ -85,6 +86,7 @@ def add_policy_commands(subparsers: Any) -> None:
     )
     test.add_argument("-v", "--verbose", action="store_true", help="also print the reason of passing cases")
     test.set_defaults(handler=run_test, func=run_test)
+    add_replay_command(commands)
 
 
 # ---------------------------------------------------------------------------------------------
