@@ -3,7 +3,8 @@
 - seeding: a fresh SQLite database (migrated by the store) gets 1,000,000 decided proposals written directly
   (stdlib sqlite3, one transaction): `decisions` rows and their "proposal" and "decision" audit records, over
   seven days, for a mix of five capabilities, one with an `x-sensitive` field (a card number, stored as its
-  keyed hash), and 2% confirmation resubmissions. The outcomes are the original policy set's, from the engine
+  keyed hash), and confirmation resubmissions (about 4% of the rows, each consuming the token of a
+  REQUIRE_CONFIRMATION). The outcomes are the original policy set's, from the engine
   (a pool of distinct proposals decided once and repeated). The audit records are NOT chain-valid (their
   `previous_hash`/`hash` are placeholders): the replay reader never checks the chain;
 - `replay`: `aegis-server policy replay --since 8d --candidate DIR --json` in a subprocess, timed end to end
@@ -11,7 +12,8 @@
 - baseline: the raw read of the same rows (`SELECT payload` of every "proposal" record, stdlib sqlite3, no
   parsing) in this process: the floor of any replay; the ratio is replay / raw read.
 
-Run alone: `python -m bench.replay` (prints JSON; `--quick` for 100,000 proposals). Not a pass/fail test.
+Run alone: `python -m bench.replay` (prints JSON and writes bench/results/replay.json; `--quick` for 100,000
+proposals, nothing written). Not a pass/fail test.
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ import yaml
 from aegis_sdk.models import Capability, Policy, Proposal
 from aegis_server.engine import EngineConfig, compile_policy_set, evaluate
 
+from ._common import RESULTS_DIR, dump_json, machine
+
 PROPOSALS = 1_000_000
 TARGET_SECONDS = 60.0
 POOL = 20_000  # distinct proposals decided by the engine, repeated to fill the table
-CONFIRMATION_SHARE = 0.02
+CONFIRMATION_CHANCE = 0.08  # that a REQUIRE_CONFIRMATION is confirmed by the next row
 DAYS = 7
 
 
@@ -286,7 +290,7 @@ def seed(path: Path, proposals: int, start: datetime) -> dict[str, Any]:
             parent = None
             payload = item["payload"]
             outcome = item["outcome"]
-            if last_confirmable is not None and rng.random() < CONFIRMATION_SHARE * 4:
+            if last_confirmable is not None and rng.random() < CONFIRMATION_CHANCE:
                 parent, last_confirmable, outcome = last_confirmable, None, "ALLOW"
                 payload = payload.replace('"confirmation":false', '"confirmation":true')
             elif outcome == "REQUIRE_CONFIRMATION":
@@ -391,7 +395,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             sys.executable, "-m", "aegis_server", "policy", "replay", "--since", f"{DAYS + 1}d",
             "--candidate", str(candidate), "--db", f"sqlite:///{database}", "--json",
         ]  # fmt: skip
-        env = {**os.environ, "AEGIS_AUDIT_DIR": str(directory)}
+        env = {**os.environ, "AEGIS_AUDIT_CHECKPOINT_DIR": str(directory)}
         t1 = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         replay_s = time.perf_counter() - t1
@@ -420,7 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100,000 proposals instead of 1,000,000")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.quick), indent=2))
+    results = {"machine": machine(), **run(args.quick)}
+    if not args.quick:
+        dump_json(RESULTS_DIR / "replay.json", results)
+    print(json.dumps(results, indent=2))
     return 0
 
 
