@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aegis_sdk.models import Capability, Policy
 from aegis_server.engine import PolicySet, compile_policy_set
@@ -72,12 +72,12 @@ async def latest_candidate(store: Any) -> Candidate:
     return _compiled_version(recorded, "active")
 
 
-def _compiled_version(recorded: Any, kind: str) -> Candidate:
+def _compiled_version(recorded: Any, kind: Literal["version", "active"]) -> Candidate:
     policy_set = compile_policy_set(recorded.policies, recorded.capabilities, sources=recorded.sources)
     policy_set = dataclasses.replace(policy_set, version=recorded.version)
     return Candidate(
         policy_set,
-        CandidateDescription(kind=kind, version=recorded.version, digest=policy_set.digest),  # type: ignore[arg-type]
+        CandidateDescription(kind=kind, version=recorded.version, digest=policy_set.digest),
     )
 
 
