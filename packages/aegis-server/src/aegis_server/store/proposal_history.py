@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_SLICE", "ProposalHistory", "SequenceRange", "StoredProposal"
 DEFAULT_SLICE = 20_000
 """Audit sequence numbers read per query (about half of them are "proposal" records)."""
 
-_REDACTED_MARK = "hmac-sha256:"
+_REDACTED_MARK = "hmac-sha256:"  # engine.SENSITIVE_PREFIX; the store does not import the engine
 
 # One slice, for the driver itself (`exec_driver_sql`: no SQLAlchemy processing per row, a third of the read's
 # time), with its placeholders. On PostgreSQL the JSON columns come as text, parsed here with orjson rather than
@@ -52,7 +52,7 @@ _POSTGRES_SLICE = (
     "SELECT "
     + _SLICE_COLUMNS.format(payload="CAST(a.payload AS TEXT)", policy_ids="CAST(d.policy_ids AS TEXT)")
     + _SLICE_FROM.format(first="$1", end="$2")
-)  # engine.SENSITIVE_PREFIX; the store does not import the engine
+)
 
 
 class StoredProposal(NamedTuple):
