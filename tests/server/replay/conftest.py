@@ -40,6 +40,7 @@ class Recorded:
     outcome: str
     decided_at: datetime
     confirmation: bool = False
+    policy_version: int | None = None
 
     @property
     def capability(self) -> str:
@@ -86,13 +87,18 @@ async def record_session(server: InProcessServer, clock: Clock, count: int, seed
         response = await client.post("/api/v1/governance/propose", json=body)
         assert response.status_code == 200, response.text
         decision = response.json()
-        recorded.append(Recorded(decision["decision_id"], body, decision["outcome"], clock.now))
+        version = decision.get("policy_version")
+        recorded.append(Recorded(decision["decision_id"], body, decision["outcome"], clock.now, policy_version=version))
         if decision["outcome"] == "REQUIRE_CONFIRMATION":
             confirmed = await client.post(
                 "/api/v1/governance/propose", json={**body, "confirmation_token": decision["confirmation_token"]}
             )
             assert confirmed.json()["outcome"] == "ALLOW", confirmed.text
-            recorded.append(Recorded(confirmed.json()["decision_id"], body, "ALLOW", clock.now, confirmation=True))
+            recorded.append(
+                Recorded(
+                    confirmed.json()["decision_id"], body, "ALLOW", clock.now, confirmation=True, policy_version=version
+                )
+            )
         clock.now += timedelta(minutes=10)
     return recorded
 

@@ -13,6 +13,7 @@ from conftest import POLICIES, STRICTER, Clock, Recorded, expected_transitions, 
 from aegis_server.cli import main
 from aegis_server.inprocess import InProcessServer
 from aegis_server.policies.files import load_policy_paths
+from aegis_server.store import Store
 from aegis_server.store.policy_versions import NewPolicyVersion
 
 
@@ -20,6 +21,14 @@ async def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str
     code = await asyncio.to_thread(main, ["policy", "replay", *argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+async def _empty_database(tmp_path: Path) -> str:
+    """A migrated database where nothing was decided and no policy-set version is recorded."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'aegis.db'}"
+    store = await Store.open(url)
+    await store.close()
+    return url
 
 
 async def _record_versions(server: InProcessServer) -> tuple[int, int]:
@@ -127,9 +136,7 @@ async def test_version_and_latest_version_candidates(
 async def test_bad_input_exits_2_saying_what_to_fix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'aegis.db'}"
-    async with InProcessServer(policy_paths=[POLICIES], db_url=url):
-        pass
+    url = await _empty_database(tmp_path)
     code, out, err = await _cli(capsys, *argv, "--db", url)
     assert (code, out) == (2, "")
     assert message in err, err
@@ -139,9 +146,7 @@ async def test_bad_input_exits_2_saying_what_to_fix(
 async def test_a_candidate_that_does_not_compile_exits_2_listing_the_problems(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'aegis.db'}"
-    async with InProcessServer(policy_paths=[POLICIES], db_url=url):
-        pass
+    url = await _empty_database(tmp_path)
     broken = tmp_path / "broken.yaml"
     broken.write_text(
         "policies:\n  - name: p\n    rules:\n      - {capability: db.query, outcome: ALLOW, condition: 'nope('}\n"

@@ -66,8 +66,16 @@ async def test_stricter_candidate_reports_exactly_the_changed_decisions(store_ur
         _check_stricter(report, recorded)
         assert report.candidate.kind == "files" and report.candidate.path == str(STRICTER)
         assert report.truncated is False
+        replayed = [item for item in recorded if not item.confirmation and stricter(item) is not None]
+        changed = {i for ids in expected_transitions(recorded, stricter).values() for i in ids}
+        by_version: dict[int | None, list[int]] = {}
+        for item in replayed:
+            counts = by_version.setdefault(item.policy_version, [0, 0])
+            counts[0] += 1
+            counts[1] += item.decision_id in changed
         assert [(v.version, v.proposals, v.changed) for v in report.by_original_version] == [
-            (None, report.totals.replayed, report.totals.changed)
+            (version, *counts)
+            for version, counts in sorted(by_version.items(), key=lambda i: -1 if i[0] is None else i[0])
         ]
 
 
