@@ -49,7 +49,7 @@ class ReplayCandidateVersion(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1, description="The version number (GET /api/v1/policies/versions lists them).")
+    version: int = Field(ge=1, description="The version number (GET /api/v1/policy-versions lists them).")
 
 
 class ReplayCandidateDocuments(BaseModel):
