@@ -28,6 +28,7 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("GET", "/api/v1/policies", None, "governance:read"),
     ("POST", "/api/v1/policies", POLICY, "policies:manage"),
     ("POST", "/api/v1/policies/validate", POLICY, "policies:manage"),
+    ("POST", "/api/v1/policies/replay", {"since": "1h", "candidate": {"version": 1}}, "policies:manage"),
     ("GET", "/api/v1/policies/baseline", None, "governance:read"),
     ("PUT", "/api/v1/policies/scoped", POLICY, "policies:manage"),
     ("DELETE", "/api/v1/policies/scoped", None, "policies:manage"),

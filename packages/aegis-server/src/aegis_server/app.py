@@ -27,6 +27,7 @@ from aegis_server import __version__
 from aegis_server.api import api_router
 from aegis_server.api.governance import hot_routes
 from aegis_server.api.hot_path import HotPathDispatch, HotRoute
+from aegis_server.api.policy_replay import router as policy_replay_router
 from aegis_server.api.policy_versions import router as policy_versions_router
 from aegis_server.audit.anchor import AnchorError, AuditAnchor
 from aegis_server.audit.checkpoints import CheckpointError
@@ -287,6 +288,7 @@ def create_app(
 
     app.include_router(api_router())
     app.include_router(policy_versions_router)
+    app.include_router(policy_replay_router)
     if settings.console_enabled:
         install_console(app, settings)
     app.hot_routes.update({(route.method, route.path): route for route in hot_routes()})

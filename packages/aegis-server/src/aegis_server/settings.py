@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         description="The most a condition may cost (estimated from the proposal's data before it runs); "
         "over it the rule fails closed with `evaluation_budget_exceeded`.",
     )
+    replay_max_proposals: int = Field(
+        default=200_000,
+        ge=1,
+        le=100_000_000,
+        description="The most stored proposals one `POST /api/v1/policies/replay` re-decides (its `limit` is "
+        "capped at this); the CLI has no limit.",
+    )
     audit_key: SecretStr | None = Field(
         default=None,
         min_length=32,

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aegis_sdk.models import Outcome, PolicyProblem, PolicyValidation, Proposal, ShadowOutcome
 from aegis_server.cli.policy_coverage import Coverage
+from aegis_server.cli.policy_replay import add_replay_command
 from aegis_server.cli.policy_versions import add_policy_version_commands
 from aegis_server.engine import (
     EngineConfig,
@@ -106,6 +107,7 @@ def add_policy_commands(subparsers: Any) -> None:
     )
     test.set_defaults(handler=run_test, func=run_test)
     add_policy_version_commands(commands)
+    add_replay_command(commands)
 
 
 def _percent(text: str) -> float:

@@ -52,6 +52,7 @@ from aegis_server.store.keys import ApiKeys
 from aegis_server.store.locations import default_audit_dir, missing_sqlite_file
 from aegis_server.store.migrate import check_schema, upgrade_engine
 from aegis_server.store.policy_versions import PolicyVersions
+from aegis_server.store.proposal_history import ProposalHistory
 from aegis_server.store.review_queue import ReviewQueue
 from aegis_server.store.reviews import Reviews
 from aegis_server.store.server_settings import ServerSettings
@@ -124,6 +125,7 @@ class Store:
         self.policies = Policies(self.database, self.settings)
         self.capabilities = Capabilities(self.database, self.settings)
         self.policy_versions = PolicyVersions(self.database)
+        self.proposal_history = ProposalHistory(self.database)
         self.console_sessions = ConsoleSessions(self.database)
         self.review_queue = ReviewQueue(self.database)
         self.statistics = Statistics(self.database)

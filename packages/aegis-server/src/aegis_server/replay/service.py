@@ -1,0 +1,201 @@
+"""`replay_stored`: re-decide the stored proposals of a window under a candidate set and report what changed.
+
+In one process, slices are read on the event loop and re-decided in a worker thread (the API's server keeps
+deciding). With `workers` > 1 (the CLI), the window's sequence range is split into that many contiguous
+parts, each read and re-decided by a process of its own that compiles the candidate itself; their tallies
+are merged in order, so the report is the one a single process would make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import multiprocessing
+import time
+from datetime import datetime
+from typing import Any
+
+from aegis_sdk.models import Capability, Policy
+from aegis_server.engine import EngineConfig, PolicySet, compile_policy_set
+from aegis_server.replay.redecide import Redecider, Tally
+from aegis_server.replay.report import (
+    CandidateDescription,
+    ReplayReport,
+    ReplayTotals,
+    ReplayWindow,
+    RuleCount,
+    Transition,
+    VersionCount,
+)
+from aegis_server.settings import Settings
+from aegis_server.store.database import Database
+from aegis_server.store.engine import create_engine
+from aegis_server.store.proposal_history import ProposalHistory, SequenceRange
+
+__all__ = ["DEFAULT_SAMPLES", "engine_config", "replay_stored"]
+
+DEFAULT_SAMPLES = 10
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The engine's configuration as the server with `settings` decides (the value key does not matter here:
+    nothing is redacted for the audit)."""
+    return EngineConfig(
+        escalate_threshold=settings.escalate_threshold,
+        default_review_timeout_seconds=settings.default_review_timeout_seconds,
+        condition_cost_budget=settings.condition_cost_budget,
+    )
+
+
+async def replay_stored(
+    store: Any,
+    candidate: PolicySet,
+    *,
+    since: datetime,
+    until: datetime,
+    config: EngineConfig,
+    samples: int = DEFAULT_SAMPLES,
+    limit: int | None = None,
+    description: CandidateDescription | None = None,
+    workers: int = 1,
+) -> ReplayReport:
+    """Re-decide the proposals decided in `[since, until)` (by their audit records' time) under `candidate`
+    with `config`, keeping up to `samples` decision ids per transition. `limit`: replay at most that many
+    stored proposals, the oldest (the report says `truncated`). `workers` > 1 uses that many processes
+    (not with a `limit`, nor an in-memory database)."""
+    started = time.perf_counter()
+    history: ProposalHistory = store.proposal_history
+    sequences = await history.sequence_range(since, until)
+    url = store.database.engine.url
+    in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+    truncated = False
+    if workers > 1 and limit is None and not in_memory and sequences.end - sequences.first > 1:
+        tally = await _in_processes(
+            url.render_as_string(hide_password=False), candidate, config, sequences, samples, workers
+        )
+    else:
+        tally, truncated = await _in_thread(history, candidate, config, sequences, samples, limit)
+    return _report(
+        tally,
+        ReplayWindow(since=since, until=until),
+        description or CandidateDescription(kind="policies", version=candidate.version, digest=candidate.digest),
+        truncated,
+        time.perf_counter() - started,
+    )
+
+
+async def _in_thread(
+    history: ProposalHistory,
+    candidate: PolicySet,
+    config: EngineConfig,
+    sequences: SequenceRange,
+    samples: int,
+    limit: int | None,
+) -> tuple[Tally, bool]:
+    redecider = Redecider(candidate, config)
+    tally = Tally(samples=samples)
+    async for batch in history.read(sequences):
+        if limit is not None:
+            remaining = limit - tally.stored
+            if len(batch) > remaining:
+                await asyncio.to_thread(redecider.tally, batch[:remaining], tally)
+                return tally, True
+        await asyncio.to_thread(redecider.tally, batch, tally)
+    return tally, False
+
+
+async def _in_processes(
+    url: str, candidate: PolicySet, config: EngineConfig, sequences: SequenceRange, samples: int, workers: int
+) -> Tally:
+    policies = [policy.model_dump(mode="json") for policy in candidate.policies]
+    capabilities = [capability.model_dump(mode="json") for capability in candidate.capabilities.values()]
+    parts = sequences.split(workers)
+    loop = asyncio.get_running_loop()
+    # spawn, not fork: the parent holds threads (the database driver's) that a fork would copy mid-state.
+    with concurrent.futures.ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+        tallies = await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, _replay_part, url, policies, capabilities, config, part, samples)
+                for part in parts
+            )
+        )
+    merged = Tally(samples=samples)
+    for part_tally in tallies:
+        merged.merge(part_tally)
+    return merged
+
+
+def _replay_part(
+    url: str,
+    policies: list[dict[str, Any]],
+    capabilities: list[dict[str, Any]],
+    config: EngineConfig,
+    part: SequenceRange,
+    samples: int,
+) -> Tally:
+    """One worker process: compile the candidate, read and re-decide one part of the range."""
+    candidate = compile_policy_set(
+        [Policy.model_validate(item) for item in policies], [Capability.model_validate(item) for item in capabilities]
+    )
+    redecider = Redecider(candidate, config)
+    tally = Tally(samples=samples)
+
+    async def run() -> None:
+        engine = create_engine(url)
+        try:
+            async for batch in ProposalHistory(Database(engine)).read(part):
+                redecider.tally(batch, tally)
+        finally:
+            await engine.dispose()
+
+    # This process only replays and then ends: the collector's passes over the millions of short-lived objects
+    # cost a third of the read (measured); everything here is freed by reference counting.
+    gc.disable()
+    asyncio.run(run())
+    return tally
+
+
+def _report(
+    tally: Tally,
+    window: ReplayWindow,
+    description: CandidateDescription,
+    truncated: bool,
+    elapsed: float,
+) -> ReplayReport:
+    transitions = [
+        Transition(
+            **{"from": origin},
+            to=outcome,
+            count=part.count,
+            rules=[
+                RuleCount(policy_id=rule, count=count)
+                for rule, count in sorted(part.rules.items(), key=lambda item: (-item[1], item[0]))
+            ],
+            sample_decision_ids=list(part.samples),
+        )
+        for (origin, outcome), part in sorted(tally.transitions.items(), key=lambda item: (-item[1].count, item[0]))
+    ]
+    versions = [
+        VersionCount(version=version, proposals=proposals, changed=changed)
+        for version, (proposals, changed) in sorted(
+            tally.versions.items(), key=lambda item: -1 if item[0] is None else item[0]
+        )
+    ]
+    return ReplayReport(
+        window=window,
+        candidate=description,
+        totals=ReplayTotals(
+            stored=tally.stored,
+            replayed=tally.replayed,
+            unchanged=tally.unchanged,
+            changed=tally.changed,
+            confirmations_skipped=tally.confirmations_skipped,
+            not_replayable=dict(sorted(tally.not_replayable.items())),
+        ),
+        transitions=transitions,
+        by_original_version=versions,
+        truncated=truncated,
+        elapsed_seconds=round(elapsed, 3),
+        proposals_per_second=round(tally.stored / elapsed, 1) if elapsed > 0 else 0.0,
+    )

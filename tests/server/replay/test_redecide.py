@@ -1,0 +1,119 @@
+"""The re-decision of one stored proposal: which rules make a hashed value unreplayable, that the stand-in the
+replay gives `evaluate` decides as the real proposal does, and how the tallies of parts merge."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from aegis_sdk.models import Capability, Policy, Proposal
+from aegis_server.engine import EngineConfig, compile_policy_set, evaluate, hash_value
+from aegis_server.replay.redecide import Redecider, Tally, redacted_paths
+from aegis_server.store.proposal_history import StoredProposal
+
+NOW = datetime(2030, 1, 1, 9, 30, tzinfo=timezone.utc)
+HASHED = hash_value("4000000000000002", b"k" * 32)
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "card": {"type": "object", "properties": {"number": {"type": "string", "x-sensitive": True}}},
+        "amount": {"type": "number"},
+        "pin": {"type": "string", "x-sensitive": True},
+    },
+}
+
+
+def _set(*conditions: str, shadow: bool = False, schema: dict[str, Any] | None = None) -> Any:
+    rules = [{"capability": "pay", "outcome": "DENY", "condition": c} for c in conditions]
+    rules.append({"capability": "pay", "outcome": "ALLOW", "condition": "true"})
+    policy = {"name": "p", "rules": rules, **({"mode": "shadow"} if shadow else {})}
+    allow = {"name": "q", "rules": [{"capability": "pay", "outcome": "ALLOW"}]}
+    return compile_policy_set(
+        [Policy.model_validate(policy), Policy.model_validate(allow)],
+        [Capability.model_validate({"name": "pay", "risk_level": "low", "parameter_schema": schema or SCHEMA})],
+    )
+
+
+def _stored(parameters: dict[str, Any], outcome: str = "ALLOW", decision_id: str = "dec_1") -> StoredProposal:
+    payload = {
+        "actor": {"id": "a", "type": "ai-agent"},
+        "action": {"capability": "pay", "params_hash": "x", "parameters": parameters},
+        "context": {"session_id": "s", "metadata": {"k": 1}},
+        "confirmation": False,
+    }
+    return StoredProposal(1, decision_id, NOW, outcome, ["q/0"], 3, None, payload, HASHED in str(parameters))
+
+
+def _tally(policy_set: Any, *stored: StoredProposal, samples: int = 10) -> Tally:
+    tally = Tally(samples=samples)
+    Redecider(policy_set, EngineConfig()).tally(stored, tally)
+    return tally
+
+
+def test_redacted_paths_are_found_by_their_form() -> None:
+    value = {"card": {"number": HASHED}, "pins": [1, HASHED], "note": "hmac-sha256:short", "amount": 5}
+    assert redacted_paths(value) == [("card", "number"), ("pins", 1)]
+
+
+@pytest.mark.parametrize(
+    ("condition", "replayable"),
+    [
+        ("action.parameters.amount > 10", True),
+        ("action.capability == 'pay'", True),
+        ("action.parameters.card.number.startsWith('4000')", False),
+        ("has(action.parameters.card)", False),  # reads the object holding the hashed value
+        ("size(action.parameters) > 5", False),  # the parameters whole
+        ("action.parameters['card'] == {}", False),  # an index stops the path at the parameters
+        ("action.resource == 'x'", True),
+    ],
+)
+def test_a_rule_reading_the_hashed_value_makes_the_proposal_not_replayable(condition: str, replayable: bool) -> None:
+    item = _stored({"card": {"number": HASHED}, "amount": 5})
+    for shadow in (False, True):
+        tally = _tally(_set(condition, shadow=shadow), item)
+        assert tally.replayed == int(replayable), (condition, shadow)
+        assert dict(tally.not_replayable) == ({} if replayable else {"sensitive_parameters": 1})
+
+
+def test_a_hash_the_candidate_schema_refuses_is_not_replayable_but_a_clear_value_is_a_refusal() -> None:
+    numeric = {"type": "object", "properties": {"pin": {"type": "integer"}, "amount": {"type": "number"}}}
+    candidate = _set("action.parameters.amount > 10", schema=numeric)
+    tally = _tally(
+        candidate, _stored({"pin": HASHED, "amount": 5}), _stored({"pin": "1234", "amount": 5}, decision_id="dec_2")
+    )
+    assert dict(tally.not_replayable) == {"sensitive_parameters": 1}
+    assert {key: part.samples for key, part in tally.transitions.items()} == {
+        ("ALLOW", "invalid_parameters"): ["dec_2"]
+    }
+
+
+def test_the_stand_in_decides_as_the_proposal_does() -> None:
+    candidate = _set("action.parameters.amount > 10 && time.hour < 10 && context.metadata.k == 1 && actor.id == 'a'")
+    for amount in (5, 50):
+        item = _stored({"card": {"number": "clear"}, "amount": amount})
+        payload = item.payload
+        proposal = Proposal.model_validate(
+            {
+                "actor": payload["actor"],
+                "action": {"capability": "pay", "parameters": payload["action"]["parameters"]},
+                "context": payload["context"],
+            }
+        )
+        expected = evaluate(proposal, candidate, now=NOW, config=EngineConfig()).outcome
+        tally = _tally(candidate, item)
+        assert (tally.unchanged, list(tally.transitions)) == (
+            (1, []) if expected == "ALLOW" else (0, [("ALLOW", expected)])
+        )
+    assert expected == "DENY"
+
+
+def test_tallies_merge_in_order_keeping_the_oldest_samples() -> None:
+    candidate = _set("action.parameters.amount > 10")
+    first = _tally(candidate, *(_stored({"amount": 50}, decision_id=f"dec_a{i}") for i in range(3)), samples=2)
+    second = _tally(candidate, *(_stored({"amount": 50}, decision_id=f"dec_b{i}") for i in range(3)), samples=2)
+    first.merge(second)
+    part = first.transitions[("ALLOW", "DENY")]
+    assert (part.count, part.samples, dict(part.rules)) == (6, ["dec_a0", "dec_a1"], {"p/0": 6})
+    assert (first.stored, first.replayed, first.changed, first.versions) == (6, 6, 6, {3: [6, 6]})
