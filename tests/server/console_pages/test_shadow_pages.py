@@ -95,11 +95,21 @@ async def test_a_shadow_outcome_that_agrees_is_marked_the_same(server: InProcess
     assert "differs" not in row.group(1)
 
 
-async def test_no_shadow_section_and_no_version_when_there_is_none(server: InProcessServer, browser: Browser) -> None:
+async def test_no_shadow_section_when_there_is_none(server: InProcessServer, browser: Browser) -> None:
     decision = await propose(server, "database.query", query="SELECT 1")
-    assert "shadow" not in decision and decision["policy_version"] is None
+    assert "shadow" not in decision and decision["policy_version"] == server.service.policies.active.version
     page = (await (await browser(["governance:read"])).get(f"/console/decisions/{decision['decision_id']}")).text
     assert "shadow-heading" not in page and "Shadow rules" not in page
+
+
+async def test_no_version_line_for_a_decision_made_before_versions(
+    server: InProcessServer, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = server.service.policies  # as a server before versions were recorded decided:
+    monkeypatch.setattr(manager, "_active", dataclasses.replace(manager.active, version=None))
+    decision = await propose(server, "database.query", query="SELECT 1")
+    assert decision["policy_version"] is None
+    page = (await (await browser(["governance:read"])).get(f"/console/decisions/{decision['decision_id']}")).text
     assert "Policy version" not in page
 
 
@@ -167,8 +177,9 @@ async def test_the_policies_page_shows_the_active_version(
     server: InProcessServer, browser: Browser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = await browser(["governance:read"])
-    assert "Active version none recorded" in text_of((await client.get("/console/policies")).text)
     manager = server.service.policies
+    monkeypatch.setattr(manager, "_active", dataclasses.replace(manager.active, version=None))
+    assert "Active version none recorded" in text_of((await client.get("/console/policies")).text)
     # The server numbers the set it activates (`dataclasses.replace(set, version=n)`); the page shows the number.
     monkeypatch.setattr(manager, "_active", dataclasses.replace(manager.active, version=12))
     text = text_of((await client.get("/console/policies")).text)
