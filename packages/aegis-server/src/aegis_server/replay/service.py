@@ -38,6 +38,11 @@ __all__ = ["DEFAULT_SAMPLES", "engine_config", "replay_stored"]
 DEFAULT_SAMPLES = 10
 
 
+PARALLEL_MIN_SEQUENCES = 100_000
+"""A window spans at least this many audit sequence numbers (about half as many proposals, ~2 s in one
+process) before it is spread over processes: starting one costs about a second of imports."""
+
+
 def engine_config(settings: Settings) -> EngineConfig:
     """The engine's configuration as the server with `settings` decides (the value key does not matter here:
     nothing is redacted for the audit)."""
@@ -70,7 +75,8 @@ async def replay_stored(
     url = store.database.engine.url
     in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
     truncated = False
-    if workers > 1 and limit is None and not in_memory and sequences.end - sequences.first > 1:
+    large = sequences.end - sequences.first >= PARALLEL_MIN_SEQUENCES
+    if workers > 1 and limit is None and not in_memory and large:
         tally = await _in_processes(
             url.render_as_string(hide_password=False), candidate, config, sequences, samples, workers
         )
