@@ -95,6 +95,7 @@ async def test_limit_and_the_servers_maximum(make_server: Any, clock: Clock) -> 
         client = server.async_http_client()
         capped = (await _replay(client, candidate=_documents(STRICTER), limit=1000)).json()
         assert capped["totals"]["stored"] == 4 and capped["truncated"] is True
+        assert capped["truncated_reason"] == "limit"
         fewer = (await _replay(client, candidate=_documents(STRICTER), limit=2)).json()
         assert fewer["totals"]["stored"] == 2 and fewer["truncated"] is True
         assert len(recorded) > 4
