@@ -198,3 +198,18 @@ def test_a_candidate_schema_asserting_at_the_hash_only_what_it_passed_replays(
 ) -> None:
     tally = _tally(_set(schema=candidate_schema), _stored({"card": HASHED}), decided_under=decided_under)
     assert (tally.replayed, tally.unchanged, dict(tally.not_replayable)) == (1, 1, {})
+
+
+def test_a_redacted_proposal_the_candidate_refuses_away_from_its_hashes_is_a_refusal() -> None:
+    decided_under = _object({"card": CARD})
+    needs_currency = _object({"card": CARD, "currency": {"type": "string"}}, required=["currency"])
+    tally = _tally(_set(schema=needs_currency), _stored({"card": HASHED}), decided_under=decided_under)
+    assert dict(tally.not_replayable) == {}
+    assert {key: part.samples for key, part in tally.transitions.items()} == {
+        ("ALLOW", "invalid_parameters"): ["dec_1"]
+    }
+
+    # refused at the hash itself (the same schema, which the value passed): not replayable, never a refusal
+    digits = _object({"card": {**CARD, "pattern": "^[0-9]+$"}})
+    held = _tally(_set(schema=digits), _stored({"card": HASHED}), decided_under=digits)
+    assert (held.replayed, dict(held.not_replayable)) == (0, {"sensitive_parameters": 1})

@@ -193,6 +193,19 @@ class Redecider:
                 return True
         return False
 
+    def _refused_whatever_the_hashes(self, capability: str, parameters: Mapping[str, Any], hashed: list[_Path]) -> bool:
+        """Whether the candidate schema refuses `parameters` for a reason away from their hashed values (a new
+        required field, a bad clear value): the schema check passed, so no assertion reached the hashes other
+        than those the values passed, and an error elsewhere is one the values would meet too."""
+        compiled = self._candidate.compiled(capability)
+        if compiled is None:
+            return False
+        for error in compiled.schema.validator.iter_errors(parameters):
+            where = tuple(error.absolute_path)
+            if not any(where[: len(path)] == path for path in hashed):
+                return True
+        return False
+
     def tally(self, stored: Iterable[StoredProposal], tally: Tally, deadline: float | None = None) -> bool:
         """Re-decide each of `stored` and count it in `tally`; False when `deadline` (a `time.monotonic()`)
         passed first (the proposals not re-decided are not counted)."""
@@ -230,7 +243,8 @@ class Redecider:
             except UnknownCapabilityError:
                 outcome, rule = "unknown_capability", "(unknown_capability)"
             except ParameterSchemaError:
-                if item.redacted and redacted_paths(parameters):
+                hashed = redacted_paths(parameters) if item.redacted else []
+                if hashed and not self._refused_whatever_the_hashes(capability, parameters, hashed):
                     # A hash stands where the schema wants the value: whether the value was valid is unknown.
                     tally.not_replayable["sensitive_parameters"] += 1
                     continue
