@@ -76,7 +76,7 @@ async def test_the_history_pages_with_before(
     assert len(rows(last.text)) == 1 and "Older versions" not in last.text
 
 
-@pytest.mark.parametrize("before", ["abc", "0", "-1", "99999999999"])
+@pytest.mark.parametrize("before", ["abc", "0", "-1", "99999999999", "\u00b2"])
 async def test_a_bad_before_is_a_clear_message(server: InProcessServer, browser: Browser, before: str) -> None:
     page = await (await browser(["governance:read"])).get(f"/console/policies/history?before={before}")
     assert page.status_code == 400
@@ -158,7 +158,7 @@ async def test_version_one_has_nothing_before_it(server: InProcessServer, browse
     assert "Version 1 is the first version" in text_of(page.text)
 
 
-@pytest.mark.parametrize("number", ["9", "abc", "0", "1" * 300])
+@pytest.mark.parametrize("number", ["9", "abc", "0", "\u00b2", "1" * 300])
 async def test_an_unknown_version_is_404(server: InProcessServer, browser: Browser, number: str) -> None:
     page = await (await browser(["governance:read"])).get(f"/console/policies/versions/{number}")
     assert page.status_code == 404

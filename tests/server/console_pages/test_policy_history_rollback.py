@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from console_pages_support import NOW, POLICIES, Browser, Clock, csrf_of, make_server, open_browser, sign_in, text_of
+from console_pages_support import POLICIES, Browser, Clock, csrf_of, make_server, open_browser, sign_in, text_of
 from test_policy_history_pages import MARKED, save_policy
 from test_shadow_pages import no_inline_code, propose
 
@@ -54,7 +54,7 @@ async def test_a_manager_rolls_back_and_the_behaviour_is_restored(on_each_store:
     assert result.status_code == 200
     no_inline_code(result)
     text = text_of(result.text)
-    assert text.startswith("Rolled back to version 1") or "Rolled back to version 1" in text
+    assert re.search(r"<h1>Rolled back to version 1</h1>", result.text)
     assert "Removed policies marked" in text and "Restored policies none" in text
     assert "Active version now 3" in text and "Restore these from the policy files" not in text
     after = await propose(server, "database.query", query="SELECT 1")
@@ -165,4 +165,3 @@ async def test_file_defined_items_are_named_first(server: InProcessServer, brows
     assert f"policy baseline: in version {number} from {POLICIES}; today defined by {POLICIES}" in text
     assert f"aegis-server policy show {number}" in text
     assert "Removed policies marked" in text_of(result.text)
-    assert NOW.year == 2030  # the clock the server runs at: the pages do not depend on it

@@ -160,6 +160,8 @@ async def test_markup_in_a_rule_id_is_text(server: InProcessServer, browser: Bro
         ({"since": "1d", "until": "2d"}, 400, "The window is empty: since"),
         ({"since": "7d", "samples": "many"}, 400, "Samples must be a whole number from 0 to 100, not 'many'."),
         ({"since": "7d", "samples": "101"}, 400, "Samples must be a whole number from 0 to 100, not '101'."),
+        ({"since": "7d", "samples": "\u00b2"}, 400, "Samples must be a whole number from 0 to 100, not '\u00b2'."),
+        ({"since": "7d", "version": "\u00b2"}, 400, "Candidate version must be a version number (1, 2, ...), not"),
         ({"since": "7d", "version": "two"}, 400, "Candidate version must be a version number (1, 2, ...), not 'two'."),
         (
             {"since": "7d", "version": "9"},

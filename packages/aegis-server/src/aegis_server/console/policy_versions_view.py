@@ -30,7 +30,7 @@ def parse_version(text: str | None) -> int | None:
     if text is None:
         return None
     value = text.strip()
-    if not value.isdigit() or len(value) > 10:
+    if not (value.isascii() and value.isdigit()) or len(value) > 10:  # isdigit alone takes '²'
         return None
     number = int(value)
     return number if 1 <= number <= MAX_VERSION else None

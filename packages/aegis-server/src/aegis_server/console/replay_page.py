@@ -50,7 +50,7 @@ class _Refused(Exception):
 
 
 def _page(
-    request: Request, user: ConsoleUser, values: dict[str, str], *, report: Any = None, problem: str | None = None
+    request: Request, values: dict[str, str], *, report: Any = None, problem: str | None = None
 ) -> dict[str, Any]:
     settings = request.app.state.settings
     return {
@@ -67,14 +67,14 @@ async def replay_form(
     request: Request, user: Annotated[ConsoleUser, Depends(signed_in(SCOPE_POLICIES))]
 ) -> HTMLResponse:
     values = {"since": DEFAULT_SINCE, "until": "", "version": "", "samples": str(DEFAULT_SAMPLES)}
-    return render(request, "replay.html", _page(request, user, values), user=user)
+    return render(request, "replay.html", _page(request, values), user=user)
 
 
 def _samples(text: str) -> int:
     value = text.strip()
     if not value:
         return DEFAULT_SAMPLES
-    if not value.isdigit() or int(value) > MAX_SAMPLES:
+    if not (value.isascii() and value.isdigit()) or len(value) > 4 or int(value) > MAX_SAMPLES:
         raise _Refused(400, f"Samples must be a whole number from 0 to {MAX_SAMPLES}, not {value[:20]!r}.")
     return int(value)
 
@@ -121,6 +121,6 @@ async def replay(
         except ReplayBusy as busy:
             raise _Refused(409, str(busy)) from None
     except _Refused as refused:
-        page = _page(request, user, values, problem=refused.message)
+        page = _page(request, values, problem=refused.message)
         return render(request, "replay.html", page, user=user, status_code=refused.status)
-    return render(request, "replay.html", _page(request, user, values, report=report), user=user)
+    return render(request, "replay.html", _page(request, values, report=report), user=user)
