@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from conftest import BLIND, POLICIES, STRICTER, Clock, Recorded, blind_outcome, expected_transitions, record_session
 from conftest import stricter_outcome as stricter
 
 from aegis_server.engine import EngineConfig
 from aegis_server.inprocess import InProcessServer
 from aegis_server.replay import ReplayReport, candidate_from_files, replay_stored
+from aegis_server.replay import service as replay_service
 
 WIDE = (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
 
@@ -79,7 +81,11 @@ async def test_stricter_candidate_reports_exactly_the_changed_decisions(store_ur
         ]
 
 
-async def test_worker_processes_make_the_same_report(store_url: str, clock: Clock) -> None:
+async def test_worker_processes_make_the_same_report(
+    store_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A window this small stays in one process unless the threshold says otherwise.
+    monkeypatch.setattr(replay_service, "PARALLEL_MIN_SEQUENCES", 1)
     async with InProcessServer(policy_paths=[POLICIES], db_url=store_url, clock=clock) as server:
         recorded = await record_session(server, clock, 30)
         alone = await _replay(server, STRICTER)
@@ -87,6 +93,18 @@ async def test_worker_processes_make_the_same_report(store_url: str, clock: Cloc
         _check_stricter(spread, recorded)
         assert spread.totals == alone.totals
         assert spread.transitions == alone.transitions
+
+
+async def test_a_small_window_stays_in_one_process(
+    sqlite_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_processes(*args: object) -> object:
+        raise AssertionError("a window of a few proposals must not start worker processes")
+
+    monkeypatch.setattr(replay_service, "_in_processes", no_processes)
+    async with InProcessServer(policy_paths=[POLICIES], db_url=sqlite_url, clock=clock) as server:
+        recorded = await record_session(server, clock, 12)
+        _check_stricter(await _replay(server, STRICTER, workers=2), recorded)
 
 
 async def test_rules_not_reading_the_hashed_value_replay_every_proposal_at_its_time(

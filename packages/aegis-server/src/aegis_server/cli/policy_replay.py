@@ -105,6 +105,11 @@ def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _moment(moment: datetime) -> str:
+    """A window edge as an operator reads it: UTC to the second (`2026-12-06T22:23:16Z`)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def render(report: Any) -> str:
     """The human report: the transitions with their rules and samples, then the totals."""
     lines: list[str] = []
@@ -115,7 +120,7 @@ def render(report: Any) -> str:
         "active": f"the latest version ({candidate.version})",
     }.get(candidate.kind, "the given policies")
     lines.append(
-        f"replay of {report.window.since.isoformat()} .. {report.window.until.isoformat()} under {what} "
+        f"replay of {_moment(report.window.since)} .. {_moment(report.window.until)} under {what} "
         f"({candidate.digest[:19]})"
     )
     lines.append("")

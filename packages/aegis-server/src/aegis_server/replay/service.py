@@ -48,6 +48,11 @@ __all__ = [
 DEFAULT_SAMPLES = 10
 
 
+PARALLEL_MIN_SEQUENCES = 100_000
+"""A window spans at least this many audit sequence numbers (about half as many proposals, ~2 s in one
+process) before it is spread over processes: starting one costs about a second of imports."""
+
+
 class ReplayBusy(RuntimeError):
     """Another replay runs in this server process (the API and the console share one)."""
 
@@ -133,7 +138,8 @@ async def replay_stored(
     url = store.database.engine.url
     in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
     truncated = False
-    if workers > 1 and limit is None and not in_memory and sequences.end - sequences.first > 1:
+    large = sequences.end - sequences.first >= PARALLEL_MIN_SEQUENCES
+    if workers > 1 and limit is None and not in_memory and large:
         tally = await _in_processes(
             url.render_as_string(hide_password=False), candidate, config, sequences, samples, workers
         )
