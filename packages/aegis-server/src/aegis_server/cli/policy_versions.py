@@ -158,19 +158,8 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
         if latest is None:
             raise _unknown(args.version)
         files = FileItems.of_version(latest)
-        policies = {p.name: p for p in await store.list_policies() if p.name not in files.policies}
-        capabilities = {c.name: c for c in await store.list_capabilities() if c.name not in files.capabilities}
         try:
-            result = await roll_back(
-                store,
-                args.version,
-                files=files,
-                api_policies=policies,
-                api_capabilities=capabilities,
-                current_version=latest.version,
-                current_digest=latest.digest,
-                by="cli",
-            )
+            result = await roll_back(store, args.version, files=files, current_version=latest.version, by="cli")
         except GovernanceError as exc:
             if exc.code == "not_found":
                 raise _unknown(args.version) from None
