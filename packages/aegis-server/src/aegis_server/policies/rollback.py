@@ -159,7 +159,7 @@ def _files_caveat(version: int, items: tuple[FileDefinedItem, ...]) -> str:
     where = f" (from files {', '.join(files)})" if files else ""
     return (
         f" The {named}{where} are defined by the policy files, which the server cannot roll back; restore those "
-        f"files from version {version} (`aegis-server policy show {version}`) and restart the servers."
+        f"files from version {version} (`aegis-server policy show {version} --files`) and restart the servers."
     )
 
 
