@@ -24,7 +24,7 @@ test: setup
 
 # The console's screenshots (docs/images/console/*.png), taken by its browser tests with Debian's chromium.
 console-screenshots: setup
-	AEGIS_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/images/console $(RUN) pytest -q -p no:cacheprovider tests/console_browser/test_pages.py
+	AEGIS_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/images/console $(RUN) pytest -q -p no:cacheprovider tests/console_browser/test_pages.py tests/console_browser/test_policy_lifecycle.py
 
 test-sdk-pythons: setup
 	bash scripts/test_sdk_pythons.sh

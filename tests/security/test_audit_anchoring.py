@@ -499,22 +499,23 @@ def test_the_server_checkpoints_at_shutdown_and_refuses_to_start_on_a_cut_chain(
 ) -> None:
     settings, folder = anchored_sync
     latest = json.loads((folder / "anchor" / "latest.json").read_text())
-    assert latest["sequence"] == 6 and latest["chain_version"] == 2 and latest["v2_from"] == 1
+    # record #1 is the files' policy-set version (policy_version_recorded), then two records per decision
+    assert latest["sequence"] == 7 and latest["chain_version"] == 2 and latest["v2_from"] == 1
     db_url = settings.db_url
     assert cli_main(["audit", "verify", "--db", db_url]) == 0
-    assert "checkpoint OK: record #6" in capsys.readouterr().out
+    assert "checkpoint OK: record #7" in capsys.readouterr().out
 
     async def cut() -> None:
         store = await Store.open(db_url, migrate=False)
         try:
             async with store.engine.begin() as conn:
-                await conn.execute(sa.text("DELETE FROM audit_records WHERE sequence > 4"))
+                await conn.execute(sa.text("DELETE FROM audit_records WHERE sequence > 5"))
                 await conn.execute(sa.text("DELETE FROM decisions WHERE decision_id = 'dec_0003'"))
         finally:
             await store.close()
 
     asyncio.run(cut())
-    with pytest.raises(StartupError, match=r"records #5\.\.#6 are missing"):
+    with pytest.raises(StartupError, match=r"records #6\.\.#7 are missing"):
         asyncio.run(_serve_once(settings))
     # `aegis-server serve` says so in one line before it binds, and exits 1 (no traceback, nothing written).
     served = subprocess.run(
@@ -526,10 +527,10 @@ def test_the_server_checkpoints_at_shutdown_and_refuses_to_start_on_a_cut_chain(
     )
     assert served.returncode == 1, served.stderr
     assert "refusing to start: the audit chain does not match its latest signed checkpoint" in served.stderr
-    assert "records #5..#6 are missing" in served.stderr
+    assert "records #6..#7 are missing" in served.stderr
     assert "Traceback" not in served.stderr + served.stdout
     assert cli_main(["audit", "verify", "--db", db_url]) == 1
-    assert "audit BROKEN (tail_cut): the tail of the audit chain was cut: records #5..#6" in capsys.readouterr().err
+    assert "audit BROKEN (tail_cut): the tail of the audit chain was cut: records #6..#7" in capsys.readouterr().err
     # A third party with only the exported files finds the cut too.
     assert cli_main(["audit", "verify", "--db", db_url, "--checkpoint", str(folder / "checkpoint.json"),
                      "--public-key", str(folder / "audit-public-key.pem")]) == 1  # fmt: skip
@@ -562,12 +563,12 @@ def test_the_server_refuses_to_start_on_a_recomputed_chain_or_a_forged_checkpoin
         store = await Store.open(settings.db_url, migrate=False)
         try:
             async with store.engine.begin() as conn:
-                await conn.execute(sa.text("UPDATE audit_records SET hash = :h WHERE sequence = 6"), {"h": "f" * 64})
+                await conn.execute(sa.text("UPDATE audit_records SET hash = :h WHERE sequence = 7"), {"h": "f" * 64})
         finally:
             await store.close()
 
     asyncio.run(recompute())
-    with pytest.raises(StartupError, match=r"record #6 has hash f+ in the database"):
+    with pytest.raises(StartupError, match=r"record #7 has hash f+ in the database"):
         asyncio.run(_serve_once(settings))
 
 
@@ -611,13 +612,13 @@ def test_the_running_server_checkpoints_within_its_interval(tmp_path: Path) -> N
             for _ in range(200):  # bounded: 200 x 25 ms
                 if anchor.written > 1:
                     latest = await anchor.latest()
-                    assert latest is not None and latest.sequence == 2
+                    assert latest is not None and latest.sequence == 3  # #1: the files' policy-set version
                     return anchor.written
                 await asyncio.sleep(0.025)
-            raise AssertionError("no checkpoint of record #2 within 5 s")
+            raise AssertionError("no checkpoint of record #3 within 5 s")
 
     assert asyncio.run(run()) == 2  # startup, then one: the chain was idle after the append
-    assert json.loads((tmp_path / "anchor" / "latest.json").read_text())["sequence"] == 2
+    assert json.loads((tmp_path / "anchor" / "latest.json").read_text())["sequence"] == 3
 
 
 async def test_replicas_sharing_the_keys_write_one_anchored_chain(store_url: str, tmp_path: Path) -> None:

@@ -139,7 +139,7 @@ async def test_the_decision_page_shows_the_policy_version(server: InProcessServe
     page = await (await browser(["governance:read", "audit:read"])).get("/console/decisions/dec_versioned")
     assert page.status_code == 200
     no_inline_code(page)
-    assert "<dt>Policy version</dt><dd>7</dd>" in page.text
+    assert '<dt>Policy version</dt><dd><a href="/console/policies/versions/7">7</a></dd>' in page.text  # its page
     assert "&lt;i&gt;would&lt;/i&gt; escalate" in page.text and "<i>would</i>" not in page.text
     # The audit trail keeps both (the decision record's payload).
     trail = section(page.text, "trail-heading") if 'aria-labelledby="trail-heading"' in page.text else page.text

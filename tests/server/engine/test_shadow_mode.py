@@ -136,6 +136,36 @@ def test_the_shadow_rules_have_a_budget_of_their_own() -> None:
     assert "evaluation_budget_exceeded" in both.reason
 
 
+def test_what_a_shadow_rule_reads_adds_nothing_to_the_enforced_rules_cost() -> None:
+    # The library is handed the fields the rules read, and the enforced rules' budget is charged for copying them;
+    # a shadow rule reading a large field must not make that copy larger (it once turned an ALLOW into a DENY).
+    condition = "action.parameters.tags.exists(t, t == 'urgent')"
+    data = proposal("red.cost", {"tags": ["urgent"], "blob": [{"k": 0}] * 2000})
+    capability = [cap("red.cost")]
+    alone = [enforced("e", rule("ALLOW", condition, capability="red.cost", id="tagged"))]
+    budget = _smallest_budget(alone, data, capability)
+    config = EngineConfig(condition_cost_budget=budget)
+    with_shadow = [*alone, shadow_policy("s", rule("DENY", "size(action.parameters.blob) > 10", capability="red.cost"))]
+    result = decide(with_shadow, data, capabilities=capability, config=config)
+    assert without_shadow(result) == without_shadow(decide(alone, data, capabilities=capability, config=config))
+    assert result.outcome == "ALLOW", result.reason
+    (entry,) = result.shadow
+    assert entry.outcome == "DENY" and "evaluation_budget_exceeded" not in entry.reason
+
+
+def _smallest_budget(policies: list[Policy], data: Any, capabilities: Any) -> int:
+    """The smallest budget under which `policies` ALLOW `data` (found by bisection on the engine's answer)."""
+    low, high = 1, 10**9
+    while low < high:
+        middle = (low + high) // 2
+        result = decide(policies, data, capabilities=capabilities, config=EngineConfig(condition_cost_budget=middle))
+        if result.outcome == "ALLOW":
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 def _budget_for_one(condition: str, data: Any) -> int:
     """The smallest budget that evaluates `condition` once (found by bisection on the engine's answer)."""
     policies = [enforced("e", rule("ALLOW", f"!({condition})", capability="red.cost"))]

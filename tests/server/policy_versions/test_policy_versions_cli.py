@@ -61,7 +61,7 @@ def test_show(capsys: pytest.CaptureFixture[str], db: str) -> None:
     code, out, _ = _run(capsys, "policy", "show", "3", "--db", db, "--yaml")
     content = yaml.safe_load(out)
     assert [p["name"] for p in content["policies"]] == ["baseline", "email"]
-    assert content["sources"]["email"] == "api"
+    assert "#   email: api" in out.splitlines()
     code, out, _ = _run(capsys, "policy", "show", "3", "--db", db, "--json")
     shown = json.loads(out)
     assert shown["version"] == 3 and shown["cause"] == "policy_saved" and len(shown["capabilities"]) == 3
@@ -137,4 +137,46 @@ def test_rollback_says_the_files_roll_back_file_defined_policies(
     assert code == 0, err
     assert "restored policies 'email'" in out
     assert f"policies 'baseline' (from files {policy_file})" in out
-    assert "restore those files from version 3 (`aegis-server policy show 3`) and restart the servers" in out
+    assert "restore those files from version 3 (`aegis-server policy show 3 --files`) and restart the servers" in out
+
+
+def test_show_prints_policy_files_that_load_as_they_are(
+    capsys: pytest.CaptureFixture[str], db: str, policy_file: Path, tmp_path: Path
+) -> None:
+    """D6: `show --yaml` is one loadable policy file (sources as comments); `show --files` holds only what
+    the policy files defined, one document per file, which restores the file as it was."""
+    from aegis_server.policies.files import load_policy_paths
+
+    code, out, err = _run(capsys, "policy", "show", "3", "--db", db, "--yaml")
+    assert code == 0, err
+    whole = tmp_path / "whole.yaml"
+    whole.write_text(out)
+    loaded = load_policy_paths([whole])
+    assert [p.name for p in loaded.policies] == ["baseline", "email"]
+    assert sorted(c.name for c in loaded.capabilities) == ["database.drop", "email.send", "payments.transfer"]
+
+    code, out, err = _run(capsys, "policy", "show", "3", "--db", db, "--files")
+    assert code == 0, err
+    assert out.splitlines()[0] == f"# file: {policy_file} (policy-set version 3)"
+    restored = tmp_path / "restored.yaml"
+    restored.write_text(out)
+    files = load_policy_paths([restored])
+    original = load_policy_paths([policy_file])
+    assert [p.name for p in files.policies] == ["baseline"] and files.policies == original.policies
+    assert sorted(c.name for c in files.capabilities) == sorted(c.name for c in original.capabilities)
+
+
+@pytest.mark.parametrize("number", ["99999999999999999999999", "2147483648"])
+def test_a_version_number_beyond_the_column_is_exit_2(
+    capsys: pytest.CaptureFixture[str], make_server: ServerFactory, store_url: str, number: str
+) -> None:
+    """D7: a number the database column cannot hold is refused with exit 2 and a clear message, on SQLite
+    and PostgreSQL, never a traceback (the API bounds it to 2**31-1 the same way)."""
+    with make_server(db_url=store_url):
+        pass  # the schema and version 1
+    for argv in (("show", number), ("diff", "1", number), ("rollback", number, "--yes")):
+        code, _, err = _run(capsys, "policy", *argv, "--db", store_url)
+        assert code == 2, (argv, err)
+        assert "is not a version number" in err and "2147483647" in err, err
+    code, _, err = _run(capsys, "policy", "show", "2147483647", "--db", store_url)
+    assert code == 1 and "no policy-set version 2147483647" in err

@@ -105,7 +105,7 @@ async def test_file_defined_items_are_the_files_to_roll_back(make_server: Server
             {"kind": "policy", "name": "baseline", "in_version": str(policy_file), "in_files": str(policy_file)}
         ]
         assert "policies 'baseline'" in result["message"]
-        assert "restore those files from version 1 (`aegis-server policy show 1`)" in result["message"]
+        assert "restore those files from version 1 (`aegis-server policy show 1 --files`)" in result["message"]
         assert "restart the servers" in result["message"]
         assert (await decide(client, "payments.transfer", amount=800))["outcome"] != "ALLOW"  # the files rule
 

@@ -9,9 +9,9 @@ import httpx
 import yaml
 from conftest import POLICIES, STRICTER, Clock, Recorded, expected_transitions, record_session, stricter_outcome
 
-from aegis_server.api import policy_replay
 from aegis_server.inprocess import InProcessServer
 from aegis_server.policies.files import load_policy_paths
+from aegis_server.replay import one_replay_at_a_time
 from aegis_server.store.policy_versions import NewPolicyVersion
 
 
@@ -102,11 +102,8 @@ async def test_limit_and_the_servers_maximum(make_server: Any, clock: Clock) -> 
 
 
 async def test_one_replay_at_a_time(server: InProcessServer) -> None:
-    policy_replay._gate.running = True
-    try:
+    with one_replay_at_a_time():  # as the console's replay page would hold it
         busy = await _replay(server.async_http_client(), candidate=_documents(STRICTER))
-    finally:
-        policy_replay._gate.running = False
     assert busy.status_code == 409
     assert _error(busy)["code"] == "replay_busy"
     assert "one runs at a time" in _error(busy)["message"]

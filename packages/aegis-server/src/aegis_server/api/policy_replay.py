@@ -22,27 +22,19 @@ from aegis_server.governance.errors import Conflict, InvalidInput, InvalidReques
 from aegis_server.replay import (
     DEFAULT_SAMPLES,
     CandidateError,
+    ReplayBusy,
     ReplayReport,
     WindowError,
     candidate_from_documents,
     candidate_from_version,
-    engine_config,
-    replay_stored,
+    one_replay_at_a_time,
+    replay_on_server,
     replay_window,
 )
 
 __all__ = ["ReplayCandidateDocuments", "ReplayCandidateVersion", "ReplayRequest", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
-
-
-class _OneAtATime:
-    """Whether a replay runs in this process (set and cleared on the event loop, so no lock is needed)."""
-
-    running = False
-
-
-_gate = _OneAtATime()
 
 
 class ReplayCandidateVersion(BaseModel):
@@ -90,42 +82,27 @@ async def replay_policies(body: ReplayRequest, service: ServiceDep, _: Manager) 
         since, until = replay_window(body.since, body.until, datetime.now(timezone.utc), ("since", "until"))
     except WindowError as exc:
         raise InvalidRequest(f"{exc}.", {"since": body.since, "until": body.until}, code="invalid_window") from None
-    if _gate.running:
-        raise Conflict(
-            "Another replay is running on this server; one runs at a time. Retry when it has finished, or run "
-            "`aegis-server policy replay` beside the server.",
-            code="replay_busy",
-        )
-    _gate.running = True
     try:
-        store = service.store
-        try:
-            if isinstance(body.candidate, ReplayCandidateVersion):
-                candidate = await candidate_from_version(store, body.candidate.version)
-            else:
-                candidate = candidate_from_documents(body.candidate.policies, body.candidate.capabilities)
-        except CandidateError:
-            assert isinstance(body.candidate, ReplayCandidateVersion)
-            raise NotFound("policy-set version", str(body.candidate.version)) from None
-        except PolicySetError as exc:
-            problems = [problem.model_dump() for problem in exc.problems]
-            raise InvalidInput(
-                f"The candidate policy set does not compile ({len(problems)} problem(s); first: "
-                f"{exc.problems[0].message if exc.problems else 'unknown'}); fix the problems in details.errors.",
-                {"errors": problems},
-                code="invalid_policy",
-            ) from None
-        maximum = service.settings.replay_max_proposals
-        return await replay_stored(
-            store,
-            candidate.policy_set,
-            since=since,
-            until=until,
-            config=engine_config(service.settings),
-            samples=body.samples,
-            limit=min(body.limit or maximum, maximum),
-            description=candidate.description,
-            timeout=service.settings.replay_timeout_seconds,
-        )
-    finally:
-        _gate.running = False
+        with one_replay_at_a_time():
+            store = service.store
+            try:
+                if isinstance(body.candidate, ReplayCandidateVersion):
+                    candidate = await candidate_from_version(store, body.candidate.version)
+                else:
+                    candidate = candidate_from_documents(body.candidate.policies, body.candidate.capabilities)
+            except CandidateError:
+                assert isinstance(body.candidate, ReplayCandidateVersion)
+                raise NotFound("policy-set version", str(body.candidate.version)) from None
+            except PolicySetError as exc:
+                problems = [problem.model_dump() for problem in exc.problems]
+                raise InvalidInput(
+                    f"The candidate policy set does not compile ({len(problems)} problem(s); first: "
+                    f"{exc.problems[0].message if exc.problems else 'unknown'}); fix the problems in details.errors.",
+                    {"errors": problems},
+                    code="invalid_policy",
+                ) from None
+            return await replay_on_server(
+                store, service.settings, candidate, since=since, until=until, samples=body.samples, limit=body.limit
+            )
+    except ReplayBusy as busy:
+        raise Conflict(str(busy), code="replay_busy") from None

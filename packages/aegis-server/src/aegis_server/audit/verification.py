@@ -1,6 +1,7 @@
 """Checking the audit against its anchor: what the database lacks or changed compared with a signed
 checkpoint, a keyed chain whose checkpoints are gone, and the whole check (`verify_audit`: the chain, the
-checkpoint, the decisions table) behind `aegis-server audit verify` and `GET /api/v1/audit/verify`."""
+checkpoint, the decisions table, the policy-set versions) behind `aegis-server audit verify` and
+`GET /api/v1/audit/verify`."""
 
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ async def verify_audit(
     checkpoint_directory: Path | None = None,
 ) -> AuditVerification:
     """The whole check: the chain (links, keyed hashes), the checkpoint (signature, tail, head hash, chain
-    version) when there is one, and the decisions table against the audit. `checkpoint_directory`: where
+    version) when there is one, the decisions table against the audit, and each policy-set version against
+    its content and its "policy_version_recorded" record. `checkpoint_directory`: where
     the checkpoint was looked for; a keyed chain with none there is a problem (`unanchored`)."""
     result = await store.verify_chain()
     problems: list[AuditProblem] = []
@@ -133,4 +135,5 @@ async def verify_audit(
             problems.extend(await compare_with_checkpoint(store, checkpoint))
     if decisions:
         problems.extend(await store.verify_decisions())
+    problems.extend(await store.policy_versions.verify_recorded())
     return result.model_copy(update={"valid": result.valid and not problems, "checkpoint": info, "problems": problems})

@@ -2,7 +2,8 @@
 database (`--db`), like the `keys` and `webhooks` commands.
 
 - `history [--limit N] [--json]`: the newest versions first;
-- `show VERSION [--json|--yaml]`: one version's metadata and content;
+- `show VERSION [--json|--yaml|--files]`: one version's metadata and content (the YAML loads as a policy
+  file; `--files`: only the file-defined items, one document per source file, to restore those files);
 - `diff V1 V2 [--json]`: what changed from V1 to V2 (items, rules, and a unified diff of the YAML);
 - `rollback VERSION [--yes]`: V's API-defined policies and capabilities replace the stored ones, with a new
   version (created by "cli") and a `policy_rollback` audit record in one transaction. Running servers pick
@@ -21,14 +22,16 @@ from aegis_server.cli.command_support import CommandError, add_store_action, run
 
 __all__ = ["add_policy_version_commands"]
 
+_MAX_VERSION = 2**31 - 1  # the column's range (PostgreSQL integer), as the API bounds it
+
 
 def _version_number(text: str) -> int:
     try:
         number = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a version number (1, 2, ...)") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a version number (1, 2, ...)")
+    if not 1 <= number <= _MAX_VERSION:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version number (1, 2, ... up to {_MAX_VERSION})")
     return number
 
 
@@ -88,7 +91,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from aegis_server.policies.diff import canonical_yaml
+    from aegis_server.policies.version_yaml import files_yaml, version_yaml
 
     version = run_on_store(args.db, lambda store: _get(store, args.version))
     if args.json:
@@ -100,11 +103,17 @@ def _cmd_show(args: argparse.Namespace) -> int:
         }
         print(json.dumps(content, indent=2))
         return 0
+    if args.files:
+        text = files_yaml(version)
+        if not text:
+            print(f"version {version.version} holds nothing defined by policy files", file=sys.stderr)
+        print(text, end="")
+        return 0
     if not args.yaml:
         by = version.created_by or "server"
         print(f"# version {version.version}: {version.summary}")
         print(f"# {version.cause} by {by} at {version.created_at.isoformat()}; digest {version.digest}")
-    print(canonical_yaml(version), end="")
+    print(version_yaml(version), end="")
     return 0
 
 
@@ -158,19 +167,8 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
         if latest is None:
             raise _unknown(args.version)
         files = FileItems.of_version(latest)
-        policies = {p.name: p for p in await store.list_policies() if p.name not in files.policies}
-        capabilities = {c.name: c for c in await store.list_capabilities() if c.name not in files.capabilities}
         try:
-            result = await roll_back(
-                store,
-                args.version,
-                files=files,
-                api_policies=policies,
-                api_capabilities=capabilities,
-                current_version=latest.version,
-                current_digest=latest.digest,
-                by="cli",
-            )
+            result = await roll_back(store, args.version, files=files, current_version=latest.version, by="cli")
         except GovernanceError as exc:
             if exc.code == "not_found":
                 raise _unknown(args.version) from None
@@ -195,7 +193,14 @@ def add_policy_version_commands(commands: Any) -> None:
     show.add_argument("version", type=_version_number, metavar="VERSION")
     form = show.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print JSON")
-    form.add_argument("--yaml", action="store_true", help="print only the YAML content (no header)")
+    form.add_argument(
+        "--yaml", action="store_true", help="print only the set as one loadable policy file (sources as comments)"
+    )
+    form.add_argument(
+        "--files",
+        action="store_true",
+        help="print only what the policy files defined, one YAML document per file (to restore them)",
+    )
 
     diff = add_store_action(commands, "diff", "what changed from version V1 to version V2", _cmd_diff)
     diff.add_argument("old", type=_version_number, metavar="V1")

@@ -34,6 +34,9 @@ from aegis_server.console import (
     live,
     overview,
     policies_page,
+    policy_history_page,
+    policy_rollback_page,
+    replay_page,
     sign_in,
     webhooks_page,
 )
@@ -57,6 +60,9 @@ def console_router(settings: Settings) -> APIRouter:
     router.include_router(overview.router)
     router.include_router(audit_page.router)
     router.include_router(policies_page.router)
+    router.include_router(policy_history_page.router)
+    router.include_router(policy_rollback_page.router)
+    router.include_router(replay_page.router)
     router.include_router(webhooks_page.router)
     return router
 

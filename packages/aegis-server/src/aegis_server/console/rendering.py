@@ -23,7 +23,16 @@ from aegis_server.console.headers import CONTENT_SECURITY_POLICY, with_security_
 from aegis_server.console.sessions import COOKIE_PATH, ConsoleUser, now_of
 from aegis_server.security import SCOPE_ADMIN
 
-__all__ = ["CONTENT_SECURITY_POLICY", "environment", "error_page", "json_pretty", "render", "time_left", "timeago"]
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "environment",
+    "error_page",
+    "json_pretty",
+    "render",
+    "time_left",
+    "timeago",
+    "utc_text",
+]
 
 _NAV: tuple[tuple[str, str, str | None], ...] = (
     ("Inbox", "/console/inbox", None),
@@ -90,6 +99,12 @@ def iso(value: Any) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if moment is not None else ""
 
 
+def utc_text(value: Any) -> str:
+    """The moment to the second, for reading: `2026-12-06 23:33:50 UTC` ("" for none)."""
+    moment = _moment(value)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else ""
+
+
 @pass_context
 def _timeago(context: Context, value: Any) -> str:
     return timeago(value, context["now"])
@@ -112,6 +127,7 @@ def _environment() -> Environment:
     env.filters["time_left"] = _time_left
     env.filters["json_pretty"] = json_pretty
     env.filters["iso"] = iso
+    env.filters["utc_text"] = utc_text
     return env
 
 

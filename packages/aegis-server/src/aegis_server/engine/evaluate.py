@@ -130,8 +130,8 @@ def _evaluate(
     if not compiled.rules and not compiled.shadow_rules:
         return _no_rule_applies(compiled, audit_parameters), None, None
 
-    run = _ConditionRun(compiled, _scope(compiled, proposal, now), parameters, config)
-    enforced = run.conditions(compiled.rules)
+    scope = _scope(compiled, compiled.variables, proposal, now)
+    enforced = _ConditionRun(compiled, scope, compiled.projection, parameters, config).conditions(compiled.rules)
     if compiled.rules:
         evaluation = _conclude(compiled, enforced, audit_parameters, config)
     else:
@@ -140,7 +140,10 @@ def _evaluate(
         return evaluation, enforced, None
     # Each shadow rule's entry stands alone: every failure is worded, and a rule over the budget leaves what is
     # left of it to the next ones (the shadow rules share one budget, apart from the enforced rules').
-    shadow_results = run.conditions(compiled.shadow_rules, independent=True)
+    # A run of their own: what they read is converted for them alone, so it never adds to the enforced rules' cost.
+    shadow_scope = _scope(compiled, compiled.shadow_variables, proposal, now)
+    shadow_run = _ConditionRun(compiled, shadow_scope, compiled.shadow_projection, parameters, config)
+    shadow_results = shadow_run.conditions(compiled.shadow_rules, independent=True)
     shadow = _shadow_outcomes(compiled, enforced, shadow_results, audit_parameters, config)
     return (dataclasses.replace(evaluation, shadow=shadow) if shadow else evaluation), enforced, shadow_results
 
@@ -165,15 +168,21 @@ class _Results:
 
 
 class _ConditionRun:
-    """Evaluates conditions of one proposal: the library's context is built once, when a condition first needs
-    it, and shared; each call of `conditions` has a budget of its own (the enforced rules' spending is never
-    reduced by the shadow rules', nor the other way round)."""
+    """Evaluates some rules' conditions for one proposal, over `scope` cut to `projection` (what those rules
+    read): the library's context is built once, when a condition first needs it; each call of `conditions` has
+    a budget of its own."""
 
     def __init__(
-        self, compiled: CompiledCapability, scope: dict[str, Any], parameters: Mapping[str, Any], config: EngineConfig
+        self,
+        compiled: CompiledCapability,
+        scope: dict[str, Any],
+        projection: Mapping[str, Any],
+        parameters: Mapping[str, Any],
+        config: EngineConfig,
     ) -> None:
         self._compiled = compiled
         self._scope = scope
+        self._projection = projection
         self._parameters = parameters
         self._config = config
         self._context: Any = None  # the library's context, built only when a condition needs the library
@@ -186,7 +195,7 @@ class _ConditionRun:
         first failure is worded, and once a rule is over the budget no further condition runs. With
         `independent` (the shadow rules, each with an entry of its own) every failure is worded, and a rule
         over the budget leaves the rest of the budget to the next rules."""
-        compiled, scope, config = self._compiled, self._scope, self._config
+        scope, config = self._scope, self._config
         results = _Results()
         matched, failed, over_budget = results.matched, results.failed, results.over_budget
         spent = 0  # the estimated costs of the conditions evaluated so far: one budget for these rules
@@ -203,7 +212,7 @@ class _ConditionRun:
                     result = None
             if result is not True and result is not False:  # outside the fast path, or undecided there
                 if self._projected is None:  # what the library is given, measured before anything is converted
-                    self._projected = _projected(compiled, scope)
+                    self._projected = _projected(self._projection, scope)
                     self._scope_units = scope_cost(self._projected)
                 # Estimated before the library runs it: the copy of the variables every run makes, their
                 # conversion (once), and the condition's own work over the proposal's data.
@@ -349,10 +358,10 @@ def _conclude(
     )
 
 
-def _scope(compiled: CompiledCapability, proposal: Proposal, now: datetime) -> dict[str, Any]:
-    """The scope variables the candidate rules reference, as plain Python values."""
+def _scope(compiled: CompiledCapability, names: frozenset[str], proposal: Proposal, now: datetime) -> dict[str, Any]:
+    """The scope variables `names` (those some rules reference), as plain Python values."""
     variables: dict[str, Any] = {}
-    for name in compiled.variables:
+    for name in names:
         if name == "action":
             action = proposal.action
             value: Any = {"capability": action.capability, "parameters": action.parameters, "resource": action.resource}
@@ -371,9 +380,8 @@ def _scope(compiled: CompiledCapability, proposal: Proposal, now: datetime) -> d
     return variables
 
 
-def _projected(compiled: CompiledCapability, scope: Mapping[str, Any]) -> dict[str, Any]:
+def _projected(projection: Mapping[str, Any], scope: Mapping[str, Any]) -> dict[str, Any]:
     """The scope cut to the fields the rules read: only those are converted to the library's CEL values."""
-    projection = compiled.projection
     return {name: _project(value, projection.get(name)) for name, value in scope.items()}
 
 

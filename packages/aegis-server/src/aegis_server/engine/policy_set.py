@@ -80,12 +80,16 @@ class CompiledCapability:
     schema: CompiledSchema
     base_risk: float
     rules: tuple[CompiledRule, ...]
-    variables: frozenset[str]  # the scope variables the candidate rules (enforced and shadow) reference
+    variables: frozenset[str]  # the scope variables the enforced candidate rules reference
     projection: Mapping[str, Any] = field(default_factory=dict)
     """Per scope variable, the fields the candidate rules read: `None` = the whole value, else a nested
     `{field: spec}`. Only those are converted to CEL values (conversion costs ~0.5-1 µs a value)."""
     shadow_rules: tuple[CompiledRule, ...] = ()
     """The candidate rules in shadow mode: evaluated after the enforced ones, never changing the outcome."""
+    shadow_variables: frozenset[str] = frozenset()
+    shadow_projection: Mapping[str, Any] = field(default_factory=dict)
+    """What the shadow rules read, kept apart: what they read must not add to the enforced rules' scope, whose
+    size the enforced rules' condition budget is charged for."""
 
     @functools.cached_property
     def risk_text(self) -> str:
@@ -169,6 +173,16 @@ def _projection_spec(paths: Sequence[tuple[str, ...]]) -> dict[str, Any] | None:
     for head in {path[0] for path in paths}:
         spec[head] = _projection_spec([path[1:] for path in paths if path[0] == head])
     return spec
+
+
+def _reads(rules: Sequence[CompiledRule]) -> tuple[frozenset[str], Mapping[str, Any]]:
+    """The scope variables `rules` reference, and per variable the fields they read (see `projection`)."""
+    variables: frozenset[str] = frozenset().union(*(rule.condition.variables for rule in rules))
+    projection = {
+        name: _projection_spec([path for rule in rules for path in rule.condition.paths.get(name, ())])
+        for name in variables
+    }
+    return variables, MappingProxyType(projection)
 
 
 def _source(sources: Mapping[str, str] | None, *keys: str) -> str | None:
@@ -313,20 +327,21 @@ def compile_policy_set(
                 candidates.extend(globs[pattern])
                 used_patterns.add(pattern)
         candidates.sort(key=lambda r: r.order)
-        variables: frozenset[str] = frozenset().union(*(r.condition.variables for r in candidates))
-        projection = {
-            name: _projection_spec([path for r in candidates for path in r.condition.paths.get(name, ())])
-            for name in variables
-        }
+        enforced = tuple(rule for rule in candidates if not rule.shadow)
+        shadow = tuple(rule for rule in candidates if rule.shadow)
+        variables, projection = _reads(enforced)
+        shadow_variables, shadow_projection = _reads(shadow)
         capability = cap_by_name[name]
         by_capability[name] = CompiledCapability(
             capability=capability,
             schema=compiled_schemas[name],
             base_risk=BASE_RISK[capability.risk_level],
-            rules=tuple(rule for rule in candidates if not rule.shadow),
+            rules=enforced,
             variables=variables,
-            projection=MappingProxyType(projection),
-            shadow_rules=tuple(rule for rule in candidates if rule.shadow),
+            projection=projection,
+            shadow_rules=shadow,
+            shadow_variables=shadow_variables,
+            shadow_projection=shadow_projection,
         )
 
     warnings = tuple(

@@ -146,6 +146,10 @@ class GovernanceService:
         if problem is not None:
             store_check.update(cause=problem.cause, message=problem.message)
         checks: dict[str, dict[str, Any]] = {"store": store_check}
+        if self.policies.loaded and problem is None:
+            # An idle replica learns of other replicas' changes here too (load balancers poll this), so the
+            # version it reports, and its aegis_policy_version metric, are the ones it decides with.
+            await self.policies.maybe_refresh()
         if self.policies.loaded:
             active = self.policies.active
             checks["policies"] = {

@@ -14,10 +14,11 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from aegis_sdk._wire.canonical import canonical_hash
 from aegis_sdk.models import Capability, Policy, PolicyProblem, PolicyValidation
 from aegis_server.engine import PolicySet, PolicySetError
 from aegis_server.governance.errors import Conflict, NotFound, Unavailable
@@ -26,7 +27,7 @@ from aegis_server.policies.candidate import API_SOURCE, FileItems, invalid_polic
 from aegis_server.policies.files import load_policy_paths
 from aegis_server.policies.rollback import PolicyRollback, roll_back
 from aegis_server.store import Store
-from aegis_server.store.policy_versions import NewPolicyVersion
+from aegis_server.store.policy_versions import ApiDocumentsReplacement, PolicyChange, StoredApiItems
 
 __all__ = ["PolicyManager"]
 
@@ -46,6 +47,35 @@ def _named(kind: str, name: str, from_files: Mapping[str, _Item], from_api: Mapp
     if item is None:
         raise NotFound(kind, name)
     return item
+
+
+@dataclasses.dataclass(frozen=True)
+class _Edit:
+    """One API change planned on given API items: the items after it, what to write, how to audit it."""
+
+    policies: Mapping[str, Policy]
+    capabilities: Mapping[str, Capability]
+    replacement: ApiDocumentsReplacement
+    audit: tuple[tuple[str, Mapping[str, Any]], ...]
+    cause: str
+    summary: str
+    created: bool
+
+
+_Editor = Callable[[Mapping[str, Policy], Mapping[str, Capability]], _Edit]
+
+
+def _policy_saved(policy: Policy, policies: Mapping[str, Policy], capabilities: Mapping[str, Capability]) -> _Edit:
+    payload = {"name": policy.name, "sha256": canonical_hash(policy.model_dump(mode="json"))}
+    return _Edit(
+        policies={**policies, policy.name: policy},
+        capabilities=dict(capabilities),
+        replacement=ApiDocumentsReplacement(put_policies=[policy]),
+        audit=(("policy_saved", payload),),
+        cause="policy_saved",
+        summary=f"policy {policy.name!r} saved",
+        created=policy.name not in policies,
+    )
 
 
 class PolicyManager:
@@ -104,24 +134,31 @@ class PolicyManager:
         async with self._lock:
             await self._reload_from_store(loading=True)
 
+    def _api_view(self, stored: StoredApiItems) -> tuple[dict[str, Policy], dict[str, Capability]]:
+        """The stored API items this replica uses: those no policy file of its own defines."""
+        policies = {name: p for name, p in stored.policies.items() if name not in self._files.policies}
+        capabilities = {name: c for name, c in stored.capabilities.items() if name not in self._files.capabilities}
+        return policies, capabilities
+
     async def _reload_from_store(self, *, loading: bool = False) -> None:
-        revision = await self._store.policy_revision()
-        policies = {p.name: p for p in await self._store.list_policies()}
-        capabilities = {c.name: c for c in await self._store.list_capabilities()}
-        for name in set(policies) & set(self._files.policies):
+        # One consistent read of the revision and both tables: a set mixing two changes never gets compiled.
+        stored = await self._store.policy_versions.read_api_items(
+            policies=self._store.policies, capabilities=self._store.capabilities
+        )
+        policies, capabilities = self._api_view(stored)
+        for name in sorted(set(stored.policies) - set(policies)):
             logger.warning("stored policy %r is shadowed by the policy file that defines it", name)
-            del policies[name]
-        for name in set(capabilities) & set(self._files.capabilities):
+        for name in sorted(set(stored.capabilities) - set(capabilities)):
             logger.warning("stored capability %r is shadowed by the policy file that defines it", name)
-            del capabilities[name]
         compiled = self._files.compile(policies, capabilities)
+        version: int | None
         if loading:
             version = await self._record_loaded(compiled, policies, capabilities)
         else:
             version = await self._version_of_reloaded(compiled, policies, capabilities)
         self._api_policies, self._api_capabilities = policies, capabilities
         self._swap(dataclasses.replace(compiled, version=version))
-        self._revision = revision
+        self._revision = stored.revision
         self._last_check = self._monotonic()
 
     async def _record_loaded(
@@ -148,12 +185,24 @@ class PolicyManager:
 
     async def _version_of_reloaded(
         self, compiled: PolicySet, policies: Mapping[str, Policy], capabilities: Mapping[str, Capability]
-    ) -> int:
-        """The version another replica recorded for this set; a new one ("replica_loaded") when none holds it,
-        which happens only when this replica's policy files differ from the other's."""
+    ) -> int | None:
+        """The version another replica recorded for this set. A new one ("replica_loaded") only when this
+        replica's policy files differ from those of the latest version (the writer's): the same files and an
+        unknown set mean the set was read while it changed, which the consistent read rules out; then the
+        decisions carry no version rather than one for a set that never existed."""
         number = await self._store.policy_versions.number_of(compiled.digest)
         if number is not None:
             return number
+        latest = await self._store.policy_versions.latest()
+        if latest is not None:
+            then = FileItems.of_version(latest)
+            if then.policies == self._files.policies and then.capabilities == self._files.capabilities:
+                logger.error(
+                    "the policy set loaded after another replica's change matches no recorded version although the "
+                    "policy files are those of version %d; decisions carry no version until the next change",
+                    latest.version,
+                )
+                return None
         new = self._files.new_version(
             compiled,
             policies,
@@ -228,109 +277,131 @@ class PolicyManager:
         """Register (or replace) an API-defined capability; `by`: the API key id making the change."""
         if capability.name in self._files.capabilities:
             raise self._file_conflict("capability", capability.name)
+
+        def edit(policies: Mapping[str, Policy], capabilities: Mapping[str, Capability]) -> _Edit:
+            created = capability.name not in capabilities
+            payload = {"name": capability.name, "sha256": canonical_hash(capability.model_dump(mode="json"))}
+            return _Edit(
+                policies=dict(policies),
+                capabilities={**capabilities, capability.name: capability},
+                replacement=ApiDocumentsReplacement(put_capabilities=[capability]),
+                audit=(("capability_saved", payload),),
+                cause="capability_saved",
+                summary=f"capability {capability.name!r} {'registered' if created else 'replaced'}",
+                created=created,
+            )
+
         async with self._lock:
             await self._refresh_locked()
-            created = capability.name not in self._api_capabilities
-            candidate = {**self._api_capabilities, capability.name: capability}
-
-            async def write(version: NewPolicyVersion) -> int | None:
-                _, number = await self._store.capabilities.put_versioned(capability, version)
-                return number
-
-            summary = f"capability {capability.name!r} {'registered' if created else 'replaced'}"
-            await self._commit(self._api_policies, candidate, write, cause="capability_saved", summary=summary, by=by)
-            return capability, created
+            done = await self._commit(edit, by=by)
+            return capability, done.created
 
     async def create_policy(self, policy: Policy, *, by: str | None = None) -> Policy:
         if policy.name in self._files.policies:
             raise self._file_conflict("policy", policy.name)
-        async with self._lock:
-            await self._refresh_locked()
-            if policy.name in self._api_policies:
+
+        def edit(policies: Mapping[str, Policy], capabilities: Mapping[str, Capability]) -> _Edit:
+            if policy.name in policies:
                 raise Conflict(
                     f"A policy named {policy.name!r} exists. Replace it with PUT /api/v1/policies/{policy.name}, "
                     "or choose another name.",
                     {"name": policy.name, "source": API_SOURCE},
                     code="policy_conflict",
                 )
-            await self._apply_policy(policy, by=by)
+            return _policy_saved(policy, policies, capabilities)
+
+        async with self._lock:
+            await self._refresh_locked()
+            await self._commit(edit, by=by)
             return policy
 
     async def put_policy(self, policy: Policy, *, by: str | None = None) -> tuple[Policy, bool]:
         if policy.name in self._files.policies:
             raise self._file_conflict("policy", policy.name)
+
+        def edit(policies: Mapping[str, Policy], capabilities: Mapping[str, Capability]) -> _Edit:
+            return _policy_saved(policy, policies, capabilities)
+
         async with self._lock:
             await self._refresh_locked()
-            created = policy.name not in self._api_policies
-            await self._apply_policy(policy, by=by)
-            return policy, created
-
-    async def _apply_policy(self, policy: Policy, *, by: str | None) -> None:
-        candidate = {**self._api_policies, policy.name: policy}
-
-        async def write(version: NewPolicyVersion) -> int | None:
-            _, number = await self._store.policies.put_versioned(policy, version)
-            return number
-
-        summary = f"policy {policy.name!r} saved"
-        await self._commit(candidate, self._api_capabilities, write, cause="policy_saved", summary=summary, by=by)
-
-    async def _commit(
-        self,
-        policies: Mapping[str, Policy],
-        capabilities: Mapping[str, Capability],
-        write: Callable[[NewPolicyVersion], Awaitable[int | None]],
-        *,
-        cause: str,
-        summary: str,
-        by: str | None,
-    ) -> None:
-        """Compile the candidate API items with the files' (422 invalid_policy, nothing written, if they do
-        not compile), then run the store `write` (which records the version in its transaction) and swap
-        the compiled set in, stamped with that version. Called under the lock."""
-        try:
-            compiled = self._files.compile(policies, capabilities)
-        except PolicySetError as exc:
-            raise invalid_policy(exc) from None
-        version = self._files.new_version(compiled, policies, capabilities, cause=cause, summary=summary, created_by=by)
-        number = await write(version)
-        self._api_policies, self._api_capabilities = dict(policies), dict(capabilities)
-        self._swap(dataclasses.replace(compiled, version=number))
-        self._revision = await self._store.policy_revision()
+            done = await self._commit(edit, by=by)
+            return policy, done.created
 
     async def delete_policy(self, name: str, *, by: str | None = None) -> None:
         if name in self._files.policies:
             raise self._file_conflict("policy", name)
+
+        def edit(policies: Mapping[str, Policy], capabilities: Mapping[str, Capability]) -> _Edit:
+            if name not in policies:  # never stored, or another replica deleted it
+                raise NotFound("policy", name)
+            return _Edit(
+                policies={k: v for k, v in policies.items() if k != name},
+                capabilities=dict(capabilities),
+                replacement=ApiDocumentsReplacement(delete_policies=[name]),
+                audit=(("policy_deleted", {"name": name}),),
+                cause="policy_deleted",
+                summary=f"policy {name!r} deleted",
+                created=False,
+            )
+
         async with self._lock:
             await self._refresh_locked()
-            if name not in self._api_policies:
-                raise NotFound("policy", name)
-            candidate = {k: v for k, v in self._api_policies.items() if k != name}
+            await self._commit(edit, by=by)
 
-            async def write(version: NewPolicyVersion) -> int | None:
-                deleted, number = await self._store.policies.delete_versioned(name, version)
-                if not deleted:  # another replica deleted it since our refresh
-                    raise NotFound("policy", name)
-                return number
+    def _compiled(self, edit: _Edit) -> PolicySet:
+        try:
+            return self._files.compile(edit.policies, edit.capabilities)
+        except PolicySetError as exc:
+            raise invalid_policy(exc) from None
 
-            summary = f"policy {name!r} deleted"
-            await self._commit(candidate, self._api_capabilities, write, cause="policy_deleted", summary=summary, by=by)
+    async def _commit(
+        self, edit: Callable[[Mapping[str, Policy], Mapping[str, Capability]], _Edit], *, by: str | None
+    ) -> _Edit:
+        """Apply `edit` to the API items and store it (called under the lock). The edit is planned and
+        compiled from this replica's cache first (422 invalid_policy, nothing written, if it does not
+        compile); the store's write then re-plans it on what is stored, read under the policy-write lock,
+        when that differs (another replica wrote since our last refresh), so the version records the set
+        that is really stored. The set compiled for the write and the revision the write left are adopted:
+        a later change by another replica still moves the revision and is picked up."""
+        first = edit(self._api_policies, self._api_capabilities)
+        first_compiled = self._compiled(first)
+        adopted: list[tuple[_Edit, PolicySet]] = []
+
+        def plan(stored: StoredApiItems) -> PolicyChange:
+            policies, capabilities = self._api_view(stored)
+            if policies == self._api_policies and capabilities == self._api_capabilities:
+                planned, compiled = first, first_compiled
+            else:
+                planned = edit(policies, capabilities)
+                compiled = self._compiled(planned)
+            adopted.append((planned, compiled))
+            version = self._files.new_version(
+                compiled,
+                planned.policies,
+                planned.capabilities,
+                cause=planned.cause,
+                summary=planned.summary,
+                created_by=by,
+            )
+            return PolicyChange(replacement=planned.replacement, version=version, audit=planned.audit)
+
+        written = await self._store.policy_versions.write_change(
+            policies=self._store.policies, capabilities=self._store.capabilities, plan=plan
+        )
+        assert written is not None  # `plan` always returns a change
+        planned, compiled = adopted[-1]
+        self._api_policies, self._api_capabilities = dict(planned.policies), dict(planned.capabilities)
+        self._swap(dataclasses.replace(compiled, version=written.version))
+        self._revision = written.revision
+        self._last_check = self._monotonic()
+        return planned
 
     async def rollback(self, version: int, *, by: str | None) -> PolicyRollback:
         """Roll the API-defined items back to `version` (see `policies.rollback`); `by`: who (a key id)."""
         async with self._lock:
             await self._refresh_locked()
             active = self.active
-            result = await roll_back(
-                self._store,
-                version,
-                files=self._files,
-                api_policies=self._api_policies,
-                api_capabilities=self._api_capabilities,
-                current_version=active.version,
-                current_digest=active.digest,
-                by=by,
-            )
+            result = await roll_back(self._store, version, files=self._files, current_version=active.version, by=by)
             if result.changed:
                 await self._reload_from_store()
             return result

@@ -1,8 +1,9 @@
 """Rolling the policy set back to a recorded version.
 
 The server can only roll back what the API defined: version V's API-defined policies and capabilities
-replace the stored ones (those of V upserted, the others deleted) in one transaction with the new version
-(cause "rollback") and its "policy_rollback" audit record; the policy revision is bumped in it, so every
+replace the stored ones (those of V upserted, every other stored one deleted: planned from what the
+transaction reads under the policy-write lock, so a concurrent write is not missed) in one transaction with
+the new version (cause "rollback") and its "policy_rollback" audit record; the policy revision is bumped in it, so every
 replica reloads. What the policy files define rolls back by the operator's files: the result lists the
 file-defined items that differ from V's and says so. When the resulting set equals the active one nothing
 is written (`changed` false): a repeated rollback is a no-op, not an error.
@@ -24,7 +25,7 @@ from aegis_server.engine import PolicySetError
 from aegis_server.governance.errors import NotFound
 from aegis_server.policies.candidate import API_SOURCE, FileItems, invalid_policy
 from aegis_server.store import Store
-from aegis_server.store.policy_versions import ApiDocumentsReplacement, PolicyVersion
+from aegis_server.store.policy_versions import ApiDocumentsReplacement, PolicyChange, PolicyVersion, StoredApiItems
 
 __all__ = ["FileDefinedItem", "PolicyRollback", "RollbackPlan", "plan_rollback", "roll_back", "unknown_version"]
 
@@ -158,7 +159,7 @@ def _files_caveat(version: int, items: tuple[FileDefinedItem, ...]) -> str:
     where = f" (from files {', '.join(files)})" if files else ""
     return (
         f" The {named}{where} are defined by the policy files, which the server cannot roll back; restore those "
-        f"files from version {version} (`aegis-server policy show {version}`) and restart the servers."
+        f"files from version {version} (`aegis-server policy show {version} --files`) and restart the servers."
     )
 
 
@@ -203,52 +204,66 @@ async def roll_back(
     version: int,
     *,
     files: FileItems,
-    api_policies: Mapping[str, Policy],
-    api_capabilities: Mapping[str, Capability],
     current_version: int | None,
-    current_digest: str | None,
     by: str | None,
 ) -> PolicyRollback:
-    """Roll the stored API-defined items back to `version` (the new version is recorded and audited in the
-    same transaction; the caller reloads its active set when `changed`). Raises `NotFound` (unknown
-    version) or `InvalidInput` invalid_policy (its API items do not compile with today's files; nothing
-    written)."""
+    """Roll the stored API-defined items back to `version`: planned from what is stored, read in the write's
+    transaction under the policy-write lock (not from a replica's cache, which a concurrent write may have
+    outdated), with the new version recorded and audited in that transaction; the caller reloads its
+    active set when `changed`. Nothing is written when the stored items already are `version`'s. Raises
+    `NotFound` (unknown version) or `InvalidInput` invalid_policy (its API items do not compile with
+    today's files; nothing written)."""
     target = await store.policy_versions.get(version)
     if target is None:
         raise unknown_version(version)
-    plan = plan_rollback(target, files, api_policies, api_capabilities)
-    try:
-        compiled = files.compile(plan.api_policies, plan.api_capabilities)
-    except PolicySetError as exc:
-        raise invalid_policy(
-            exc, f"Version {version}'s API-defined policies and capabilities do not compile with today's policy files"
-        ) from None
-    if compiled.digest == current_digest:
-        return _result(plan, changed=False, from_version=current_version, version=current_version)
-    new = files.new_version(
-        compiled,
-        plan.api_policies,
-        plan.api_capabilities,
-        cause="rollback",
-        summary=f"rolled back to version {version}",
-        created_by=by,
-        rollback_of=version,
+    planned: list[RollbackPlan] = []
+
+    def plan(stored: StoredApiItems) -> PolicyChange | None:
+        api_policies = {name: p for name, p in stored.policies.items() if name not in files.policies}
+        api_capabilities = {name: c for name, c in stored.capabilities.items() if name not in files.capabilities}
+        rollback = plan_rollback(target, files, api_policies, api_capabilities)
+        planned.append(rollback)
+        try:
+            compiled = files.compile(rollback.api_policies, rollback.api_capabilities)
+        except PolicySetError as exc:
+            raise invalid_policy(
+                exc,
+                f"Version {version}'s API-defined policies and capabilities do not compile with today's policy files",
+            ) from None
+        replacement = rollback.replacement
+        if not any(
+            (
+                replacement.put_policies,
+                replacement.delete_policies,
+                replacement.put_capabilities,
+                replacement.delete_capabilities,
+            )
+        ):
+            return None
+        new = files.new_version(
+            compiled,
+            rollback.api_policies,
+            rollback.api_capabilities,
+            cause="rollback",
+            summary=f"rolled back to version {version}",
+            created_by=by,
+            rollback_of=version,
+        )
+        payload = {
+            "from_version": current_version,
+            "to_version": version,
+            "by": by,
+            "restored_policies": [p.name for p in replacement.put_policies],
+            "removed_policies": list(replacement.delete_policies),
+            "restored_capabilities": [c.name for c in replacement.put_capabilities],
+            "removed_capabilities": list(replacement.delete_capabilities),
+            "file_defined": [item.model_dump() for item in rollback.file_defined],
+        }
+        return PolicyChange(replacement=replacement, version=new, audit=[("policy_rollback", payload)])
+
+    written = await store.policy_versions.write_change(
+        policies=store.policies, capabilities=store.capabilities, plan=plan
     )
-    payload = {
-        "from_version": current_version,
-        "to_version": version,
-        "by": by,
-        "restored_policies": [p.name for p in plan.replacement.put_policies],
-        "removed_policies": list(plan.replacement.delete_policies),
-        "restored_capabilities": [c.name for c in plan.replacement.put_capabilities],
-        "removed_capabilities": list(plan.replacement.delete_capabilities),
-        "file_defined": [item.model_dump() for item in plan.file_defined],
-    }
-    number = await store.policy_versions.rollback_documents(
-        policies=store.policies,
-        capabilities=store.capabilities,
-        replacement=plan.replacement,
-        version=new,
-        audit_payload=payload,
-    )
-    return _result(plan, changed=True, from_version=current_version, version=number)
+    if written is None:
+        return _result(planned[-1], changed=False, from_version=current_version, version=current_version)
+    return _result(planned[-1], changed=True, from_version=current_version, version=written.version)

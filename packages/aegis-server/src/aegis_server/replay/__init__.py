@@ -21,7 +21,14 @@ from aegis_server.replay.report import (
     Transition,
     VersionCount,
 )
-from aegis_server.replay.service import DEFAULT_SAMPLES, engine_config, replay_stored
+from aegis_server.replay.service import (
+    DEFAULT_SAMPLES,
+    ReplayBusy,
+    engine_config,
+    one_replay_at_a_time,
+    replay_on_server,
+    replay_stored,
+)
 from aegis_server.replay.window import WindowError, parse_moment, replay_window
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "Candidate",
     "CandidateDescription",
     "CandidateError",
+    "ReplayBusy",
     "ReplayReport",
     "ReplayTotals",
     "ReplayWindow",
@@ -43,7 +51,9 @@ __all__ = [
     "candidate_from_version",
     "engine_config",
     "latest_candidate",
+    "one_replay_at_a_time",
     "parse_moment",
+    "replay_on_server",
     "replay_stored",
     "replay_window",
 ]

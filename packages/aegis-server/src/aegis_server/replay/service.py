@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import multiprocessing
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
 
 from aegis_sdk.models import Capability, Policy
 from aegis_server.engine import EngineConfig, PolicySet, compile_policy_set
+from aegis_server.replay.candidate import Candidate
 from aegis_server.replay.original_schemas import OriginalSchemas
 from aegis_server.replay.redecide import Redecider, Tally
 from aegis_server.replay.report import (
@@ -36,7 +39,14 @@ from aegis_server.store.engine import create_engine
 from aegis_server.store.policy_versions import PolicyVersions
 from aegis_server.store.proposal_history import ProposalHistory, SequenceRange
 
-__all__ = ["DEFAULT_SAMPLES", "engine_config", "replay_stored"]
+__all__ = [
+    "DEFAULT_SAMPLES",
+    "ReplayBusy",
+    "engine_config",
+    "one_replay_at_a_time",
+    "replay_on_server",
+    "replay_stored",
+]
 
 DEFAULT_SAMPLES = 10
 
@@ -48,6 +58,61 @@ slices stay small enough that a server replaying keeps answering."""
 PARALLEL_MIN_SEQUENCES = 100_000
 """A window spans at least this many audit sequence numbers (about half as many proposals, ~2 s in one
 process) before it is spread over processes: starting one costs about a second of imports."""
+
+
+class ReplayBusy(RuntimeError):
+    """Another replay runs in this server process (the API and the console share one)."""
+
+
+class _OneAtATime:
+    """Whether a replay runs in this process (set and cleared on the event loop, so no lock is needed)."""
+
+    running = False
+
+
+_gate = _OneAtATime()
+
+
+@contextlib.contextmanager
+def one_replay_at_a_time() -> Iterator[None]:
+    """Hold this process's one replay slot for the block; `ReplayBusy` when another replay holds it."""
+    if _gate.running:
+        raise ReplayBusy(
+            "Another replay is running on this server; one runs at a time. Retry when it has finished, or run "
+            "`aegis-server policy replay` beside the server."
+        )
+    _gate.running = True
+    try:
+        yield
+    finally:
+        _gate.running = False
+
+
+async def replay_on_server(
+    store: Any,
+    settings: Settings,
+    candidate: Candidate,
+    *,
+    since: datetime,
+    until: datetime,
+    samples: int = DEFAULT_SAMPLES,
+    limit: int | None = None,
+) -> ReplayReport:
+    """A replay a running server makes (the API's, the console's): in worker threads, with the server's
+    engine configuration, at most `replay_max_proposals` stored proposals (`limit` may ask for fewer), for
+    at most `replay_timeout_seconds`."""
+    maximum = settings.replay_max_proposals
+    return await replay_stored(
+        store,
+        candidate.policy_set,
+        since=since,
+        until=until,
+        config=engine_config(settings),
+        samples=samples,
+        limit=min(limit or maximum, maximum),
+        description=candidate.description,
+        timeout=settings.replay_timeout_seconds,
+    )
 
 
 def engine_config(settings: Settings) -> EngineConfig:

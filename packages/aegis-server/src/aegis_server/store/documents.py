@@ -74,6 +74,11 @@ class DocumentTable(Room, Generic[_Model, _Stored]):
             row = (await conn.execute(sa.select(self.table).where(self.table.c.name == name))).first()
         return self._stored(row) if row is not None else None
 
+    async def documents_in(self, conn: AsyncConnection) -> dict[str, _Model]:
+        """Every document of this kind by name, read in the caller's transaction."""
+        rows = (await conn.execute(sa.select(self.table.c.name, self.table.c.document))).all()
+        return {row.name: self._model_type.model_validate(row.document) for row in rows}
+
     async def put(self, document: _Model, *, version: NewPolicyVersion | None = None) -> _Stored:
         """Create or replace the document of its name, bump the policy revision, record `version` (the
         policy set this makes, when given) and audit it as "<kind>_saved" (with the document's hash and the
@@ -85,6 +90,7 @@ class DocumentTable(Room, Generic[_Model, _Stored]):
         """`put`, returning the stored document and the number of the version recorded (None without one)."""
         now = self._db.now()
         async with self._db.write() as conn:
+            await self._versions.lock_policy_writes(conn)
             content = await self.put_in(conn, document, now)
             number = await self._version_in(conn, version, now)
             payload: dict[str, Any] = {"name": document.name, "sha256": canonical_hash(content)}
@@ -104,6 +110,7 @@ class DocumentTable(Room, Generic[_Model, _Stored]):
         """`delete`, returning whether a document was deleted and the number of the version recorded."""
         now = self._db.now()
         async with self._db.write() as conn:
+            await self._versions.lock_policy_writes(conn)
             if not await self.delete_in(conn, name, now):
                 return False, None
             number = await self._version_in(conn, version, now)
@@ -116,25 +123,30 @@ class DocumentTable(Room, Generic[_Model, _Stored]):
     async def _version_in(self, conn: AsyncConnection, version: NewPolicyVersion | None, now: datetime) -> int | None:
         return await self._versions.insert_in(conn, version, now) if version is not None else None
 
-    async def put_in(self, conn: AsyncConnection, document: _Model, now: datetime) -> dict[str, Any]:
-        """Upsert `document` and bump the policy revision in the caller's write transaction (not audited:
-        the caller audits the change); returns the stored JSON content."""
+    async def put_in(
+        self, conn: AsyncConnection, document: _Model, now: datetime, *, bump: bool = True
+    ) -> dict[str, Any]:
+        """Upsert `document` and bump the policy revision (unless not `bump`: the caller does, once, after its
+        last document) in the caller's write transaction (not audited: the caller audits the change);
+        returns the stored JSON content."""
         content: dict[str, Any] = document.model_dump(mode="json")
         await conn.execute(
             self._db.upsert(self.table)
             .values(name=document.name, document=content, created_at=now, updated_at=now)
             .on_conflict_do_update(index_elements=["name"], set_={"document": content, "updated_at": now})
         )
-        await self._settings.bump_policy_revision(conn, now)
+        if bump:
+            await self._settings.bump_policy_revision(conn, now)
         return content
 
-    async def delete_in(self, conn: AsyncConnection, name: str, now: datetime) -> bool:
-        """Delete the document `name` and bump the policy revision in the caller's write transaction (not
-        audited); False, with nothing changed, when there is none of that name."""
+    async def delete_in(self, conn: AsyncConnection, name: str, now: datetime, *, bump: bool = True) -> bool:
+        """Delete the document `name` and bump the policy revision (unless not `bump`) in the caller's write
+        transaction (not audited); False, with nothing changed, when there is none of that name."""
         result = await conn.execute(sa.delete(self.table).where(self.table.c.name == name))
         if result.rowcount != 1:
             return False
-        await self._settings.bump_policy_revision(conn, now)
+        if bump:
+            await self._settings.bump_policy_revision(conn, now)
         return True
 
 

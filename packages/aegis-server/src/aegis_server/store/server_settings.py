@@ -67,8 +67,8 @@ class ServerSettings:
             value = await read_setting(conn, _POLICY_VERSION)
         return str(value) if value is not None else ""
 
-    async def bump_policy_revision(self, conn: AsyncConnection, now: datetime) -> None:
-        """Give the policy revision a new value (in the caller's write transaction)."""
+    async def bump_policy_revision(self, conn: AsyncConnection, now: datetime) -> str:
+        """Give the policy revision a new value (in the caller's write transaction) and return it."""
         revision = uuid.uuid4().hex
         stmt = self._db.upsert(server_settings).values(
             name=_POLICY_VERSION, value=revision, created_at=now, updated_at=now
@@ -76,3 +76,9 @@ class ServerSettings:
         await conn.execute(
             stmt.on_conflict_do_update(index_elements=["name"], set_={"value": revision, "updated_at": now})
         )
+        return revision
+
+    async def policy_revision_in(self, conn: AsyncConnection) -> str:
+        """`policy_revision` read in the caller's transaction."""
+        value = await read_setting(conn, _POLICY_VERSION)
+        return str(value) if value is not None else ""
