@@ -95,6 +95,7 @@ async def test_limit_and_the_servers_maximum(make_server: Any, clock: Clock) -> 
         client = server.async_http_client()
         capped = (await _replay(client, candidate=_documents(STRICTER), limit=1000)).json()
         assert capped["totals"]["stored"] == 4 and capped["truncated"] is True
+        assert capped["truncated_reason"] == "limit"
         fewer = (await _replay(client, candidate=_documents(STRICTER), limit=2)).json()
         assert fewer["totals"]["stored"] == 2 and fewer["truncated"] is True
         assert len(recorded) > 4
@@ -130,6 +131,14 @@ async def test_bad_input_is_a_4xx_saying_what_to_fix(server: InProcessServer) ->
         "/api/v1/policies/replay", json={"since": "1h", "until": "2h", "candidate": {"version": 1}}
     )
     assert _error(empty)["code"] == "invalid_window" and "the window is empty" in _error(empty)["message"]
+    for bounds in (
+        {"since": "9999999w"},
+        {"since": "0001-01-01T00:00:00+01:00"},
+        {"since": "1d", "until": "9999-12-31T23:59:59-01:00"},
+    ):
+        beyond = await client.post("/api/v1/policies/replay", json={**bounds, "candidate": {"version": 1}})
+        assert beyond.status_code == 422, beyond.text
+        assert _error(beyond)["code"] == "invalid_window" and "year" in _error(beyond)["message"]
 
     broken = _documents(STRICTER)
     broken["policies"][0]["rules"][0]["condition"] = "nope("

@@ -128,6 +128,8 @@ async def test_version_and_latest_version_candidates(
         (["--since", "1h", "--until", "soon"], "--until 'soon' is neither a duration"),
         (["--since", "1h", "--samples", "-1"], "--samples must be between 0 and 1000"),
         (["--since", "1h", "--version", "0"], "--version must be a version number"),
+        (["--since", "9999999w"], "--since '9999999w' reaches back before the year 1"),
+        (["--since", "1d", "--until", "9999-12-31T23:59:59-01:00"], "is outside the years 1..9999"),
         (["--since", "1h", "--version", "7"], "there is no policy-set version 7 (no version is recorded yet)"),
         (["--since", "1h"], "no policy-set version is recorded in this database yet"),
         (["--since", "1h", "--candidate", "/nonexistent/policies"], "--candidate /nonexistent/policies: no such file"),

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         description="The most stored proposals one `POST /api/v1/policies/replay` re-decides (its `limit` is "
         "capped at this); the CLI has no limit.",
     )
+    replay_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="The longest one `POST /api/v1/policies/replay` runs: it then stops and answers what it "
+        "replayed, `truncated` with the reason timeout; the CLI has no time bound.",
+    )
     audit_key: SecretStr | None = Field(
         default=None,
         min_length=32,

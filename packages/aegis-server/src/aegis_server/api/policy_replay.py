@@ -2,7 +2,8 @@
 (a recorded version, or policies and capabilities given whole) and answer the `ReplayReport`.
 
 Scope `policies:manage`. The re-deciding runs in a worker thread, so this server keeps deciding; it is bounded
-(`limit`, capped at the `replay_max_proposals` setting) and one replay runs at a time per server process:
+(`limit`, capped at the `replay_max_proposals` setting; `replay_timeout_seconds`, after which it answers what
+it replayed, `truncated` with the reason timeout) and one replay runs at a time per server process:
 another request meanwhile is refused with 409 `replay_busy`.
 """
 

@@ -7,10 +7,17 @@ under it or a field above it (`action.parameters` whole reads them all): the has
 value and the outcome would be a guess. The redacted values are found by their form (`hmac-sha256:<hex>`)
 rather than by the candidate's schema, so a field that the original schema marked and the candidate no
 longer marks is still known to be a hash.
+
+The candidate's parameter schema is a reader too: validated against a hash, a `minLength`, a `pattern`, an
+`if` or a `type` would pass or fail on the hash, not on the value. A redacted proposal is replayable only
+when the candidate schema for its capability is the one it was decided under (the value passed it then),
+or when what the candidate schema asserts at each hashed value is among what that schema asserted there
+(`assertions_at`), reached in ways that do not depend on the value; otherwise it is not replayable.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +32,7 @@ from aegis_server.engine import (
     UnknownCapabilityError,
     evaluate,
 )
+from aegis_server.replay.schema_reach import assertions_at
 from aegis_server.store.proposal_history import StoredProposal
 
 __all__ = ["DEFAULT_DENY", "Redecider", "Tally", "TransitionTally", "redacted_paths"]
@@ -33,6 +41,8 @@ DEFAULT_DENY = "(default-deny)"
 _HASH_LENGTH = len(SENSITIVE_PREFIX) + 64
 
 _Path = tuple[str | int, ...]
+_MAX_VERDICTS = 100_000
+_DEADLINE_EVERY = 256  # proposals between two looks at the clock
 
 
 def redacted_paths(value: Any, prefix: _Path = ()) -> list[_Path]:
@@ -124,10 +134,19 @@ class Tally:
 class Redecider:
     """Re-decides stored proposals under one compiled candidate set."""
 
-    def __init__(self, candidate: PolicySet, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        candidate: PolicySet,
+        config: EngineConfig,
+        original_schemas: Mapping[int, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """`original_schemas`: version -> capability -> parameter schema of the versions the redacted proposals
+        were decided under (filled by the caller before it tallies them; a version missing here is unknown)."""
         self._candidate = candidate
         self._config = config
         self._reads: dict[str, tuple[tuple[str, ...], ...]] = {}
+        self._originals: Mapping[int, Mapping[str, Any]] = original_schemas if original_schemas is not None else {}
+        self._schema_verdicts: dict[tuple[str, int | None, tuple[_Path, ...]], bool] = {}
 
     def _action_reads(self, capability: str) -> tuple[tuple[str, ...], ...]:
         """The `action` paths read by the candidate rules (enforced and shadow) of a capability."""
@@ -145,12 +164,57 @@ class Redecider:
             return False
         return any(_overlaps(read, ("parameters", *hashed)) for hashed in redacted_paths(parameters) for read in reads)
 
-    def tally(self, stored: Iterable[StoredProposal], tally: Tally) -> None:
-        """Re-decide each of `stored` and count it in `tally`."""
+    def _schema_reads_hashed(self, capability: str, version: int | None, hashed: list[_Path]) -> bool:
+        """Whether the candidate's schema for `capability` may decide on a hashed value (see the module)."""
+        key = (capability, version, tuple(hashed))
+        verdict = self._schema_verdicts.get(key)
+        if verdict is None:
+            if len(self._schema_verdicts) >= _MAX_VERDICTS:
+                self._schema_verdicts.clear()
+            verdict = self._schema_verdicts[key] = self._judge_schema(capability, version, hashed)
+        return verdict
+
+    def _judge_schema(self, capability: str, version: int | None, hashed: list[_Path]) -> bool:
+        registered = self._candidate.capabilities.get(capability)
+        if registered is None:
+            return False  # refused as unknown_capability whatever the values
+        schema = registered.parameter_schema
+        original = self._originals.get(version, {}).get(capability) if version is not None else None
+        if original is not None and original == schema:
+            return False
+        for path in hashed:
+            asserted = assertions_at(schema, path)
+            if asserted is None:
+                return True
+            if not asserted:
+                continue
+            before = None if original is None else assertions_at(original, path)
+            if before is None or any(assertion not in before for assertion in asserted):
+                return True
+        return False
+
+    def _refused_whatever_the_hashes(self, capability: str, parameters: Mapping[str, Any], hashed: list[_Path]) -> bool:
+        """Whether the candidate schema refuses `parameters` for a reason away from their hashed values (a new
+        required field, a bad clear value): the schema check passed, so no assertion reached the hashes other
+        than those the values passed, and an error elsewhere is one the values would meet too."""
+        compiled = self._candidate.compiled(capability)
+        if compiled is None:
+            return False
+        for error in compiled.schema.validator.iter_errors(parameters):
+            where = tuple(error.absolute_path)
+            if not any(where[: len(path)] == path for path in hashed):
+                return True
+        return False
+
+    def tally(self, stored: Iterable[StoredProposal], tally: Tally, deadline: float | None = None) -> bool:
+        """Re-decide each of `stored` and count it in `tally`; False when `deadline` (a `time.monotonic()`)
+        passed first (the proposals not re-decided are not counted)."""
         candidate, config = self._candidate, self._config
         transitions = tally.transitions
         versions = tally.versions
-        for item in stored:
+        for index, item in enumerate(stored):
+            if deadline is not None and index % _DEADLINE_EVERY == 0 and time.monotonic() >= deadline:
+                return False
             tally.stored += 1
             payload = item.payload
             if item.parent_decision_id is not None or payload.get("confirmation") is True:
@@ -159,7 +223,10 @@ class Redecider:
             action = payload["action"]
             capability = action["capability"]
             parameters = action.get("parameters") or {}
-            if item.redacted and self._reads_hashed(capability, parameters):
+            if item.redacted and (
+                self._reads_hashed(capability, parameters)
+                or self._schema_reads_hashed(capability, item.policy_version, redacted_paths(parameters))
+            ):
                 tally.not_replayable["sensitive_parameters"] += 1
                 continue
             context = payload.get("context") or {}
@@ -176,7 +243,8 @@ class Redecider:
             except UnknownCapabilityError:
                 outcome, rule = "unknown_capability", "(unknown_capability)"
             except ParameterSchemaError:
-                if item.redacted and redacted_paths(parameters):
+                hashed = redacted_paths(parameters) if item.redacted else []
+                if hashed and not self._refused_whatever_the_hashes(capability, parameters, hashed):
                     # A hash stands where the schema wants the value: whether the value was valid is unknown.
                     tally.not_replayable["sensitive_parameters"] += 1
                     continue
@@ -198,3 +266,4 @@ class Redecider:
             transition.rules[rule] += 1
             if len(transition.samples) < tally.samples:
                 transition.samples.append(item.decision_id)
+        return True

@@ -98,7 +98,12 @@ class ReplayReport(BaseModel):
     transitions: list[Transition] = Field(description="The changed outcomes, the most frequent first.")
     by_original_version: list[VersionCount]
     truncated: bool = Field(
-        description="The window held more proposals than the limit: only the oldest `limit` were replayed."
+        description="Only the oldest proposals of the window were replayed: see `truncated_reason`."
+    )
+    truncated_reason: Literal["limit", "timeout"] | None = Field(
+        default=None,
+        description="limit: the window held more proposals than the limit; timeout: the replay ran longer than "
+        "the server's replay_timeout_seconds. The totals count what was replayed. None when not truncated.",
     )
     elapsed_seconds: float
     proposals_per_second: float

@@ -1,8 +1,9 @@
 """`replay_stored`: re-decide the stored proposals of a window under a candidate set and report what changed.
 
-In one process, slices are read on the event loop and re-decided in a worker thread (the API's server keeps
-deciding). With `workers` > 1 (the CLI), the window's sequence range is split into that many contiguous
-parts, each read and re-decided by a process of its own that compiles the candidate itself; their tallies
+In one process, slices are fetched on the event loop and parsed and re-decided in worker threads (the API's
+server keeps deciding); a `timeout` stops it early, reported `truncated` with the reason "timeout". With
+`workers` > 1 (the CLI), the window's sequence range is split into that many contiguous parts, each read and
+re-decided by a process of its own that compiles the candidate itself; their tallies
 are merged in order, so the report is the one a single process would make.
 """
 
@@ -16,11 +17,12 @@ import multiprocessing
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from aegis_sdk.models import Capability, Policy
 from aegis_server.engine import EngineConfig, PolicySet, compile_policy_set
 from aegis_server.replay.candidate import Candidate
+from aegis_server.replay.original_schemas import OriginalSchemas
 from aegis_server.replay.redecide import Redecider, Tally
 from aegis_server.replay.report import (
     CandidateDescription,
@@ -34,6 +36,7 @@ from aegis_server.replay.report import (
 from aegis_server.settings import Settings
 from aegis_server.store.database import Database
 from aegis_server.store.engine import create_engine
+from aegis_server.store.policy_versions import PolicyVersions
 from aegis_server.store.proposal_history import ProposalHistory, SequenceRange
 
 __all__ = [
@@ -47,6 +50,10 @@ __all__ = [
 
 DEFAULT_SAMPLES = 10
 
+
+THREAD_SLICE = 5_000
+"""Audit sequence numbers per read in one process: the rows a slice holds arrive on the event loop, so
+slices stay small enough that a server replaying keeps answering."""
 
 PARALLEL_MIN_SEQUENCES = 100_000
 """A window spans at least this many audit sequence numbers (about half as many proposals, ~2 s in one
@@ -91,8 +98,9 @@ async def replay_on_server(
     samples: int = DEFAULT_SAMPLES,
     limit: int | None = None,
 ) -> ReplayReport:
-    """A replay a running server makes (the API's, the console's): in a worker thread, with the server's
-    engine configuration, at most `replay_max_proposals` stored proposals (`limit` may ask for fewer)."""
+    """A replay a running server makes (the API's, the console's): in worker threads, with the server's
+    engine configuration, at most `replay_max_proposals` stored proposals (`limit` may ask for fewer), for
+    at most `replay_timeout_seconds`."""
     maximum = settings.replay_max_proposals
     return await replay_stored(
         store,
@@ -103,6 +111,7 @@ async def replay_on_server(
         samples=samples,
         limit=min(limit or maximum, maximum),
         description=candidate.description,
+        timeout=settings.replay_timeout_seconds,
     )
 
 
@@ -127,24 +136,28 @@ async def replay_stored(
     limit: int | None = None,
     description: CandidateDescription | None = None,
     workers: int = 1,
+    timeout: float | None = None,
 ) -> ReplayReport:
     """Re-decide the proposals decided in `[since, until)` (by their audit records' time) under `candidate`
     with `config`, keeping up to `samples` decision ids per transition. `limit`: replay at most that many
     stored proposals, the oldest (the report says `truncated`). `workers` > 1 uses that many processes
-    (not with a `limit`, nor an in-memory database)."""
+    (not with a `limit` or a `timeout`, nor an in-memory database). `timeout`: stop after about that many
+    seconds (the report says `truncated`, reason "timeout", with the counts of what was replayed)."""
     started = time.perf_counter()
     history: ProposalHistory = store.proposal_history
     sequences = await history.sequence_range(since, until)
     url = store.database.engine.url
     in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
-    truncated = False
+    truncated: Literal["limit", "timeout"] | None = None
     large = sequences.end - sequences.first >= PARALLEL_MIN_SEQUENCES
-    if workers > 1 and limit is None and not in_memory and large:
+    if workers > 1 and limit is None and timeout is None and not in_memory and large:
         tally = await _in_processes(
             url.render_as_string(hide_password=False), candidate, config, sequences, samples, workers
         )
     else:
-        tally, truncated = await _in_thread(history, candidate, config, sequences, samples, limit)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        originals = OriginalSchemas(store.policy_versions)
+        tally, truncated = await _in_thread(history, originals, candidate, config, sequences, samples, limit, deadline)
     return _report(
         tally,
         ReplayWindow(since=since, until=until),
@@ -156,22 +169,29 @@ async def replay_stored(
 
 async def _in_thread(
     history: ProposalHistory,
+    originals: OriginalSchemas,
     candidate: PolicySet,
     config: EngineConfig,
     sequences: SequenceRange,
     samples: int,
     limit: int | None,
-) -> tuple[Tally, bool]:
-    redecider = Redecider(candidate, config)
+    deadline: float | None,
+) -> tuple[Tally, Literal["limit", "timeout"] | None]:
+    """The tally and why it stopped early ("limit", "timeout"; None: the whole window)."""
+    redecider = Redecider(candidate, config, originals)
     tally = Tally(samples=samples)
-    async for batch in history.read(sequences):
+    async for batch in history.read(sequences, slice_size=THREAD_SLICE):
+        if deadline is not None and time.monotonic() >= deadline:
+            return tally, "timeout"
+        await originals.load_for(batch)
         if limit is not None:
             remaining = limit - tally.stored
             if len(batch) > remaining:
-                await asyncio.to_thread(redecider.tally, batch[:remaining], tally)
-                return tally, True
-        await asyncio.to_thread(redecider.tally, batch, tally)
-    return tally, False
+                finished = await asyncio.to_thread(redecider.tally, batch[:remaining], tally, deadline)
+                return tally, "limit" if finished else "timeout"
+        if not await asyncio.to_thread(redecider.tally, batch, tally, deadline):
+            return tally, "timeout"
+    return tally, None
 
 
 async def _in_processes(
@@ -207,13 +227,18 @@ def _replay_part(
     candidate = compile_policy_set(
         [Policy.model_validate(item) for item in policies], [Capability.model_validate(item) for item in capabilities]
     )
-    redecider = Redecider(candidate, config)
+    originals: dict[int, dict[str, Any]] = {}
+    redecider = Redecider(candidate, config, originals)
     tally = Tally(samples=samples)
 
     async def run() -> None:
         engine = create_engine(url)
         try:
-            async for batch in ProposalHistory(Database(engine)).read(part):
+            database = Database(engine)
+            loader = OriginalSchemas(PolicyVersions(database))
+            async for batch in ProposalHistory(database).read(part):
+                await loader.load_for(batch)
+                originals.update(loader)
                 redecider.tally(batch, tally)
         finally:
             await engine.dispose()
@@ -229,7 +254,7 @@ def _report(
     tally: Tally,
     window: ReplayWindow,
     description: CandidateDescription,
-    truncated: bool,
+    truncated: Literal["limit", "timeout"] | None,
     elapsed: float,
 ) -> ReplayReport:
     transitions = [
@@ -264,7 +289,8 @@ def _report(
         ),
         transitions=transitions,
         by_original_version=versions,
-        truncated=truncated,
+        truncated=truncated is not None,
+        truncated_reason=truncated,
         elapsed_seconds=round(elapsed, 3),
         proposals_per_second=round(tally.stored / elapsed, 1) if elapsed > 0 else 0.0,
     )

@@ -21,7 +21,10 @@ def parse_moment(text: str, now: datetime, name: str) -> datetime:
     value = text.strip()
     duration = _DURATION.match(value)
     if duration:
-        return now - timedelta(**{_UNITS[duration.group(2)]: int(duration.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[duration.group(2)]: int(duration.group(1))})
+        except (OverflowError, ValueError):
+            raise WindowError(f"{name} {text!r} reaches back before the year 1; use a shorter duration") from None
     try:
         moment = datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value)
     except ValueError:
@@ -31,7 +34,10 @@ def parse_moment(text: str, now: datetime, name: str) -> datetime:
         ) from None
     if moment.tzinfo is None:
         raise WindowError(f"{name} {text!r} has no time zone; add one (e.g. {value}Z for UTC, or {value}+01:00)")
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise WindowError(f"{name} {text!r} is outside the years 1..9999 once converted to UTC") from None
 
 
 def replay_window(since: str, until: str | None, now: datetime, names: tuple[str, str]) -> tuple[datetime, datetime]:
