@@ -210,6 +210,26 @@ async def test_the_truncated_notice_names_the_limit_and_the_cli(sqlite_url: str,
     assert f"aegis-server policy replay --since {SINCE} --until {UNTIL} --version 1" in text
 
 
+async def test_a_replay_stopped_by_the_time_limit_says_so(sqlite_url: str, clock: Clock) -> None:
+    async with InProcessServer(
+        policy_paths=[POLICIES],
+        db_url=sqlite_url,
+        clock=clock,
+        run_background_tasks=False,
+        secret="test-secret-of-at-least-16-bytes",
+        replay_timeout_seconds=1e-9,
+    ) as server:
+        await record_traffic(server)
+        client = open_browser(server)
+        await sign_in(server, client, ["policies:manage"], "replayer")
+        page = await replay_page(client, since=SINCE, until=UNTIL, version="1")
+        await client.aclose()
+    text = text_of(page.text)
+    assert "Stopped early: the replay reached the server's time limit of 1e-09 seconds" in text
+    assert "Truncated: the window holds more than" not in text
+    assert f"aegis-server policy replay --since {SINCE} --until {UNTIL} --version 1" in text
+
+
 async def test_replay_needs_policies_manage(server: InProcessServer, browser: Browser) -> None:
     reader = await browser(["governance:read"])
     page = await reader.get("/console/policies/replay")

@@ -58,6 +58,7 @@ def _page(
         "report": report,
         "problem": problem,
         "max_proposals": settings.replay_max_proposals,
+        "timeout_seconds": f"{settings.replay_timeout_seconds:g}",
         "max_samples": MAX_SAMPLES,
     }
 
