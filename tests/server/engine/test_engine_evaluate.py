@@ -404,6 +404,21 @@ def test_parameters_failing_the_schema_name_the_field(parameters: dict[str, obje
     assert "4111-secret-card" not in str(error) and "4111-secret-card" not in json.dumps(error.errors)
 
 
+@pytest.mark.parametrize("combinator", ["anyOf", "oneOf"])
+def test_parameters_failing_a_combinator_are_invalid_parameters_not_a_crash(combinator: str) -> None:
+    # jsonschema's best_match picks an error from inside the branches, which is not in the top-level list.
+    schema = {
+        "type": "object",
+        "properties": {"card": {"type": "string"}},
+        combinator: [{"properties": {"card": {"not": {"pattern": "^sk-"}}}}, {"required": ["token"]}],
+    }
+    policy_set = compile_set([policy("p", rule("ALLOW"))], [cap(schema=schema)])
+    assert evaluate(proposal(parameters={"card": "ok"}), policy_set, now=NOW).outcome == "ALLOW"
+    with pytest.raises(ParameterSchemaError) as info:
+        evaluate(proposal(parameters={"card": "sk-live"}), policy_set, now=NOW)
+    assert info.value.errors and "sk-live" not in json.dumps(info.value.errors)
+
+
 def test_sensitive_fields_are_keyed_hashes_in_audit_parameters_only() -> None:
     schema = {
         "type": "object",

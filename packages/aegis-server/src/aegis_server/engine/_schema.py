@@ -84,8 +84,8 @@ class CompiledSchema:
             ) from None
         best = jsonschema.exceptions.best_match(errors)
         if best is not None:
-            errors.remove(best)
-            errors.insert(0, best)
+            # best_match may pick an error from inside an anyOf/oneOf branch, which is not in the list itself.
+            errors = [best, *(error for error in errors if error is not best)]
         details = [_describe(error) for error in errors[:_MAX_ERRORS]]
         raise ParameterSchemaError(capability, details[0]["field"], details)
 
