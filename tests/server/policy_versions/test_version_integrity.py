@@ -5,10 +5,12 @@ it decides with."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from aegis_server.inprocess import InProcessServer
@@ -103,6 +105,49 @@ async def test_audit_verify_finds_a_rewritten_version(make_server: ServerFactory
             await conn.execute(sa.delete(policy_versions).where(policy_versions.c.version == 4))
         codes = sorted(p["code"] for p in (await _verify(client))["problems"])
         assert codes == ["policy_version_mismatch", "policy_version_missing"]
+
+
+async def test_audit_verify_finds_a_version_written_outside_the_server(
+    make_server: ServerFactory, store_url: str
+) -> None:
+    """A forged version row (self-consistent: its digest hashes its content) has no chained record."""
+    async with make_server(db_url=store_url) as server:
+        client = server.async_http_client()
+        await email_allowed_then_denied(client)
+        async with server.store.database.engine.connect() as conn:
+            row = (await conn.execute(sa.select(policy_versions).where(policy_versions.c.version == 3))).one()
+        async with server.store.database.engine.begin() as conn:
+            await conn.execute(sa.insert(policy_versions).values({**row._asdict(), "version": 99, "summary": "forged"}))
+        [problem] = (await _verify(client))["problems"]
+        assert problem["code"] == "policy_version_unaudited" and "version 99" in problem["message"]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda content: {**content, "sources": dict.fromkeys(content["sources"], "p.yaml")}, id="sources"),
+        pytest.param("summary", id="summary"),
+        pytest.param("created_at", id="created_at"),
+    ],
+)
+async def test_audit_verify_finds_an_edit_of_what_the_digest_does_not_cover(
+    make_server: ServerFactory, store_url: str, edit: Any
+) -> None:
+    """Where each item came from decides what a rollback restores: relabelling an API policy as file-defined
+    would make a rollback skip it. The sources, the summary and the time are chained with the version."""
+    async with make_server(db_url=store_url) as server:
+        client = server.async_http_client()
+        await email_allowed_then_denied(client)
+        if edit == "summary":
+            await _edit_version(server, 3, summary="nothing happened")
+        elif edit == "created_at":
+            await _edit_version(server, 3, created_at=datetime(2020, 1, 1, tzinfo=timezone.utc))
+        else:
+            await _edit_version(server, 3, content=edit(await _content_of(server, 3)))
+        [problem] = (await _verify(client))["problems"]
+        assert problem["code"] == "policy_version_mismatch"
+        assert "version 3 differs from its audit record" in problem["message"]
+        assert "sources, summary or time" in problem["message"]
 
 
 async def test_moving_a_policy_from_the_api_into_a_file_is_a_version(

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aegis_sdk._wire.canonical import canonical_json
+from aegis_sdk._wire.canonical import canonical_hash, canonical_json
 from aegis_sdk.models import AuditProblem, Capability, Policy
 from aegis_server.store.database import Database, Room
+from aegis_server.store.rows import format_timestamp
 from aegis_server.store.schema import audit_records, policy_versions
 from aegis_server.store.server_settings import ServerSettings
 
@@ -69,6 +70,12 @@ def content_digest(content: Mapping[str, Any]) -> str:
         "policies": list(content.get("policies", ())),
     }
     return "sha256:" + hashlib.sha256(canonical_json(digest_input)).hexdigest()
+
+
+def row_hash(sources: Mapping[str, Any], summary: str, created_at: datetime) -> str:
+    """The hash of what a version row holds beside its digest: where each item came from (which decides what a
+    rollback restores), its summary and its time, so that an edit of any of them is found by `audit verify`."""
+    return canonical_hash({"sources": dict(sources), "summary": summary, "created_at": format_timestamp(created_at)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +244,7 @@ class PolicyVersions(Room):
                 "cause": new.cause,
                 "created_by": new.created_by,
                 "rollback_of": new.rollback_of,
+                "row_sha256": row_hash(new.sources, new.summary, now),
             },
         )
         return number
@@ -322,9 +330,8 @@ class PolicyVersions(Room):
 
     async def verify_recorded(self, *, max_problems: int = 20) -> list[AuditProblem]:
         """Check every version against its content and the audit: the digest recomputed from the stored
-        content must equal the row's, and the row's number, digest, cause, author and rollback must equal
-        those of its "policy_version_recorded" record (versions recorded before that record existed are only
-        checked against their content)."""
+        content must equal the row's, and the row's number, digest, cause, author, rollback, sources, summary
+        and time must be those of its "policy_version_recorded" record, which every version has."""
         problems: list[AuditProblem] = []
         async with self._db.read() as conn:
             records = (
@@ -354,7 +361,14 @@ class PolicyVersions(Room):
                     )
                 )
                 continue
-            if found is None:
+            if found is None:  # versions and their records were released together: every version has one
+                problems.append(
+                    AuditProblem(
+                        code="policy_version_unaudited",
+                        message=f"policy-set version {row.version} has no policy_version_recorded audit record "
+                        "(the version row was written outside the server)",
+                    )
+                )
                 continue
             sequence, payload = found
             fields = {
@@ -363,7 +377,12 @@ class PolicyVersions(Room):
                 "created_by": row.created_by,
                 "rollback_of": row.rollback_of,
             }
-            different = [name for name, value in fields.items() if payload.get(name) != value]
+            fields["row_sha256"] = row_hash(content.get("sources") or {}, row.summary, row.created_at)
+            different = [
+                "sources, summary or time" if name == "row_sha256" else name
+                for name, value in fields.items()
+                if payload.get(name) != value
+            ]
             if different:
                 problems.append(
                     AuditProblem(
