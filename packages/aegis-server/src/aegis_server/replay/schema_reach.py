@@ -83,7 +83,11 @@ def _at(schema: Any, path: _Path, root: Any, depth: int) -> list[dict[str, Any]]
             return None
         found.extend(below)
     if not path:
-        own = {key: value for key, value in schema.items() if key not in _ANNOTATIONS and key != "$ref"}
+        own = {
+            key: value
+            for key, value in schema.items()
+            if key not in _ANNOTATIONS and key != "$ref" and not key.startswith("x-")  # x-*: annotations
+        }
         if _mentions_reference(own):
             return None  # a reference inside would be compared by its text, not by what it points to
         if own:
