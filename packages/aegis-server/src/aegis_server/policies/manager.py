@@ -150,7 +150,8 @@ class PolicyManager:
             logger.warning("stored policy %r is shadowed by the policy file that defines it", name)
         for name in sorted(set(stored.capabilities) - set(capabilities)):
             logger.warning("stored capability %r is shadowed by the policy file that defines it", name)
-        compiled = self._files.compile(policies, capabilities)
+        # Compiling a large set takes a while: in a thread, the event loop keeps deciding meanwhile.
+        compiled = await asyncio.to_thread(self._files.compile, policies, capabilities)
         version: int | None
         if loading:
             version = await self._record_loaded(compiled, policies, capabilities)
@@ -364,7 +365,7 @@ class PolicyManager:
         that is really stored. The set compiled for the write and the revision the write left are adopted:
         a later change by another replica still moves the revision and is picked up."""
         first = edit(self._api_policies, self._api_capabilities)
-        first_compiled = self._compiled(first)
+        first_compiled = await asyncio.to_thread(self._compiled, first)  # the event loop keeps deciding meanwhile
         adopted: list[tuple[_Edit, PolicySet]] = []
 
         def plan(stored: StoredApiItems) -> PolicyChange:
