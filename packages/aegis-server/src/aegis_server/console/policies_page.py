@@ -21,7 +21,7 @@ from aegis_server.governance.service import GovernanceService
 from aegis_server.policies.manager import PolicyManager
 from aegis_server.security import SCOPE_POLICIES, SCOPE_READ
 
-__all__ = ["item_digest", "policies_page", "router", "sensitive_fields"]
+__all__ = ["item_digest", "policies_page", "policy_view", "router", "sensitive_fields"]
 
 router = APIRouter()
 
@@ -80,7 +80,8 @@ def sensitive_fields(schema: Any) -> list[str]:
     return list(dict.fromkeys(_marked(schema, schema, "", frozenset()))) if isinstance(schema, dict) else []
 
 
-def _policy_view(policy: Policy, manager: PolicyManager) -> dict[str, Any]:
+def policy_view(policy: Policy, source: str | None) -> dict[str, Any]:
+    """A policy as its card shows it (`_policy_card.html`); `source`: its file, or None when the API stored it."""
     rules = [
         {
             "id": rule.id if rule.id is not None else str(index),
@@ -102,7 +103,7 @@ def _policy_view(policy: Policy, manager: PolicyManager) -> dict[str, Any]:
         "description": policy.description,
         "enabled": policy.enabled,
         "mode": policy.mode,
-        "source": manager.source_of(policy.name) or API_SOURCE,
+        "source": source or API_SOURCE,
         "digest": item_digest(policy),
         "rules": rules,
     }
@@ -140,7 +141,7 @@ async def policies_page(
         "revision": revision or None,
         "paths": [str(path) for path in manager.paths],
         "warnings": active.warnings,
-        "policies": [_policy_view(policy, manager) for policy in active.policies],
+        "policies": [policy_view(policy, manager.source_of(policy.name)) for policy in active.policies],
         "capabilities": [_capability_view(capability, manager) for capability in active.capabilities.values()],
     }
     return render(request, "policies.html", context, user=user)

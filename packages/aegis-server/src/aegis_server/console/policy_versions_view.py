@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aegis_server.console.policies_page import item_digest
+from aegis_server.console.policies_page import item_digest, policy_view
 from aegis_server.policies.candidate import API_SOURCE
 from aegis_server.store import Store
 from aegis_server.store.policy_versions import PolicyVersion
@@ -54,25 +54,7 @@ def _source(source: str) -> str:
 def version_content(version: PolicyVersion) -> dict[str, list[dict[str, Any]]]:
     """The version's policies (with their rules) and capabilities, each with its source and digest."""
     policies = [
-        {
-            "name": policy.name,
-            "description": policy.description,
-            "enabled": policy.enabled,
-            "mode": policy.mode,
-            "source": _source(version.source_of(policy.name)),
-            "digest": item_digest(policy),
-            "rules": [
-                {
-                    "id": rule.id if rule.id is not None else str(index),
-                    "capability": rule.capability,
-                    "outcome": rule.outcome,
-                    "condition": rule.condition,
-                    "reason": rule.reason,
-                    "mode": rule.mode or policy.mode,
-                }
-                for index, rule in enumerate(policy.rules)
-            ],
-        }
+        policy_view(policy, None if (source := version.source_of(policy.name)) == API_SOURCE else source)
         for policy in version.policies
     ]
     capabilities = [
