@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
+
+if TYPE_CHECKING:
+    from aegis_server.engine import EngineConfig
 
 DEFAULT_DB_URL = "sqlite+aiosqlite:///./.aegis/aegis.db"
 DEFAULT_POLICY_DIR = Path("examples/policies")
@@ -186,6 +189,17 @@ class Settings(BaseSettings):
     webhook_poll_interval_seconds: float = Field(
         default=1.0, gt=0.0, le=60.0, description="How often the dispatcher looks for events other replicas wrote."
     )
+
+    def engine_config(self) -> EngineConfig:
+        """The engine's configuration these settings give (the value key, derived from the server secret, is
+        the governance runtime's to add)."""
+        from aegis_server.engine import EngineConfig  # the engine's libraries load only where they decide
+
+        return EngineConfig(
+            escalate_threshold=self.escalate_threshold,
+            default_review_timeout_seconds=self.default_review_timeout_seconds,
+            condition_cost_budget=self.condition_cost_budget,
+        )
 
     def resolved_policy_paths(self, cwd: Path | None = None) -> tuple[Path, ...]:
         """The policy paths to load: the configured ones, or the default folder when it exists."""

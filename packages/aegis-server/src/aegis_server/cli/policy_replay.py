@@ -55,7 +55,6 @@ def run_replay(args: argparse.Namespace) -> int:
         WindowError,
         candidate_from_files,
         candidate_from_version,
-        engine_config,
         latest_candidate,
         replay_stored,
         replay_window,
@@ -71,7 +70,7 @@ def run_replay(args: argparse.Namespace) -> int:
         raise CommandError(f"--version must be a version number (1 or more), not {args.version}", code=2)
     if args.candidate is not None and not args.candidate.exists():
         raise CommandError(f"--candidate {args.candidate}: no such file or folder", code=2)
-    config = engine_config(cli_settings(args.db))
+    config = cli_settings(args.db).engine_config()
 
     async def work(store: Any) -> Any:
         if args.candidate is not None:

@@ -22,7 +22,6 @@ from aegis_sdk.models import (
     ReviewRequest,
 )
 from aegis_server.audit.anchor import AuditAnchor
-from aegis_server.engine import EngineConfig
 from aegis_server.governance import queries
 from aegis_server.governance.audit_reads import AuditReads
 from aegis_server.governance.executions import Executions
@@ -70,11 +69,7 @@ class GovernanceService:
             metrics=metrics,
             clock=clock,
             policies=self.policies,
-            engine_config=EngineConfig(
-                escalate_threshold=settings.escalate_threshold,
-                default_review_timeout_seconds=settings.default_review_timeout_seconds,
-                condition_cost_budget=settings.condition_cost_budget,
-            ),
+            engine_config=settings.engine_config(),
         )
         self._proposals = Proposals(self._runtime)
         self._reviews = Reviews(self._runtime)

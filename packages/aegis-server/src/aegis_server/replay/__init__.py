@@ -24,7 +24,6 @@ from aegis_server.replay.report import (
 from aegis_server.replay.service import (
     DEFAULT_SAMPLES,
     ReplayBusy,
-    engine_config,
     one_replay_at_a_time,
     replay_on_server,
     replay_stored,
@@ -49,7 +48,6 @@ __all__ = [
     "candidate_from_documents",
     "candidate_from_files",
     "candidate_from_version",
-    "engine_config",
     "latest_candidate",
     "one_replay_at_a_time",
     "parse_moment",

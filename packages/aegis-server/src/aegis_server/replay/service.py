@@ -42,7 +42,6 @@ from aegis_server.store.proposal_history import ProposalHistory, SequenceRange
 __all__ = [
     "DEFAULT_SAMPLES",
     "ReplayBusy",
-    "engine_config",
     "one_replay_at_a_time",
     "replay_on_server",
     "replay_stored",
@@ -107,21 +106,11 @@ async def replay_on_server(
         candidate.policy_set,
         since=since,
         until=until,
-        config=engine_config(settings),
+        config=settings.engine_config(),
         samples=samples,
         limit=min(limit or maximum, maximum),
         description=candidate.description,
         timeout=settings.replay_timeout_seconds,
-    )
-
-
-def engine_config(settings: Settings) -> EngineConfig:
-    """The engine's configuration as the server with `settings` decides (the value key does not matter here:
-    nothing is redacted for the audit)."""
-    return EngineConfig(
-        escalate_threshold=settings.escalate_threshold,
-        default_review_timeout_seconds=settings.default_review_timeout_seconds,
-        condition_cost_budget=settings.condition_cost_budget,
     )
 
 
