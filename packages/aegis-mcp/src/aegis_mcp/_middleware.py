@@ -77,7 +77,8 @@ class GovernanceMiddleware:
     Tool `t` is governed as capability `<capability_prefix>.<t>` unless `capabilities` maps it; its arguments
     are the parameters. `actor` is an id (an `ai-agent`), an `Actor`, or a callable of the request context
     returning one (say, from the authenticated principal). The session is the MCP session (`Mcp-Session-Id`
-    over HTTP, the process over stdio) unless `session_id` says otherwise. Tools in `ungoverned` run without
+    over HTTP, the process over stdio) unless `session_id` says otherwise. `metadata` (and `tool_metadata`, per
+    tool) goes into the proposal's context metadata. Tools in `ungoverned` run without
     a proposal. `review_timeout` (seconds) bounds the wait for an operator's review, with a progress
     notification every `progress_interval`; `confirmation_ttl` bounds how long a question asked through
     `InputRequiredResult` stays answerable.
@@ -98,6 +99,7 @@ class GovernanceMiddleware:
         report_execution: bool = True,
         session_id: Callable[[ServerRequestContext[Any, Any]], str | None] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        tool_metadata: Callable[[str], Mapping[str, Any]] | None = None,
     ) -> None:
         if review_timeout < 0 or progress_interval <= 0 or confirmation_ttl <= 0:
             raise ValueError("review_timeout must be >= 0, and progress_interval and confirmation_ttl > 0 (seconds)")
@@ -112,6 +114,7 @@ class GovernanceMiddleware:
         self.report_execution = report_execution
         self._session_id = session_id
         self._metadata = dict(metadata or {})
+        self._tool_metadata = tool_metadata
         self._stdio_session = f"mcp-{uuid.uuid4().hex}"
         self._escalations = PendingEscalations()
         self._questions = PendingQuestions(confirmation_ttl)
@@ -146,7 +149,7 @@ class GovernanceMiddleware:
         if not isinstance(arguments, dict):
             raise ValueError("the tool's arguments must be a JSON object")
         actor = self._actor(ctx) if callable(self._actor) else self._actor
-        metadata = {**self._metadata}
+        metadata = {**self._metadata, **(self._tool_metadata(tool) if self._tool_metadata is not None else {})}
         client = ctx.session.client_params
         if client is not None and client.client_info is not None:
             metadata["mcp_client"] = client.client_info.name
