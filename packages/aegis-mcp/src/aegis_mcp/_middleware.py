@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from aegis_mcp import _refusals as refusals
 from aegis_mcp._ask import answer_in, ask_now, asks_by_input_required, can_ask, consented, input_required
 from aegis_mcp._call import ToolCall, as_actor, capability_for
-from aegis_mcp._pending import PendingEscalations, PendingQuestions, is_our_state
+from aegis_mcp._pending import PendingEscalations, PendingQuestions, PendingRuns, is_our_run, is_our_state
 from aegis_mcp._refusals import META_KEY, Refusal, governance_meta
 from aegis_sdk import (
     Actor,
@@ -53,6 +53,7 @@ from aegis_sdk.errors import (
     MalformedResponseError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitError,
 )
 from aegis_sdk.models import DEGRADED_PREFIX
 
@@ -118,6 +119,7 @@ class GovernanceMiddleware:
         self._stdio_session = f"mcp-{uuid.uuid4().hex}"
         self._escalations = PendingEscalations()
         self._questions = PendingQuestions(confirmation_ttl)
+        self._runs = PendingRuns(confirmation_ttl)
 
     # -- the middleware ----------------------------------------------------------------------------
 
@@ -128,12 +130,24 @@ class GovernanceMiddleware:
         tool = params.get("name")
         if not isinstance(tool, str) or tool in self.ungoverned:
             return await call_next(ctx)
+        if params.get("arguments") is not None and not isinstance(params.get("arguments"), dict):
+            logger.info("MCP tool %s: refused a call whose arguments are not a JSON object", tool)
+            return refusals.bad_arguments(tool)
         try:
             call = self.tool_call(ctx, tool, params.get("arguments"))
         except (TypeError, ValueError) as exc:
             # The app's own actor source or capability map is wrong: refuse, never run ungoverned.
             logger.error("MCP tool %s: the governance set-up is invalid (%s); the call was refused", tool, exc)
             return _setup_refusal(f"The tool call {tool!r} could not be governed: {exc}. The tool did not run.")
+        state = params.get("requestState")
+        if is_our_run(state):
+            run = self._runs.take(str(state), call)
+            if run is None:
+                return refusals.resume_changed(call).result
+            resumed = {key: value for key, value in params.items() if key != "requestState"}
+            if run.tool_state is not None:
+                resumed["requestState"] = run.tool_state
+            return await self._run(ctx, call, run.decision, resumed, call_next)
         try:
             decision = await self._govern(ctx, call, params)
         except Refusal as refusal:
@@ -355,9 +369,32 @@ class GovernanceMiddleware:
             await self._report(call, decision, f"{type(exc).__name__}: {exc}", started)
             raise
         if _is_input_required(result):
-            return result  # the tool asks its own question: no execution yet
+            # The tool asks its own question: no execution yet. Its retry resumes under this decision.
+            return self._suspend(call, decision, result)
         await self._report(call, decision, _error_text(result), started)
         return _with_meta(result, governance_meta(call, decision))
+
+    def _suspend(self, call: ToolCall, decision: Decision, result: HandlerResult) -> HandlerResult:
+        """The tool's `InputRequiredResult`, its `requestState` swapped for one that names this allowed run (the
+        tool's own state is kept here and handed back to it on the retry)."""
+        data = (
+            result.model_dump(by_alias=True, mode="json", exclude_none=True)
+            if isinstance(result, BaseModel)
+            else result
+        )
+        if not isinstance(data, dict):
+            return result
+        tool_state = data.get("requestState")
+        state = self._runs.suspend(call, decision, tool_state if isinstance(tool_state, str) else None)
+        if state is None or (tool_state is not None and not isinstance(tool_state, str)):
+            return refusals.Refusal(
+                call,
+                "resume_unavailable",
+                f"The tool {call.tool!r} asked a question that cannot be bound to this governed call. The tool "
+                "did not finish; call it again.",
+                decision,
+            ).result
+        return {**data, "requestState": state}
 
     async def _report(self, call: ToolCall, decision: Decision, error: str | None, started: float) -> None:
         if not self.report_execution or decision.degraded:
@@ -423,8 +460,9 @@ def _is_unavailable(exc: AegisError) -> bool:
     """The platform could not answer (as opposed to refusing the proxy's own key or request)."""
     if isinstance(exc, (APIConnectionError, MalformedResponseError)):
         return True
+    # A rate limit is the platform answering (an agent could exhaust its own limit to get past governance).
     return isinstance(exc, APIStatusError) and not isinstance(
-        exc, (AuthenticationError, PermissionDeniedError, NotFoundError)
+        exc, (AuthenticationError, PermissionDeniedError, NotFoundError, RateLimitError)
     )
 
 

@@ -21,6 +21,7 @@ from aegis_sdk._wire.canonical import canonical_hash
 
 _SIZE = 1024
 STATE_PREFIX = "aegis-confirm."
+RUN_PREFIX = "aegis-run."
 
 
 def fingerprint(call: ToolCall) -> str | None:
@@ -121,8 +122,63 @@ class PendingQuestions:
         return question
 
 
+@dataclass(frozen=True)
+class Run:
+    """An allowed call whose tool asked its own question (`InputRequiredResult`): the ALLOW it runs under and
+    the tool's own `requestState`, kept here so that the client's retry resumes the tool under that same
+    decision instead of proposing again (and asking AEGIS's question again)."""
+
+    call_fingerprint: str
+    decision: Decision
+    tool_state: str | None
+    expires_at: float
+
+
+class PendingRuns:
+    """requestState → the allowed run it resumes. Each state is taken once; a tool that asks again gets a new
+    one."""
+
+    def __init__(self, ttl: float, size: int = _SIZE) -> None:
+        self._ttl = ttl
+        self._items = _Bounded(size)
+
+    def suspend(self, call: ToolCall, decision: Decision, tool_state: str | None) -> str | None:
+        key = fingerprint(call)
+        if key is None:
+            return None
+        state = RUN_PREFIX + secrets.token_urlsafe(24)
+        self._items.put(state, Run(key, decision, tool_state, time.monotonic() + self._ttl))
+        return state
+
+    def take(self, state: str, call: ToolCall) -> Run | None:
+        """The run `state` resumes, if it is this very call and has not expired; spent either way."""
+        run = self._items.pop(state)
+        if not isinstance(run, Run):
+            return None
+        if run.expires_at < time.monotonic() or run.call_fingerprint != fingerprint(call):
+            return None
+        return run
+
+
 def is_our_state(state: object) -> bool:
+    """AEGIS's own question round (`aegis-confirm.`)."""
     return isinstance(state, str) and state.startswith(STATE_PREFIX)
 
 
-__all__ = ["STATE_PREFIX", "PendingEscalations", "PendingQuestions", "Question", "fingerprint", "is_our_state"]
+def is_our_run(state: object) -> bool:
+    """A tool's own question round, resumed under AEGIS's ALLOW (`aegis-run.`)."""
+    return isinstance(state, str) and state.startswith(RUN_PREFIX)
+
+
+__all__ = [
+    "RUN_PREFIX",
+    "STATE_PREFIX",
+    "PendingEscalations",
+    "PendingQuestions",
+    "PendingRuns",
+    "Question",
+    "Run",
+    "fingerprint",
+    "is_our_run",
+    "is_our_state",
+]

@@ -83,7 +83,7 @@ def denied(call: ToolCall, decision: Decision) -> Refusal:
 
 
 def declined(call: ToolCall, decision: Decision, action: str) -> Refusal:
-    how = "declined" if action == "decline" else "dismissed the question"
+    how = {"decline": "declined", "accept": "did not check 'Allow this call'"}.get(action, "dismissed the question")
     return Refusal(
         call,
         "confirmation_declined",
@@ -111,6 +111,29 @@ def confirmation_changed(call: ToolCall) -> Refusal:
         f"The answer to AEGIS's question does not belong to this call of {call.tool!r} (another call, other "
         "arguments, or a question that expired or was already answered). The tool did not run; call it again "
         "to be asked again.",
+    )
+
+
+def resume_changed(call: ToolCall) -> Refusal:
+    return Refusal(
+        call,
+        "resume_mismatch",
+        f"The answer to the tool's question does not belong to this call of {call.tool!r} (another call, other "
+        "arguments, or a question that expired or was already answered). The tool did not run; call it again.",
+    )
+
+
+def bad_arguments(tool: str) -> CallToolResult:
+    """A call whose arguments are not a JSON object: it cannot be proposed, so it does not run."""
+    return CallToolResult(
+        content=[
+            TextContent(
+                type="text",
+                text=f"The tool call {tool!r} was refused: its arguments must be a JSON object. The tool did not run.",
+            )
+        ],
+        is_error=True,
+        _meta={META_KEY: {"refused": "invalid_arguments"}},
     )
 
 
@@ -184,6 +207,7 @@ def unavailable(call: ToolCall, exc: AegisError) -> Refusal:
 __all__ = [
     "META_KEY",
     "Refusal",
+    "bad_arguments",
     "cannot_ask",
     "confirmation_changed",
     "confirmation_refused",
@@ -191,6 +215,7 @@ __all__ = [
     "denied",
     "governance_meta",
     "invalid",
+    "resume_changed",
     "still_pending",
     "unavailable",
 ]
