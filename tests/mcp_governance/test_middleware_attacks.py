@@ -21,7 +21,7 @@ from mw_support import ACCEPT, Answers, governed, meta_of, new_actor, text_of
 from aegis_mcp import GovernanceMiddleware
 
 KEY = "aegis_confirmation"
-YES = {KEY: {"action": "accept", "content": {"confirm": True}}}
+YES: Any = {KEY: {"action": "accept", "content": {"confirm": True}}}
 
 
 def lowlevel(platform: AegisPlatform, ran: list[str]) -> Server[Any]:

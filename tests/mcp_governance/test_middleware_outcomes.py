@@ -122,7 +122,7 @@ async def test_escalation_approved_while_waiting_runs(platform: AegisPlatform, m
 
     async with Client(made.server, mode=mode) as client, anyio.create_task_group() as group:
         group.start_soon(approve_when_pending, platform, made.actor)
-        result = await client.call_tool("deploy", {}, progress_callback=on_progress)
+        result = await client.call_tool("deploy", {}, progress_callback=on_progress)  # type: ignore[arg-type]
     assert not result.is_error and made.ran == ["deploy"], text_of(result)
     assert progress and "Waiting for an operator to review decision dec_" in (progress[0][2] or "")
     assert progress[0][1] == 30.0
