@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,9 @@ async def test_governed_over_stdio(platform: AegisPlatform, run_log: Path, mode:
         check(await outcomes(client), run_log)
 
 
-async def test_governed_over_streamable_http(platform: AegisPlatform, run_log: Path, mode: Any) -> None:
+@pytest.fixture
+def governed_url(platform: AegisPlatform, run_log: Path) -> Iterator[str]:
+    """The test upstream with `--govern`, serving streamable HTTP in its own process."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(UPSTREAM), "--govern", "--http", str(port), "--run-log", str(run_log)],
@@ -54,26 +57,30 @@ async def test_governed_over_streamable_http(platform: AegisPlatform, run_log: P
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def up() -> bool:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
+            return True
+        except httpx.TransportError:
+            return False
+
     try:
-
-        def up() -> bool:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
-                return True
-            except httpx.TransportError:
-                return False
-
         wait_until(up, "the governed upstream over HTTP")
-        url = f"http://127.0.0.1:{port}/mcp"
-        async with Client(url, mode=mode, elicitation_callback=Answers(ACCEPT)) as client:
-            check(await outcomes(client), run_log)
-        async with Client(url, mode=mode, elicitation_callback=Answers(DECLINE)) as client:
-            declined = await client.call_tool("refund", {"amount": 8})
-        async with Client(url, mode=mode) as client:
-            unsupported = await client.call_tool("refund", {"amount": 9})
-        assert declined.is_error and meta_of(declined)["refused"] == "confirmation_declined"
-        assert unsupported.is_error and meta_of(unsupported)["refused"] == "confirmation_unavailable"
-        assert len(recorded_runs(run_log)) == 2
+        yield f"http://127.0.0.1:{port}/mcp"
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+async def test_governed_over_streamable_http(governed_url: str, run_log: Path, mode: Any) -> None:
+    url = governed_url
+    async with Client(url, mode=mode, elicitation_callback=Answers(ACCEPT)) as client:
+        check(await outcomes(client), run_log)
+    async with Client(url, mode=mode, elicitation_callback=Answers(DECLINE)) as client:
+        declined = await client.call_tool("refund", {"amount": 8})
+    async with Client(url, mode=mode) as client:
+        unsupported = await client.call_tool("refund", {"amount": 9})
+    assert declined.is_error and meta_of(declined)["refused"] == "confirmation_declined"
+    assert unsupported.is_error and meta_of(unsupported)["refused"] == "confirmation_unavailable"
+    assert len(recorded_runs(run_log)) == 2
