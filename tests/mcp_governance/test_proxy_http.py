@@ -1,0 +1,122 @@
+"""The proxy over streamable HTTP (`--listen`), configured by a YAML file, in front of an upstream reached over
+streamable HTTP and one over stdio; and the mistakes a user can make, each one message and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mcp import Client
+from mcp_platform import AegisPlatform, free_port, recorded_runs
+from proxy_support import UPSTREAM, governance, http_proxy, http_upstream, text_of
+
+
+def _write(path: Path, config: dict[str, object]) -> Path:
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+async def test_a_yaml_configured_proxy_over_http_governs_http_and_stdio_upstreams(
+    platform: AegisPlatform, tmp_path: Path, run_log: Path
+) -> None:
+    stdio_log = tmp_path / "stdio-runs.log"
+    stdio_log.touch()
+    with http_upstream(run_log) as upstream_url:
+        async with Client(upstream_url) as direct:
+            upstream_tools = {tool.name: tool for tool in (await direct.list_tools()).tools}
+        config = _write(
+            tmp_path / "aegis-mcp.yaml",
+            {
+                "actor": {"id": "http-agent", "type": "ai-copilot"},
+                "review_timeout": 5,
+                "upstreams": [
+                    {"name": "remote", "url": upstream_url, "headers": {"X-Team": "support"}},
+                    {
+                        "name": "local",
+                        "command": sys.executable,
+                        "args": [str(UPSTREAM), "--run-log", str(stdio_log)],
+                        "tools": ["echo", "wipe"],
+                        "tool_prefix": "local_",
+                        "capabilities": {"echo": "mcp.echo", "wipe": "mcp.wipe"},
+                    },
+                ],
+            },
+        )
+        with http_proxy(platform, "--config", str(config)) as (url, _):
+            async with Client(url) as client:
+                tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+                added = await client.call_tool("add", {"a": 20, "b": 22})
+                wiped = await client.call_tool("wipe", {})
+                echoed = await client.call_tool("local_echo", {"text": "hi"})
+                local_wiped = await client.call_tool("local_wipe", {})
+    remote = {name: tool for name, tool in tools.items() if not name.startswith("local_")}
+    assert {n: t.model_dump() for n, t in remote.items()} == {n: t.model_dump() for n, t in upstream_tools.items()}
+    assert sorted(set(tools) - set(remote)) == ["local_echo", "local_wipe"]  # the allow-list and the prefix
+    assert tools["local_echo"].input_schema == upstream_tools["echo"].input_schema
+    assert not added.is_error and added.structured_content == {"result": 42}
+    assert governance(added)["outcome"] == "ALLOW"
+    assert wiped.is_error and local_wiped.is_error
+    assert not echoed.is_error and text_of(echoed) == "hi"
+    assert recorded_runs(run_log) == ['add {"a": 20, "b": 22}']
+    assert recorded_runs(stdio_log) == ['echo {"text": "hi"}']
+
+
+def _aegis_mcp(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "aegis_mcp", *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("no-upstream", "no upstream"),
+        ("bad-yaml", "not valid YAML"),
+        ("unknown-key", "upstreams.0.comand: unknown key"),
+        ("no-endpoint", "missing the AEGIS endpoint"),
+        ("no-such-command", "was not found"),
+        ("unreachable-url", "could not be started or reached"),
+        ("same-tool-twice", "set `tool_prefix`"),
+    ],
+)
+def test_a_users_mistake_is_one_clear_message_and_exit_code_2(tmp_path: Path, case: str, expected: str) -> None:
+    env = {"AEGIS_ENDPOINT": "http://127.0.0.1:9", "AEGIS_API_KEY": "aegis_sk_unused"}
+    upstream = [sys.executable, str(UPSTREAM)]
+    config = tmp_path / "aegis-mcp.yaml"
+    if case == "no-upstream":
+        done = _aegis_mcp("proxy", "--actor", "a", env=env)
+    elif case == "bad-yaml":
+        config.write_text("actor: [unclosed\n", encoding="utf-8")
+        done = _aegis_mcp("proxy", "--config", str(config), env=env)
+    elif case == "unknown-key":
+        _write(config, {"actor": "a", "upstreams": [{"name": "x", "comand": "python"}]})
+        done = _aegis_mcp("proxy", "--config", str(config), env=env)
+    elif case == "no-endpoint":
+        done = _aegis_mcp("proxy", "--actor", "a", "--", *upstream)
+    elif case == "no-such-command":
+        done = _aegis_mcp("proxy", "--actor", "a", "--", "no-such-mcp-server-here", env=env)
+    elif case == "unreachable-url":
+        url = f"http://127.0.0.1:{free_port()}/mcp"
+        _write(config, {"actor": "a", "upstreams": [{"name": "gone", "url": url}]})
+        done = _aegis_mcp("capabilities", "--config", str(config), env=env)
+    else:
+        twice = [{"name": name, "command": upstream[0], "args": upstream[1:]} for name in ("one", "two")]
+        _write(config, {"actor": "a", "upstreams": twice})
+        done = _aegis_mcp("capabilities", "--config", str(config), env=env)
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
