@@ -3,6 +3,7 @@ streamable HTTP and one over stdio; and the mistakes a user can make, each one m
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 from mcp import Client
-from mcp_platform import AegisPlatform, free_port, recorded_runs
-from proxy_support import UPSTREAM, governance, http_proxy, http_upstream, text_of
+from mcp_platform import AegisPlatform, free_port, recorded_runs, wait_until
+from proxy_support import UPSTREAM, Process, governance, http_proxy, http_upstream, proxy_env, text_of
 
 
 def _write(path: Path, config: dict[str, object]) -> Path:
@@ -120,3 +121,37 @@ def test_a_users_mistake_is_one_clear_message_and_exit_code_2(tmp_path: Path, ca
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def _gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "State:\tZ" in status  # exited, not yet reaped by its (dead) parent's reaper
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the process tree from /proc")
+@pytest.mark.parametrize("how", ["sigterm", "stdin-closed"])
+def test_the_proxy_stops_its_upstreams_when_it_stops(platform: AegisPlatform, how: str) -> None:
+    command = [sys.executable, "-m", "aegis_mcp", "proxy", "--actor", "a", "--", sys.executable, str(UPSTREAM)]
+    process = Process(command, proxy_env(platform))
+    try:
+        wait_until(lambda: "governing" in "".join(process.stderr), "the proxy to start")
+        upstreams = _children(process.process.pid)
+        assert upstreams, "".join(process.stderr)
+        if how == "sigterm":
+            process.process.send_signal(signal.SIGTERM)
+        else:
+            assert process.process.stdin is not None
+            process.process.stdin.close()
+        assert process.process.wait(timeout=30) == 0, "".join(process.stderr)
+        wait_until(lambda: all(_gone(pid) for pid in upstreams), "the upstream to stop", timeout=30)
+        assert "Traceback" not in "".join(process.stderr)
+    finally:
+        process.stop()

@@ -110,11 +110,11 @@ async def test_without_elicitation_or_review_the_calls_are_refused_and_a_crash_i
 async def test_escalation_approved_while_the_call_waits_with_progress(
     platform: AegisPlatform, upstream_command: list[str], run_log: Path
 ) -> None:
-    progress: list[str] = []
+    messages: list[str] = []
     approved: list[Any] = []
 
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append(message or "")
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
         if not approved and message and "decision " in message:
             decision_id = message.split("decision ", 1)[1].split(":", 1)[0]
             async with platform.async_client(platform.reviewer_key) as reviewer:
@@ -122,7 +122,7 @@ async def test_escalation_approved_while_the_call_waits_with_progress(
 
     async with Client(proxy_over_stdio(platform, upstream_command, "--review-timeout", "30")) as client:
         result = await client.call_tool("deploy", {"service": "api"}, progress_callback=on_progress)
-    assert approved, progress
+    assert approved, messages
     assert not result.is_error, text_of(result)
     assert text_of(result) == "deployed api"
     assert recorded_runs(run_log) == ['deploy {"service": "api"}']

@@ -5,7 +5,9 @@ start) or streamable HTTP (`--listen HOST:PORT`, path `/mcp`)."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -288,12 +290,18 @@ async def running_proxy(config: ProxyConfig, client: AsyncAegisClient) -> AsyncI
         yield proxy
 
 
-async def _until_signal(scope: anyio.CancelScope) -> None:
+async def _until_signal(proxy: GoverningProxy) -> None:
+    """On SIGTERM / SIGINT: stop the upstreams (their processes end), then leave at once. Cancelling is not
+    enough: the stdio transport reads stdin in a thread that no cancellation interrupts."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for received in signals:
             logger.info("received %s: stopping the proxy and its upstreams", signal.Signals(received).name)
-            scope.cancel()
-            return
+            with anyio.CancelScope(shield=True), anyio.move_on_after(15):
+                for upstream in proxy.upstreams:
+                    await upstream.close()
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 async def serve(proxy: GoverningProxy, listen: tuple[str, int] | None = None) -> None:
@@ -303,7 +311,7 @@ async def serve(proxy: GoverningProxy, listen: tuple[str, int] | None = None) ->
         await _serve_http(server, *listen)  # uvicorn stops on SIGTERM / SIGINT itself
         return
     async with anyio.create_task_group() as group:
-        group.start_soon(_until_signal, group.cancel_scope)
+        group.start_soon(_until_signal, proxy)
         async with stdio_server() as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
         group.cancel_scope.cancel()
