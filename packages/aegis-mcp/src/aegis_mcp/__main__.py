@@ -6,5 +6,7 @@ import sys
 
 from aegis_mcp._cli import main
 
+__all__: list[str] = []  # run, not imported
+
 if __name__ == "__main__":
     sys.exit(main())
