@@ -4,17 +4,20 @@ real aegis-server. Every outcome; the upstream's run log tells whether a call re
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import yaml
 from mcp import Client, StdioServerParameters
 from mcp_platform import AegisPlatform, free_port, recorded_runs
 from mcp_types import ElicitResult
-from proxy_support import execution_status, governance, proxy_over_stdio, text_of
+from proxy_support import execution_status, governance, proxy_env, proxy_over_stdio, text_of
 
 MODES = ["legacy", "auto"]
+PROGRESS_UPSTREAM = Path(__file__).resolve().parent / "mcp_progress_server.py"
 
 
 def _direct(upstream_command: list[str]) -> StdioServerParameters:
@@ -141,3 +144,27 @@ async def test_platform_down_refuses_and_fail_open_forwards_marked_degraded(
     assert not forwarded.is_error and forwarded.structured_content == {"result": 3}
     assert governance(forwarded)["degraded"] is True
     assert recorded_runs(run_log) == ['add {"a": 1, "b": 2}']
+
+
+async def test_the_upstreams_progress_reaches_the_client(platform: AegisPlatform, tmp_path: Path) -> None:
+    config = tmp_path / "aegis-mcp.yaml"
+    upstream = {
+        "name": "counter",
+        "command": sys.executable,
+        "args": [str(PROGRESS_UPSTREAM)],
+        "capabilities": {"count": "mcp.echo"},  # governed as a capability the test policies allow
+    }
+    config.write_text(yaml.safe_dump({"actor": "counting-agent", "upstreams": [upstream]}), encoding="utf-8")
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    server = StdioServerParameters(
+        command=sys.executable, args=["-m", "aegis_mcp", "proxy", "--config", str(config)], env=proxy_env(platform)
+    )
+    async with Client(server) as client:
+        result = await client.call_tool("count", {"n": 3}, progress_callback=on_progress)
+    assert not result.is_error and result.structured_content == {"result": 3}
+    assert governance(result)["capability"] == "mcp.echo"
+    assert seen == [(1, 3, "step 1 of 3"), (2, 3, "step 2 of 3"), (3, 3, "step 3 of 3")]
