@@ -137,15 +137,16 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the process tree from /proc")
-@pytest.mark.parametrize("how", ["sigterm", "stdin-closed"])
+@pytest.mark.parametrize("how", ["sigterm", "stdin-closed", "sigterm-http"])
 def test_the_proxy_stops_its_upstreams_when_it_stops(platform: AegisPlatform, how: str) -> None:
-    command = [sys.executable, "-m", "aegis_mcp", "proxy", "--actor", "a", "--", sys.executable, str(UPSTREAM)]
+    listen = ["--listen", f"127.0.0.1:{free_port()}"] if how.endswith("http") else []
+    command = [sys.executable, "-m", "aegis_mcp", "proxy", "--actor", "a", *listen, "--", sys.executable, str(UPSTREAM)]
     process = Process(command, proxy_env(platform))
     try:
         wait_until(lambda: "governing" in "".join(process.stderr), "the proxy to start")
         upstreams = _children(process.process.pid)
         assert upstreams, "".join(process.stderr)
-        if how == "sigterm":
+        if how.startswith("sigterm"):
             process.process.send_signal(signal.SIGTERM)
         else:
             assert process.process.stdin is not None

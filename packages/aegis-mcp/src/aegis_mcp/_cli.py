@@ -129,12 +129,6 @@ def _listen(value: str | None) -> tuple[str, int] | None:
 
 async def _run_proxy(config: ProxyConfig, client: AsyncAegisClient, listen: tuple[str, int] | None) -> None:
     async with client, running_proxy(config, client) as proxy:
-        logger.info(
-            "governing %d tools of %d upstream(s) as actor %s",
-            len(proxy.tools),
-            len(proxy.upstreams),
-            config.actor.id,
-        )
         if config.sync_capabilities:
             await _sync_at_start(proxy, client)
         await serve(proxy, listen)

@@ -8,13 +8,15 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import mcp_types as types
+import uvicorn
+from anyio.abc import TaskStatus
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
@@ -290,10 +292,11 @@ async def running_proxy(config: ProxyConfig, client: AsyncAegisClient) -> AsyncI
         yield proxy
 
 
-async def _until_signal(proxy: GoverningProxy) -> None:
+async def _until_signal(proxy: GoverningProxy, *, task_status: TaskStatus[None]) -> None:
     """On SIGTERM / SIGINT: stop the upstreams (their processes end), then leave at once. Cancelling is not
     enough: the stdio transport reads stdin in a thread that no cancellation interrupts."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for received in signals:
             logger.info("received %s: stopping the proxy and its upstreams", signal.Signals(received).name)
             with anyio.CancelScope(shield=True), anyio.move_on_after(15):
@@ -307,22 +310,34 @@ async def _until_signal(proxy: GoverningProxy) -> None:
 async def serve(proxy: GoverningProxy, listen: tuple[str, int] | None = None) -> None:
     """Serve the proxy over stdio (until stdin closes) or streamable HTTP on `listen` (until SIGTERM)."""
     server = proxy.server
-    if listen is not None:
-        await _serve_http(server, *listen)  # uvicorn stops on SIGTERM / SIGINT itself
-        return
     async with anyio.create_task_group() as group:
-        group.start_soon(_until_signal, proxy)
-        async with stdio_server() as (read_stream, write_stream):
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+        await group.start(_until_signal, proxy)
+        logger.info(
+            "governing %d tools of %d upstream(s) as actor %s",
+            len(proxy.tools),
+            len(proxy.upstreams),
+            proxy.config.actor.id,
+        )
+        if listen is not None:
+            await _serve_http(server, *listen)
+        else:
+            async with stdio_server() as (read_stream, write_stream):
+                await server.run(read_stream, write_stream, server.create_initialization_options())
         group.cancel_scope.cancel()
 
 
-async def _serve_http(server: Server[Any], host: str, port: int) -> None:
-    import uvicorn
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the proxy's (`_until_signal`) stops the upstreams first."""
 
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve_http(server: Server[Any], host: str, port: int) -> None:
     app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    instance = uvicorn.Server(config)
+    instance = _QuietServer(config)
     logger.info("serving MCP over streamable HTTP at http://%s:%d/mcp", host, port)
     await instance.serve()
 
