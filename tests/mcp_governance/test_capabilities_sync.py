@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import yaml
 from mcp import Client, StdioServerParameters
 from mcp_platform import AegisPlatform
 from proxy_support import proxy_over_stdio
@@ -39,17 +41,20 @@ def test_without_sync_it_shows_what_would_be_registered(upstream_command: list[s
 
 
 async def test_sync_creates_then_leaves_unchanged_then_replaces(
-    platform: AegisPlatform, upstream_command: list[str]
+    platform: AegisPlatform, upstream_command: list[str], tmp_path: Path
 ) -> None:
     async with Client(StdioServerParameters(command=upstream_command[0], args=upstream_command[1:])) as direct:
         schemas = {tool.name: tool.input_schema for tool in (await direct.list_tools()).tools}
-    arguments = ["--sync", "--json", "--capability-prefix", "synced", "--", *upstream_command]
+    config = tmp_path / "aegis-mcp.yaml"
+    upstream = {"name": "tests", "command": upstream_command[0], "args": upstream_command[1:], "tools": ["add", "echo"]}
+    config.write_text(yaml.safe_dump({"actor": "a", "capability_prefix": "synced", "upstreams": [upstream]}))
+    arguments = ["--sync", "--json", "--config", str(config)]
     runs = [_capabilities(platform, *arguments) for _ in range(2)]
     replaced = _capabilities(platform, "--risk-level", "high", *arguments)
     for done in (*runs, replaced):
         assert done.returncode == 0, done.stderr
     statuses = [{item["capability"]: item["status"] for item in json.loads(done.stdout)} for done in (*runs, replaced)]
-    assert set(statuses[0].values()) == {"created"} and len(statuses[0]) == 7
+    assert statuses[0] == {"synced.add": "created", "synced.echo": "created"}  # only the allow-listed tools
     assert set(statuses[1].values()) == {"unchanged"}
     assert set(statuses[2].values()) == {"replaced"}
     async with platform.async_client() as aegis:

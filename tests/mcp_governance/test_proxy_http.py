@@ -14,6 +14,8 @@ from mcp import Client
 from mcp_platform import AegisPlatform, free_port, recorded_runs, wait_until
 from proxy_support import UPSTREAM, Process, governance, http_proxy, http_upstream, proxy_env, text_of
 
+from aegis_mcp._cli import main
+
 
 def _write(path: Path, config: dict[str, object]) -> Path:
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -81,46 +83,56 @@ def _aegis_mcp(*arguments: str, env: dict[str, str] | None = None) -> subprocess
     )
 
 
+def test_the_command_exits_2_with_one_line_when_aegis_is_not_configured() -> None:
+    done = _aegis_mcp("proxy", "--actor", "a", "--", sys.executable, str(UPSTREAM))
+    assert done.returncode == 2
+    assert done.stderr.startswith("aegis-mcp: missing the AEGIS endpoint") and "AEGIS_API_KEY" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
         ("no-upstream", "no upstream"),
         ("bad-yaml", "not valid YAML"),
         ("unknown-key", "upstreams.0.comand: unknown key"),
-        ("no-endpoint", "missing the AEGIS endpoint"),
+        ("bad-listen", "--listen wants HOST:PORT"),
         ("no-such-command", "was not found"),
         ("unreachable-url", "could not be started or reached"),
         ("same-tool-twice", "set `tool_prefix`"),
     ],
 )
-def test_a_users_mistake_is_one_clear_message_and_exit_code_2(tmp_path: Path, case: str, expected: str) -> None:
-    env = {"AEGIS_ENDPOINT": "http://127.0.0.1:9", "AEGIS_API_KEY": "aegis_sk_unused"}
+def test_a_users_mistake_is_one_clear_message_and_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, case: str, expected: str
+) -> None:
+    monkeypatch.setenv("AEGIS_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("AEGIS_API_KEY", "aegis_sk_unused")
     upstream = [sys.executable, str(UPSTREAM)]
     config = tmp_path / "aegis-mcp.yaml"
     if case == "no-upstream":
-        done = _aegis_mcp("proxy", "--actor", "a", env=env)
+        code = main(["proxy", "--actor", "a"])
     elif case == "bad-yaml":
         config.write_text("actor: [unclosed\n", encoding="utf-8")
-        done = _aegis_mcp("proxy", "--config", str(config), env=env)
+        code = main(["proxy", "--config", str(config)])
     elif case == "unknown-key":
         _write(config, {"actor": "a", "upstreams": [{"name": "x", "comand": "python"}]})
-        done = _aegis_mcp("proxy", "--config", str(config), env=env)
-    elif case == "no-endpoint":
-        done = _aegis_mcp("proxy", "--actor", "a", "--", *upstream)
+        code = main(["proxy", "--config", str(config)])
+    elif case == "bad-listen":
+        code = main(["proxy", "--actor", "a", "--listen", "8000", "--", *upstream])
     elif case == "no-such-command":
-        done = _aegis_mcp("proxy", "--actor", "a", "--", "no-such-mcp-server-here", env=env)
+        code = main(["capabilities", "--", "no-such-mcp-server-here"])
     elif case == "unreachable-url":
         url = f"http://127.0.0.1:{free_port()}/mcp"
         _write(config, {"actor": "a", "upstreams": [{"name": "gone", "url": url}]})
-        done = _aegis_mcp("capabilities", "--config", str(config), env=env)
+        code = main(["capabilities", "--config", str(config)])
     else:
         twice = [{"name": name, "command": upstream[0], "args": upstream[1:]} for name in ("one", "two")]
         _write(config, {"actor": "a", "upstreams": twice})
-        done = _aegis_mcp("capabilities", "--config", str(config), env=env)
-    assert done.returncode == 2, done.stderr
-    assert expected in done.stderr
-    assert "Traceback" not in done.stderr
-    assert done.stdout == ""
+        code = main(["capabilities", "--config", str(config)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert expected in err and err.startswith("aegis-mcp: ")
+    assert "Traceback" not in err and out == ""
 
 
 def _children(pid: int) -> list[int]:
