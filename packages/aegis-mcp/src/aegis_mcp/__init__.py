@@ -17,10 +17,28 @@ Every `tools/call` is proposed to AEGIS first and runs only under an ALLOW. See 
 from __future__ import annotations
 
 from aegis_mcp._call import ToolCall, capability_for
+from aegis_mcp._config import ActorConfig, AegisSettings, ConfigError, ProxyConfig, UpstreamConfig, load_config
 from aegis_mcp._middleware import ActorSource, GovernanceMiddleware
+from aegis_mcp._proxy import GoverningProxy, running_proxy, serve
 from aegis_mcp._refusals import META_KEY
 from aegis_sdk._version import installed_version
 
 __version__ = installed_version("aegisgov-mcp")
 
-__all__ = ["META_KEY", "ActorSource", "GovernanceMiddleware", "ToolCall", "__version__", "capability_for"]
+__all__ = [
+    "META_KEY",
+    "ActorConfig",
+    "ActorSource",
+    "AegisSettings",
+    "ConfigError",
+    "GovernanceMiddleware",
+    "GoverningProxy",
+    "ProxyConfig",
+    "ToolCall",
+    "UpstreamConfig",
+    "__version__",
+    "capability_for",
+    "load_config",
+    "running_proxy",
+    "serve",
+]
