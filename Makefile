@@ -60,7 +60,7 @@ dist: setup
 check-wheel: dist
 	bash scripts/check_sdk_wheel.sh
 
-# The four wheels (aegisgov-*) in a fresh virtualenv outside the workspace, the installed aegis-server, a smoke test.
+# The five wheels (aegisgov-*) in a fresh virtualenv outside the workspace, the installed aegis-server, a smoke test.
 smoke-dists: dist
 	bash scripts/smoke_dists.sh dist
 
