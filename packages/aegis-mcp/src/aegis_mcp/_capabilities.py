@@ -1,0 +1,133 @@
+"""`aegis-mcp capabilities [--sync]`: the capabilities the upstreams' tools are governed as, registered with
+AEGIS on request (name, description, risk level, and the tool's input schema as the parameter schema), so that
+policies can be written against them at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import mcp_types as types
+from pydantic import ValidationError
+
+from aegis_mcp._proxy import Route
+from aegis_sdk import AegisError, AsyncAegisClient
+from aegis_sdk.errors import NotFoundError
+from aegis_sdk.models import Capability
+
+_DESCRIPTION_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class PlannedCapability:
+    """One exposed tool and the capability it is registered as."""
+
+    tool: str
+    upstream: str
+    name: str
+    description: str
+    risk_level: str
+    parameter_schema: dict[str, Any]
+
+    def capability(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "risk_level": self.risk_level,
+            "parameter_schema": self.parameter_schema,
+        }
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    tool: str
+    capability: str
+    status: str  # created | replaced | unchanged | failed
+    message: str = ""
+
+
+def plan(exposed: Sequence[tuple[types.Tool, Route]], risk_level: str) -> list[PlannedCapability]:
+    planned = []
+    for tool, route in exposed:
+        description = " ".join((tool.description or tool.title or "").split())
+        if len(description) > _DESCRIPTION_LIMIT:
+            description = description[: _DESCRIPTION_LIMIT - 1] + "…"
+        planned.append(
+            PlannedCapability(
+                tool=tool.name,
+                upstream=route.upstream.name,
+                name=route.capability,
+                description=description,
+                risk_level=risk_level,
+                parameter_schema=dict(tool.input_schema) or {"type": "object"},
+            )
+        )
+    return planned
+
+
+async def sync(client: AsyncAegisClient, planned: Sequence[PlannedCapability]) -> list[SyncOutcome]:
+    """Register each planned capability: created, replaced (it differed), unchanged, or failed (with the
+    server's message: a rejected schema, a capability defined in a policy file, a key without policies:manage)."""
+    outcomes = []
+    for item in planned:
+        wanted = item.capability()
+        try:
+            wanted_model = Capability.model_validate(wanted)
+        except ValidationError as exc:
+            problem = f"not a valid capability: {exc.errors()[0]['msg']}"
+            outcomes.append(SyncOutcome(item.tool, item.name, "failed", problem))
+            continue
+        try:
+            current: Capability | None = await client.capabilities.get(item.name)
+        except NotFoundError:
+            current = None
+        except AegisError as exc:
+            outcomes.append(SyncOutcome(item.tool, item.name, "failed", _message(exc)))
+            continue
+        if current is not None and current.model_dump(mode="json") == wanted_model.model_dump(mode="json"):
+            outcomes.append(SyncOutcome(item.tool, item.name, "unchanged"))
+            continue
+        try:
+            await client.capabilities.create(wanted)
+        except AegisError as exc:
+            outcomes.append(SyncOutcome(item.tool, item.name, "failed", _message(exc)))
+            continue
+        outcomes.append(SyncOutcome(item.tool, item.name, "created" if current is None else "replaced"))
+    return outcomes
+
+
+def _message(exc: AegisError) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    return f"{type(exc).__name__}: {message}"
+
+
+def planned_json(planned: Sequence[PlannedCapability]) -> list[dict[str, Any]]:
+    return [asdict(item) for item in planned]
+
+
+def outcomes_json(outcomes: Sequence[SyncOutcome]) -> list[dict[str, Any]]:
+    return [asdict(item) for item in outcomes]
+
+
+def planned_text(planned: Sequence[PlannedCapability]) -> str:
+    lines = [f"{len(planned)} capabilities would be registered (run with --sync to register them):"]
+    for item in planned:
+        lines.append(f"  {item.name}  (tool {item.tool} of {item.upstream}, risk {item.risk_level})")
+    return "\n".join(lines)
+
+
+def outcomes_text(outcomes: Sequence[SyncOutcome]) -> str:
+    lines = []
+    for item in outcomes:
+        line = f"{item.status:<9} {item.capability}  (tool {item.tool})"
+        if item.message:
+            line += f": {item.message}"
+        lines.append(line)
+    counts = {status: sum(1 for o in outcomes if o.status == status) for status in ("created", "replaced", "unchanged")}
+    failed = sum(1 for o in outcomes if o.status == "failed")
+    lines.append(", ".join(f"{count} {status}" for status, count in counts.items()) + f", {failed} failed")
+    return "\n".join(lines)
+
+
+__all__ = ["PlannedCapability", "SyncOutcome", "outcomes_json", "outcomes_text", "plan", "planned_json", "sync"]
