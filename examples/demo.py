@@ -384,9 +384,11 @@ def proxy_command() -> list[str]:
     return [*command, "proxy", "--actor", MCP_ACTOR, "--review-timeout", "30", "--", *upstream]
 
 
-async def mcp_session(endpoint: str, agent_key: str, reviewer_key: str) -> list[tuple[str, str, Any]]:
-    """The assistant's calls through the proxy; returns (call, what the assistant read, governance _meta)."""
+async def mcp_session(endpoint: str, agent_key: str, reviewer_key: str, log: Path) -> list[tuple[str, str, Any]]:
+    """The assistant's calls through the proxy (whose log, on its stderr, goes to `log`); returns (call, what
+    the assistant read, the result's governance `_meta`) for each call."""
     from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client
     from mcp_types import ElicitResult
 
     from aegis_sdk import AsyncAegisClient
@@ -397,7 +399,7 @@ async def mcp_session(endpoint: str, agent_key: str, reviewer_key: str) -> list[
         yes = next(answers)
         print(textwrap.indent(params.message, "      the user is asked | "))
         print(f"      the user answers  | {'yes' if yes else 'no'}")
-        return ElicitResult(action="accept", content={"confirm": yes})
+        return ElicitResult(action="accept", content={"confirm": True}) if yes else ElicitResult(action="decline")
 
     async def the_operator() -> None:
         """Approve the escalated export as soon as it waits in the review queue."""
@@ -410,45 +412,55 @@ async def mcp_session(endpoint: str, agent_key: str, reviewer_key: str) -> list[
                 await asyncio.sleep(0.1)
 
     command = proxy_command()
-    print("  $ aegis-mcp proxy --actor " + MCP_ACTOR + " --review-timeout 30 -- python examples/mcp_tools_server.py")
+    print(f"  $ aegis-mcp proxy --actor {MCP_ACTOR} --review-timeout 30 -- python examples/mcp_tools_server.py")
     env = {**os.environ, "AEGIS_ENDPOINT": endpoint, "AEGIS_API_KEY": agent_key}
     parameters = StdioServerParameters(command=command[0], args=command[1:], env=env, cwd=str(ROOT))
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("lookup_order", {"order_id": "A-1001"}),
+        ("delete_customer", {"customer_id": "C-42"}),
+        ("refund", {"order_id": "A-1002", "amount": 250}),
+        ("refund", {"order_id": "A-1002", "amount": 390}),
+        ("export_customers", {"segment": "churned"}),
+    ]
     seen: list[tuple[str, str, Any]] = []
-    async with Client(parameters, elicitation_callback=the_user) as client:
-        tools = await client.list_tools()
-        print(f"  the assistant sees the upstream's tools: {', '.join(t.name for t in tools.tools)}")
-        calls: list[tuple[str, dict[str, Any]]] = [
-            ("lookup_order", {"order_id": "A-1001"}),
-            ("delete_customer", {"customer_id": "C-42"}),
-            ("refund", {"order_id": "A-1002", "amount": 250}),
-            ("refund", {"order_id": "A-1002", "amount": 390}),
-            ("export_customers", {"segment": "churned"}),
-        ]
-        for name, arguments in calls:
-            shown = f"{name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
-            print(f"  tools/call {shown}")
-            operator = asyncio.create_task(the_operator()) if name == "export_customers" else None
-            progress: list[str] = []
+    with log.open("w", encoding="utf-8") as errlog:
+        async with Client(stdio_client(parameters, errlog=errlog), elicitation_callback=the_user) as client:
+            tools = await client.list_tools()
+            print(f"  the assistant sees the upstream's tools: {', '.join(t.name for t in tools.tools)}")
+            for name, arguments in calls:
+                shown = f"{name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
+                print(f"  tools/call {shown}")
+                operator = asyncio.create_task(the_operator()) if name == "export_customers" else None
+                progress: list[str] = []
 
-            async def on_progress(
-                done: float, total: float | None, message: str | None, sink: list[str] = progress
-            ) -> None:
-                sink.append(message or "")
+                async def on_progress(
+                    done: float, total: float | None, message: str | None, sink: list[str] = progress
+                ) -> None:
+                    sink.append(message or "")
 
-            result = await client.call_tool(name, arguments, progress_callback=on_progress)
-            if operator is not None:
-                await operator
-            if progress:
-                print(f"      {len(progress)} progress notification(s) while it waited, the first: {progress[0]!r}")
-            text = " ".join(getattr(block, "text", "") for block in result.content)
-            print(f"      {'isError, ' if result.is_error else ''}the assistant reads: {text}")
-            seen.append((shown, text, (result.meta or {}).get("io.aegis/governance", {})))
+                result = await client.call_tool(name, arguments, progress_callback=on_progress)
+                if operator is not None:
+                    await operator
+                if progress:
+                    print(f"      {len(progress)} progress notification(s) while it waited: {progress[0]!r}")
+                text = " ".join(getattr(block, "text", "") for block in result.content)
+                text = " ".join(text.split())  # the order comes back as indented JSON
+                print(textwrap.indent(textwrap.fill(("isError: " if result.is_error else "") + text, 96), "      > "))
+                seen.append((shown, text, (result.meta or {}).get("io.aegis/governance", {})))
     return seen
 
 
 def mcp_proxy(endpoint: str, agent_key: str, reviewer_key: str, aegis: AegisClient) -> None:
     heading("6. An MCP server behind `aegis-mcp proxy`, called by an MCP client over stdio")
-    seen = asyncio.run(mcp_session(endpoint, agent_key, reviewer_key))
+    log = Path(tempfile.gettempdir()) / f"aegis-demo-mcp-proxy-{os.getpid()}.log"
+    try:
+        seen = asyncio.run(mcp_session(endpoint, agent_key, reviewer_key, log))
+        lines = log.read_text(encoding="utf-8").splitlines()
+    finally:
+        log.unlink(missing_ok=True)
+    print(f"  the proxy logged {len(lines)} lines on its stderr (ids, outcomes; never arguments or keys), e.g.:")
+    for line in lines[:2]:
+        print(f"      {line}")
     outcomes = []
     for call, _text, meta in seen:
         decision_id = meta.get("decision_id")
