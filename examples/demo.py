@@ -15,8 +15,11 @@ aegis-server CLI (its `main()`, run in this process to save an interpreter start
    over HTTP: allowed, denied, confirmed with a header, escalated then approved;
 5. the LangChain agent of examples/langchain_agent.py (a scripted fake chat model, no LLM service): its
    governed tools are allowed, denied, confirmed, declined and escalated;
-6. the unreviewed deploy, expired into a final DENY;
-7. the execution results reported by all three, the audit trail of one decision and the verified chain;
+6. an MCP server (examples/mcp_tools_server.py) behind the governing proxy `aegis-mcp proxy`, started as a
+   subprocess and driven by the MCP SDK's client over stdio: a tool allowed, one denied, one confirmed and
+   one declined by the user through MCP elicitation, one escalated and approved by the operator;
+7. the unreviewed deploy, expired into a final DENY;
+8. the execution results reported by all four, the audit trail of one decision and the verified chain;
 then a table of every decision. Section 0 opens with the address of the reviewer console (`/console` of
 that server) and the reviewer key to sign in with. Nothing leaves 127.0.0.1; the exit code is 0 only if
 every step behaved as shown.
@@ -24,6 +27,7 @@ every step behaved as shown.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import io
 import os
@@ -61,8 +65,9 @@ SESSION = {"session_id": "sess_demo_001", "metadata": {"source": "aegis-demo"}}
 AGENT_SCOPES = "governance:propose,governance:read,audit:read"
 REVIEWER_SCOPES = "governance:review,governance:read"
 # The actors the agent key may propose for: this script's agent, the FastAPI app's bot and user, the
-# LangChain agent. Any other actor is refused (403 actor_not_allowed).
+# LangChain agent, the MCP proxy's assistant (support-bot-mcp). Any other actor is refused (403 actor_not_allowed).
 AGENT_ACTORS = "ai-agent:support-bot*,ai-agent:langchain-support-bot,human:alice"
+MCP_ACTOR = "support-bot-mcp"
 COLOR = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 RESOLVED = re.compile(r"^Decision dec_\w+ was (confirmed with its token|approved by \S+)\. Original decision: ")
 OUTCOME_COLORS = {"ALLOW": "32", "DENY": "31", "ESCALATE": "33", "REQUIRE_CONFIRMATION": "36"}
@@ -371,18 +376,121 @@ def langchain_agent(aegis: AegisClient) -> None:
         ROWS.append(Row("LangChain", f"tool call: {capability.get(decision.decision_id, '?')}", decision))
 
 
+def proxy_command() -> list[str]:
+    """`aegis-mcp proxy ... -- python examples/mcp_tools_server.py`, the installed console script (or `python -m`)."""
+    script = Path(sys.executable).with_name("aegis-mcp")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "aegis_mcp"]
+    upstream = [sys.executable, str(EXAMPLES / "mcp_tools_server.py")]
+    return [*command, "proxy", "--actor", MCP_ACTOR, "--review-timeout", "30", "--", *upstream]
+
+
+async def mcp_session(endpoint: str, agent_key: str, reviewer_key: str, log: Path) -> list[tuple[str, str, Any]]:
+    """The assistant's calls through the proxy (whose log, on its stderr, goes to `log`); returns (call, what
+    the assistant read, the result's governance `_meta`) for each call."""
+    from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+    from mcp_types import ElicitResult
+
+    from aegis_sdk import AsyncAegisClient
+
+    answers = iter([True, False])  # the user says yes to the first question, no to the second
+
+    async def the_user(context: Any, params: Any) -> ElicitResult:
+        yes = next(answers)
+        print(textwrap.indent(params.message, "      the user is asked | "))
+        print(f"      the user answers  | {'yes' if yes else 'no'}")
+        return ElicitResult(action="accept", content={"confirm": True}) if yes else ElicitResult(action="decline")
+
+    async def the_operator() -> None:
+        """Approve the escalated export as soon as it waits in the review queue."""
+        async with AsyncAegisClient(endpoint=endpoint, api_key=reviewer_key) as reviewer:
+            while True:
+                async for pending in reviewer.decisions.list(actor_id=MCP_ACTOR, review_status="pending"):
+                    await reviewer.decisions.review(pending.decision_id, approve=True, note="export for the audit")
+                    print(f"      operator alice-ops approves {pending.decision_id} in AEGIS")
+                    return
+                await asyncio.sleep(0.1)
+
+    command = proxy_command()
+    print(f"  $ aegis-mcp proxy --actor {MCP_ACTOR} --review-timeout 30 -- python examples/mcp_tools_server.py")
+    env = {**os.environ, "AEGIS_ENDPOINT": endpoint, "AEGIS_API_KEY": agent_key}
+    parameters = StdioServerParameters(command=command[0], args=command[1:], env=env, cwd=str(ROOT))
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("lookup_order", {"order_id": "A-1001"}),
+        ("delete_customer", {"customer_id": "C-42"}),
+        ("refund", {"order_id": "A-1002", "amount": 250}),
+        ("refund", {"order_id": "A-1002", "amount": 390}),
+        ("export_customers", {"segment": "churned"}),
+    ]
+    seen: list[tuple[str, str, Any]] = []
+    with log.open("w", encoding="utf-8") as errlog:
+        async with Client(stdio_client(parameters, errlog=errlog), elicitation_callback=the_user) as client:
+            tools = await client.list_tools()
+            print(f"  the assistant sees the upstream's tools: {', '.join(t.name for t in tools.tools)}")
+            for name, arguments in calls:
+                shown = f"{name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
+                print(f"  tools/call {shown}")
+                operator = asyncio.create_task(the_operator()) if name == "export_customers" else None
+                progress: list[str] = []
+
+                async def on_progress(
+                    done: float, total: float | None, message: str | None, sink: list[str] = progress
+                ) -> None:
+                    sink.append(message or "")
+
+                result = await client.call_tool(name, arguments, progress_callback=on_progress)
+                if operator is not None:
+                    await operator
+                if progress:
+                    print(f"      {len(progress)} progress notification(s) while it waited: {progress[0]!r}")
+                text = " ".join(getattr(block, "text", "") for block in result.content)
+                text = " ".join(text.split())  # the order comes back as indented JSON
+                print(textwrap.indent(textwrap.fill(("isError: " if result.is_error else "") + text, 96), "      > "))
+                seen.append((shown, text, (result.meta or {}).get("io.aegis/governance", {})))
+    return seen
+
+
+def mcp_proxy(endpoint: str, agent_key: str, reviewer_key: str, aegis: AegisClient) -> None:
+    heading("6. An MCP server behind `aegis-mcp proxy`, called by an MCP client over stdio")
+    log = Path(tempfile.gettempdir()) / f"aegis-demo-mcp-proxy-{os.getpid()}.log"
+    try:
+        seen = asyncio.run(mcp_session(endpoint, agent_key, reviewer_key, log))
+        lines = log.read_text(encoding="utf-8").splitlines()
+    finally:
+        log.unlink(missing_ok=True)
+    print(f"  the proxy logged {len(lines)} lines on its stderr (ids, outcomes; never arguments or keys), e.g.:")
+    for line in lines[:2]:
+        print(f"      {line}")
+    outcomes = []
+    for call, _text, meta in seen:
+        decision_id = meta.get("decision_id")
+        expect(bool(decision_id), f"{call}: the result names its AEGIS decision")
+        decision = aegis.decisions.get(decision_id)
+        ROWS.append(Row("MCP", f"tools/call {call.split('(')[0]}", decision))
+        outcomes.append(decision.outcome)
+    texts = [text for _call, text, _meta in seen]
+    expect("A-1001" in texts[0], "lookup_order is allowed and forwarded")
+    expect("denied" in texts[1] and "deleted" not in texts[1], "delete_customer is denied; the tool never ran")
+    expect(texts[2].startswith("refunded 250.00"), "the user confirmed the 250 refund: it ran")
+    expect("declined" in texts[3] and "refunded" not in texts[3], "the user declined the 390 refund: it did not run")
+    expect(texts[4].startswith("exported"), "the operator approved the export: it ran")
+    print(f"  the decisions behind those results: {', '.join(outcomes)}")
+
+
 def expired_escalation(aegis: AegisClient, waiting: Decision) -> None:
-    heading("6. The escalation nobody reviewed: expired into a final DENY")
+    heading("7. The escalation nobody reviewed: expired into a final DENY")
     final = show("deploy billing 2.4.1, review window over", aegis.wait_for_review(waiting, timeout=15))
     expect(final.outcome == "DENY" and final.review is not None and final.review.status == "expired", "expiry denies")
 
 
 def audit(aegis: AegisClient) -> None:
-    heading("7. Execution results, the audit trail of one decision, the whole chain verified")
+    heading("8. Execution results, the audit trail of one decision, the whole chain verified")
     executions = list(aegis.audit.log(event_type="execution", limit=200))
     by_actor = Counter(record.actor_id for record in executions)
     print(f"  execution results reported: {len(executions)} ({', '.join(f'{n} by {a}' for a, n in by_actor.items())})")
-    expect(len(by_actor) >= 3, "the SDK, the FastAPI app and the LangChain agent each reported executions")
+    expect(
+        len(by_actor) >= 4, "the SDK, the FastAPI app, the LangChain agent and the MCP proxy each reported executions"
+    )
     confirmed = next(row.decision for row in reversed(ROWS) if row.decision.parent_decision_id)
     trail = aegis.audit.trail(confirmed.decision_id)
     print(f"  trail of {confirmed.decision_id}:")
@@ -429,6 +537,7 @@ def main() -> int:
                 adapters.join()
                 fastapi_app(endpoint, agent_key, aegis, reviewer)
                 langchain_agent(aegis)
+                mcp_proxy(endpoint, agent_key, reviewer_key.strip(), aegis)
                 expired_escalation(aegis, waiting)
                 audit(aegis)
         print_table()

@@ -1,6 +1,7 @@
-"""Check what `make dist` built: a wheel and an sdist of each of the four packages, one shared version,
+"""Check what `make dist` built: a wheel and an sdist of each of the five packages, one shared version,
 and complete metadata (description, README, license file, classifiers, requires-python, project URLs,
-the py.typed marker), exact pins between siblings, and aegisgov-sdk depending on httpx and pydantic only.
+the py.typed marker), exact pins between siblings, aegisgov-sdk depending on httpx and pydantic only, and
+aegisgov-mcp's promises (the `aegis-mcp` command, Python >=3.10, the mcp 2.x SDK).
 The distributions are named aegisgov-* (the index's aegis-sdk and aegis-langchain belong to other projects);
 their import packages keep the aegis_* names.
 
@@ -25,6 +26,12 @@ PACKAGES = {
     "aegisgov-server": "aegis_server",
     "aegisgov-fastapi": "aegis_fastapi",
     "aegisgov-langchain": "aegis_langchain",
+    "aegisgov-mcp": "aegis_mcp",
+}
+# What a wheel's entry_points.txt must declare, per distribution.
+CONSOLE_SCRIPTS = {
+    "aegisgov-server": "aegis-server = aegis_server.cli:main",
+    "aegisgov-mcp": "aegis-mcp = aegis_mcp._cli:main",
 }
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +67,14 @@ def check_metadata(label: str, meta: Message, body: str, version: str, problems:
     if meta["Name"] == "aegisgov-sdk":
         direct = sorted({_name(r) for r in requires if "extra ==" not in r})
         need(direct == ["httpx", "pydantic"], f"aegisgov-sdk must depend on httpx and pydantic only, found {direct}")
+    if meta["Name"] == "aegisgov-mcp":
+        # The SDK and the adapters promise 3.10; aegis-mcp is built on the mcp 2.x server API (not 1.x's).
+        need(
+            meta["Requires-Python"] == ">=3.10",
+            f"aegisgov-mcp must require Python >=3.10, found {meta['Requires-Python']}",
+        )
+        mcp = [r.replace(" ", "") for r in requires if _name(r) == "mcp"]
+        need(mcp in (["mcp<3,>=2.0"], ["mcp>=2.0,<3"]), f"aegisgov-mcp must require mcp>=2.0,<3, found {mcp}")
 
 
 def main(argv: list[str]) -> int:
@@ -85,6 +100,16 @@ def main(argv: list[str]) -> int:
             for required in (f"{module}/py.typed", f"{module}/__init__.py", f"{info}/licenses/LICENSE"):
                 if required not in files:
                     problems.append(f"{wheels[0].name}: {required} missing")
+            if name in CONSOLE_SCRIPTS:
+                entry_points = (
+                    wheel.read(f"{info}/entry_points.txt").decode() if f"{info}/entry_points.txt" in files else ""
+                )
+                scripts = entry_points.split("[console_scripts]", 1)[-1].split("[", 1)[0] if entry_points else ""
+                lines = {line.replace(" ", "") for line in scripts.splitlines()}
+                if CONSOLE_SCRIPTS[name].replace(" ", "") not in lines:
+                    problems.append(
+                        f"{wheels[0].name}: no console script `{CONSOLE_SCRIPTS[name]}` in entry_points.txt"
+                    )
         with tarfile.open(sdists[0]) as sdist:
             top = f"{stem}-{version}"
             members = set(sdist.getnames())
@@ -108,7 +133,7 @@ def main(argv: list[str]) -> int:
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
-    print(f"ok: 4 wheels and 4 sdists, version {versions.pop()}, metadata complete")
+    print(f"ok: {len(PACKAGES)} wheels and {len(PACKAGES)} sdists, version {versions.pop()}, metadata complete")
     return 0
 
 

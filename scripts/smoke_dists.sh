@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The built wheels, and nothing else from this workspace: install all four into a fresh virtualenv in a
+# The built wheels, and nothing else from this workspace: install all five into a fresh virtualenv in a
 # temporary folder, start the installed `aegis-server` there, and run scripts/smoke_installed.py (copied
-# next to it, run with `python -I`) against it with the installed SDK and adapters.
+# next to it, run with `python -I`) against it with the installed SDK, adapters and aegis-mcp (whose installed `aegis-mcp proxy`
+# governs a real MCP call there).
 #
 #     bash scripts/smoke_dists.sh [DIST_DIR]        # default dist/ (make smoke-dists builds it first)
 set -euo pipefail
@@ -11,7 +12,7 @@ UV="python3 -m uv"
 dist=${1:-dist}
 
 wheels=()
-for stem in aegisgov_sdk aegisgov_server aegisgov_fastapi aegisgov_langchain; do
+for stem in aegisgov_sdk aegisgov_server aegisgov_fastapi aegisgov_langchain aegisgov_mcp; do
     wheel=$(ls "$dist"/"$stem"-*.whl 2>/dev/null | head -n 1 || true)
     [ -n "$wheel" ] || { echo "error: no $dist/$stem-*.whl; run 'make dist' first" >&2; exit 1; }
     wheels+=("$(cd "$(dirname "$wheel")" && pwd)/$(basename "$wheel")")
@@ -25,11 +26,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== install the four wheels into $work/venv"
+echo "== install the five wheels into $work/venv"
 $UV venv --quiet --python python3 "$work/venv"
 $UV pip install --quiet --python "$work/venv/bin/python" "${wheels[@]}"
 cp -r examples/policies "$work/policies"
 cp scripts/smoke_installed.py "$work/smoke_installed.py"
+cp examples/mcp_tools_server.py "$work/mcp_tools_server.py"
 cd "$work"
 py="$work/venv/bin/python"
 server="$work/venv/bin/aegis-server"
@@ -49,6 +51,6 @@ for _ in $(seq 1 150); do
     sleep 0.2
 done
 
-echo "== smoke test with the installed SDK and adapters"
+echo "== smoke test with the installed SDK, adapters and aegis-mcp"
 AEGIS_ENDPOINT="http://127.0.0.1:$port" AEGIS_API_KEY="$key" "$py" -I "$work/smoke_installed.py"
 "$server" audit verify --db "$db"

@@ -4,7 +4,8 @@
 It proves the wheels work on their own: every `aegis_*` module comes from site-packages, the four share one
 version, the SDK gets the four outcomes and a confirmation round trip, a FastAPI app governed by
 aegis_fastapi answers over a real uvicorn socket, a LangChain tool governed by aegis_langchain runs on
-ALLOW and refuses on DENY, and the audit chain verifies.
+ALLOW and refuses on DENY, the installed `aegis-mcp proxy` command governs real MCP calls to the support desk
+server (mcp_tools_server.py, copied next to this script) over stdio, and the audit chain verifies.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the route's Annotated alias, local to a function.
@@ -26,16 +27,17 @@ def check(condition: bool, what: str) -> None:
 def installed() -> None:
     import aegis_fastapi
     import aegis_langchain
+    import aegis_mcp
     import aegis_sdk
     import aegis_server
 
-    for module in (aegis_sdk, aegis_server, aegis_fastapi, aegis_langchain):
+    for module in (aegis_sdk, aegis_server, aegis_fastapi, aegis_langchain, aegis_mcp):
         where = str(module.__file__)
         check("site-packages" in where and sys.prefix in where, f"{module.__name__} imported from {where}")
-    names = ("aegisgov-sdk", "aegisgov-server", "aegisgov-fastapi", "aegisgov-langchain")
+    names = ("aegisgov-sdk", "aegisgov-server", "aegisgov-fastapi", "aegisgov-langchain", "aegisgov-mcp")
     versions = {md.version(name) for name in names}
     check(len(versions) == 1, f"one shared version {sorted(versions)}")
-    modules = (aegis_sdk, aegis_server, aegis_fastapi, aegis_langchain)
+    modules = (aegis_sdk, aegis_server, aegis_fastapi, aegis_langchain, aegis_mcp)
     check({m.__version__ for m in modules} == versions, "every package's __version__ is its distribution's version")
     check(sorted(md.requires("aegisgov-sdk") or [])[0].startswith("httpx"), "aegisgov-sdk requires httpx and pydantic")
 
@@ -114,6 +116,35 @@ def langchain_adapter() -> None:
         check("ran" not in refused and "DENY" in refused, "LangChain: DENY refuses, the model reads why")
 
 
+def mcp_proxy() -> None:
+    import asyncio
+    from pathlib import Path
+
+    from mcp import Client, StdioServerParameters
+
+    command = Path(sys.executable).with_name("aegis-mcp")
+    check(command.exists(), f"the aegis-mcp command is installed ({command})")
+    upstream = Path(__file__).resolve().with_name("mcp_tools_server.py")
+    arguments = ["proxy", "--actor", "smoke-mcp-assistant", "--", sys.executable, "-I", str(upstream)]
+    parameters = StdioServerParameters(command=str(command), args=arguments, env=dict(os.environ))
+
+    async def calls() -> tuple[Any, Any, Any]:
+        async with Client(parameters) as client:
+            tools = await client.list_tools()
+            allowed = await client.call_tool("lookup_order", {"order_id": "A-1001"})
+            denied = await client.call_tool("delete_customer", {"customer_id": "C-42"})
+            return tools, allowed, denied
+
+    tools, allowed, denied = asyncio.run(calls())
+    names = sorted(tool.name for tool in tools.tools)
+    check(names == ["delete_customer", "export_customers", "lookup_order", "refund"], "MCP proxy: the upstream's tools")
+    governance = (allowed.meta or {}).get("io.aegis/governance", {})
+    text = " ".join(getattr(block, "text", "") for block in allowed.content)
+    check(not allowed.is_error and "A-1001" in text and governance.get("outcome") == "ALLOW", "MCP proxy: ALLOW runs")
+    text = " ".join(getattr(block, "text", "") for block in denied.content)
+    check(denied.is_error and "denied" in text and "deleted" not in text, "MCP proxy: DENY refuses, the tool never ran")
+
+
 def audit() -> None:
     from aegis_sdk import AegisClient
 
@@ -129,6 +160,7 @@ def main() -> int:
     sdk()
     fastapi_adapter()
     langchain_adapter()
+    mcp_proxy()
     audit()
     print(f"smoke test passed in {time.monotonic() - started:.1f} s")
     return 0

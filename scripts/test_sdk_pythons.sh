@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Run the tests of the packages that promise Python >=3.10 (the SDK and both adapters) against their built
-# wheels, under 3.10 and 3.13 from pyenv. Each run uses a fresh virtualenv outside the workspace, so no
-# workspace source can leak in. (aegis-server needs 3.11+, so only tests that do not import it run here.)
+# Run the tests of the packages that promise Python >=3.10 (the SDK, both adapters and aegis-mcp) against
+# their built wheels, under 3.10 and 3.13 from pyenv. Each run uses a fresh virtualenv outside the workspace,
+# so no workspace source can leak in. (aegis-server needs 3.11+, so only tests that do not import it run here.)
+# The aegis-mcp tests talk to a real aegis-server in its own process (`python -m aegis_server ...`): that
+# process, and only it, runs on the workspace's Python through a small shim, while the proxy, the upstream
+# MCP servers and the tests run on the Python under test.
 # aegis-fastapi calls FastAPI internals, so it promises a bounded FastAPI range: the first Python runs the
 # LOWEST FastAPI of that range (with the Starlette it resolves), every other one the NEWEST.
 set -euo pipefail
@@ -11,13 +14,27 @@ UV="python3 -m uv"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for package in aegis-sdk aegis-fastapi aegis-langchain; do
+for package in aegis-sdk aegis-fastapi aegis-langchain aegis-mcp; do
     $UV build --quiet --wheel --out-dir "$work/dist" "packages/$package"
 done
-wheels=("$work"/dist/aegisgov_sdk-*.whl "$work"/dist/aegisgov_fastapi-*.whl)
+wheels=("$work"/dist/aegisgov_sdk-*.whl "$work"/dist/aegisgov_fastapi-*.whl "$work"/dist/aegisgov_mcp-*.whl)
 langchain_wheel=$(ls "$work"/dist/aegisgov_langchain-*.whl)
 # Tests that need only the SDK and the adapters (and not aegis-server, which needs Python 3.11+).
-test_paths=(tests/sdk tests/fastapi/test_fastapi_fake.py tests/fastapi/test_fastapi_routers_fake.py tests/langchain/test_fake_platform.py tests/fastapi/test_fastapi_escalation_fake.py)
+test_paths=(tests/sdk tests/fastapi/test_fastapi_fake.py tests/fastapi/test_fastapi_routers_fake.py tests/langchain/test_fake_platform.py tests/fastapi/test_fastapi_escalation_fake.py tests/mcp_governance)
+
+# `python -m aegis_server ARGS` on the Python under test becomes the workspace's `python -m aegis_server ARGS`
+# (the server needs 3.11+). Only the tests' interpreter sees the shim (PYTHONPATH); the server's does not.
+server_python="$PWD/.venv/bin/python"
+[ -x "$server_python" ] || { echo "error: no workspace environment at .venv; run 'make setup' first" >&2; exit 1; }
+mkdir -p "$work/server-shim/aegis_server"
+cat >"$work/server-shim/aegis_server/__init__.py" <<'PY'
+"""A stand-in for the tests on a Python that cannot install aegis-server: only `python -m aegis_server` works."""
+PY
+cat >"$work/server-shim/aegis_server/__main__.py" <<PY
+import os, sys
+env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+os.execve("$server_python", ["$server_python", "-m", "aegis_server", *sys.argv[1:]], env)
+PY
 
 # The range of aegis-fastapi's pyproject.toml, e.g. "fastapi>=0.115,<0.166": lowest is ==0.115 (0.115.0).
 fastapi_range=$(grep -o '"fastapi>=[0-9.]*,<[0-9.]*"' packages/aegis-fastapi/pyproject.toml | tr -d '"')
@@ -40,16 +57,16 @@ for minor in $versions; do
     $UV pip install --quiet --python "$venv/bin/python" "${wheels[@]}" "$langchain_wheel[langgraph,agents]" \
         "$fastapi_spec" pytest pytest-asyncio hypothesis uvicorn
     frameworks=$("$venv/bin/python" -c 'import fastapi, starlette; print(f"fastapi {fastapi.__version__}, starlette {starlette.__version__}")')
-    echo "== aegis-sdk, aegis-fastapi, aegis-langchain tests on $("$venv/bin/python" --version) from the built wheels, with $frameworks ($fastapi_spec)"
+    echo "== aegis-sdk, aegis-fastapi, aegis-langchain, aegis-mcp tests on $("$venv/bin/python" --version) from the built wheels, with $frameworks ($fastapi_spec)"
     # -p no:cacheprovider: leave no state behind; --rootdir: use the workspace's pytest settings.
-    (cd "$work" && "$venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir "$OLDPWD" \
+    (cd "$work" && PYTHONPATH="$work/server-shim" "$venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir "$OLDPWD" \
         -c "$OLDPWD/pyproject.toml" "${test_paths[@]/#/$OLDPWD/}")
     "$venv/bin/python" - <<'PY'
 import sys
-import aegis_fastapi, aegis_langchain, aegis_sdk
-for module in (aegis_sdk, aegis_fastapi, aegis_langchain):
+import aegis_fastapi, aegis_langchain, aegis_mcp, aegis_sdk, mcp
+for module in (aegis_sdk, aegis_fastapi, aegis_langchain, aegis_mcp):
     assert "/site-packages/" in module.__file__, f"tests imported {module.__file__}, not the installed wheel"
-print(f"ok: aegis_sdk {aegis_sdk.__version__} and both adapters on Python {sys.version.split()[0]}, from wheels")
+print(f"ok: aegis_sdk {aegis_sdk.__version__}, both adapters and aegis_mcp on Python {sys.version.split()[0]}, from wheels")
 PY
     ran=$((ran + 1))
 done

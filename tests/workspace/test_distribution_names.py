@@ -12,7 +12,7 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[2]
 # `pip install aegis-sdk`, `uv add 'aegis-langchain[agents]'`, … but not a path (`./packages/aegis-sdk`).
 SQUATTED_INSTALL = re.compile(
-    r"""(?:pip|uv pip|uv) (?:install|add)\b[^\n`]*?(?<![/\w.-])['"]?aegis-(?:sdk|server|fastapi|langchain)\b"""
+    r"""(?:pip|uv pip|uv) (?:install|add)\b[^\n`]*?(?<![/\w.-])['"]?aegis-(?:sdk|server|fastapi|langchain|mcp)\b"""
 )
 
 
@@ -51,6 +51,8 @@ def test_the_pattern_catches_what_it_is_for() -> None:
     assert SQUATTED_INSTALL.search("pip install 'aegis-langchain[agents]'")
     assert not SQUATTED_INSTALL.search("pip install ./packages/aegis-sdk './packages/aegis-langchain[agents]'")
     assert not SQUATTED_INSTALL.search("pip install aegisgov-sdk")
+    assert SQUATTED_INSTALL.search("pip install aegis-mcp")
+    assert not SQUATTED_INSTALL.search("pip install aegisgov-mcp")
 
 
 def test_each_package_reads_the_version_of_its_own_distribution() -> None:

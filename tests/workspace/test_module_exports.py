@@ -67,7 +67,7 @@ def _bound_at_top_level(tree: ast.Module) -> set[str]:
 
 def test_the_walk_finds_every_package() -> None:
     names = {name for name, _ in _modules()}
-    assert {"aegis_sdk", "aegis_server", "aegis_fastapi", "aegis_langchain"} <= names
+    assert {"aegis_sdk", "aegis_server", "aegis_fastapi", "aegis_langchain", "aegis_mcp"} <= names
     assert "aegis_server.store.migrations.versions.r0001_initial_schema" in names
     assert len(names) == len(list((ROOT / "packages").glob("*/src/**/*.py")))
 

@@ -16,7 +16,7 @@ import pytest
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
-DISTRIBUTIONS = {"aegisgov-sdk", "aegisgov-server", "aegisgov-fastapi", "aegisgov-langchain"}
+DISTRIBUTIONS = {"aegisgov-sdk", "aegisgov-server", "aegisgov-fastapi", "aegisgov-langchain", "aegisgov-mcp"}
 REQUIREMENT_RE = re.compile(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?(.*)$")
 
 
@@ -129,7 +129,7 @@ def test_bump_script_rewrites_every_version_and_pin_on_a_copy(tmp_path: Path) ->
         for dep, spec in _sibling_requirements(data, DISTRIBUTIONS):
             assert spec == "==9.8.7", f"{dep}{spec}"
             pins += 1
-    assert pins == 3  # the server and both adapters pin the SDK
+    assert pins == 4  # the server, both adapters and aegis-mcp pin the SDK
     # Nothing in the packages still says the old version: not a pyproject line, not a source literal.
     left = [
         str(path.relative_to(copy))
