@@ -120,7 +120,7 @@ def mcp_proxy() -> None:
     import asyncio
     from pathlib import Path
 
-    from mcp import Client, StdioServerParameters
+    from mcp import Client, StdioServerParameters, stdio_client
 
     command = Path(sys.executable).with_name("aegis-mcp")
     check(command.exists(), f"the aegis-mcp command is installed ({command})")
@@ -129,7 +129,7 @@ def mcp_proxy() -> None:
     parameters = StdioServerParameters(command=str(command), args=arguments, env=dict(os.environ))
 
     async def calls() -> tuple[Any, Any, Any]:
-        async with Client(parameters) as client:
+        async with Client(stdio_client(parameters)) as client:
             tools = await client.list_tools()
             allowed = await client.call_tool("lookup_order", {"order_id": "A-1001"})
             denied = await client.call_tool("delete_customer", {"customer_id": "C-42"})

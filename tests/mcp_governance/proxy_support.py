@@ -8,12 +8,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-from mcp import StdioServerParameters
+from mcp import StdioServerParameters, stdio_client
 from mcp_platform import AegisPlatform, free_port
 from mcp_types import CallToolResult, ElicitResult
 
@@ -36,13 +36,18 @@ def proxy_env(platform: AegisPlatform | None, **extra: str) -> dict[str, str]:
     return env
 
 
+StdioTransport = AbstractAsyncContextManager[Any]
+"""What `Client(...)` takes for a server it starts: `stdio_client(parameters)` (mcp 2.0 takes no parameters)."""
+
+
 def proxy_over_stdio(
     platform: AegisPlatform | None, upstream: Sequence[str], *options: str, **env: str
-) -> StdioServerParameters:
+) -> StdioTransport:
     """The proxy as a stdio server the `Client` starts."""
-    return StdioServerParameters(
+    parameters = StdioServerParameters(
         command=sys.executable, args=proxy_args(upstream, *options), env=proxy_env(platform, **env)
     )
+    return stdio_client(parameters)
 
 
 def governance(result: CallToolResult) -> dict[str, Any]:

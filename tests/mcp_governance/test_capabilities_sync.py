@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from mcp import Client, StdioServerParameters
+from mcp import Client, StdioServerParameters, stdio_client
 from mcp_platform import AegisPlatform
 from proxy_support import proxy_over_stdio
 
@@ -43,7 +43,9 @@ def test_without_sync_it_shows_what_would_be_registered(upstream_command: list[s
 async def test_sync_creates_then_leaves_unchanged_then_replaces(
     platform: AegisPlatform, upstream_command: list[str], tmp_path: Path
 ) -> None:
-    async with Client(StdioServerParameters(command=upstream_command[0], args=upstream_command[1:])) as direct:
+    async with Client(
+        stdio_client(StdioServerParameters(command=upstream_command[0], args=upstream_command[1:]))
+    ) as direct:
         schemas = {tool.name: tool.input_schema for tool in (await direct.list_tools()).tools}
     config = tmp_path / "aegis-mcp.yaml"
     upstream = {"name": "tests", "command": upstream_command[0], "args": upstream_command[1:], "tools": ["add", "echo"]}

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import UPSTREAM
-from mcp import Client, StdioServerParameters
+from mcp import Client, StdioServerParameters, stdio_client
 from mcp_platform import AegisPlatform, free_port, recorded_runs, wait_until
 from mw_support import ACCEPT, DECLINE, MODES, Answers, meta_of, text_of
 
@@ -43,7 +43,7 @@ async def test_governed_over_stdio(platform: AegisPlatform, run_log: Path, mode:
         args=[str(UPSTREAM), "--govern", "--run-log", str(run_log)],
         env={**os.environ, **platform.env()},
     )
-    async with Client(server, mode=mode, elicitation_callback=Answers(ACCEPT)) as client:
+    async with Client(stdio_client(server), mode=mode, elicitation_callback=Answers(ACCEPT)) as client:
         check(await outcomes(client), run_log)
 
 

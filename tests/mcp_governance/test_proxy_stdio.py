@@ -11,17 +11,17 @@ from typing import Any
 import anyio
 import pytest
 import yaml
-from mcp import Client, StdioServerParameters
+from mcp import Client, StdioServerParameters, stdio_client
 from mcp_platform import AegisPlatform, free_port, recorded_runs
 from mcp_types import ElicitResult
-from proxy_support import execution_status, governance, proxy_env, proxy_over_stdio, text_of
+from proxy_support import StdioTransport, execution_status, governance, proxy_env, proxy_over_stdio, text_of
 
 MODES = ["legacy", "auto"]
 PROGRESS_UPSTREAM = Path(__file__).resolve().parent / "mcp_progress_server.py"
 
 
-def _direct(upstream_command: list[str]) -> StdioServerParameters:
-    return StdioServerParameters(command=upstream_command[0], args=upstream_command[1:])
+def _direct(upstream_command: list[str]) -> StdioTransport:
+    return stdio_client(StdioServerParameters(command=upstream_command[0], args=upstream_command[1:]))
 
 
 async def test_the_client_sees_the_upstreams_tools_resources_and_prompts_unchanged(
@@ -163,7 +163,7 @@ async def test_the_upstreams_progress_reaches_the_client(platform: AegisPlatform
     server = StdioServerParameters(
         command=sys.executable, args=["-m", "aegis_mcp", "proxy", "--config", str(config)], env=proxy_env(platform)
     )
-    async with Client(server) as client:
+    async with Client(stdio_client(server)) as client:
         result = await client.call_tool("count", {"n": 3}, progress_callback=on_progress)
     assert not result.is_error and result.structured_content == {"result": 3}
     assert governance(result)["capability"] == "mcp.echo"

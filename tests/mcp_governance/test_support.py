@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mcp import Client, StdioServerParameters
+from mcp import Client, StdioServerParameters, stdio_client
 from mcp_platform import AegisPlatform, recorded_runs
 
 
 async def test_upstream_over_stdio_records_its_runs(upstream_command: list[str], run_log: Path) -> None:
     server = StdioServerParameters(command=upstream_command[0], args=upstream_command[1:])
-    async with Client(server) as client:
+    async with Client(stdio_client(server)) as client:
         names = sorted(tool.name for tool in (await client.list_tools()).tools)
         result = await client.call_tool("add", {"a": 2, "b": 3})
     assert names == ["add", "crash", "deploy", "echo", "fail", "refund", "wipe"]

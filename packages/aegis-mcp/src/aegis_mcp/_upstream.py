@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 from anyio.abc import TaskGroup, TaskStatus
-from mcp import Client, StdioServerParameters
+from mcp import Client, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.dispatcher import ProgressFnT
@@ -56,7 +56,11 @@ class Upstream:
                 raise UpstreamError(
                     f"upstream {self.name!r}: the command {command!r} was not found; check the command and PATH"
                 )
-            return StdioServerParameters(command=command, args=config.args, env=config.env or None, cwd=config.cwd)
+            # A transport, not the parameters: mcp 2.0's Client takes only transports for stdio.
+            parameters = StdioServerParameters(
+                command=command, args=config.args, env=config.env or None, cwd=config.cwd
+            )
+            return stdio_client(parameters)
         assert config.url is not None
         http = create_mcp_http_client(headers=dict(config.headers) or None)
         return streamable_http_client(config.url, http_client=http)
