@@ -168,3 +168,37 @@ async def test_the_upstreams_progress_reaches_the_client(platform: AegisPlatform
     assert not result.is_error and result.structured_content == {"result": 3}
     assert governance(result)["capability"] == "mcp.echo"
     assert seen == [(1, 3, "step 1 of 3"), (2, 3, "step 2 of 3"), (3, 3, "step 3 of 3")]
+
+
+async def test_a_stdio_upstream_gets_the_proxys_environment_but_never_its_aegis_key(
+    platform: AegisPlatform, tmp_path: Path
+) -> None:
+    """An assistant's configuration gives the wrapped server's variables (tokens, paths) to the proxy: they
+    reach the upstream. The proxy's own AEGIS variables, and the variable its configuration names for the
+    key, do not."""
+    config = tmp_path / "aegis-mcp.yaml"
+    upstream = {
+        "name": "environment",
+        "command": sys.executable,
+        "args": [str(PROGRESS_UPSTREAM)],
+        "env": {"SET_BY_CONFIG": "1"},
+        "capabilities": {"environment": "mcp.echo"},  # governed as a capability the test policies allow
+    }
+    settings = {"aegis": {"api_key_env": "MY_AEGIS_KEY"}, "actor": "env-agent", "upstreams": [upstream]}
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    env = proxy_env(platform, MY_AEGIS_KEY=platform.agent_key, WRAPPED_SERVER_TOKEN="t0k")
+    server = StdioServerParameters(
+        command=sys.executable, args=["-m", "aegis_mcp", "proxy", "--config", str(config)], env=env
+    )
+    names = ["WRAPPED_SERVER_TOKEN", "SET_BY_CONFIG", "PATH", "MY_AEGIS_KEY", "AEGIS_API_KEY", "AEGIS_ENDPOINT"]
+    async with Client(stdio_client(server)) as client:
+        result = await client.call_tool("environment", {"names": names})
+    assert not result.is_error, text_of(result)
+    assert result.structured_content == {
+        "WRAPPED_SERVER_TOKEN": True,
+        "SET_BY_CONFIG": True,
+        "PATH": True,
+        "MY_AEGIS_KEY": False,
+        "AEGIS_API_KEY": False,
+        "AEGIS_ENDPOINT": False,
+    }

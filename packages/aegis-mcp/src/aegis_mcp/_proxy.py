@@ -64,7 +64,8 @@ async def discover(upstreams: Sequence[Upstream], config: ProxyConfig) -> list[t
 async def connected(config: ProxyConfig) -> AsyncIterator[list[Upstream]]:
     """The configured upstreams, connected; closed (their processes ended) on exit."""
     async with anyio.create_task_group() as group:
-        upstreams = [Upstream(upstream, group) for upstream in config.upstreams]
+        hidden = {config.aegis.api_key_env}
+        upstreams = [Upstream(upstream, group, hidden=hidden) for upstream in config.upstreams]
         try:
             for upstream in upstreams:
                 await upstream.start()

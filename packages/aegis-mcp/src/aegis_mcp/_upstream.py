@@ -8,8 +8,9 @@ opened again on the next request."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import anyio
@@ -29,6 +30,16 @@ ProgressCallback = ProgressFnT
 _PAGE_CAP = 1000
 
 
+def upstream_environment(extra: Mapping[str, str], hidden: Collection[str] = ()) -> dict[str, str]:
+    """The environment of a stdio upstream: the proxy's own (an assistant's configuration gives it for the server
+    the proxy wraps: tokens, paths), without AEGIS's variables and `hidden` ones (the proxy's API key is never
+    the upstream's), plus the upstream's `env`."""
+    inherited = {
+        name: value for name, value in os.environ.items() if not name.startswith("AEGIS_") and name not in hidden
+    }
+    return {**inherited, **extra}
+
+
 class UpstreamError(Exception):
     """An upstream MCP server could not be started, reached, or stopped answering."""
 
@@ -36,8 +47,9 @@ class UpstreamError(Exception):
 class Upstream:
     """One upstream MCP server, connected on `start()` and restarted by the first request after a failure."""
 
-    def __init__(self, config: UpstreamConfig, group: TaskGroup) -> None:
+    def __init__(self, config: UpstreamConfig, group: TaskGroup, *, hidden: Collection[str] = ()) -> None:
         self.config = config
+        self._hidden = frozenset(hidden)
         self.name = config.name
         self._group = group
         self._client: Client | None = None
@@ -58,7 +70,7 @@ class Upstream:
                 )
             # A transport, not the parameters: mcp 2.0's Client takes only transports for stdio.
             parameters = StdioServerParameters(
-                command=command, args=config.args, env=config.env or None, cwd=config.cwd
+                command=command, args=config.args, env=upstream_environment(config.env, self._hidden), cwd=config.cwd
             )
             return stdio_client(parameters)
         assert config.url is not None
