@@ -27,6 +27,7 @@ from typing import Any
 
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.request_state import authenticated_principal
 from mcp_types import ElicitResult, InputRequiredResult
 from pydantic import BaseModel
 
@@ -61,6 +62,7 @@ logger = logging.getLogger("aegis_mcp")
 
 ActorSource = str | Actor | Mapping[str, Any] | Callable[[ServerRequestContext[Any, Any]], Actor | str]
 _ERROR_TEXT_LIMIT = 1000
+_REPORT_ON_CANCEL_SECONDS = 5.0
 
 
 class GovernanceMiddleware:
@@ -181,10 +183,15 @@ class GovernanceMiddleware:
             return self._session_id(ctx)
         request = ctx.request
         headers = getattr(request, "headers", None)
-        if headers is not None:
-            session: str | None = headers.get("mcp-session-id")
-            return session
-        return self._stdio_session
+        if headers is None:
+            return self._stdio_session
+        session: str | None = headers.get("mcp-session-id")
+        if session is None:
+            # Streamable HTTP from 2026-07-28 has no session: the authenticated caller, if the server has auth,
+            # is the nearest thing. Without either, nothing ties two calls to one client (no re-attach).
+            principal = authenticated_principal(ctx)
+            return f"principal:{principal}" if principal else None
+        return session
 
     # -- governing ---------------------------------------------------------------------------------
 
@@ -212,15 +219,16 @@ class GovernanceMiddleware:
             return await self._escalated(ctx, call, decision, new=True)
         raise refusals.denied(call, decision)
 
-    async def _propose(self, call: ToolCall, *, token: str | None = None) -> Decision:
+    async def _propose(self, call: ToolCall, *, confirming: Decision | None = None) -> Decision:
+        """A decision on `call`; with `confirming`, the proposal carries that decision's token (the user's
+        consent or the operator's approval)."""
+        token = confirming.confirmation_token if confirming is not None else None
         try:
             decision = await self.client.propose(call.actor, call.action(), call.context(), confirmation_token=token)
         except (ParameterValidationError, InvalidRequestError, UnknownCapabilityError) as exc:
             raise refusals.invalid(call, exc) from None
         except ConfirmationError as exc:
-            raise refusals.Refusal(
-                call, "confirmation_rejected", f"AEGIS did not accept the confirmation: {exc.message}"
-            ) from None
+            raise refusals.confirmation_refused(call, confirming, exc) from None
         except AegisError as exc:
             if self.fail_open and token is None and _is_unavailable(exc):
                 return _degraded_allow(call, exc)
@@ -236,12 +244,7 @@ class GovernanceMiddleware:
 
     async def _allowed(self, call: ToolCall, decision: Decision) -> Decision:
         """Propose again with the decision's token (the user's consent, or the operator's approval)."""
-        try:
-            allowed = await self._propose(call, token=decision.confirmation_token)
-        except Refusal as refusal:
-            if refusal.code == "confirmation_rejected":
-                raise refusals.Refusal(call, refusal.code, str(refusal), decision) from None
-            raise
+        allowed = await self._propose(call, confirming=decision)
         if allowed.outcome != "ALLOW":
             raise refusals.denied(call, allowed)
         return allowed
@@ -306,11 +309,12 @@ class GovernanceMiddleware:
         if decision.review is not None and decision.review.status == "approved":
             self._escalations.forget(call, decision.decision_id)
             return await self._allowed(call, decision)
+        # Remembered before the wait: a call the client cancels while it waits re-attaches when made again.
+        reattachable = self._escalations.remember(call, decision.decision_id)
         try:
             final = await self._wait_with_progress(ctx, decision)
         except ReviewTimeoutError:
-            self._escalations.remember(call, decision.decision_id)
-            raise refusals.still_pending(call, decision, self.review_timeout) from None
+            raise refusals.still_pending(call, decision, self.review_timeout, reattachable=reattachable) from None
         except ConfirmationError as exc:
             if new or exc.code != "proposal_unknown":
                 raise refusals.unavailable(call, exc) from None
@@ -365,6 +369,12 @@ class GovernanceMiddleware:
         started = time.perf_counter()
         try:
             result = await call_next(replace(ctx, params=params))
+        except anyio.get_cancelled_exc_class():
+            # The client cancelled (or timed out) a call that had started: the action may have happened, so
+            # the execution record must still say so.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_REPORT_ON_CANCEL_SECONDS):
+                await self._report(call, decision, "the client cancelled the call while the tool ran", started)
+            raise
         except Exception as exc:
             await self._report(call, decision, f"{type(exc).__name__}: {exc}", started)
             raise

@@ -73,10 +73,13 @@ class PendingEscalations:
         found = self._items.get(key) if key is not None else None
         return found if isinstance(found, str) else None
 
-    def remember(self, call: ToolCall, decision_id: str) -> None:
+    def remember(self, call: ToolCall, decision_id: str) -> bool:
+        """Remember the call's escalation; False when nothing ties a later call to this client (no session)."""
         key = fingerprint(call)
-        if key is not None:
-            self._items.put(key, decision_id)
+        if key is None or call.session_id is None:
+            return False
+        self._items.put(key, decision_id)
+        return True
 
     def forget(self, call: ToolCall, decision_id: str) -> None:
         """Forget the call's pending decision if it is still `decision_id` (a newer one is kept)."""

@@ -137,23 +137,37 @@ def bad_arguments(tool: str) -> CallToolResult:
     )
 
 
-def confirmation_refused(call: ToolCall, decision: Decision, exc: ConfirmationError) -> Refusal:
+_TOKEN_PROBLEMS = {
+    "confirmation_expired": "it expired before it reached AEGIS",
+    "confirmation_used": "it was already used",
+    "confirmation_mismatch": "it does not match this call",
+}
+
+
+def confirmation_refused(call: ToolCall, decision: Decision | None, exc: ConfirmationError) -> Refusal:
+    problem = _TOKEN_PROBLEMS.get(exc.code or "", "AEGIS rejected it")
+    about = f" ({_ref(decision)})" if decision is not None else ""
     return Refusal(
         call,
         "confirmation_rejected",
-        f"AEGIS did not accept the user's confirmation of {call.tool!r} ({exc.code}: {exc.message}; "
-        f"{_ref(decision)}). The tool did not run; call it again to be asked again.",
+        f"The consent to the tool call {call.tool!r}{about} could not be used: {problem}. The tool did not "
+        "run; call it again to be asked again.",
         decision,
     )
 
 
-def still_pending(call: ToolCall, decision: Decision, waited: float) -> Refusal:
+def still_pending(call: ToolCall, decision: Decision, waited: float, *, reattachable: bool = True) -> Refusal:
+    later = (
+        "Call the tool again with the same arguments later: the call picks up this review instead of asking for "
+        "another one."
+        if reattachable
+        else "This connection has no MCP session, so calling the tool again asks for a new review."
+    )
     return Refusal(
         call,
         "review_pending",
         f"The tool call {call.tool!r} awaits an operator's review in AEGIS ({decision.reason}; {_ref(decision)}); "
-        f"no decision came within {waited:g} s, so the tool did not run. Call the tool again with the same "
-        "arguments later: the call picks up this review instead of asking for another one.",
+        f"no decision came within {waited:g} s, so the tool did not run. {later}",
         decision,
     )
 
@@ -167,11 +181,15 @@ def invalid(call: ToolCall, exc: AegisError) -> Refusal:
             "run (fail closed). The operator registers it with `aegis-mcp capabilities --sync` (or maps the "
             "tool to a registered capability).",
         )
-    what = "arguments do not fit" if isinstance(exc, ParameterValidationError) else "call is not a valid proposal for"
+    what = (
+        "The tool call's arguments do not fit"
+        if isinstance(exc, ParameterValidationError)
+        else "The tool call is not a valid proposal for"
+    )
     return Refusal(
         call,
         "invalid_arguments",
-        f"The tool call's {what} capability {call.capability!r}: {exc.message}. The tool did not run; fix the "
+        f"{what} capability {call.capability!r}: {exc.message.rstrip('. ')}. The tool did not run; fix the "
         "arguments and call it again.",
     )
 
