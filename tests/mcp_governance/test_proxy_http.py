@@ -36,7 +36,13 @@ async def test_a_yaml_configured_proxy_over_http_governs_http_and_stdio_upstream
                 "actor": {"id": "http-agent", "type": "ai-copilot"},
                 "review_timeout": 5,
                 "upstreams": [
-                    {"name": "remote", "url": upstream_url, "headers": {"X-Team": "support"}},
+                    # Both upstreams' echo and wipe are governed as mcp.echo and mcp.wipe: said explicitly, on both.
+                    {
+                        "name": "remote",
+                        "url": upstream_url,
+                        "headers": {"X-Team": "support"},
+                        "capabilities": {"echo": "mcp.echo", "wipe": "mcp.wipe"},
+                    },
                     {
                         "name": "local",
                         "command": sys.executable,

@@ -43,7 +43,7 @@ class PlannedCapability:
 class SyncOutcome:
     tool: str
     capability: str
-    status: str  # created | replaced | unchanged | failed
+    status: str  # created | replaced | unchanged | differs | failed
     message: str = ""
 
 
@@ -66,14 +66,20 @@ def plan(exposed: Sequence[tuple[types.Tool, Route]], risk_level: str) -> list[P
     return planned
 
 
-async def sync(client: AsyncAegisClient, planned: Sequence[PlannedCapability]) -> list[SyncOutcome]:
-    """Register each planned capability: created, replaced (it differed), unchanged, or failed (with the
-    server's message: a rejected schema, a capability defined in a policy file, a key without policies:manage)."""
+async def sync(
+    client: AsyncAegisClient, planned: Sequence[PlannedCapability], *, replace: bool = False
+) -> list[SyncOutcome]:
+    """Register each planned capability: created (it was missing), unchanged, differs (it exists and differs:
+    left as it is, the message names the fields), replaced (`replace`: it differed), or failed (with the
+    server's message: a rejected schema, a capability defined in a policy file, a key without policies:manage).
+
+    An operator's protections are never lowered: what is compared and written keeps the existing `x-sensitive`
+    marks of the properties in both schemas and the higher of the two risk levels."""
     outcomes = []
     for item in planned:
         wanted = item.capability()
         try:
-            wanted_model = Capability.model_validate(wanted)
+            Capability.model_validate(wanted)
         except ValidationError as exc:
             problem = f"not a valid capability: {exc.errors()[0]['msg']}"
             outcomes.append(SyncOutcome(item.tool, item.name, "failed", problem))
@@ -85,9 +91,19 @@ async def sync(client: AsyncAegisClient, planned: Sequence[PlannedCapability]) -
         except AegisError as exc:
             outcomes.append(SyncOutcome(item.tool, item.name, "failed", _message(exc)))
             continue
-        if current is not None and current.model_dump(mode="json") == wanted_model.model_dump(mode="json"):
-            outcomes.append(SyncOutcome(item.tool, item.name, "unchanged"))
-            continue
+        if current is not None:
+            existing = current.model_dump(mode="json")
+            wanted = _keeping_protections(Capability.model_validate(wanted).model_dump(mode="json"), existing)
+            differing = [
+                field for field in ("description", "risk_level", "parameter_schema") if wanted[field] != existing[field]
+            ]
+            if not differing:
+                outcomes.append(SyncOutcome(item.tool, item.name, "unchanged"))
+                continue
+            if not replace:
+                message = f"{', '.join(differing)} differ; left as it is (--replace replaces it)"
+                outcomes.append(SyncOutcome(item.tool, item.name, "differs", message))
+                continue
         try:
             await client.capabilities.create(wanted)
         except AegisError as exc:
@@ -95,6 +111,36 @@ async def sync(client: AsyncAegisClient, planned: Sequence[PlannedCapability]) -
             continue
         outcomes.append(SyncOutcome(item.tool, item.name, "created" if current is None else "replaced"))
     return outcomes
+
+
+_RISK_ORDER = ("low", "medium", "high", "critical")
+
+
+def _keeping_protections(wanted: dict[str, Any], existing: dict[str, Any]) -> dict[str, Any]:
+    """`wanted` with the higher of the two risk levels and the `x-sensitive` marks of `existing`'s schema kept
+    on the properties present in both."""
+    merged = dict(wanted)
+    levels = [level for level in (wanted.get("risk_level"), existing.get("risk_level")) if level in _RISK_ORDER]
+    if levels:
+        merged["risk_level"] = max(levels, key=_RISK_ORDER.index)
+    merged["parameter_schema"] = _keep_sensitive(wanted.get("parameter_schema"), existing.get("parameter_schema"))
+    return merged
+
+
+def _keep_sensitive(new: Any, old: Any) -> Any:
+    if not isinstance(new, dict) or not isinstance(old, dict):
+        return new
+    result = dict(new)
+    if old.get("x-sensitive") is True:
+        result["x-sensitive"] = True
+    for key in ("properties", "$defs", "definitions", "patternProperties"):
+        new_map, old_map = new.get(key), old.get(key)
+        if isinstance(new_map, dict) and isinstance(old_map, dict):
+            result[key] = {name: _keep_sensitive(value, old_map.get(name)) for name, value in new_map.items()}
+    for key in ("items", "additionalProperties"):
+        if key in new and key in old:
+            result[key] = _keep_sensitive(new[key], old[key])
+    return result
 
 
 def _message(exc: AegisError) -> str:
@@ -124,7 +170,8 @@ def outcomes_text(outcomes: Sequence[SyncOutcome]) -> str:
         if item.message:
             line += f": {item.message}"
         lines.append(line)
-    counts = {status: sum(1 for o in outcomes if o.status == status) for status in ("created", "replaced", "unchanged")}
+    statuses = ("created", "replaced", "unchanged", "differs")
+    counts = {status: sum(1 for o in outcomes if o.status == status) for status in statuses}
     failed = sum(1 for o in outcomes if o.status == "failed")
     lines.append(", ".join(f"{count} {status}" for status, count in counts.items()) + f", {failed} failed")
     return "\n".join(lines)

@@ -3,9 +3,10 @@
 ```
 aegis-mcp proxy --actor ID [--actor-type TYPE] [--endpoint URL --api-key KEY]   # else AEGIS_ENDPOINT/AEGIS_API_KEY
                [--capability-prefix mcp] [--fail-open] [--review-timeout SECONDS] [--sync-capabilities]
-               [--listen HOST:PORT] -- UPSTREAM_COMMAND ARGS...
-aegis-mcp proxy --config aegis-mcp.yaml [--listen HOST:PORT]
-aegis-mcp capabilities [--config FILE | --capability-prefix P -- UPSTREAM_COMMAND ARGS...] [--sync]
+               [--upstream-timeout SECONDS] [--listen HOST:PORT [--listen-token-env NAME] [--allowed-host H]...]
+               -- UPSTREAM_COMMAND ARGS...
+aegis-mcp proxy --config aegis-mcp.yaml [--listen HOST:PORT ...]
+aegis-mcp capabilities [--config FILE | --capability-prefix P -- UPSTREAM_COMMAND ARGS...] [--sync [--replace]]
         [--risk-level low|medium|high|critical] [--json]
 ```
 
@@ -27,7 +28,7 @@ import anyio
 
 from aegis_mcp._capabilities import outcomes_json, outcomes_text, plan, planned_json, planned_text, sync
 from aegis_mcp._config import ConfigError, ProxyConfig, config_from_arguments, load_config
-from aegis_mcp._proxy import GoverningProxy, connected, discover, running_proxy, serve
+from aegis_mcp._proxy import GoverningProxy, connected, discover, listen_token, running_proxy, serve
 from aegis_mcp._upstream import UpstreamError
 from aegis_sdk import AegisError, AsyncAegisClient
 
@@ -54,12 +55,34 @@ def _parser() -> argparse.ArgumentParser:
     proxy.add_argument("--actor", help="the actor id the agent's calls are proposed as")
     proxy.add_argument("--actor-type", default="ai-agent", help="the actor type (default: ai-agent)")
     proxy.add_argument("--endpoint", help="the AEGIS platform URL (default: AEGIS_ENDPOINT)")
-    proxy.add_argument("--api-key", help="the AEGIS API key (default: AEGIS_API_KEY)")
+    proxy.add_argument(
+        "--api-key",
+        help="the AEGIS API key; visible to other users in `ps`: prefer the AEGIS_API_KEY variable (the default)",
+    )
     proxy.add_argument("--capability-prefix", default="mcp", help='tool t is capability <prefix>.t (default "mcp")')
     proxy.add_argument("--fail-open", action="store_true", help="forward calls when AEGIS is unreachable (degraded)")
     proxy.add_argument("--review-timeout", type=float, default=300.0, help="seconds an ESCALATE waits (default 300)")
     proxy.add_argument("--sync-capabilities", action="store_true", help="register the tools as capabilities at start")
+    proxy.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds an upstream has to answer a request or tools/call (default 300)",
+    )
     proxy.add_argument("--listen", metavar="HOST:PORT", help="serve streamable HTTP at http://HOST:PORT/mcp")
+    proxy.add_argument(
+        "--listen-token-env",
+        metavar="NAME",
+        help="require `Authorization: Bearer $NAME` on every HTTP request (needed to listen beyond loopback)",
+    )
+    proxy.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a Host header the HTTP listener also accepts (repeatable), e.g. the name clients reach it by",
+    )
 
     caps = commands.add_parser(
         "capabilities",
@@ -69,8 +92,20 @@ def _parser() -> argparse.ArgumentParser:
     caps.add_argument("--config", help="a YAML configuration (as for `aegis-mcp proxy`)")
     caps.add_argument("--capability-prefix", default="mcp", help='tool t is capability <prefix>.t (default "mcp")')
     caps.add_argument("--endpoint", help="the AEGIS platform URL (default: AEGIS_ENDPOINT)")
-    caps.add_argument("--api-key", help="the AEGIS API key, with policies:manage (default: AEGIS_API_KEY)")
-    caps.add_argument("--sync", action="store_true", help="register them with AEGIS (created / replaced / unchanged)")
+    caps.add_argument(
+        "--api-key",
+        help="the AEGIS API key, with policies:manage; visible in `ps`: prefer AEGIS_API_KEY (the default)",
+    )
+    caps.add_argument(
+        "--sync",
+        action="store_true",
+        help="register the missing ones with AEGIS; an existing one that differs is reported (`differs`), not changed",
+    )
+    caps.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --sync: replace the ones that differ (keeping their x-sensitive marks and the higher risk level)",
+    )
     caps.add_argument("--risk-level", choices=["low", "medium", "high", "critical"], default="medium")
     caps.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
@@ -92,10 +127,10 @@ def _proxy_config(args: argparse.Namespace, command: list[str]) -> ProxyConfig:
         config = load_config(args.config)
         if args.endpoint:
             config = config.model_copy(update={"aegis": config.aegis.model_copy(update={"endpoint": args.endpoint})})
-        return config
+        return _listen_options(config, args)
     if not args.actor:
         raise ConfigError("--actor ID is required (the actor the agent's calls are proposed as), or use --config FILE")
-    return config_from_arguments(
+    config = config_from_arguments(
         actor=args.actor,
         actor_type=args.actor_type,
         command=command,
@@ -105,6 +140,21 @@ def _proxy_config(args: argparse.Namespace, command: list[str]) -> ProxyConfig:
         review_timeout=args.review_timeout,
         sync_capabilities=args.sync_capabilities,
     )
+    return _listen_options(config, args)
+
+
+def _listen_options(config: ProxyConfig, args: argparse.Namespace) -> ProxyConfig:
+    """The command line's --upstream-timeout, --listen-token-env and --allowed-host over the configuration's."""
+    update: dict[str, object] = {}
+    if args.upstream_timeout is not None:
+        if not args.upstream_timeout > 0:
+            raise ConfigError(f"--upstream-timeout wants a number of seconds above 0, got {args.upstream_timeout:g}")
+        update["upstream_timeout"] = args.upstream_timeout
+    if args.listen_token_env:
+        update["listen_token_env"] = args.listen_token_env
+    if args.allowed_host:
+        update["allowed_hosts"] = [*config.allowed_hosts, *args.allowed_host]
+    return config.model_copy(update=update) if update else config
 
 
 def _aegis_client(config: ProxyConfig, api_key: str | None) -> AsyncAegisClient:
@@ -146,7 +196,7 @@ async def _sync_at_start(proxy: GoverningProxy, client: AsyncAegisClient) -> Non
 
 
 async def _run_capabilities(
-    config: ProxyConfig, client: AsyncAegisClient | None, risk_level: str, as_json: bool
+    config: ProxyConfig, client: AsyncAegisClient | None, risk_level: str, as_json: bool, replace: bool = False
 ) -> int:
     async with connected(config) as upstreams:
         planned = plan(await discover(upstreams, config), risk_level)
@@ -154,7 +204,7 @@ async def _run_capabilities(
         print(json.dumps(planned_json(planned), indent=2) if as_json else planned_text(planned))
         return 0
     async with client:
-        outcomes = await sync(client, planned)
+        outcomes = await sync(client, planned, replace=replace)
     print(json.dumps(outcomes_json(outcomes), indent=2) if as_json else outcomes_text(outcomes))
     return 1 if any(outcome.status == "failed" for outcome in outcomes) else 0
 
@@ -175,13 +225,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     options, command = _split(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(options)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="aegis-mcp: %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("mcp").setLevel(logging.WARNING)
+    # The HTTP clients log each request line (with the full URL: credentials, query) at INFO; mcp uses httpx2.
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "mcp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "proxy":
             config = _proxy_config(args, command)
+            listen = _listen(args.listen)
+            if listen is not None:
+                listen_token(config, listen[0])  # before anything starts: a listener beyond loopback needs a token
             client = _aegis_client(config, args.api_key)
-            anyio.run(_run_proxy, config, client, _listen(args.listen))
+            anyio.run(_run_proxy, config, client, listen)
             return 0
         if args.config:
             if command:
@@ -191,8 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = config_from_arguments(actor="aegis-mcp", command=command, capability_prefix=args.capability_prefix)
         if args.endpoint:
             config = config.model_copy(update={"aegis": config.aegis.model_copy(update={"endpoint": args.endpoint})})
+        if args.replace and not args.sync:
+            raise ConfigError("--replace goes with --sync")
         syncing = _aegis_client(config, args.api_key) if args.sync else None
-        code: int = anyio.run(_run_capabilities, config, syncing, args.risk_level, args.json)
+        code: int = anyio.run(_run_capabilities, config, syncing, args.risk_level, args.json, args.replace)
         return code
     except KeyboardInterrupt:
         return 130

@@ -91,6 +91,9 @@ class ProxyConfig(_Strict):
     review_timeout: float = Field(default=300.0, ge=0)
     sync_capabilities: bool = False
     risk_level: RiskLevel = "medium"
+    upstream_timeout: float = Field(default=300.0, gt=0)
+    listen_token_env: str | None = None
+    allowed_hosts: list[str] = Field(default_factory=list)
     upstreams: list[UpstreamConfig] = Field(min_length=1)
 
     @field_validator("actor", mode="before")
@@ -159,6 +162,29 @@ def load_config(path: str | Path) -> ProxyConfig:
     return parse_config(data, str(file))
 
 
+def upstream_name(command: Sequence[str]) -> str:
+    """The name of a single-command upstream: its script or package (`python -m pkg` → pkg, `node server.js` →
+    server, `npx -y @org/server-files` → server-files), else the command's own name."""
+    arguments = list(command[1:])
+    for index, argument in enumerate(arguments):
+        if argument in ("-m", "-p", "--package") and index + 1 < len(arguments):
+            return _short(arguments[index + 1]) or "upstream"
+        if not argument.startswith("-"):
+            return _short(argument) or "upstream"
+    return _short(command[0]) or "upstream"
+
+
+def _short(target: str) -> str:
+    """`/srv/tools/server.py` → server, `@org/server-files@1.2` → server-files, `pkg.module` → pkg.module."""
+    name = target.rstrip("/").rsplit("/", 1)[-1]
+    if "@" in name[1:]:
+        name = name[0] + name[1:].split("@", 1)[0]
+    name = name.lstrip("@")
+    for suffix in (".py", ".js", ".mjs", ".cjs", ".ts", ".exe"):
+        name = name.removesuffix(suffix)
+    return name
+
+
 def config_from_arguments(
     *,
     actor: str,
@@ -170,6 +196,7 @@ def config_from_arguments(
     review_timeout: float = 300.0,
     sync_capabilities: bool = False,
     risk_level: RiskLevel = "medium",
+    upstream_timeout: float = 300.0,
 ) -> ProxyConfig:
     """The configuration of `aegis-mcp proxy --actor ID ... -- COMMAND ARGS...` (one stdio upstream)."""
     if not command:
@@ -182,7 +209,8 @@ def config_from_arguments(
         "review_timeout": review_timeout,
         "sync_capabilities": sync_capabilities,
         "risk_level": risk_level,
-        "upstreams": [{"name": Path(command[0]).name or "upstream", "command": command[0], "args": list(command[1:])}],
+        "upstream_timeout": upstream_timeout,
+        "upstreams": [{"name": upstream_name(command), "command": command[0], "args": list(command[1:])}],
     }
     return parse_config(data, "the command line")
 

@@ -4,11 +4,15 @@ start) or streamable HTTP (`--listen HOST:PORT`, path `/mcp`)."""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
+import json
 import logging
 import os
 import signal
+import socket
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,14 +21,15 @@ import anyio
 import mcp_types as types
 import uvicorn
 from anyio.abc import TaskStatus
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 
-from aegis_mcp._config import ProxyConfig
+from aegis_mcp._config import ConfigError, ProxyConfig
 from aegis_mcp._middleware import GovernanceMiddleware
-from aegis_mcp._upstream import Upstream, UpstreamError
+from aegis_mcp._upstream import Upstream, UpstreamError, UpstreamTimeout
 from aegis_sdk import Actor, AsyncAegisClient
 
 logger = logging.getLogger("aegis_mcp.proxy")
@@ -41,23 +46,69 @@ class Route:
 
 async def discover(upstreams: Sequence[Upstream], config: ProxyConfig) -> list[tuple[types.Tool, Route]]:
     """The tools the upstreams expose (allow-lists and `tool_prefix` applied), with their routes; UpstreamError
-    when two upstreams expose the same name."""
-    exposed: list[tuple[types.Tool, Route]] = []
-    owner: dict[str, str] = {}
-    for upstream in upstreams:
-        for tool in await upstream.list_tools():
-            name = upstream.config.exposed_name(tool.name)
-            if name in owner:
-                raise UpstreamError(
-                    f"the upstreams {owner[name]!r} and {upstream.name!r} both expose a tool named {name!r}; "
-                    f"set `tool_prefix` on one of them (for example `tool_prefix: {upstream.name}_`), "
-                    "or leave the tool out with `tools:`"
-                )
-            owner[name] = upstream.name
-            route = Route(upstream, tool.name, upstream.config.capability(tool.name, config.capability_prefix))
-            shown = tool if name == tool.name else tool.model_copy(update={"name": name})
-            exposed.append((shown, route))
+    when two exposed tools have the same name or would be governed as the same capability."""
+    listed = [(upstream, await upstream.list_tools()) for upstream in upstreams]
+    exposed, conflicts = routes(listed, config)
+    if conflicts:
+        raise UpstreamError(conflicts[0])
     return exposed
+
+
+def routes(
+    listed: Sequence[tuple[Upstream, Sequence[types.Tool]]],
+    config: ProxyConfig,
+    previous: Mapping[str, Route] | None = None,
+) -> tuple[list[tuple[types.Tool, Route]], list[str]]:
+    """The exposed tools with their routes, and the conflicts: a tool whose exposed name or capability another
+    tool already has is left out (one tool is never governed under another's capability or policy). The tools
+    routed before (`previous`) are placed first, so a tool that appears later never displaces one in use."""
+    candidates: list[tuple[types.Tool, Route, str]] = []
+    for upstream, tools in listed:
+        for tool in tools:
+            name = upstream.config.exposed_name(tool.name)
+            route = Route(upstream, tool.name, upstream.config.capability(tool.name, config.capability_prefix))
+            candidates.append((tool, route, name))
+    order = list(range(len(candidates)))
+    if previous:
+        known = {(route.upstream.name, route.name, exposed) for exposed, route in previous.items()}
+        order.sort(
+            key=lambda at: (candidates[at][1].upstream.name, candidates[at][1].name, candidates[at][2]) not in known
+        )
+    accepted: set[int] = set()
+    conflicts: list[str] = []
+    by_name: dict[str, Route] = {}
+    by_capability: dict[str, tuple[str, Route, bool]] = {}
+    for at in order:
+        tool, route, name = candidates[at]
+        if name in by_name:
+            other = by_name[name]
+            conflicts.append(
+                f"the upstreams {other.upstream.name!r} and {route.upstream.name!r} both expose a tool named "
+                f"{name!r}; set `tool_prefix` on one of them (for example `tool_prefix: {route.upstream.name}_`), "
+                "or leave the tool out with `tools:`"
+            )
+            continue
+        explicit = route.name in route.upstream.config.capabilities
+        shared = by_capability.get(route.capability)
+        if shared is not None and not (explicit and shared[2]):
+            other_name, other, _ = shared
+            conflicts.append(
+                f"the tools {other_name!r} (upstream {other.upstream.name!r}) and {name!r} (upstream "
+                f"{route.upstream.name!r}) would both be governed as the capability {route.capability!r}; "
+                "give one of them its own capability with `capabilities:` in its upstream's configuration "
+                f"(for example `capabilities: {{{json.dumps(route.name)}: {route.capability}_2}}`), or leave it out "
+                "with `tools:` (tools share a capability only when each is mapped to it in `capabilities:`)"
+            )
+            continue
+        by_name[name] = route
+        by_capability[route.capability] = (name, route, explicit)
+        accepted.add(at)
+    exposed = [
+        (tool if name == tool.name else tool.model_copy(update={"name": name}), route)
+        for at, (tool, route, name) in enumerate(candidates)
+        if at in accepted
+    ]
+    return exposed, conflicts
 
 
 @asynccontextmanager
@@ -65,7 +116,8 @@ async def connected(config: ProxyConfig) -> AsyncIterator[list[Upstream]]:
     """The configured upstreams, connected; closed (their processes ended) on exit."""
     async with anyio.create_task_group() as group:
         hidden = {config.aegis.api_key_env}
-        upstreams = [Upstream(upstream, group, hidden=hidden) for upstream in config.upstreams]
+        timeout = config.upstream_timeout
+        upstreams = [Upstream(upstream, group, hidden=hidden, timeout=timeout) for upstream in config.upstreams]
         try:
             for upstream in upstreams:
                 await upstream.start()
@@ -85,6 +137,7 @@ class GoverningProxy:
         self.aegis = client
         self.upstreams = list(upstreams)
         self.tools: dict[str, Route] = {}
+        self._listed: dict[str, list[types.Tool]] = {}  # the last list each upstream answered with
         self._prompts: dict[str, Upstream] = {}
         self._resources: dict[str, Upstream] = {}
         self._templates: dict[str, Upstream] = {}
@@ -109,25 +162,78 @@ class GoverningProxy:
             on_get_prompt=self._get_prompt,
             on_completion=self._complete,
         )
+        # Unknown tools are refused before governance: no proposal (nor an operator's review) for a tool that
+        # does not exist.
+        self.server.middleware.append(self._refuse_unknown_tools)
         self.server.middleware.append(self.governance)
 
     # -- start and stop ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Discover the (connected) upstreams' tools; UpstreamError on two upstreams exposing the same name."""
-        await self.discover_tools()
+        """Discover the (connected) upstreams' tools; UpstreamError when an upstream does not list them, or two
+        exposed tools have the same name or capability."""
+        await self.discover_tools(strict=True)
         instructions = [self._instructions_of(upstream) for upstream in self.upstreams]
         self.server.instructions = "\n\n".join(text for text in instructions if text) or None
 
     def _instructions_of(self, upstream: Upstream) -> str | None:
         return upstream.instructions()
 
-    async def discover_tools(self) -> list[tuple[types.Tool, Route]]:
-        """The exposed tools (as the client sees them) with where each goes; refreshes the routing."""
-        exposed = await discover(self.upstreams, self.config)
+    async def discover_tools(self, *, strict: bool = False) -> list[tuple[types.Tool, Route]]:
+        """The exposed tools (as the client sees them) with where each goes; refreshes the routing.
+
+        `strict` (at start): an upstream that does not list its tools, or a conflict (two tools with the same
+        exposed name or capability) is an UpstreamError. Otherwise (while serving) an upstream that fails or
+        does not answer keeps its last good list, and a tool that conflicts with one already routed is left
+        out and logged: one upstream's change never breaks the others' tools, nor reroutes a tool."""
+        listed: dict[str, list[types.Tool]] = {}
+
+        async def list_one(upstream: Upstream) -> None:
+            try:
+                listed[upstream.name] = await upstream.list_tools()
+            except (UpstreamError, MCPError) as exc:
+                if strict or upstream.name not in self._listed:
+                    if strict:
+                        raise UpstreamError(f"upstream {upstream.name!r} did not list its tools: {exc}") from None
+                    logger.warning("upstream %s: its tools could not be listed (%s)", upstream.name, exc)
+                    return
+                logger.warning(
+                    "upstream %s: its tools could not be listed (%s); keeping its last list", upstream.name, exc
+                )
+                listed[upstream.name] = self._listed[upstream.name]
+
+        if strict:
+            for upstream in self.upstreams:
+                await list_one(upstream)
+        else:
+            async with anyio.create_task_group() as group:
+                for upstream in self.upstreams:
+                    group.start_soon(list_one, upstream)
+        exposed, conflicts = routes(
+            [(upstream, listed.get(upstream.name, [])) for upstream in self.upstreams],
+            self.config,
+            previous=None if strict else self.tools,
+        )
+        if conflicts and strict:
+            raise UpstreamError(conflicts[0])
+        for conflict in conflicts:
+            logger.error("a tool was left out: %s", conflict)
+        self._listed.update(listed)
         self.tools = {tool.name: route for tool, route in exposed}
         self.governance.capabilities = {name: route.capability for name, route in self.tools.items()}
         return exposed
+
+    async def _refuse_unknown_tools(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """A middleware before governance: a `tools/call` for a tool the proxy does not route (after one fresh
+        discovery) is refused at once, never proposed to AEGIS."""
+        if ctx.method == "tools/call" and isinstance(ctx.params, Mapping):
+            name = ctx.params.get("name")
+            if isinstance(name, str) and name not in self.tools:
+                await self.discover_tools()
+            if not isinstance(name, str) or name not in self.tools:
+                logger.info("refused a call to an unknown tool")
+                return _error_result(f"Unknown tool {name!r}: the upstream MCP servers do not expose it.")
+        return await call_next(ctx)
 
     def _tool_metadata(self, tool: str) -> dict[str, Any]:
         route = self.tools.get(tool)
@@ -138,10 +244,7 @@ class GoverningProxy:
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        try:
-            exposed = await self.discover_tools()
-        except UpstreamError as exc:
-            raise MCPError(code=types.INTERNAL_ERROR, message=str(exc)) from None
+        exposed = await self.discover_tools()
         return types.ListToolsResult(tools=[tool for tool, _ in exposed])
 
     async def _call_tool(
@@ -156,6 +259,11 @@ class GoverningProxy:
 
         try:
             return await route.upstream.call_tool(route.name, params, forward_progress)
+        except UpstreamTimeout as exc:
+            logger.warning("tool %s: %s", params.name, exc)
+            return _error_result(
+                f"{exc} (the proxy's upstream_timeout); the call was abandoned and may or may not have completed."
+            )
         except UpstreamError as exc:
             logger.warning("tool %s: %s", params.name, exc)
             return _error_result(
@@ -309,8 +417,11 @@ async def _until_signal(proxy: GoverningProxy, *, task_status: TaskStatus[None])
 
 
 async def serve(proxy: GoverningProxy, listen: tuple[str, int] | None = None) -> None:
-    """Serve the proxy over stdio (until stdin closes) or streamable HTTP on `listen` (until SIGTERM)."""
+    """Serve the proxy over stdio (until stdin closes) or streamable HTTP on `listen` (until SIGTERM). Over HTTP,
+    the Host/Origin check is always on, and a bearer token is required when `listen_token_env` is set (it must
+    be for an address that is not loopback: ConfigError)."""
     server = proxy.server
+    token = listen_token(proxy.config, listen[0]) if listen is not None else None
     async with anyio.create_task_group() as group:
         await group.start(_until_signal, proxy)
         logger.info(
@@ -320,11 +431,105 @@ async def serve(proxy: GoverningProxy, listen: tuple[str, int] | None = None) ->
             proxy.config.actor.id,
         )
         if listen is not None:
-            await _serve_http(server, *listen)
+            await _serve_http(server, *listen, token=token, extra_hosts=proxy.config.allowed_hosts)
         else:
             async with stdio_server() as (read_stream, write_stream):
                 await server.run(read_stream, write_stream, server.create_initialization_options())
         group.cancel_scope.cancel()
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def listen_token(config: ProxyConfig, host: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token the HTTP listener requires (from the variable `listen_token_env` names), or None; a
+    ConfigError when the variable is unset or empty, or when `host` is not loopback and there is no token."""
+    env = os.environ if environ is None else environ
+    name = config.listen_token_env
+    if name is None:
+        if not is_loopback(host):
+            raise ConfigError(
+                f"--listen on {host}, which is not a loopback address, needs a token: add --listen-token-env NAME "
+                "(`listen_token_env` in the config), NAME being an environment variable holding a secret that "
+                "clients send as `Authorization: Bearer <secret>`"
+            )
+        return None
+    token = env.get(name, "")
+    if not token:
+        raise ConfigError(
+            f"--listen-token-env {name}: the environment variable {name} is unset or empty; set it to a secret"
+        )
+    return token
+
+
+_ANY_ADDRESS = ("0.0.0.0", "::", "")  # noqa: S104 (what the listener is told, not where it binds)
+
+
+def allowed_hosts(host: str, port: int, extra: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """The Host and Origin header values the HTTP listener accepts (DNS-rebinding protection): the listen
+    address (with localhost / 127.0.0.1 / [::1] for loopback; the machine's name for 0.0.0.0 or ::) and `extra`."""
+    bare = host.strip("[]")
+    names: list[str] = []
+    if is_loopback(bare):
+        names += ["127.0.0.1", "localhost", "[::1]"]
+    elif bare in _ANY_ADDRESS:
+        names += ["127.0.0.1", "localhost", "[::1]"]
+        for name in {socket.gethostname(), socket.getfqdn()}:
+            if name:
+                names.append(name)
+    if bare not in _ANY_ADDRESS:
+        names.append(f"[{bare}]" if ":" in bare else bare)
+    hosts: list[str] = []
+    origins: list[str] = []
+    for name in [*names, *extra]:
+        for value in (name, f"{name}:*") if not _has_port(name) else (name,):
+            if value not in hosts:
+                hosts.append(value)
+        for scheme in ("http", "https"):
+            for value in (
+                (f"{scheme}://{name}", f"{scheme}://{name}:*") if not _has_port(name) else (f"{scheme}://{name}",)
+            ):
+                if value not in origins:
+                    origins.append(value)
+    return hosts, origins
+
+
+def _has_port(name: str) -> bool:
+    return name.rsplit("]", 1)[-1].count(":") == 1
+
+
+class _BearerToken:
+    """ASGI: every HTTP request must carry `Authorization: Bearer <token>` (compared in constant time)."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            given = b""
+            for key, value in scope.get("headers", ()):
+                if key.lower() == b"authorization":
+                    given = bytes(value)
+                    break
+            if not hmac.compare_digest(given, self.expected):
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b"a valid Authorization: Bearer token is required\n"})
+                return
+        await self.app(scope, receive, send)
 
 
 class _QuietServer(uvicorn.Server):
@@ -335,12 +540,38 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-async def _serve_http(server: Server[Any], host: str, port: int) -> None:
-    app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+async def _serve_http(
+    server: Server[Any], host: str, port: int, *, token: str | None, extra_hosts: Sequence[str] = ()
+) -> None:
+    hosts, origins = allowed_hosts(host, port, extra_hosts)
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+    app: Any = server.streamable_http_app(streamable_http_path="/mcp", host=host, transport_security=security)
+    if token is not None:
+        app = _BearerToken(app, token)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     instance = _QuietServer(config)
-    logger.info("serving MCP over streamable HTTP at http://%s:%d/mcp", host, port)
+    shown = f"[{host}]" if ":" in host else host
+    logger.info(
+        "serving MCP over streamable HTTP at http://%s:%d/mcp (%s; accepted Host headers: %s)",
+        shown,
+        port,
+        "a bearer token is required" if token is not None else "no token: loopback only",
+        ", ".join(hosts),
+    )
     await instance.serve()
 
 
-__all__ = ["GoverningProxy", "Route", "connected", "discover", "running_proxy", "serve"]
+__all__ = [
+    "GoverningProxy",
+    "Route",
+    "allowed_hosts",
+    "connected",
+    "discover",
+    "is_loopback",
+    "listen_token",
+    "routes",
+    "running_proxy",
+    "serve",
+]

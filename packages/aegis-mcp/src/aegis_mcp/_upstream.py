@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import mcp_types as types
@@ -40,15 +41,35 @@ def upstream_environment(extra: Mapping[str, str], hidden: Collection[str] = ())
     return {**inherited, **extra}
 
 
+def redacted_url(url: str) -> str:
+    """`url` as it may be logged: scheme://host:port/path, without credentials, query or fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "(an invalid URL)"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 class UpstreamError(Exception):
     """An upstream MCP server could not be started, reached, or stopped answering."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """An upstream MCP server did not answer a request within the proxy's `upstream_timeout`."""
 
 
 class Upstream:
     """One upstream MCP server, connected on `start()` and restarted by the first request after a failure."""
 
-    def __init__(self, config: UpstreamConfig, group: TaskGroup, *, hidden: Collection[str] = ()) -> None:
+    def __init__(
+        self, config: UpstreamConfig, group: TaskGroup, *, hidden: Collection[str] = (), timeout: float = 300.0
+    ) -> None:
         self.config = config
+        self.timeout = timeout
         self._hidden = frozenset(hidden)
         self.name = config.name
         self._group = group
@@ -105,13 +126,17 @@ class Upstream:
         except TimeoutError:
             raise UpstreamError(f"upstream {self.name!r} did not answer the MCP handshake within 60 s") from None
         except Exception as exc:
-            raise UpstreamError(f"upstream {self.name!r} could not be started or reached: {_explain(exc)}") from None
+            reason = _explain(exc)
+            if self.config.url is not None:
+                reason = reason.replace(self.config.url, redacted_url(self.config.url))
+            raise UpstreamError(f"upstream {self.name!r} could not be started or reached: {reason}") from None
         logger.info("upstream %s: connected (%s)", self.name, self._where())
 
     def _where(self) -> str:
         if self.config.command is not None:
             return f"stdio: {self.config.command}"
-        return f"http: {self.config.url}"
+        assert self.config.url is not None
+        return f"http: {redacted_url(self.config.url)}"
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -140,10 +165,16 @@ class Upstream:
 
     async def request(self, send: Callable[[Client], Awaitable[Any]]) -> Any:
         """Send one request; on a broken connection close it (the next request restarts it) and raise
-        UpstreamError. An MCP error the server answered with is raised as it is."""
+        UpstreamError; UpstreamTimeout when it does not answer within `timeout` seconds. An MCP error the server
+        answered with is raised as it is."""
         client = await self.client()
         try:
-            return await send(client)
+            with anyio.fail_after(self.timeout):
+                return await send(client)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"the upstream MCP server {self.name!r} did not answer within {self.timeout:g} s"
+            ) from None
         except MCPError as exc:
             if _connection_lost(exc):
                 await self._failed(client)
@@ -207,4 +238,4 @@ def _explain(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-__all__ = ["ProgressCallback", "Upstream", "UpstreamError"]
+__all__ = ["ProgressCallback", "Upstream", "UpstreamError", "UpstreamTimeout", "redacted_url"]
