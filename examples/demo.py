@@ -59,6 +59,7 @@ from aegis_sdk import (
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 POLICIES = EXAMPLES / "policies"
+MCP_POLICIES = EXAMPLES / "mcp_policies.yaml"  # the support desk of step 6 (examples/mcp_tools_server.py)
 AGENT = {"id": "support-bot-7", "type": "ai-agent"}
 SESSION = {"session_id": "sess_demo_001", "metadata": {"source": "aegis-demo"}}
 
@@ -149,7 +150,8 @@ def cli(*args: str, db_url: str) -> str:
 def running_server(db_url: str, port: int) -> Iterator[str]:
     command = [
         sys.executable, "-m", "aegis_server", "serve",
-        "--db", db_url, "--policy", str(POLICIES), "--host", "127.0.0.1", "--port", str(port),
+        "--db", db_url, "--policy", str(POLICIES), "--policy", str(MCP_POLICIES),
+        "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     env = {**os.environ, "AEGIS_LOG_LEVEL": os.environ.get("AEGIS_LOG_LEVEL", "warning")}
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -458,7 +460,11 @@ def mcp_proxy(endpoint: str, agent_key: str, reviewer_key: str, aegis: AegisClie
         lines = log.read_text(encoding="utf-8").splitlines()
     finally:
         log.unlink(missing_ok=True)
-    print(f"  the proxy logged {len(lines)} lines on its stderr (ids, outcomes; never arguments or keys), e.g.:")
+    leaked = [
+        value for value in ("A-1001", "C-42", "A-1002", "churned", agent_key) if any(value in line for line in lines)
+    ]
+    expect(not leaked, "the proxy's log holds no argument value and no key")
+    print(f"  the proxy logged {len(lines)} lines on its stderr (ids, outcomes; no argument value, no key), e.g.:")
     for line in lines[:2]:
         print(f"      {line}")
     outcomes = []

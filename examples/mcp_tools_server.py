@@ -4,7 +4,7 @@ the demo (examples/demo.py, step 6) and docs/mcp.md put `aegis-mcp proxy` in fro
     python examples/mcp_tools_server.py                      # MCP over stdio (what the proxy starts)
     aegis-mcp proxy --actor support-bot-mcp -- python examples/mcp_tools_server.py
 
-Its four tools meet the four outcomes of examples/policies/mcp.yaml: `lookup_order` is allowed, `refund` is
+Its four tools meet the four outcomes of examples/mcp_policies.yaml: `lookup_order` is allowed, `refund` is
 allowed up to 100 and needs the user's confirmation above, `delete_customer` is denied, `export_customers`
 waits for an operator. Each tool prints nothing (stdout is the MCP channel); it only answers.
 """
