@@ -5,7 +5,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --locked
 
-.PHONY: setup demo serve test console-screenshots test-sdk-pythons test-server-lowest-fastapi test-mcp-lowest lint format bench bench-galileo-env dist check-wheel smoke-dists docs docs-serve bump clean
+.PHONY: setup demo serve test console-screenshots test-sdk-pythons test-server-lowest-fastapi lint format bench bench-galileo-env dist check-wheel smoke-dists docs docs-serve bump clean
 
 setup:
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
@@ -31,10 +31,6 @@ test-sdk-pythons: setup
 
 test-server-lowest-fastapi: setup
 	bash scripts/test_server_lowest_fastapi.sh
-
-# The aegis-mcp tests on the oldest mcp SDK it accepts (mcp==2.0.0, mcp-types==2.0.0), in a side environment.
-test-mcp-lowest: setup
-	bash scripts/test_mcp_lowest.sh
 
 lint: setup
 	$(RUN) ruff check .

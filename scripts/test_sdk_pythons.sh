@@ -6,7 +6,9 @@
 # process, and only it, runs on the workspace's Python through a small shim, while the proxy, the upstream
 # MCP servers and the tests run on the Python under test.
 # aegis-fastapi calls FastAPI internals, so it promises a bounded FastAPI range: the first Python runs the
-# LOWEST FastAPI of that range (with the Starlette it resolves), every other one the NEWEST.
+# LOWEST FastAPI of that range (with the Starlette it resolves), every other one the NEWEST. aegis-mcp likewise:
+# the first Python runs the LOWEST mcp SDK it accepts (mcp>=2.0 → mcp==2.0.0 with mcp-types==2.0.0), the
+# others the newest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export UV_PYTHON_DOWNLOADS=never
@@ -42,6 +44,11 @@ fastapi_range=$(grep -o '"fastapi>=[0-9.]*,<[0-9.]*"' packages/aegis-fastapi/pyp
 fastapi_lowest="fastapi==${fastapi_range#fastapi>=}"
 fastapi_lowest=${fastapi_lowest%%,*}
 
+# The lower bound of aegis-mcp's "mcp>=X,<Y": mcp==X (and mcp-types==X, released with it).
+mcp_floor=$(grep -o '"mcp>=[0-9.]*,<[0-9]*"' packages/aegis-mcp/pyproject.toml | tr -d '"' | sed 's/^mcp>=\([0-9.]*\),.*/\1/')
+[ -n "$mcp_floor" ] || { echo "error: no mcp>=X,<Y in packages/aegis-mcp/pyproject.toml" >&2; exit 1; }
+case "$mcp_floor" in *.*.*) mcp_lowest=$mcp_floor ;; *) mcp_lowest="$mcp_floor.0" ;; esac
+
 pyenv_root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
 versions=${AEGIS_SDK_PYTHONS:-"3.10 3.13"}
 ran=0
@@ -53,10 +60,19 @@ for minor in $versions; do
     fi
     venv="$work/venv-$minor"
     $UV venv --quiet --python "$interpreter" "$venv"
-    if [ "$ran" -eq 0 ]; then fastapi_spec=$fastapi_lowest; else fastapi_spec=$fastapi_range; fi
+    if [ "$ran" -eq 0 ]; then
+        fastapi_spec=$fastapi_lowest
+        mcp_specs=("mcp==$mcp_lowest" "mcp-types==$mcp_lowest")
+    else
+        fastapi_spec=$fastapi_range
+        mcp_specs=()
+    fi
     $UV pip install --quiet --python "$venv/bin/python" "${wheels[@]}" "$langchain_wheel[langgraph,agents]" \
-        "$fastapi_spec" pytest pytest-asyncio hypothesis uvicorn
-    frameworks=$("$venv/bin/python" -c 'import fastapi, starlette; print(f"fastapi {fastapi.__version__}, starlette {starlette.__version__}")')
+        "$fastapi_spec" "${mcp_specs[@]}" pytest pytest-asyncio hypothesis uvicorn
+    frameworks=$("$venv/bin/python" -c 'import fastapi, starlette, importlib.metadata as m; print(f"fastapi {fastapi.__version__}, starlette {starlette.__version__}, mcp {m.version(\"mcp\")}")')
+    if [ "$ran" -eq 0 ]; then
+        "$venv/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(0 if m.version("mcp") == sys.argv[1] else f"expected mcp {sys.argv[1]}, found {m.version(\"mcp\")}")' "$mcp_lowest"
+    fi
     echo "== aegis-sdk, aegis-fastapi, aegis-langchain, aegis-mcp tests on $("$venv/bin/python" --version) from the built wheels, with $frameworks ($fastapi_spec)"
     # -p no:cacheprovider: leave no state behind; --rootdir: use the workspace's pytest settings.
     (cd "$work" && PYTHONPATH="$work/server-shim" "$venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir "$OLDPWD" \
