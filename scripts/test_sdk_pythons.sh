@@ -69,9 +69,9 @@ for minor in $versions; do
     fi
     $UV pip install --quiet --python "$venv/bin/python" "${wheels[@]}" "$langchain_wheel[langgraph,agents]" \
         "$fastapi_spec" "${mcp_specs[@]}" pytest pytest-asyncio hypothesis uvicorn
-    frameworks=$("$venv/bin/python" -c 'import fastapi, starlette, importlib.metadata as m; print(f"fastapi {fastapi.__version__}, starlette {starlette.__version__}, mcp {m.version(\"mcp\")}")')
+    frameworks=$("$venv/bin/python" -c 'import fastapi, starlette, importlib.metadata as m; v = m.version("mcp"); print(f"fastapi {fastapi.__version__}, starlette {starlette.__version__}, mcp {v}")')
     if [ "$ran" -eq 0 ]; then
-        "$venv/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(0 if m.version("mcp") == sys.argv[1] else f"expected mcp {sys.argv[1]}, found {m.version(\"mcp\")}")' "$mcp_lowest"
+        "$venv/bin/python" -c 'import importlib.metadata as m, sys; v = m.version("mcp"); sys.exit(0 if v == sys.argv[1] else f"expected mcp {sys.argv[1]}, found {v}")' "$mcp_lowest"
     fi
     echo "== aegis-sdk, aegis-fastapi, aegis-langchain, aegis-mcp tests on $("$venv/bin/python" --version) from the built wheels, with $frameworks ($fastapi_spec)"
     # -p no:cacheprovider: leave no state behind; --rootdir: use the workspace's pytest settings.

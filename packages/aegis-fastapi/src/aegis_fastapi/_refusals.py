@@ -5,8 +5,6 @@ the degraded ALLOW a fail-open app gets when the platform cannot be reached."""
 from __future__ import annotations
 
 import logging
-import uuid
-from datetime import datetime, timezone
 
 import pydantic
 
@@ -29,8 +27,8 @@ from aegis_sdk import (
     RateLimitError,
     ServerError,
 )
+from aegis_sdk._degraded import degraded_allow as degraded_allow_decision
 from aegis_sdk._validation import describe_validation
-from aegis_sdk.models import DEGRADED_PREFIX
 
 logger = logging.getLogger("aegis_fastapi")
 
@@ -273,15 +271,9 @@ def platform_refusal(
 
 def degraded_allow(exc: AegisError, capability: str, request_id: str) -> Decision:
     """The local ALLOW of a fail-open app whose platform is unreachable (`decision.degraded` is true)."""
-    decision = Decision(
-        decision_id=DEGRADED_PREFIX + uuid.uuid4().hex,
-        outcome="ALLOW",
-        reason=f"The AEGIS platform was unreachable ({type(exc).__name__}); allowed without governance "
-        "because fail_open is on.",
-        risk_score=1.0,
-        constraints={},
-        timestamp=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-        audit_ref="",
+    decision = degraded_allow_decision(
+        f"The AEGIS platform was unreachable ({type(exc).__name__}); allowed without governance because "
+        "fail_open is on."
     )
     logger.warning(
         "AEGIS unavailable, request allowed WITHOUT governance (fail_open=True): capability=%s "

@@ -22,7 +22,6 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Any
 
 import anyio
@@ -47,6 +46,7 @@ from aegis_sdk import (
     ReviewTimeoutError,
     UnknownCapabilityError,
 )
+from aegis_sdk._degraded import degraded_allow
 from aegis_sdk.errors import (
     APIConnectionError,
     APIStatusError,
@@ -56,7 +56,6 @@ from aegis_sdk.errors import (
     PermissionDeniedError,
     RateLimitError,
 )
-from aegis_sdk.models import DEGRADED_PREFIX
 
 logger = logging.getLogger("aegis_mcp")
 
@@ -477,15 +476,9 @@ def _is_unavailable(exc: AegisError) -> bool:
 
 
 def _degraded_allow(call: ToolCall, exc: AegisError) -> Decision:
-    decision = Decision(
-        decision_id=DEGRADED_PREFIX + uuid.uuid4().hex,
-        outcome="ALLOW",
-        reason=f"The AEGIS platform was unreachable ({type(exc).__name__}); allowed without governance "
-        "because fail_open is on.",
-        risk_score=1.0,
-        constraints={},
-        timestamp=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-        audit_ref="",
+    decision = degraded_allow(
+        f"The AEGIS platform was unreachable ({type(exc).__name__}); allowed without governance because "
+        "fail_open is on."
     )
     logger.warning(
         "AEGIS unavailable, MCP tool call allowed WITHOUT governance (fail_open): tool=%s capability=%s "
