@@ -207,7 +207,7 @@ async def test_the_http_listener_wants_the_token_and_an_allowed_host(platform: A
 
 
 def test_the_allowed_hosts_follow_the_listen_address() -> None:
-    from aegis_mcp._proxy import allowed_hosts
+    from aegis_mcp._listener import allowed_hosts
 
     loopback, _ = allowed_hosts("127.0.0.1", 8765)
     assert {"127.0.0.1:*", "localhost:*", "[::1]:*"} <= set(loopback)

@@ -28,7 +28,8 @@ import anyio
 
 from aegis_mcp._capabilities import outcomes_json, outcomes_text, plan, planned_json, planned_text, sync
 from aegis_mcp._config import ConfigError, ProxyConfig, config_from_arguments, load_config
-from aegis_mcp._proxy import GoverningProxy, connected, discover, listen_token, running_proxy, serve
+from aegis_mcp._listener import listen_token
+from aegis_mcp._proxy import GoverningProxy, connected, discover, running_proxy, serve
 from aegis_mcp._upstream import UpstreamError
 from aegis_sdk import AegisError, AsyncAegisClient
 

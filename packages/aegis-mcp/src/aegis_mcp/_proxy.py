@@ -4,30 +4,26 @@ start) or streamable HTTP (`--listen HOST:PORT`, path `/mcp`)."""
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 import logging
 import os
 import signal
-import socket
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import mcp_types as types
-import uvicorn
 from anyio.abc import TaskStatus
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
-from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 
-from aegis_mcp._config import ConfigError, ProxyConfig
+from aegis_mcp._config import ProxyConfig
+from aegis_mcp._listener import listen_token, serve_http
 from aegis_mcp._middleware import GovernanceMiddleware
 from aegis_mcp._upstream import Upstream, UpstreamError, UpstreamTimeout
 from aegis_sdk import Actor, AsyncAegisClient
@@ -431,146 +427,18 @@ async def serve(proxy: GoverningProxy, listen: tuple[str, int] | None = None) ->
             proxy.config.actor.id,
         )
         if listen is not None:
-            await _serve_http(server, *listen, token=token, extra_hosts=proxy.config.allowed_hosts)
+            await serve_http(server, *listen, token=token, extra_hosts=proxy.config.allowed_hosts)
         else:
             async with stdio_server() as (read_stream, write_stream):
                 await server.run(read_stream, write_stream, server.create_initialization_options())
         group.cancel_scope.cancel()
 
 
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and localhost."""
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def listen_token(config: ProxyConfig, host: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The bearer token the HTTP listener requires (from the variable `listen_token_env` names), or None; a
-    ConfigError when the variable is unset or empty, or when `host` is not loopback and there is no token."""
-    env = os.environ if environ is None else environ
-    name = config.listen_token_env
-    if name is None:
-        if not is_loopback(host):
-            raise ConfigError(
-                f"--listen on {host}, which is not a loopback address, needs a token: add --listen-token-env NAME "
-                "(`listen_token_env` in the config), NAME being an environment variable holding a secret that "
-                "clients send as `Authorization: Bearer <secret>`"
-            )
-        return None
-    token = env.get(name, "")
-    if not token:
-        raise ConfigError(
-            f"--listen-token-env {name}: the environment variable {name} is unset or empty; set it to a secret"
-        )
-    return token
-
-
-_ANY_ADDRESS = ("0.0.0.0", "::", "")  # noqa: S104 (what the listener is told, not where it binds)
-
-
-def allowed_hosts(host: str, port: int, extra: Sequence[str] = ()) -> tuple[list[str], list[str]]:
-    """The Host and Origin header values the HTTP listener accepts (DNS-rebinding protection): the listen
-    address (with localhost / 127.0.0.1 / [::1] for loopback; the machine's name for 0.0.0.0 or ::) and `extra`."""
-    bare = host.strip("[]")
-    names: list[str] = []
-    if is_loopback(bare):
-        names += ["127.0.0.1", "localhost", "[::1]"]
-    elif bare in _ANY_ADDRESS:
-        names += ["127.0.0.1", "localhost", "[::1]"]
-        for name in {socket.gethostname(), socket.getfqdn()}:
-            if name:
-                names.append(name)
-    if bare not in _ANY_ADDRESS:
-        names.append(f"[{bare}]" if ":" in bare else bare)
-    hosts: list[str] = []
-    origins: list[str] = []
-    for name in [*names, *extra]:
-        for value in (name, f"{name}:*") if not _has_port(name) else (name,):
-            if value not in hosts:
-                hosts.append(value)
-        for scheme in ("http", "https"):
-            for value in (
-                (f"{scheme}://{name}", f"{scheme}://{name}:*") if not _has_port(name) else (f"{scheme}://{name}",)
-            ):
-                if value not in origins:
-                    origins.append(value)
-    return hosts, origins
-
-
-def _has_port(name: str) -> bool:
-    return name.rsplit("]", 1)[-1].count(":") == 1
-
-
-class _BearerToken:
-    """ASGI: every HTTP request must carry `Authorization: Bearer <token>` (compared in constant time)."""
-
-    def __init__(self, app: Any, token: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            given = b""
-            for key, value in scope.get("headers", ()):
-                if key.lower() == b"authorization":
-                    given = bytes(value)
-                    break
-            if not hmac.compare_digest(given, self.expected):
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")],
-                    }
-                )
-                await send({"type": "http.response.body", "body": b"a valid Authorization: Bearer token is required\n"})
-                return
-        await self.app(scope, receive, send)
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the proxy's (`_until_signal`) stops the upstreams first."""
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def _serve_http(
-    server: Server[Any], host: str, port: int, *, token: str | None, extra_hosts: Sequence[str] = ()
-) -> None:
-    hosts, origins = allowed_hosts(host, port, extra_hosts)
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
-    )
-    app: Any = server.streamable_http_app(streamable_http_path="/mcp", host=host, transport_security=security)
-    if token is not None:
-        app = _BearerToken(app, token)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    instance = _QuietServer(config)
-    shown = f"[{host}]" if ":" in host else host
-    logger.info(
-        "serving MCP over streamable HTTP at http://%s:%d/mcp (%s; accepted Host headers: %s)",
-        shown,
-        port,
-        "a bearer token is required" if token is not None else "no token: loopback only",
-        ", ".join(hosts),
-    )
-    await instance.serve()
-
-
 __all__ = [
     "GoverningProxy",
     "Route",
-    "allowed_hosts",
     "connected",
     "discover",
-    "is_loopback",
-    "listen_token",
     "routes",
     "running_proxy",
     "serve",
