@@ -104,6 +104,14 @@ async def sync(
                 message = f"{', '.join(differing)} differ; left as it is (--replace replaces it)"
                 outcomes.append(SyncOutcome(item.tool, item.name, "differs", message))
                 continue
+            dropped = sensitive_paths(existing["parameter_schema"]) - sensitive_paths(wanted["parameter_schema"])
+            if dropped:
+                message = (
+                    f"replacing it would drop x-sensitive at {', '.join(sorted(dropped))} (the tool's schema has "
+                    "another shape there); left as it is: change the capability by hand"
+                )
+                outcomes.append(SyncOutcome(item.tool, item.name, "differs", message))
+                continue
         try:
             await client.capabilities.create(wanted)
         except AegisError as exc:
@@ -127,20 +135,57 @@ def _keeping_protections(wanted: dict[str, Any], existing: dict[str, Any]) -> di
     return merged
 
 
+# Where JSON Schema keeps subschemas (the server honours `x-sensitive` in all of them: engine/_sensitive.py).
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas", "dependencies")
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+_SUBSCHEMAS = (
+    "items",
+    "additionalProperties",
+    "additionalItems",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "contains",
+    "propertyNames",
+    "not",
+    "if",
+    "then",
+    "else",
+)
+
+
 def _keep_sensitive(new: Any, old: Any) -> Any:
+    """`new` with the `x-sensitive` marks of `old` wherever both schemas have the same subschema."""
     if not isinstance(new, dict) or not isinstance(old, dict):
         return new
     result = dict(new)
     if old.get("x-sensitive") is True:
         result["x-sensitive"] = True
-    for key in ("properties", "$defs", "definitions", "patternProperties"):
+    for key in _SUBSCHEMA_MAPS:
         new_map, old_map = new.get(key), old.get(key)
         if isinstance(new_map, dict) and isinstance(old_map, dict):
             result[key] = {name: _keep_sensitive(value, old_map.get(name)) for name, value in new_map.items()}
-    for key in ("items", "additionalProperties"):
-        if key in new and key in old:
+    for key in _SUBSCHEMA_LISTS:
+        new_list, old_list = new.get(key), old.get(key)
+        if isinstance(new_list, list) and isinstance(old_list, list) and len(new_list) == len(old_list):
+            result[key] = [_keep_sensitive(n, o) for n, o in zip(new_list, old_list, strict=True)]
+    for key in _SUBSCHEMAS:
+        if isinstance(new.get(key), dict) and isinstance(old.get(key), dict):
             result[key] = _keep_sensitive(new[key], old[key])
     return result
+
+
+def sensitive_paths(schema: Any, at: str = "") -> set[str]:
+    """Where a schema marks a value `x-sensitive` (JSON-pointer-like paths)."""
+    found: set[str] = set()
+    if isinstance(schema, dict):
+        if schema.get("x-sensitive") is True:
+            found.add(at or "/")
+        for key, value in schema.items():
+            found |= sensitive_paths(value, f"{at}/{key}")
+    elif isinstance(schema, list):
+        for index, value in enumerate(schema):
+            found |= sensitive_paths(value, f"{at}/{index}")
+    return found
 
 
 def _message(exc: AegisError) -> str:

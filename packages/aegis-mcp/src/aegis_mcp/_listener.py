@@ -52,7 +52,14 @@ def listen_token(config: ProxyConfig, host: str, environ: Mapping[str, str] | No
     return token
 
 
-_ANY_ADDRESS = ("0.0.0.0", "::", "")  # noqa: S104 (what the listener is told, not where it binds)
+def _is_any_address(host: str) -> bool:
+    """0.0.0.0, ::, and their other spellings (::0, 0:0:0:0:0:0:0:0): every interface."""
+    if host == "":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def allowed_hosts(host: str, port: int, extra: Sequence[str] = ()) -> tuple[list[str], list[str]]:
@@ -62,12 +69,12 @@ def allowed_hosts(host: str, port: int, extra: Sequence[str] = ()) -> tuple[list
     names: list[str] = []
     if is_loopback(bare):
         names += ["127.0.0.1", "localhost", "[::1]"]
-    elif bare in _ANY_ADDRESS:
+    elif _is_any_address(bare):
         names += ["127.0.0.1", "localhost", "[::1]"]
         for name in {socket.gethostname(), socket.getfqdn()}:
             if name:
                 names.append(name)
-    if bare not in _ANY_ADDRESS:
+    if not _is_any_address(bare):
         names.append(f"[{bare}]" if ":" in bare else bare)
     hosts: list[str] = []
     origins: list[str] = []
@@ -89,11 +96,12 @@ def _has_port(name: str) -> bool:
 
 
 class _BearerToken:
-    """ASGI: every HTTP request must carry `Authorization: Bearer <token>` (compared in constant time)."""
+    """ASGI: every HTTP request must carry `Authorization: Bearer <token>` (the scheme in any case, RFC 7235; the
+    token compared in constant time)."""
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.encode()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -102,7 +110,8 @@ class _BearerToken:
                 if key.lower() == b"authorization":
                     given = bytes(value)
                     break
-            if not hmac.compare_digest(given, self.expected):
+            scheme, _, credentials = given.partition(b" ")
+            if not (scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.expected)):
                 await send(
                     {
                         "type": "http.response.start",

@@ -4,6 +4,7 @@ start) or streamable HTTP (`--listen HOST:PORT`, path `/mcp`)."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -29,6 +30,9 @@ from aegis_mcp._upstream import Upstream, UpstreamError, UpstreamTimeout
 from aegis_sdk import Actor, AsyncAegisClient
 
 logger = logging.getLogger("aegis_mcp.proxy")
+
+
+_GOVERNED_ROUTE: contextvars.ContextVar[Route | None] = contextvars.ContextVar("aegis_mcp_governed_route", default=None)
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,8 @@ def routes(
 async def connected(config: ProxyConfig) -> AsyncIterator[list[Upstream]]:
     """The configured upstreams, connected; closed (their processes ended) on exit."""
     async with anyio.create_task_group() as group:
-        hidden = {config.aegis.api_key_env}
+        # The proxy's own secrets are never an upstream's: its AEGIS key, and the token of its HTTP listener.
+        hidden = {config.aegis.api_key_env, *([config.listen_token_env] if config.listen_token_env else [])}
         timeout = config.upstream_timeout
         upstreams = [Upstream(upstream, group, hidden=hidden, timeout=timeout) for upstream in config.upstreams]
         try:
@@ -229,6 +234,13 @@ class GoverningProxy:
             if not isinstance(name, str) or name not in self.tools:
                 logger.info("refused a call to an unknown tool")
                 return _error_result(f"Unknown tool {name!r}: the upstream MCP servers do not expose it.")
+            # The route governance is about to decide on (it reads the same routing, with no await in between):
+            # the call goes there, even if a rediscovery during a long review gives the name to another tool.
+            token = _GOVERNED_ROUTE.set(self.tools[name])
+            try:
+                return await call_next(ctx)
+            finally:
+                _GOVERNED_ROUTE.reset(token)
         return await call_next(ctx)
 
     def _tool_metadata(self, tool: str) -> dict[str, Any]:
@@ -246,7 +258,7 @@ class GoverningProxy:
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
-        route = self.tools.get(params.name)
+        route = _GOVERNED_ROUTE.get()
         if route is None:
             return _error_result(f"Unknown tool {params.name!r}: the upstream MCP servers do not expose it.")
 
