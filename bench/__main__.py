@@ -1,7 +1,7 @@
 """`python -m bench` (`make bench`): every benchmark, each with its baseline of the same run.
 
 Writes bench/results/latest.json and bench/results/latest.md. Options: `--quick` (shorter runs, smaller
-scale), `--only engine,boundaries,trust,peers,server,sdk,adapters,replay,scale`, `--no-postgres`. None of this is a
+scale), `--only engine,boundaries,trust,peers,server,sdk,adapters,otel,replay,scale`, `--no-postgres`. None of this is a
 pass/fail test: the `targets` entries say where a run landed against the issue's targets.
 """
 
@@ -14,10 +14,10 @@ import time
 import traceback
 from typing import Any
 
-from . import adapters, audit_chain, boundaries, engine, keys, peers, replay, report, scale, sdk, server
+from . import adapters, audit_chain, boundaries, engine, keys, otel, peers, replay, report, scale, sdk, server
 from ._common import RESULTS_DIR, dump_json, machine
 
-SUITES = ("engine", "boundaries", "trust", "peers", "server", "sdk", "adapters", "replay", "scale")
+SUITES = ("engine", "boundaries", "trust", "peers", "server", "sdk", "adapters", "otel", "replay", "scale")
 BUDGET_SECONDS = 570.0  # `make bench` stays under ten minutes: the memory run takes what the others left
 
 
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = sdk.run(args.quick)
             elif name == "adapters":
                 results[name] = adapters.run(args.quick)
+            elif name == "otel":
+                results[name] = otel.run(args.quick)
             elif name == "replay":
                 results[name] = replay.run(args.quick)
             elif name == "scale":

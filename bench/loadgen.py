@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ wrk.body = io.open(os.getenv("BENCH_BODY_FILE")):read("*a")
 wrk.headers["Content-Type"] = "application/json"
 local auth = os.getenv("BENCH_AUTH")
 if auth and auth ~= "" then wrk.headers["Authorization"] = auth end
+for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:\n]+): ([^\n]*)") do
+  wrk.headers[name] = value
+end
 done = function(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
   io.write(string.format(
@@ -47,14 +51,31 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run_wrk(url: str, body: bytes, auth: str | None, connections: int, duration: float) -> dict[str, Any]:
-    """Closed loop at `connections` keep-alive connections for `duration` seconds (one wrk thread)."""
+def _header_lines(headers: Mapping[str, str] | None) -> list[str]:
+    return [f"{name}: {value}" for name, value in (headers or {}).items()]
+
+
+def run_wrk(
+    url: str,
+    body: bytes,
+    auth: str | None,
+    connections: int,
+    duration: float,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Closed loop at `connections` keep-alive connections for `duration` seconds (one wrk thread); `headers`
+    are sent with every request."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(_WRK_SCRIPT)
         body_file = Path(tmp) / "body.json"
         body_file.write_bytes(body)
-        env = {"BENCH_BODY_FILE": str(body_file), "BENCH_AUTH": auth or "", "PATH": "/usr/bin:/bin"}
+        env = {
+            "BENCH_BODY_FILE": str(body_file),
+            "BENCH_AUTH": auth or "",
+            "BENCH_HEADERS": "\n".join(_header_lines(headers)),
+            "PATH": "/usr/bin:/bin",
+        }
         argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "-s", str(script), url]
         out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration + 60, check=False)
     for line in out.stdout.splitlines():
@@ -74,9 +95,12 @@ def run_python(
     connections: int,
     duration: float,
     rate: float | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run this module in a separate process (closed loop, or open loop at `rate` requests/s)."""
     argv = [sys.executable, "-m", "bench.loadgen", url, "--connections", str(connections), "--duration", str(duration)]
+    for line in _header_lines(headers):
+        argv += ["--header", line]
     if rate is not None:
         argv += ["--rate", str(rate)]
     if auth:
@@ -95,11 +119,18 @@ def run_python(
     return result
 
 
-def closed_loop(url: str, body: bytes, auth: str | None, connections: int, duration: float) -> dict[str, Any]:
+def closed_loop(
+    url: str,
+    body: bytes,
+    auth: str | None,
+    connections: int,
+    duration: float,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Fixed concurrency: wrk where installed, else the Python generator."""
     if have_wrk():
-        return run_wrk(url, body, auth, connections, duration)
-    return run_python(url, body, auth, connections=connections, duration=duration)
+        return run_wrk(url, body, auth, connections, duration, headers)
+    return run_python(url, body, auth, connections=connections, duration=duration, headers=headers)
 
 
 # -- the Python generator (runs in its own process) ------------------------------------------------
@@ -129,7 +160,7 @@ async def _connect(host: str, port: int) -> _Conn:
     return _Conn(reader, writer)
 
 
-def _raw_request(url: str, body: bytes, auth: str | None) -> tuple[str, int, bytes]:
+def _raw_request(url: str, body: bytes, auth: str | None, extra: Sequence[str] = ()) -> tuple[str, int, bytes]:
     rest = url.split("://", 1)[1]
     hostport, _, path = rest.partition("/")
     host, _, port = hostport.partition(":")
@@ -141,11 +172,14 @@ def _raw_request(url: str, body: bytes, auth: str | None) -> tuple[str, int, byt
     ]
     if auth:
         headers.append(f"Authorization: {auth}")
+    headers.extend(extra)
     return host, int(port or 80), ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
-async def _closed(url: str, body: bytes, auth: str | None, connections: int, duration: float) -> dict[str, Any]:
-    host, port, raw = _raw_request(url, body, auth)
+async def _closed(
+    url: str, body: bytes, auth: str | None, connections: int, duration: float, extra: Sequence[str] = ()
+) -> dict[str, Any]:
+    host, port, raw = _raw_request(url, body, auth, extra)
     conns = [await _connect(host, port) for _ in range(connections)]
     latencies: list[float] = []
     errors = 0
@@ -228,6 +262,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rate", type=float, help="open loop at this many requests/s (default: closed loop)")
     parser.add_argument("--auth", help="Authorization header value")
+    parser.add_argument("--header", action="append", default=[], help="another header, 'Name: value' (repeatable)")
     args = parser.parse_args()
     if not args.url.startswith(("http://127.", "http://localhost")):
         parser.error("the load generator only targets loopback addresses")
@@ -240,7 +275,7 @@ def main() -> None:
     if args.rate:
         result = run(_open(args.url, body, args.auth, args.connections, args.duration, args.rate))
     else:
-        result = run(_closed(args.url, body, args.auth, args.connections, args.duration))
+        result = run(_closed(args.url, body, args.auth, args.connections, args.duration, args.header))
     json.dump(result, sys.stdout)
 
 

@@ -171,6 +171,7 @@ def markdown(r: dict[str, Any]) -> str:
                 for row in a["rows"]
             ],
         )
+    lines += _otel(r.get("otel"))
     c = r.get("scale")
     if c and "queries" in c:
         lines += [
@@ -192,12 +193,32 @@ def markdown(r: dict[str, Any]) -> str:
             "",
         ]
         lines += _table(["decisions answered", "RSS MiB"], [[f"{n:,}", rss] for n, rss in m["rss_mib"]])
-    for name in ("engine", "peers", "server", "sdk", "adapters", "scale"):
+    for name in ("engine", "peers", "server", "sdk", "adapters", "otel", "scale"):
         if isinstance(r.get(name), dict) and "error" in r[name]:
             lines += [f"**{name} failed**: {r[name]['error']}", ""]
     lines += _boundaries(r.get("boundaries"))
     lines += _trust(r.get("trust"))
     return "\n".join(lines)
+
+
+def _otel(o: Any) -> list[str]:
+    """Issue 19's tracing cost, off and on (bench/otel.py)."""
+    if not o or "sdk" not in o or "server" not in o:
+        return []
+    k, s = o["sdk"], o["server"]
+    lines = [
+        "## OpenTelemetry (tracing off = no provider, the default; on = an SDK provider, every span exported)",
+        "",
+        f"SDK `propose()` against a fixed in-process answer: p50 {k['off']['p50_us']} µs off, {k['on']['p50_us']} µs "
+        f"on ({k['ratio_p50_on_over_off']}×, +{k['added_p50_us_on']} µs).",
+        "",
+    ]
+    rows = [
+        [mode, s[mode]["rps"], s[mode]["p99_ms"], s.get(f"ratio_rps_{mode}_over_off", 1.0)]
+        for mode in ("off", "on_sampled", "on_not_sampled")
+    ]
+    lines += _table(["`aegis-server serve`, SQLite, 32 connections", "decisions/s", "p99 ms", "× off"], rows)
+    return [*lines, f"The collector stub received {s['collector_received']}.", ""]
 
 
 def _boundaries(b: Any) -> list[str]:
