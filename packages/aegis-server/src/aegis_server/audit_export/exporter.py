@@ -15,13 +15,14 @@ import logging
 import os
 import socket
 import uuid
+from datetime import timedelta
 
 from aegis_server.audit_export.record_format import export_line
 from aegis_server.audit_export.sink import Sink, SinkUnavailable
 from aegis_server.metrics import Metrics
 from aegis_server.settings import Settings
 from aegis_server.store import Store
-from aegis_server.store.export_cursors import ExportCursors
+from aegis_server.store.export_cursors import ExportCursors, lease_until
 
 __all__ = ["AuditExporter"]
 
@@ -126,7 +127,12 @@ class AuditExporter:
             await self._sleep(self._poll)
 
     async def _hold(self) -> bool:
-        """Take or renew the lease; on taking it, (re)open the sink and find where to resume."""
+        """Take or renew the lease; on taking it, (re)open the sink and find where to resume. A lease with
+        more than half its time left is kept as it is (`advance` renews it with every batch anyway)."""
+        if self._lease is not None:
+            until = lease_until(self._lease)
+            if until is not None and until - self._store.database.now() > timedelta(seconds=self._lease_seconds / 2):
+                return True
         lease = await self._cursors.acquire(self._sink.sink_id, self._owner, self._lease_seconds)
         if lease is None:
             self._lease = None

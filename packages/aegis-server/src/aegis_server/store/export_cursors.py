@@ -21,7 +21,7 @@ from aegis_server.store.rows import audit_from_row
 from aegis_server.store.schema import audit_records, server_settings
 from aegis_server.store.server_settings import insert_setting_once, read_setting
 
-__all__ = ["ExportCursors"]
+__all__ = ["ExportCursors", "lease_until"]
 
 
 def _cursor_name(sink: str) -> str:
@@ -34,6 +34,14 @@ def _lease_name(sink: str) -> str:
 
 def _lease_value(owner: str, until: datetime) -> str:
     return json.dumps({"owner": owner, "until": until.isoformat()}, sort_keys=True)
+
+
+def lease_until(value: str) -> datetime | None:
+    """When the lease `value` (as `acquire` returns it) ends."""
+    try:
+        return datetime.fromisoformat(json.loads(value)["until"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _lease_free_for(value: str, owner: str, now: datetime) -> bool:
@@ -82,6 +90,10 @@ class ExportCursors(Room):
         `release`), or None when another owner holds it."""
         now = self._db.now()
         name = _lease_name(sink)
+        async with self._db.read() as conn:  # a replica that does not hold it writes nothing
+            current = await read_setting(conn, name)
+        if current is not None and not _lease_free_for(str(current), owner, now):
+            return None
         new = _lease_value(owner, now + timedelta(seconds=seconds))
         async with self._db.write() as conn:
             current = await read_setting(conn, name)
