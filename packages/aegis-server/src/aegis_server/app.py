@@ -32,6 +32,7 @@ from aegis_server.api.policy_versions import router as policy_versions_router
 from aegis_server.audit.anchor import AnchorError, AuditAnchor
 from aegis_server.audit.checkpoints import CheckpointError
 from aegis_server.audit.signing_keys import audit_key_source
+from aegis_server.audit_export import AuditExporter, exporters_from_settings
 from aegis_server.console import install_console
 from aegis_server.edge.limits import BodyGuardMiddleware
 from aegis_server.edge.rate_limits import RateLimiter
@@ -175,6 +176,7 @@ def create_app(
         anchor_task: asyncio.Task[None] | None = None
         prune_task: asyncio.Task[None] | None = None
         dispatcher: WebhookDispatcher | None = None
+        exporters: list[AuditExporter] = []
         try:
             try:
                 anchor = AuditAnchor.from_settings(settings, store, clock=wall)
@@ -210,6 +212,9 @@ def create_app(
                 if settings.webhooks_enabled:
                     dispatcher = WebhookDispatcher(store, settings, metrics=metrics)
                     dispatcher.start()
+                exporters = exporters_from_settings(store, settings, metrics)
+                for exporter in exporters:
+                    exporter.start()
             logger.info(
                 "AEGIS %s ready: %d policies, %d capabilities, %d rules",
                 __version__,
@@ -231,6 +236,8 @@ def create_app(
                 await dispatcher.stop()  # attempts in flight are retried after their lease
             if anchor is not None:
                 await anchor.close()  # the head at shutdown, after the last request's records
+            for exporter in exporters:
+                await exporter.stop()  # exports what is committed (bounded), releases the sink's lease
             await store.close()
 
     app = AegisAPI(

@@ -56,6 +56,24 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.audit_export_records = Counter(
+            "aegis_audit_export_records_total",
+            "Audit records a sink durably took, by sink (file, http).",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.audit_export_lag = Gauge(
+            "aegis_audit_export_lag_records",
+            "Audit records committed but not yet exported, by sink (head - cursor).",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.audit_export_failures = Counter(
+            "aegis_audit_export_failures_total",
+            "Batches a sink did not take (retried), by sink.",
+            ["sink"],
+            registry=self.registry,
+        )
         # Rule ids (`policy/rule`) are bounded by the policy set, never by the proposals: fit for a label.
         self.shadow_outcomes = Counter(
             "aegis_shadow_outcomes_total",

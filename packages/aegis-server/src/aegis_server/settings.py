@@ -189,6 +189,47 @@ class Settings(BaseSettings):
     webhook_poll_interval_seconds: float = Field(
         default=1.0, gt=0.0, le=60.0, description="How often the dispatcher looks for events other replicas wrote."
     )
+    # Audit export
+    audit_export_file: Path | None = Field(
+        default=None,
+        description="Export the audit as JSON lines to this file (rotated). None: no file export.",
+    )
+    audit_export_file_max_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1024, description="The export file is rotated before it would grow past this."
+    )
+    audit_export_file_backups: int = Field(
+        default=10, ge=1, le=1000, description="Rotated export files kept (`audit.jsonl.1` .. `.N`)."
+    )
+    audit_export_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Export the audit by POSTing batches of JSON lines (application/x-ndjson) here. None: none.",
+    )
+    audit_export_authorization: SecretStr | None = Field(
+        default=None, description="The Authorization header sent with each export POST (e.g. `Bearer ...`)."
+    )
+    audit_export_batch: int = Field(default=500, gt=0, le=10_000, description="The most records per export batch.")
+    audit_export_poll_interval_seconds: float = Field(
+        default=1.0, gt=0.0, le=60.0, description="How often the exporter looks for records other replicas wrote."
+    )
+    audit_export_lease_seconds: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="A replica exporting to a sink holds it this long (renewed); a dead one's is taken over after.",
+    )
+    audit_export_timeout_seconds: float = Field(
+        default=10.0, gt=0.0, le=120.0, description="An export POST not answered this long after it was sent fails."
+    )
+    audit_export_retry_max_seconds: float = Field(
+        default=60.0, gt=0.0, le=3600.0, description="The longest wait between retries of a batch a sink refused."
+    )
+    audit_export_shutdown_seconds: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=600.0,
+        description="At shutdown, how long the exporters may take to export what is committed.",
+    )
 
     def engine_config(self) -> EngineConfig:
         """The engine's configuration these settings give (the value key, derived from the server secret, is
@@ -264,6 +305,9 @@ _EMPTY_IS_UNSET = frozenset(
         "audit_checkpoint_webhook",
         "public_url",
         "console_secure_cookie",
+        "audit_export_file",
+        "audit_export_url",
+        "audit_export_authorization",
     }
 )
 """Optional settings whose variable set to the empty string means "unset" (the others refuse it)."""

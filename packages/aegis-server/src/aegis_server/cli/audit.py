@@ -1,5 +1,6 @@
-"""`aegis-server audit verify|checkpoint|acknowledge-cut`: check the hash chain against its signed
-checkpoints and the decisions, export the checkpoints' public key, and accept an investigated cut."""
+"""`aegis-server audit verify|checkpoint|acknowledge-cut|export`: check the hash chain against its signed
+checkpoints and the decisions, export the checkpoints' public key, accept an investigated cut, and export
+the records of a window as JSON lines (the live export's format, for backfill)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aegis_server.cli.command_support import (
     add_store_action,
     cli_settings,
     run_database_call,
+    run_on_store,
 )
 from aegis_server.settings import Settings
 
@@ -221,6 +223,39 @@ def _cmd_audit_acknowledge_cut(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit_export(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from aegis_server.audit_export.backfill import write_backfill
+    from aegis_server.replay.window import WindowError, parse_moment
+
+    now = datetime.now(timezone.utc)
+    try:
+        since = parse_moment(args.since, now, "--since") if args.since is not None else None
+        until = parse_moment(args.until, now, "--until") if args.until is not None else None
+    except WindowError as exc:
+        raise CommandError(str(exc), code=2) from None
+    if since is not None and until is not None and since >= until:
+        raise CommandError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})", code=2)
+    if args.after_sequence < 0:
+        raise CommandError(f"--after-sequence must be 0 or more, not {args.after_sequence}", code=2)
+    try:
+        output = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise CommandError(f"cannot write --output {args.output}: {exc.strerror}", code=2) from None
+    try:
+        count, first, last = run_on_store(
+            args.db,
+            lambda store: write_backfill(store, output, after_sequence=args.after_sequence, since=since, until=until),
+        )
+    finally:
+        if output is not sys.stdout.buffer:
+            output.close()
+    span = f" (#{first}..#{last})" if count else ""
+    print(f"exported {count} audit record(s){span}", file=sys.stderr)
+    return 0
+
+
 def add_audit_commands(commands: Any) -> None:
     """Register `audit verify|checkpoint|acknowledge-cut` on the main parser's sub-parsers."""
     audit_commands = add_command_group(commands, "audit", "the audit log")
@@ -251,6 +286,19 @@ def add_audit_commands(commands: Any) -> None:
         _cmd_audit_acknowledge_cut,
     )
     acknowledge.add_argument("--reason", required=True, help="why the cut is accepted (kept in the audit)")
+    backfill = add_store_action(
+        audit_commands,
+        "export",
+        "write audit records as JSON lines (the live export's format), in chain order",
+        _cmd_audit_export,
+    )
+    backfill.add_argument("--since", help="records created at or after: a duration back (7d, 12h) or RFC 3339")
+    backfill.add_argument("--until", help="records created before: a duration back or RFC 3339 (default: no bound)")
+    backfill.add_argument(
+        "--after-sequence", type=int, default=0, metavar="N", help="records after sequence N (default: 0, all)"
+    )
+    backfill.add_argument("--format", choices=["jsonl"], default="jsonl", help="the output format (jsonl)")
+    backfill.add_argument("--output", metavar="FILE", help="write here (default: stdout)")
 
 
 __all__ = ["add_audit_commands"]

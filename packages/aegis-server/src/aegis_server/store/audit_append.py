@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -113,11 +113,12 @@ class ChainWriter:
     the chain lock (or checkpointed). A head read below it means records were deleted while the server
     ran: appending would fork the chain from the shortened head, so `link` raises `AuditChainCut`."""
 
-    __slots__ = ("floor", "linker")
+    __slots__ = ("floor", "linker", "on_commit")
 
-    def __init__(self, linker: ChainLinker, floor: int = 0) -> None:
+    def __init__(self, linker: ChainLinker, floor: int = 0, on_commit: Callable[[], None] | None = None) -> None:
         self.linker = linker
         self.floor = floor
+        self.on_commit = on_commit  # told after every commit of records (the audit export wakes on it)
 
     def head(self, last: Any) -> tuple[int, str]:
         """The head read under the chain lock (the row of `HEAD_QUERY`), checked against the floor."""
@@ -143,6 +144,8 @@ class ChainWriter:
         """Record `sequence` is committed: a head read below it afterwards is a cut."""
         if sequence > self.floor:
             self.floor = sequence
+        if self.on_commit is not None:
+            self.on_commit()
 
 
 @dataclasses.dataclass

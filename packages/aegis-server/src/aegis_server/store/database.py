@@ -77,6 +77,7 @@ class Database:
         self._appenders: dict[AsyncConnection, list[AuditAppender]] = {}  # of the open write transactions
         self._chain_lock = asyncio.Lock()
         self._event_listeners: list[Callable[[], None]] = []
+        self._audit_listeners: list[Callable[[], None]] = []
 
     def add_event_listener(self, listener: Callable[[], None]) -> None:
         """Call `listener()` (on the event loop) each time this process commits webhook events: the
@@ -87,6 +88,19 @@ class Database:
     def remove_event_listener(self, listener: Callable[[], None]) -> None:
         with contextlib.suppress(ValueError):
             self._event_listeners.remove(listener)
+
+    def add_audit_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` (on the event loop) each time this process commits audit records (the audit
+        export wakes on it; other replicas' commits are not seen: it polls too)."""
+        self._audit_listeners.append(listener)
+
+    def remove_audit_listener(self, listener: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._audit_listeners.remove(listener)
+
+    def _audit_committed(self) -> None:
+        for listener in list(self._audit_listeners):
+            listener()
 
     def events_written(self) -> None:
         """Tell the listeners that a transaction holding webhook events committed."""
@@ -192,7 +206,7 @@ class Database:
                     f"has key {linker.key_id} ({self._audit_key.description}); give every server and CLI on this "
                     "database the same AEGIS_AUDIT_KEY (or the same key file)"
                 )
-            self.chain = ChainWriter(linker, self._floor)
+            self.chain = ChainWriter(linker, self._floor, self._audit_committed)
             return state
 
     async def chain_state(self) -> ChainState:
