@@ -75,6 +75,13 @@ class GovernSpan:
         if decision.degraded:
             self._span.set_attribute("aegis.degraded", True)
 
+    def failed(self, exc: BaseException) -> None:
+        """Governance itself failed (e.g. the adapter's set-up): ERROR with the exception's class name."""
+        self._settled = True
+        if self._span is not None:
+            self._span.set_attribute("error.type", error_type(exc))
+            self._span.set_status(Status(StatusCode.ERROR))
+
     def refused(self, refusal: BaseException, decision: Decision | None) -> None:
         """The call was refused; ERROR when the refusal stands for a governance failure (its cause or context
         is an SDK error other than the platform's answer about the call)."""
