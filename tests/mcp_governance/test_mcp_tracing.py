@@ -3,9 +3,10 @@ for the request (itself under the caller's span), and parent of the SDK's spans.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from typing import Any
 
-import mcp.shared._otel
 import pytest
 from mcp import Client
 from mw_support import MODES, governed, meta_of, text_of
@@ -17,13 +18,15 @@ from opentelemetry.trace import SpanKind, StatusCode
 from aegis_sdk.testing import FakePlatform
 
 CANARY = "canary-3c9d"
+MCP_SPANS = importlib.util.find_spec("mcp.shared._otel") is not None  # the MCP SDK traces its requests (2.x)
 
 
 @pytest.fixture
 def spans(otel_spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
     """`otel_spans`, and the MCP SDK's module-level tracer pointed at this test's provider (a proxy tracer keeps
     the provider it first met; an application sets its provider once, so only tests need this)."""
-    monkeypatch.setattr(mcp.shared._otel, "_tracer", trace.get_tracer("mcp-python-sdk"))
+    if MCP_SPANS:
+        monkeypatch.setattr(importlib.import_module("mcp.shared._otel"), "_tracer", trace.get_tracer("mcp-python-sdk"))
     return otel_spans
 
 
@@ -57,7 +60,8 @@ async def test_allow_nests_under_the_mcp_request_span(spans: InMemorySpanExporte
     govern = the(spans, "aegis.govern")
     assert govern.kind is SpanKind.INTERNAL
     assert govern.instrumentation_scope is not None and govern.instrumentation_scope.name == "aegis_mcp"
-    assert chain(by, govern)[0] == "tools/call add"  # the MCP SDK's server span for this request
+    if MCP_SPANS:
+        assert chain(by, govern)[0] == "tools/call add"  # the MCP SDK's server span for this request
     assert "app" in chain(by, govern)
     for child in ("aegis.propose", "aegis.report_execution"):
         assert chain(by, the(spans, child))[0] == "aegis.govern", child
