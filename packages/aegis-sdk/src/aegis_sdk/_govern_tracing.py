@@ -29,22 +29,25 @@ class GovernSpan:
     the adapter tells it the decision (`decided`) or the refusal (`refused`). Any other exception leaving the
     block ends the span with ERROR and the exception's class name."""
 
-    __slots__ = ("_attributes", "_scope", "_settled", "_span", "_use")
+    __slots__ = ("_adapter", "_attributes", "_scope", "_settled", "_span", "_use", "_version")
 
     def __init__(self, scope: str, version: str, adapter: str, attributes: dict[str, AttributeValue]) -> None:
-        self._scope = (scope, version)
-        self._attributes = {"aegis.adapter": adapter, **attributes}
+        # Only stored: with tracing off, nothing else happens.
+        self._scope = scope
+        self._version = version
+        self._adapter = adapter
+        self._attributes = attributes
         self._span: Span | None = None
         self._use: Any = None
         self._settled = False
 
     def __enter__(self) -> GovernSpan:
         if tracing_on():
-            tracer = trace.get_tracer(*self._scope)
+            tracer = trace.get_tracer(self._scope, self._version)
             self._use = tracer.start_as_current_span(
                 "aegis.govern",
                 kind=SpanKind.INTERNAL,
-                attributes=self._attributes,
+                attributes={"aegis.adapter": self._adapter, **self._attributes},
                 record_exception=False,
                 set_status_on_exception=False,
             )
