@@ -1,7 +1,7 @@
 """Check what `make dist` built: a wheel and an sdist of each of the five packages, one shared version,
 and complete metadata (description, README, license file, classifiers, requires-python, project URLs,
-the py.typed marker), exact pins between siblings, aegisgov-sdk depending on httpx and pydantic only, and
-aegisgov-mcp's promises (the `aegis-mcp` command, Python >=3.10, the mcp 2.x SDK).
+the py.typed marker), exact pins between siblings, aegisgov-sdk depending on httpx, pydantic and
+opentelemetry-api only, and aegisgov-mcp's promises (the `aegis-mcp` command, Python >=3.10, the mcp 2.x SDK).
 The distributions are named aegisgov-* (the index's aegis-sdk and aegis-langchain belong to other projects);
 their import packages keep the aegis_* names.
 
@@ -66,7 +66,10 @@ def check_metadata(label: str, meta: Message, body: str, version: str, problems:
     need(meta["Name"] in PACKAGES, f"distribution name {meta['Name']!r} is not one of {sorted(PACKAGES)}")
     if meta["Name"] == "aegisgov-sdk":
         direct = sorted({_name(r) for r in requires if "extra ==" not in r})
-        need(direct == ["httpx", "pydantic"], f"aegisgov-sdk must depend on httpx and pydantic only, found {direct}")
+        need(
+            direct == ["httpx", "opentelemetry-api", "pydantic"],
+            f"aegisgov-sdk must depend on httpx, pydantic and opentelemetry-api only, found {direct}",
+        )
     if meta["Name"] == "aegisgov-mcp":
         # The SDK and the adapters promise 3.10; aegis-mcp is built on the mcp 2.x server API (not 1.x's).
         need(

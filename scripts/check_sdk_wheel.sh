@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The built aegisgov-sdk wheel (import package aegis_sdk) installs into a fresh venv outside the workspace, pulls only httpx and
-# pydantic (and their own dependencies), and imports.
+# The built aegisgov-sdk wheel (import package aegis_sdk) installs into a fresh venv outside the workspace, pulls only httpx,
+# pydantic and opentelemetry-api (and their own dependencies), and imports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export UV_PYTHON_DOWNLOADS=never
@@ -20,10 +20,13 @@ import re
 
 requires = md.requires("aegisgov-sdk") or []
 direct = sorted({re.match(r"[A-Za-z0-9_.\-]+", r).group(0).lower() for r in requires if "extra ==" not in r})
-assert direct == ["httpx", "pydantic"], f"aegisgov-sdk must depend on httpx and pydantic only, found {direct}"
+assert direct == ["httpx", "opentelemetry-api", "pydantic"], (
+    f"aegisgov-sdk must depend on httpx, pydantic and opentelemetry-api only, found {direct}"
+)
 
-allowed = {"aegisgov-sdk", "httpx", "pydantic", "pydantic-core", "annotated-types", "typing-extensions",
-           "typing-inspection", "anyio", "certifi", "httpcore", "h11", "idna", "sniffio", "exceptiongroup"}
+allowed = {"aegisgov-sdk", "httpx", "pydantic", "opentelemetry-api", "pydantic-core", "annotated-types",
+           "typing-extensions", "typing-inspection", "anyio", "certifi", "httpcore", "h11", "idna", "sniffio",
+           "exceptiongroup"}
 installed = {d.metadata["Name"].lower().replace("_", "-") for d in md.distributions()}
 unexpected = installed - allowed - {"pip", "setuptools", "wheel"}
 assert not unexpected, f"unexpected packages pulled in by aegisgov-sdk: {sorted(unexpected)}"

@@ -39,7 +39,11 @@ def installed() -> None:
     check(len(versions) == 1, f"one shared version {sorted(versions)}")
     modules = (aegis_sdk, aegis_server, aegis_fastapi, aegis_langchain, aegis_mcp)
     check({m.__version__ for m in modules} == versions, "every package's __version__ is its distribution's version")
-    check(sorted(md.requires("aegisgov-sdk") or [])[0].startswith("httpx"), "aegisgov-sdk requires httpx and pydantic")
+    direct = sorted(r.split(">")[0].split("<")[0].split("=")[0].strip() for r in md.requires("aegisgov-sdk") or [])
+    check(
+        direct == ["httpx", "opentelemetry-api", "pydantic"],
+        "aegisgov-sdk requires httpx, pydantic and opentelemetry-api",
+    )
 
 
 def sdk() -> None:

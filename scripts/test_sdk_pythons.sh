@@ -22,7 +22,7 @@ done
 wheels=("$work"/dist/aegisgov_sdk-*.whl "$work"/dist/aegisgov_fastapi-*.whl "$work"/dist/aegisgov_mcp-*.whl)
 langchain_wheel=$(ls "$work"/dist/aegisgov_langchain-*.whl)
 # Tests that need only the SDK and the adapters (and not aegis-server, which needs Python 3.11+).
-test_paths=(tests/sdk tests/fastapi/test_fastapi_fake.py tests/fastapi/test_fastapi_routers_fake.py tests/langchain/test_fake_platform.py tests/fastapi/test_fastapi_escalation_fake.py tests/mcp_governance)
+test_paths=(tests/sdk tests/fastapi/test_fastapi_fake.py tests/fastapi/test_fastapi_routers_fake.py tests/langchain/test_fake_platform.py tests/langchain/test_langchain_tracing.py tests/fastapi/test_fastapi_escalation_fake.py tests/fastapi/test_fastapi_tracing.py tests/mcp_governance)
 
 # `python -m aegis_server ARGS` on the Python under test becomes the workspace's `python -m aegis_server ARGS`
 # (the server needs 3.11+). Only the tests' interpreter sees the shim (PYTHONPATH); the server's does not.
@@ -68,7 +68,7 @@ for minor in $versions; do
         mcp_specs=()
     fi
     $UV pip install --quiet --python "$venv/bin/python" "${wheels[@]}" "$langchain_wheel[langgraph,agents]" \
-        "$fastapi_spec" "${mcp_specs[@]}" pytest pytest-asyncio hypothesis uvicorn
+        "$fastapi_spec" "${mcp_specs[@]}" pytest pytest-asyncio hypothesis uvicorn opentelemetry-sdk
     frameworks=$("$venv/bin/python" -c 'import fastapi, starlette, importlib.metadata as m; v = m.version("mcp"); print(f"fastapi {fastapi.__version__}, starlette {starlette.__version__}, mcp {v}")')
     if [ "$ran" -eq 0 ]; then
         "$venv/bin/python" -c 'import importlib.metadata as m, sys; v = m.version("mcp"); sys.exit(0 if v == sys.argv[1] else f"expected mcp {sys.argv[1]}, found {v}")' "$mcp_lowest"

@@ -10,9 +10,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from opentelemetry.util.types import AttributeValue
 from starlette.requests import Request
 from starlette.routing import NoMatchFound
 
+from aegis_fastapi._errors import AegisRefusal
 from aegis_fastapi._inputs import ParameterConflict, RouteInputs
 from aegis_fastapi._refusals import (
     app_misconfigured,
@@ -33,12 +35,16 @@ from aegis_sdk import (
     Decision,
     NotFoundError,
 )
+from aegis_sdk._govern_tracing import GovernSpan
+from aegis_sdk._version import installed_version
 
 ActorLike = Actor | Mapping[str, Any] | str
 """An actor: the SDK's `Actor`, a mapping such as `{"id": "u-1", "type": "human"}`, or just an id."""
 ContextLike = Context | Mapping[str, Any] | None
 CapabilitySource = str | Callable[[RouteInputs], str | Awaitable[str]]
 ParametersSource = Callable[[RouteInputs], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
+
+_VERSION = installed_version("aegisgov-fastapi")  # the tracer's version
 
 DECISION_ID = re.compile(r"^dec_[A-Za-z0-9]{1,64}$")
 """What a decision id named by a caller (confirmation header, status route) must look like."""
@@ -134,7 +140,36 @@ class DecisionFlow:
         confirmation: str | None,
         request_id: str,
     ) -> Decision:
-        """The whole flow for one request; returns an ALLOW decision or raises `AegisRefusal`."""
+        """The whole flow for one request, in its span `aegis.govern`; returns an ALLOW decision or raises
+        `AegisRefusal`. The span covers the decision only (the endpoint runs after it)."""
+        attributes: dict[str, AttributeValue] = {}
+        if isinstance(capability, str):
+            attributes["aegis.capability"] = capability
+        if inputs.route != inputs.request.url.path or not inputs.path_params:  # a template, not a raw path
+            attributes["http.route"] = inputs.route
+        with GovernSpan("aegis_fastapi", _VERSION, "fastapi", attributes) as govern:
+            try:
+                decision = await self._decide(
+                    client, inputs, capability, parameters, actor, context, confirmation, request_id, govern
+                )
+            except AegisRefusal as refused:
+                govern.refused(refused, refused.decision)
+                raise
+            govern.decided(decision)
+            return decision
+
+    async def _decide(
+        self,
+        client: AsyncAegisClient,
+        inputs: RouteInputs,
+        capability: CapabilitySource,
+        parameters: ParametersSource | None,
+        actor: object,
+        context: object,
+        confirmation: str | None,
+        request_id: str,
+        govern: GovernSpan,
+    ) -> Decision:
         try:
             who = to_actor(actor)
             ctx = _to_context(context)
@@ -149,6 +184,7 @@ class DecisionFlow:
                 request_id,
             )
         name = capability if isinstance(capability, str) else await maybe_await(capability(inputs))
+        govern.set("aegis.capability", name)
         try:
             values = dict(await maybe_await(parameters(inputs))) if parameters else inputs.default_parameters()
         except ParameterConflict as exc:

@@ -58,6 +58,7 @@ class Ran:
     output: Any
     artifact: GovernanceArtifact
     edited_arguments: dict[str, Any] | None = None
+    decision: Decision | None = None  # the ALLOW it ran under
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def governed_run(call: GovernedCall) -> Flow[Ran | Refused]:
     failed = failure_of(output)
     ref = yield from report_execution(call, decision, failed, elapsed_ms(started))
     edited = call.arguments if call is not requested else None
-    return Ran(output, allowed_artifact(call, decision, failed, ref), edited)
+    return Ran(output, allowed_artifact(call, decision, failed, ref), edited, decision)
 
 
 Governed = Flow[tuple[GovernedCall, Decision]]

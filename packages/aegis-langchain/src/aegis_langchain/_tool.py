@@ -20,9 +20,8 @@ from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from aegis_langchain._artifact import GovernanceArtifact
 from aegis_langchain._call import GovernedCall, build_call
-from aegis_langchain._drivers import run_async, run_sync
 from aegis_langchain._errors import GovernanceRefusal
-from aegis_langchain._flow import Ran, Refused, governed_run
+from aegis_langchain._flow import Ran, Refused
 from aegis_langchain._hitl import with_edit_notice
 from aegis_langchain._settings import (
     DEFAULT_REVIEW_TIMEOUT,
@@ -38,6 +37,7 @@ from aegis_langchain._settings import (
     resolve_client,
     settings_from,
 )
+from aegis_langchain._tracing import govern_async, govern_sync
 from aegis_sdk import AegisClient, AsyncAegisClient, ConfigurationError
 
 HandleToolError = bool | str | Callable[[ToolException], Any] | None
@@ -237,7 +237,7 @@ class GovernedTool(BaseTool):
         def run(invocation: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
             return inner._run(*invocation[0], **invocation[1], **extra)
 
-        return self._outcome(run_sync(governed_run(call), client, run))
+        return self._outcome(govern_sync(call, client, run))
 
     async def _arun(
         self,
@@ -258,7 +258,7 @@ class GovernedTool(BaseTool):
         def run(invocation: tuple[tuple[Any, ...], dict[str, Any]]) -> Awaitable[Any]:
             return inner._arun(*invocation[0], **invocation[1], **extra)
 
-        return self._outcome(await run_async(governed_run(call), client, run))
+        return self._outcome(await govern_async(call, client, run))
 
     def _outcome(self, outcome: Ran | Refused) -> Any:
         if isinstance(outcome, Refused):

@@ -16,8 +16,7 @@ from langgraph.types import Command
 from pydantic import BaseModel, ValidationError
 
 from aegis_langchain._call import GovernedCall, build_call
-from aegis_langchain._drivers import run_async, run_sync
-from aegis_langchain._flow import Ran, Refused, governed_run
+from aegis_langchain._flow import Ran, Refused
 from aegis_langchain._hitl import with_edit_notice
 from aegis_langchain._settings import (
     DEFAULT_REVIEW_TIMEOUT,
@@ -34,6 +33,7 @@ from aegis_langchain._settings import (
     settings_from,
 )
 from aegis_langchain._tool import GovernedTool, visible_keys
+from aegis_langchain._tracing import govern_async, govern_sync
 from aegis_sdk import AegisClient, AsyncAegisClient, ConfigurationError
 
 CapabilityMap = Mapping[str, str] | Callable[[str], str | None]
@@ -150,7 +150,7 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
             return handler(request)
         if isinstance(call, ToolMessage):
             return call
-        outcome = run_sync(governed_run(call), resolve_client(self.settings.client), handler)
+        outcome = govern_sync(call, resolve_client(self.settings.client), handler)
         return _message(request, outcome)
 
     # -- async ------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class GovernanceMiddleware(AgentMiddleware[AgentState[Any], Any]):
         if isinstance(call, ToolMessage):
             return call
         client = resolve_async_client(self.settings.async_client)
-        outcome = await run_async(governed_run(call), client, handler)
+        outcome = await govern_async(call, client, handler)
         return _message(request, outcome)
 
 

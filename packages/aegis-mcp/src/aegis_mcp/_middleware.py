@@ -47,6 +47,8 @@ from aegis_sdk import (
     UnknownCapabilityError,
 )
 from aegis_sdk._degraded import degraded_allow
+from aegis_sdk._govern_tracing import GovernSpan
+from aegis_sdk._version import installed_version
 from aegis_sdk.errors import (
     APIConnectionError,
     APIStatusError,
@@ -58,6 +60,7 @@ from aegis_sdk.errors import (
 )
 
 logger = logging.getLogger("aegis_mcp")
+_VERSION = installed_version("aegisgov-mcp")  # the tracer's version
 
 ActorSource = str | Actor | Mapping[str, Any] | Callable[[ServerRequestContext[Any, Any]], Actor | str]
 _ERROR_TEXT_LIMIT = 1000
@@ -134,27 +137,47 @@ class GovernanceMiddleware:
         if params.get("arguments") is not None and not isinstance(params.get("arguments"), dict):
             logger.info("MCP tool %s: refused a call whose arguments are not a JSON object", tool)
             return refusals.bad_arguments(tool)
-        try:
-            call = self.tool_call(ctx, tool, params.get("arguments"))
-        except (TypeError, ValueError) as exc:
-            # The app's own actor source or capability map is wrong: refuse, never run ungoverned.
-            logger.error("MCP tool %s: the governance set-up is invalid (%s); the call was refused", tool, exc)
-            return _setup_refusal(f"The tool call {tool!r} could not be governed: {exc}. The tool did not run.")
+        # The span covers the whole governed call: the decision, the tool's run and the execution report.
+        with GovernSpan("aegis_mcp", _VERSION, "mcp", {"aegis.tool.name": tool}) as govern:
+            try:
+                call = self.tool_call(ctx, tool, params.get("arguments"))
+            except (TypeError, ValueError) as exc:
+                # The app's own actor source or capability map is wrong: refuse, never run ungoverned.
+                logger.error("MCP tool %s: the governance set-up is invalid (%s); the call was refused", tool, exc)
+                govern.failed(exc)
+                return _setup_refusal(f"The tool call {tool!r} could not be governed: {exc}. The tool did not run.")
+            govern.set("aegis.capability", call.capability)
+            return await self._governed(ctx, call, params, call_next, govern)
+
+    async def _governed(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        call: ToolCall,
+        params: dict[str, Any],
+        call_next: CallNext,
+        govern: GovernSpan,
+    ) -> HandlerResult:
         state = params.get("requestState")
         if is_our_run(state):
             run = self._runs.take(str(state), call)
             if run is None:
-                return refusals.resume_changed(call).result
+                refusal = refusals.resume_changed(call)
+                govern.refused(refusal, refusal.decision)
+                return refusal.result
             resumed = {key: value for key, value in params.items() if key != "requestState"}
             if run.tool_state is not None:
                 resumed["requestState"] = run.tool_state
+            govern.decided(run.decision)
             return await self._run(ctx, call, run.decision, resumed, call_next)
         try:
             decision = await self._govern(ctx, call, params)
         except Refusal as refusal:
+            govern.refused(refusal, refusal.decision)
             return refusal.result
         if isinstance(decision, InputRequiredResult):
+            govern.decided(None)  # the user is being asked: an answer, not a failure
             return decision
+        govern.decided(decision)
         return await self._run(ctx, call, decision, _without_our_round(params), call_next)
 
     def tool_call(self, ctx: ServerRequestContext[Any, Any], tool: str, arguments: object) -> ToolCall:

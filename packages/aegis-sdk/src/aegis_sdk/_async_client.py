@@ -10,14 +10,22 @@ from types import EllipsisType, TracebackType
 from typing import Any, TypeVar, cast
 
 import httpx
+from opentelemetry.trace import Span
 
 from aegis_sdk._config import resolve_config
 from aegis_sdk._constants import DEFAULT_REVIEW_TIMEOUT
 from aegis_sdk._loop_clients import LoopClients
 from aegis_sdk._request import BaseClient, Call, Reply, Steps, check_http_client, transport_failure
 from aegis_sdk._resources import AsyncAudit, AsyncCapabilities, AsyncDecisions, AsyncPolicies
-from aegis_sdk._resources.governance import ProposalMemory, confirm_call, propose_call, review_steps
+from aegis_sdk._resources.governance import (
+    ProposalMemory,
+    confirm_call,
+    propose_call,
+    remembered_capability,
+    review_steps,
+)
 from aegis_sdk._resources.health import health_call, ready_call
+from aegis_sdk._tracing import client_span, record_result, tracing_on
 from aegis_sdk.models import Action, Actor, Context, Decision, Health
 
 T = TypeVar("T")
@@ -94,8 +102,17 @@ class AsyncAegisClient(BaseClient):
 
     # -- the send/sleep loop ----------------------------------------------------------------------
 
-    async def _run(self, steps: Steps[T]) -> T:
-        """Drive `steps`: send each request it yields, sleep each pause, hand back every answer."""
+    async def _run(self, steps: Steps[T], operation: str, capability: str | None = None) -> T:
+        """Drive `steps` inside the call's span `aegis.<operation>` (when tracing is on)."""
+        if not tracing_on():
+            return await self._drive(steps, None)
+        with client_span(operation, self.endpoint, capability) as span:
+            result = await self._drive(steps, span)
+            record_result(span, result)
+            return result
+
+    async def _drive(self, steps: Steps[T], span: Span | None) -> T:
+        """Send each request `steps` yields, sleep each pause, hand back every answer."""
         reply: Reply = None
         while True:
             try:
@@ -106,6 +123,8 @@ class AsyncAegisClient(BaseClient):
                 http = self._loop_pools.current() if self._owns_http else self._http
                 try:
                     reply = await http.send(step)
+                    if span is not None:
+                        span.set_attribute("http.response.status_code", reply.status_code)
                 except httpx.RequestError as exc:
                     reply = exc
                 except Exception as exc:  # any transport failure must become an AegisError
@@ -115,7 +134,7 @@ class AsyncAegisClient(BaseClient):
                 reply = None
 
     async def _request(self, call: Call[T]) -> T:
-        return await self._run(self._attempts(call))
+        return await self._run(self._attempts(call), call.operation, call.capability)
 
     # -- governance -------------------------------------------------------------------------------
 
@@ -143,7 +162,8 @@ class AsyncAegisClient(BaseClient):
         """Wait until a reviewer resolves an ESCALATE decision. Approved: returns the ALLOW decision of the
         resubmitted proposal. Denied or expired: returns the final DENY decision. Raises ReviewTimeoutError
         (with `.decision`) after `timeout` seconds (None: wait until the platform's review deadline)."""
-        return await self._run(review_steps(self, self._proposals, decision, timeout))
+        capability = remembered_capability(self._proposals, decision)
+        return await self._run(review_steps(self, self._proposals, decision, timeout), "wait_for_review", capability)
 
     async def health(self) -> Health:
         """Liveness of the platform (no authentication needed)."""

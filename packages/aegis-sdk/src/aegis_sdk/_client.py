@@ -9,13 +9,21 @@ from types import EllipsisType, TracebackType
 from typing import Any, TypeVar, cast
 
 import httpx
+from opentelemetry.trace import Span
 
 from aegis_sdk._config import resolve_config
 from aegis_sdk._constants import DEFAULT_REVIEW_TIMEOUT
 from aegis_sdk._request import BaseClient, Call, Reply, Steps, check_http_client, transport_failure
 from aegis_sdk._resources import Audit, Capabilities, Decisions, Policies
-from aegis_sdk._resources.governance import ProposalMemory, confirm_call, propose_call, review_steps
+from aegis_sdk._resources.governance import (
+    ProposalMemory,
+    confirm_call,
+    propose_call,
+    remembered_capability,
+    review_steps,
+)
 from aegis_sdk._resources.health import health_call, ready_call
+from aegis_sdk._tracing import client_span, record_result, tracing_on
 from aegis_sdk.models import Action, Actor, Context, Decision, Health
 
 T = TypeVar("T")
@@ -82,8 +90,17 @@ class AegisClient(BaseClient):
 
     # -- the send/sleep loop ----------------------------------------------------------------------
 
-    def _run(self, steps: Steps[T]) -> T:
-        """Drive `steps`: send each request it yields, sleep each pause, hand back every answer."""
+    def _run(self, steps: Steps[T], operation: str, capability: str | None = None) -> T:
+        """Drive `steps` inside the call's span `aegis.<operation>` (when tracing is on)."""
+        if not tracing_on():
+            return self._drive(steps, None)
+        with client_span(operation, self.endpoint, capability) as span:
+            result = self._drive(steps, span)
+            record_result(span, result)
+            return result
+
+    def _drive(self, steps: Steps[T], span: Span | None) -> T:
+        """Send each request `steps` yields, sleep each pause, hand back every answer."""
         reply: Reply = None
         while True:
             try:
@@ -93,6 +110,8 @@ class AegisClient(BaseClient):
             if isinstance(step, httpx.Request):
                 try:
                     reply = self._http.send(step)
+                    if span is not None:
+                        span.set_attribute("http.response.status_code", reply.status_code)
                 except httpx.RequestError as exc:
                     reply = exc
                 except Exception as exc:  # any transport failure must become an AegisError
@@ -102,7 +121,7 @@ class AegisClient(BaseClient):
                 reply = None
 
     def _request(self, call: Call[T]) -> T:
-        return self._run(self._attempts(call))
+        return self._run(self._attempts(call), call.operation, call.capability)
 
     # -- governance -------------------------------------------------------------------------------
 
@@ -130,7 +149,8 @@ class AegisClient(BaseClient):
         """Wait until a reviewer resolves an ESCALATE decision. Approved: returns the ALLOW decision of the
         resubmitted proposal. Denied or expired: returns the final DENY decision. Raises ReviewTimeoutError
         (with `.decision`) after `timeout` seconds (None: wait until the platform's review deadline)."""
-        return self._run(review_steps(self, self._proposals, decision, timeout))
+        capability = remembered_capability(self._proposals, decision)
+        return self._run(review_steps(self, self._proposals, decision, timeout), "wait_for_review", capability)
 
     def health(self) -> Health:
         """Liveness of the platform (no authentication needed)."""

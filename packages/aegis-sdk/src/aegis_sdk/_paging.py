@@ -80,6 +80,7 @@ def page_parser(item: Callable[[object, httpx.Response], T]) -> Callable[[httpx.
 
 
 def listing_pager(
+    operation: str,
     path: str,
     item: Callable[[object, httpx.Response], T],
     filters: Mapping[str, str | None],
@@ -94,7 +95,7 @@ def listing_pager(
 
     def build(cursor: str | None) -> Call[Page[T]]:
         params = list_params(limit=limit, cursor=cursor, since=since, until=until, **filters)
-        return Call("GET", path, parse, params=params)
+        return Call("GET", path, parse, params=params, operation=operation)
 
     return Pager(build)
 

@@ -25,6 +25,7 @@ from aegis_sdk._constants import USER_AGENT
 from aegis_sdk._error_mapping import error_from_response
 from aegis_sdk._parsing import request_id
 from aegis_sdk._retry import RETRYABLE_STATUSES, Retry, backoff_delay, is_transient, may_have_arrived, retry_after
+from aegis_sdk._tracing import inject_context
 from aegis_sdk.errors import AegisError, APIConnectionError, APITimeoutError, ConfigurationError, MalformedResponseError
 
 T = TypeVar("T")
@@ -57,6 +58,8 @@ class Call(Generic[T]):
     # carried (or None: the error stands). `applied` records that such an attempt happened.
     reconcile: Callable[[AegisError], T | None] | None = None
     applied: list[bool] = field(default_factory=list, compare=False, repr=False)
+    operation: str = "request"  # the public call, for its span `aegis.<operation>`
+    capability: str | None = None  # the proposal's capability, for the span (propose, confirm)
 
 
 def check_http_client(given: object, wanted: type[Any], other: type[Any], other_client: str) -> None:
@@ -180,6 +183,7 @@ class BaseClient:
             headers["Content-Type"] = "application/json"
         if call.idempotency_key is not None:
             headers["Idempotency-Key"] = call.idempotency_key
+        inject_context(headers)  # the current span: the call's own (see the clients' `_run`)
         return headers
 
     def _request_timeout(self, call: Call[Any]) -> float:

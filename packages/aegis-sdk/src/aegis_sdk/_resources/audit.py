@@ -40,15 +40,20 @@ def audit_log_pager(
         "decision_id": decision_id,
         "event_type": event_type,
     }
-    return listing_pager("/audit/log", _audit_record, filters, since=since, until=until, limit=limit)
+    return listing_pager("audit_log", "/audit/log", _audit_record, filters, since=since, until=until, limit=limit)
 
 
 def audit_trail_call(decision_id: str) -> Call[AuditTrail]:
-    return Call("GET", f"/audit/log/{path_segment(decision_id, 'decision_id')}", model_parser(AuditTrail))
+    return Call(
+        "GET",
+        f"/audit/log/{path_segment(decision_id, 'decision_id')}",
+        model_parser(AuditTrail),
+        operation="audit_trail",
+    )
 
 
 def audit_verify_call() -> Call[AuditVerification]:
-    return Call("GET", "/audit/verify", model_parser(AuditVerification))
+    return Call("GET", "/audit/verify", model_parser(AuditVerification), operation="verify_audit")
 
 
 class Audit(Resource[SyncSender]):

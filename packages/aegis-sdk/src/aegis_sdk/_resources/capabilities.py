@@ -15,16 +15,24 @@ from aegis_sdk.models import Capability
 
 
 def list_capabilities_call() -> Call[list[Capability]]:
-    return Call("GET", "/capabilities", list_parser(Capability))
+    return Call("GET", "/capabilities", list_parser(Capability), operation="list_capabilities")
 
 
 def get_capability_call(name: str) -> Call[Capability]:
-    return Call("GET", f"/capabilities/{path_segment(name, 'name')}", model_parser(Capability))
+    return Call(
+        "GET", f"/capabilities/{path_segment(name, 'name')}", model_parser(Capability), operation="get_capability"
+    )
 
 
 def create_capability_call(capability: Capability | Mapping[str, Any]) -> Call[Capability]:
     model = validate_model(Capability, capability, "capability")
-    return Call("POST", "/capabilities", model_parser(Capability), body=dump_model(model, "capability"))
+    return Call(
+        "POST",
+        "/capabilities",
+        model_parser(Capability),
+        body=dump_model(model, "capability"),
+        operation="create_capability",
+    )
 
 
 class Capabilities(Resource[SyncSender]):

@@ -38,14 +38,16 @@ def get_decision_call(decision_id: str, wait: int | None, timeout: float) -> Cal
     """GET one decision; with `wait`, a long-poll that may take `wait` seconds on top of `timeout`."""
     path = f"/governance/decisions/{path_segment(decision_id, 'decision_id')}"
     if wait is None:
-        return Call("GET", path, parse_decision)
+        return Call("GET", path, parse_decision, operation="get_decision")
     if isinstance(wait, bool) or not isinstance(wait, int) or not 0 <= wait <= MAX_WAIT_SECONDS:
         raise InvalidRequestError(
             f"wait must be a whole number of seconds from 0 to {MAX_WAIT_SECONDS}, got {wait!r}.",
             code="invalid_request",
         )
     # The long-poll holds the request open for up to `wait` seconds: allow that on top of the timeout.
-    return Call("GET", path, parse_decision, params={"wait": str(wait)}, timeout=timeout + wait)
+    return Call(
+        "GET", path, parse_decision, params={"wait": str(wait)}, timeout=timeout + wait, operation="get_decision"
+    )
 
 
 def decisions_pager(
@@ -76,7 +78,9 @@ def decisions_pager(
         "session_id": session_id,
         "review_status": review_status,
     }
-    return listing_pager("/governance/decisions", decision_from, filters, since=since, until=until, limit=limit)
+    return listing_pager(
+        "list_decisions", "/governance/decisions", decision_from, filters, since=since, until=until, limit=limit
+    )
 
 
 def review_call(decision_id: str, approve: bool, note: str | None) -> Call[Decision]:
@@ -96,7 +100,7 @@ def review_call(decision_id: str, approve: bool, note: str | None) -> Call[Decis
         except pydantic.ValidationError:
             return None
 
-    return Call("POST", path, parse_decision, body=body, reconcile=reconcile)
+    return Call("POST", path, parse_decision, body=body, reconcile=reconcile, operation="review")
 
 
 def execution_call(
@@ -123,7 +127,12 @@ def execution_call(
             return None
 
     return Call(
-        "POST", path, model_parser(ExecutionRecord), body=dump_model(report, "execution report"), reconcile=reconcile
+        "POST",
+        path,
+        model_parser(ExecutionRecord),
+        body=dump_model(report, "execution report"),
+        reconcile=reconcile,
+        operation="report_execution",
     )
 
 

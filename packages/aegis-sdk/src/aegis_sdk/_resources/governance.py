@@ -109,7 +109,12 @@ def propose_call(
 
 
 def _submit_call(
-    memory: ProposalMemory, proposal: Proposal, token: str | None, idempotency_key: str, timeout: float | None
+    memory: ProposalMemory,
+    proposal: Proposal,
+    token: str | None,
+    idempotency_key: str,
+    timeout: float | None,
+    operation: str = "propose",
 ) -> Call[Decision]:
     body = dump_model(proposal.model_copy(update={"confirmation_token": token}), "proposal")
 
@@ -133,6 +138,8 @@ def _submit_call(
         body=body,
         timeout=check_timeout(timeout),
         idempotency_key=idempotency_key,
+        operation=operation,
+        capability=proposal.action.capability,
     )
 
 
@@ -158,7 +165,13 @@ def confirm_call(memory: ProposalMemory, decision: Decision, timeout: float | No
             code="no_confirmation_token",
         )
     proposal = memory.resubmittable(decision)
-    return _submit_call(memory, proposal, token, str(uuid.uuid4()), timeout)
+    return _submit_call(memory, proposal, token, str(uuid.uuid4()), timeout, "confirm")
+
+
+def remembered_capability(memory: ProposalMemory, decision: object) -> str | None:
+    """The capability of the proposal behind `decision`, if this client remembers it (for the wait's span)."""
+    proposal = memory.recall(decision.decision_id) if isinstance(decision, Decision) else None
+    return proposal.action.capability if proposal is not None else None
 
 
 # -- waiting for a review -----------------------------------------------------------------------
@@ -251,4 +264,4 @@ def _approved_call(memory: ProposalMemory, original: Decision, approved: Decisio
     return _submit_call(memory, memory.resubmittable(original), token, str(uuid.uuid4()), None)
 
 
-__all__ = ["ProposalMemory", "confirm_call", "propose_call", "review_steps"]
+__all__ = ["ProposalMemory", "confirm_call", "propose_call", "remembered_capability", "review_steps"]

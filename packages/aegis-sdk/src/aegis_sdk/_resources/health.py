@@ -8,12 +8,12 @@ from aegis_sdk.models import Health
 
 
 def health_call() -> Call[Health]:
-    return Call("GET", "/health", model_parser(Health))
+    return Call("GET", "/health", model_parser(Health), operation="health")
 
 
 def ready_call() -> Call[Health]:
     # Readiness is a snapshot: no retries, and a 503 whose body is a health report is the answer.
-    return Call("GET", "/ready", parse_health_report, retry=False, accept=frozenset({503}))
+    return Call("GET", "/ready", parse_health_report, retry=False, accept=frozenset({503}), operation="ready")
 
 
 __all__ = ["health_call", "ready_call"]

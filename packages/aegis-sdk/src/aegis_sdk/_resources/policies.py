@@ -20,16 +20,16 @@ def _path(name: str) -> str:
 
 
 def list_policies_call() -> Call[list[Policy]]:
-    return Call("GET", "/policies", list_parser(Policy))
+    return Call("GET", "/policies", list_parser(Policy), operation="list_policies")
 
 
 def get_policy_call(name: str) -> Call[Policy]:
-    return Call("GET", _path(name), model_parser(Policy))
+    return Call("GET", _path(name), model_parser(Policy), operation="get_policy")
 
 
 def create_policy_call(policy: Policy | Mapping[str, Any]) -> Call[Policy]:
     model = validate_model(Policy, policy, "policy")
-    return Call("POST", "/policies", model_parser(Policy), body=dump_model(model, "policy"))
+    return Call("POST", "/policies", model_parser(Policy), body=dump_model(model, "policy"), operation="create_policy")
 
 
 def update_policy_call(name: str, policy: Policy | Mapping[str, Any]) -> Call[Policy]:
@@ -40,16 +40,22 @@ def update_policy_call(name: str, policy: Policy | Mapping[str, Any]) -> Call[Po
             "rename by deleting and creating.",
             code="invalid_request",
         )
-    return Call("PUT", _path(name), model_parser(Policy), body=dump_model(model, "policy"))
+    return Call("PUT", _path(name), model_parser(Policy), body=dump_model(model, "policy"), operation="update_policy")
 
 
 def delete_policy_call(name: str) -> Call[None]:
-    return Call("DELETE", _path(name), parse_nothing)
+    return Call("DELETE", _path(name), parse_nothing, operation="delete_policy")
 
 
 def validate_policy_call(policy: Policy | Mapping[str, Any]) -> Call[PolicyValidation]:
     model = validate_model(Policy, policy, "policy")
-    return Call("POST", "/policies/validate", model_parser(PolicyValidation), body=dump_model(model, "policy"))
+    return Call(
+        "POST",
+        "/policies/validate",
+        model_parser(PolicyValidation),
+        body=dump_model(model, "policy"),
+        operation="validate_policy",
+    )
 
 
 class Policies(Resource[SyncSender]):
