@@ -89,9 +89,9 @@ def test_no_package_writes_its_version_in_its_sources() -> None:
     assert written == []
 
 
-def test_sdk_depends_on_httpx_and_pydantic_only() -> None:
+def test_sdk_depends_on_httpx_pydantic_and_the_opentelemetry_api_only() -> None:
     deps = _pyprojects()["aegisgov-sdk"]["project"]["dependencies"]
-    assert sorted(REQUIREMENT_RE.match(d).group(1) for d in deps) == ["httpx", "pydantic"]
+    assert sorted(REQUIREMENT_RE.match(d).group(1) for d in deps) == ["httpx", "opentelemetry-api", "pydantic"]
 
 
 def _tree_digest(root: Path) -> str:
