@@ -26,7 +26,9 @@ pytest files that must run under a separate pytest process.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,26 @@ def test_every_page_is_covered() -> None:
     assert sum(1 for s in SNIPPETS if s.not_run is None) >= 20
 
 
+@contextlib.contextmanager
+def _tracer_provider_restored() -> Iterator[None]:
+    """A snippet may set OpenTelemetry's global TracerProvider (docs/observability.md does, as an app would);
+    the API allows that once per process, so take it away again: the next test runs without tracing."""
+    from opentelemetry import trace
+    from opentelemetry.util._once import Once
+
+    before = trace._TRACER_PROVIDER
+    try:
+        yield
+    finally:
+        provider = trace._TRACER_PROVIDER
+        if provider is not before:
+            shutdown = getattr(provider, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            trace._TRACER_PROVIDER = before
+            trace._TRACER_PROVIDER_SET_ONCE = Once()
+
+
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.id for s in SNIPPETS])
 def test_snippet_runs(snippet: Snippet, docs_server: DocsServer, monkeypatch: pytest.MonkeyPatch) -> None:
     if snippet.not_run is not None:
@@ -137,7 +159,8 @@ def test_snippet_runs(snippet: Snippet, docs_server: DocsServer, monkeypatch: py
     code = snippet.code.replace(DOC_ENDPOINT, docs_server.endpoint)
     code = code.replace(PLACEHOLDER_KEY, repr(docs_server.api_key))
     try:
-        exec(compile(code, snippet.id, "exec"), namespace)
+        with _tracer_provider_restored():
+            exec(compile(code, snippet.id, "exec"), namespace)
     except BaseException as error:
         if namespace is _namespaces.get(key):
             _failed.add(key)
