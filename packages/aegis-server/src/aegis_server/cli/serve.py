@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from aegis_server.cli.command_support import (
     CommandError,
@@ -17,6 +17,9 @@ from aegis_server.cli.command_support import (
 from aegis_server.cli.log_output import BufferedStreamHandler, CachedTimeFormatter
 from aegis_server.edge.request_id import RequestIdLogFilter
 from aegis_server.settings import Settings
+
+if TYPE_CHECKING:
+    from aegis_server.observability.otel_setup import TracingSetup
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
@@ -73,6 +76,19 @@ def _print_dev_key(key: str, host: str, port: int, out: TextIO) -> None:
     out.flush()
 
 
+def _configure_tracing() -> TracingSetup | None:
+    """The OpenTelemetry SDK as the OTEL_* variables ask (see observability/otel_setup.py), logged in one line."""
+    from aegis_server.observability.otel_setup import OtelSetupError, configure_tracing
+
+    try:
+        tracing = configure_tracing()
+    except OtelSetupError as exc:
+        raise CommandError(f"cannot set up tracing: {exc}", 2) from None
+    if tracing is not None:
+        logging.getLogger("aegis_server").info("%s", tracing.describe())
+    return tracing
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from aegis_server.app import create_app
     from aegis_server.audit.anchor import AnchorError, AuditAnchor
@@ -104,6 +120,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if settings.public_url is None:  # webhook bodies link to the console at the address served here
         settings = settings.model_copy(update={"public_url": _served_url(args.host, args.port)})
     configure_logging(settings.log_level)
+    tracing = _configure_tracing()
 
     paths = settings.resolved_policy_paths()
     missing = [str(p) for p in paths if not p.exists()]
@@ -164,6 +181,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise
         # uvicorn exits with 3 when the application's startup fails; the log above says why.
         raise CommandError("the server did not start; the log above says why") from None
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # the spans still buffered are exported before the process ends
     if not server.started:
         # The lifespan failed (uvicorn logged why) or the port could not be bound.
         raise CommandError("the server did not start; the log above says why")
