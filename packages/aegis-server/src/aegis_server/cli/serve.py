@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -89,6 +90,23 @@ def _configure_tracing() -> TracingSetup | None:
     return tracing
 
 
+def _bind_metrics_listener(settings: Settings) -> socket.socket | None:
+    """The socket of AEGIS_METRICS_LISTEN, bound now so that an address in use stops `serve` at once."""
+    from aegis_server.observability.metrics_listener import bind
+
+    address = settings.metrics_address()
+    if address is None:
+        return None
+    try:
+        return bind(*address)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen for /metrics on {settings.metrics_listen} (AEGIS_METRICS_LISTEN): "
+            f"{exc.strerror or exc}. Choose a free port on an address of this machine.",
+            2,
+        ) from None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from aegis_server.app import create_app
     from aegis_server.audit.anchor import AnchorError, AuditAnchor
@@ -160,8 +178,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     raised = raise_open_files_limit()
     if raised is not None:
         log.info("open files limit raised from %d to %d (one per connection)", *raised)
+    metrics_socket = _bind_metrics_listener(settings)
+    app = create_app(settings, freeze_gc_after_startup=True)
     server = build_server(
-        create_app(settings, freeze_gc_after_startup=True),
+        app,
         host=args.host,
         port=args.port,
         proxy_headers=args.proxy_headers,
@@ -171,6 +191,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_header_bytes=settings.max_header_bytes,
         shutdown_timeout=settings.shutdown_timeout_seconds,
     )
+    if metrics_socket is not None:
+        from aegis_server.observability.metrics_listener import MetricsListener
+
+        listener = MetricsListener(app, metrics_socket)
+        server.companions.append(listener)
+        log.info("/metrics is served at %s alone (AEGIS_METRICS_LISTEN)", _served_url(*listener.address))
     try:
         server.run()
     except KeyboardInterrupt:  # a second Ctrl-C: uvicorn's forced exit
