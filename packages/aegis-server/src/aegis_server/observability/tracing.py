@@ -13,6 +13,7 @@ when the failure is a server error (5xx).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -41,17 +42,30 @@ SERVER_SPAN = "aegis_server_span"
 """Key of the ASGI scope's `state` holding the request's SERVER span (while tracing is on)."""
 
 _cache: tuple[object, Tracer] | None = None
+_PROVIDER_FROM_ENVIRONMENT = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ  # the API loads that one lazily
+
+
+def _global_provider() -> object | None:
+    # `trace.get_tracer_provider()` looks OTEL_PYTHON_TRACER_PROVIDER up in os.environ on every call while no
+    # provider is set (~0.5 us, on every request of an untraced server); the API's own global is read first.
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None and not _PROVIDER_FROM_ENVIRONMENT:
+        return None
+    return trace.get_tracer_provider()
+
+
+_UNKNOWN = object()
 
 
 def active_tracer() -> Tracer | None:
     """The server's tracer from the global provider, or None while no provider is set (tracing is off)."""
     global _cache
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, ProxyTracerProvider):
+    provider = _global_provider()
+    if provider is None or isinstance(provider, ProxyTracerProvider):
         return None
     cached = _cache
     if cached is None or cached[0] is not provider:
-        cached = _cache = (provider, provider.get_tracer(TRACER_NAME, __version__))
+        cached = _cache = (provider, trace.get_tracer_provider().get_tracer(TRACER_NAME, __version__))
     return cached[1]
 
 
@@ -95,16 +109,24 @@ def _traced(tracer: Tracer, name: str) -> Iterator[Span]:
             raise
 
 
-@contextmanager
-def _untraced() -> Iterator[None]:
-    yield None
+class _Untraced:
+    """The context manager of a span not made (tracing off): one shared instance, nothing per call."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_UNTRACED = _Untraced()
 
 
 def child_span(name: str) -> Any:
     """A context manager: an INTERNAL span `name`, current inside the block (its value is the span), or,
     with tracing off, nothing at all (its value is None)."""
     tracer = active_tracer()
-    return _untraced() if tracer is None else _traced(tracer, name)
+    return _UNTRACED if tracer is None else _traced(tracer, name)
 
 
 def decision_attributes(decision: Decision) -> dict[str, Any]:
