@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace import ProxyTracerProvider, Span, Status, StatusCode, Tracer
+from opentelemetry.trace import ProxyTracerProvider, Span, Status, StatusCode, Tracer, TracerProvider
 
 from aegis_server import __version__
 
@@ -45,27 +45,27 @@ _cache: tuple[object, Tracer] | None = None
 _PROVIDER_FROM_ENVIRONMENT = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ  # the API loads that one lazily
 
 
-def _global_provider() -> object | None:
-    # `trace.get_tracer_provider()` looks OTEL_PYTHON_TRACER_PROVIDER up in os.environ on every call while no
-    # provider is set (~0.5 us, on every request of an untraced server); the API's own global is read first.
-    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
-    if provider is None and not _PROVIDER_FROM_ENVIRONMENT:
-        return None
-    return trace.get_tracer_provider()
-
-
 _UNKNOWN = object()
+
+
+def _global_provider() -> TracerProvider | None:
+    # `trace.get_tracer_provider()` looks OTEL_PYTHON_TRACER_PROVIDER up in os.environ on every call while no
+    # provider is set (~0.5 us, on every request of an untraced server): the API's own global is read first.
+    if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not _PROVIDER_FROM_ENVIRONMENT:
+        return None
+    provider = trace.get_tracer_provider()
+    return None if isinstance(provider, ProxyTracerProvider) else provider
 
 
 def active_tracer() -> Tracer | None:
     """The server's tracer from the global provider, or None while no provider is set (tracing is off)."""
     global _cache
     provider = _global_provider()
-    if provider is None or isinstance(provider, ProxyTracerProvider):
+    if provider is None:
         return None
     cached = _cache
     if cached is None or cached[0] is not provider:
-        cached = _cache = (provider, trace.get_tracer_provider().get_tracer(TRACER_NAME, __version__))
+        cached = _cache = (provider, provider.get_tracer(TRACER_NAME, __version__))
     return cached[1]
 
 
@@ -81,7 +81,10 @@ def _is_server_error(exc: BaseException) -> bool:
     from aegis_server.api.error_mapping import api_error
     from aegis_server.errors import ApiError
     from aegis_server.governance.errors import GovernanceError
+    from aegis_server.store import errors as store_errors
 
+    if isinstance(exc, (store_errors.IdempotencyConflict, store_errors.TokenAlreadyUsed)):
+        return False  # a lost race the caller answers as a replay / a 409
     if isinstance(exc, ApiError):
         return exc.status >= 500
     if isinstance(exc, GovernanceError):
