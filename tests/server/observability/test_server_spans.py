@@ -3,13 +3,30 @@ children aegis.evaluate, aegis.commit and aegis.answer, with the decision's attr
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from aegis_server.inprocess import InProcessServer
+
+POLICIES = Path(__file__).parents[1] / "api" / "policies.yaml"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[InProcessServer]:
+    async with InProcessServer(
+        [POLICIES],
+        db_url=f"sqlite+aiosqlite:///{tmp_path / 'aegis.db'}",
+        run_background_tasks=False,
+        secret="test-secret-of-at-least-16-bytes",
+    ) as running:
+        yield running
+
 
 PROPOSE = "/api/v1/governance/propose"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

@@ -20,6 +20,30 @@ from aegis_server.cli import main
 from aegis_server.inprocess import InProcessServer
 from aegis_server.observability.otel_setup import OtelSetupError, configure_tracing
 
+
+def _reset_global_tracer_provider() -> None:
+    from opentelemetry import trace
+    from opentelemetry.util._once import Once
+
+    trace._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+
+
+@pytest.fixture
+def clean_tracing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No OTEL_* variable from the machine, and no global TracerProvider left behind by the test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+    _reset_global_tracer_provider()
+    try:
+        yield
+    finally:
+        _reset_global_tracer_provider()
+
+
 pytestmark = pytest.mark.usefixtures("clean_tracing")
 
 POLICIES = Path(__file__).parents[1] / "api" / "policies.yaml"
