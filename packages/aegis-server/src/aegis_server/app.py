@@ -44,6 +44,7 @@ from aegis_server.governance.runtime import utcnow
 from aegis_server.governance.service import GovernanceService
 from aegis_server.metrics import Metrics
 from aegis_server.notifications import WebhookDispatcher
+from aegis_server.observability.server_spans import FASTAPI_TELEMETRY_OFF, ServerSpans
 from aegis_server.security import KeyAuthenticator
 from aegis_server.settings import Settings
 from aegis_server.store import AuditChainCut, AuditKeyError, SchemaNotReady, Store
@@ -108,7 +109,8 @@ async def _warn_unbound_keys(store: Store) -> None:
 class AegisAPI(FastAPI):
     """The FastAPI application with the AEGIS request stack around it, outermost first:
 
-    request context (request id, access log, metrics, last-resort 500 envelope) -> body guard (size,
+    server spans (when tracing is on) -> request context (request id, access log, metrics, last-resort 500
+    envelope) -> body guard (size,
     content type, strict JSON) -> hot path (`hot_routes`, served without FastAPI's middlewares and
     router) -> FastAPI's own stack for every other route.
     """
@@ -136,7 +138,7 @@ class AegisAPI(FastAPI):
         guarded = BodyGuardMiddleware(
             dispatch, max_body_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
         )
-        return RequestContextMiddleware(guarded, metrics=self.state.metrics)
+        return ServerSpans(RequestContextMiddleware(guarded, metrics=self.state.metrics))
 
 
 def create_app(
@@ -247,6 +249,7 @@ def create_app(
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY_OFF,
         openapi_url="/openapi.json",
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url="/redoc" if settings.docs_enabled else None,

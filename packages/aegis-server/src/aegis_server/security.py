@@ -33,8 +33,17 @@ SCOPE_READ = "governance:read"
 SCOPE_REVIEW = "governance:review"
 SCOPE_AUDIT = "audit:read"
 SCOPE_POLICIES = "policies:manage"
+SCOPE_METRICS = "metrics"
 SCOPE_ADMIN = "admin"
-SCOPES: tuple[str, ...] = (SCOPE_PROPOSE, SCOPE_READ, SCOPE_REVIEW, SCOPE_AUDIT, SCOPE_POLICIES, SCOPE_ADMIN)
+SCOPES: tuple[str, ...] = (
+    SCOPE_PROPOSE,
+    SCOPE_READ,
+    SCOPE_REVIEW,
+    SCOPE_AUDIT,
+    SCOPE_POLICIES,
+    SCOPE_METRICS,
+    SCOPE_ADMIN,
+)
 KEY_PREFIX = "aegis_sk_"
 ANY_ACTOR_BINDING = ActorBinding((ANY_ACTOR,))
 
@@ -195,6 +204,7 @@ __all__ = [
     "SCOPES",
     "SCOPE_ADMIN",
     "SCOPE_AUDIT",
+    "SCOPE_METRICS",
     "SCOPE_POLICIES",
     "SCOPE_PROPOSE",
     "SCOPE_READ",

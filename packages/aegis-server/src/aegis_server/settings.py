@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -230,6 +230,27 @@ class Settings(BaseSettings):
         le=600.0,
         description="At shutdown, how long the exporters may take to export what is committed.",
     )
+    # Observability
+    metrics_access: Literal["open", "key"] = Field(
+        default="open",
+        description="/metrics: `open` (no key) or `key` (an API key with the scope `metrics` or `admin`).",
+    )
+    metrics_listen: str | None = Field(
+        default=None,
+        description="HOST:PORT: `serve` answers /metrics there alone (and not on its main address). None: on the "
+        "main address.",
+    )
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            _host_port(value)
+        return value
+
+    def metrics_address(self) -> tuple[str, int] | None:
+        """The (host, port) of the separate /metrics listener, or None when /metrics is on the main address."""
+        return _host_port(self.metrics_listen) if self.metrics_listen is not None else None
 
     def engine_config(self) -> EngineConfig:
         """The engine's configuration these settings give (the value key, derived from the server secret, is
@@ -308,6 +329,7 @@ _EMPTY_IS_UNSET = frozenset(
         "audit_export_file",
         "audit_export_url",
         "audit_export_authorization",
+        "metrics_listen",
     }
 )
 """Optional settings whose variable set to the empty string means "unset" (the others refuse it)."""
@@ -336,6 +358,15 @@ class _Environment(EnvSettingsSource):
         if field_name == "webhook_retry_schedule_seconds":
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return super().prepare_field_value(field_name, field, value, value_is_complex)
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets, e.g. [::1]:9464) as (host, port); ValueError saying the form."""
+    host, _, port = value.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464 (got {value!r})")
+    return host, int(port)
 
 
 def _variable(name: str, field: FieldInfo) -> str:

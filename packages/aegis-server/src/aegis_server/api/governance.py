@@ -34,6 +34,8 @@ from aegis_server.api.common import (
 from aegis_server.api.hot_path import HotRoute, PlainRoute
 from aegis_server.edge.limits import PARSED_BODY
 from aegis_server.governance.service import GovernanceService
+from aegis_server.observability.answer import AnswerResponse
+from aegis_server.observability.tracing import note_decision, start_answer_span
 from aegis_server.security import bearer_credentials
 from aegis_server.store import DecisionFilters
 
@@ -92,7 +94,11 @@ async def propose(request: Request) -> Response:
     service: GovernanceService = request.app.state.service
     decision, replayed = await service.propose(proposal, principal=principal, idempotency_key=idempotency_key)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return Response(_decision_json.dump_json(decision), media_type="application/json", headers=headers)
+    answer = start_answer_span()
+    if answer is None:  # tracing off: nothing more than the response
+        return Response(_decision_json.dump_json(decision), media_type="application/json", headers=headers)
+    note_decision(request.scope["state"], decision, proposal.action.capability)
+    return AnswerResponse(_decision_json.dump_json(decision), answer, headers)
 
 
 router.add_api_route(

@@ -1,4 +1,5 @@
-"""Health (liveness, no auth), readiness (the store accepts writes, policies loaded) and Prometheus metrics."""
+"""Health (liveness, no auth), readiness (the store accepts writes, policies loaded) and Prometheus metrics
+(open, or behind the scope `metrics`; on the main address or on AEGIS_METRICS_LISTEN alone)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aegis_sdk.models import ErrorEnvelope, Health
 from aegis_server import __version__
@@ -13,6 +15,9 @@ from aegis_server.api.common import get_service
 from aegis_server.errors import ApiError
 from aegis_server.governance.service import GovernanceService
 from aegis_server.metrics import Metrics
+from aegis_server.observability.metrics_listener import METRICS_LISTENER
+from aegis_server.security import SCOPE_METRICS, RequireScope, bearer_credentials
+from aegis_server.settings import Settings
 
 logger = logging.getLogger("aegis_server")
 
@@ -56,8 +61,21 @@ async def ready(service: Annotated[GovernanceService, Depends(get_service)]) -> 
     return Health(status="ready", version=__version__, checks=checks)
 
 
-@router.get("/metrics", summary="Prometheus metrics (no auth)", response_class=Response)
+_require_metrics = RequireScope(SCOPE_METRICS)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (no auth, or a key with the scope `metrics` when AEGIS_METRICS_ACCESS=key)",
+    response_class=Response,
+    responses={401: {"model": ErrorEnvelope}, 403: {"model": ErrorEnvelope}},
+)
 async def metrics(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    if settings.metrics_listen is not None and not request.scope.get(METRICS_LISTENER):
+        raise StarletteHTTPException(404)  # served on AEGIS_METRICS_LISTEN alone: as any unknown path here
+    if settings.metrics_access == "key":
+        await _require_metrics.authorize(request, bearer_credentials(request.headers.get("authorization")))
     registry: Metrics = request.app.state.metrics
     return Response(content=registry.render(), media_type=registry.content_type)
 

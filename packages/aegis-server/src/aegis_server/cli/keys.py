@@ -145,7 +145,7 @@ def add_keys_commands(commands: Any) -> None:
         "--scopes",
         required=True,
         help="comma-separated: governance:propose, governance:read, governance:review, audit:read, "
-        "policies:manage, admin",
+        "policies:manage, metrics (GET /metrics when AEGIS_METRICS_ACCESS=key), admin",
     )
     create.add_argument(
         "--actors",

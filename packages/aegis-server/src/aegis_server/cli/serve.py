@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from aegis_server.cli.command_support import (
     CommandError,
@@ -17,6 +18,9 @@ from aegis_server.cli.command_support import (
 from aegis_server.cli.log_output import BufferedStreamHandler, CachedTimeFormatter
 from aegis_server.edge.request_id import RequestIdLogFilter
 from aegis_server.settings import Settings
+
+if TYPE_CHECKING:
+    from aegis_server.observability.otel_setup import TracingSetup
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
@@ -73,6 +77,36 @@ def _print_dev_key(key: str, host: str, port: int, out: TextIO) -> None:
     out.flush()
 
 
+def _configure_tracing() -> TracingSetup | None:
+    """The OpenTelemetry SDK as the OTEL_* variables ask (see observability/otel_setup.py), logged in one line."""
+    from aegis_server.observability.otel_setup import OtelSetupError, configure_tracing
+
+    try:
+        tracing = configure_tracing()
+    except OtelSetupError as exc:
+        raise CommandError(f"cannot set up tracing: {exc}", 2) from None
+    if tracing is not None:
+        logging.getLogger("aegis_server").info("%s", tracing.describe())
+    return tracing
+
+
+def _bind_metrics_listener(settings: Settings) -> socket.socket | None:
+    """The socket of AEGIS_METRICS_LISTEN, bound now so that an address in use stops `serve` at once."""
+    from aegis_server.observability.metrics_listener import bind
+
+    address = settings.metrics_address()
+    if address is None:
+        return None
+    try:
+        return bind(*address)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen for /metrics on {settings.metrics_listen} (AEGIS_METRICS_LISTEN): "
+            f"{exc.strerror or exc}. Choose a free port on an address of this machine.",
+            2,
+        ) from None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from aegis_server.app import create_app
     from aegis_server.audit.anchor import AnchorError, AuditAnchor
@@ -104,6 +138,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if settings.public_url is None:  # webhook bodies link to the console at the address served here
         settings = settings.model_copy(update={"public_url": _served_url(args.host, args.port)})
     configure_logging(settings.log_level)
+    tracing = _configure_tracing()
 
     paths = settings.resolved_policy_paths()
     missing = [str(p) for p in paths if not p.exists()]
@@ -143,8 +178,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     raised = raise_open_files_limit()
     if raised is not None:
         log.info("open files limit raised from %d to %d (one per connection)", *raised)
+    metrics_socket = _bind_metrics_listener(settings)
+    app = create_app(settings, freeze_gc_after_startup=True)
     server = build_server(
-        create_app(settings, freeze_gc_after_startup=True),
+        app,
         host=args.host,
         port=args.port,
         proxy_headers=args.proxy_headers,
@@ -154,6 +191,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_header_bytes=settings.max_header_bytes,
         shutdown_timeout=settings.shutdown_timeout_seconds,
     )
+    if metrics_socket is not None:
+        from aegis_server.observability.metrics_listener import MetricsListener
+
+        listener = MetricsListener(app, metrics_socket)
+        server.companions.append(listener)
+        log.info("/metrics is served at %s alone (AEGIS_METRICS_LISTEN)", _served_url(*listener.address))
     try:
         server.run()
     except KeyboardInterrupt:  # a second Ctrl-C: uvicorn's forced exit
@@ -164,6 +207,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise
         # uvicorn exits with 3 when the application's startup fails; the log above says why.
         raise CommandError("the server did not start; the log above says why") from None
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # the spans still buffered are exported before the process ends
     if not server.started:
         # The lifespan failed (uvicorn logged why) or the port could not be bound.
         raise CommandError("the server did not start; the log above says why")

@@ -37,8 +37,9 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -229,11 +230,36 @@ class AegisHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(408, "body_timeout", _TIMEOUT_MESSAGE.format(seconds=seconds), {"timeout_seconds": seconds})
 
 
+class Companion(Protocol):
+    """Something served beside the application (the separate /metrics listener): started once the
+    application is up, stopped before it shuts down."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
 class AegisServer(uvicorn.Server):
     """`uvicorn.Server` that shuts down gracefully on SIGTERM/SIGINT and then returns, instead of
-    re-raising the signal (which killed the process before atexit handlers flushed the log)."""
+    re-raising the signal (which killed the process before atexit handlers flushed the log); and starts
+    its `companions` after its own startup, and stops them first at shutdown."""
 
     stopped_by: str | None = None
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.companions: list[Companion] = []
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:  # the application did not start (the log says why)
+            return
+        for companion in self.companions:
+            await companion.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for companion in self.companions:
+            await companion.stop()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

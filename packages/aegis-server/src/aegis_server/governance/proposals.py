@@ -29,6 +29,7 @@ from aegis_server.governance.errors import (
 )
 from aegis_server.governance.runtime import GovernanceRuntime, iso
 from aegis_server.ids import new_audit_ref, new_id
+from aegis_server.observability.tracing import child_span, decision_attributes
 from aegis_server.security import Principal
 from aegis_server.store import IdempotencyEntry, NewDecision
 from aegis_server.store import errors as store_errors
@@ -70,6 +71,10 @@ def _confirmable(decision: Decision) -> bool:
     if decision.outcome == "REQUIRE_CONFIRMATION":
         return True
     return decision.outcome == "ESCALATE" and decision.review is not None and decision.review.status == "approved"
+
+
+def _span_attributes(attempt: _Attempt, decision: Decision) -> dict[str, Any]:
+    return {**decision_attributes(decision), "aegis.capability": attempt.proposal.action.capability}
 
 
 @dataclass(frozen=True)
@@ -196,7 +201,8 @@ class Proposals:
             api_key_id=api_key_id,
         )
         try:
-            return await self.rt.store.record_decision(record)
+            with child_span("aegis.commit"):  # the durable write, waiting for its group commit included
+                return await self.rt.store.record_decision(record)
         except (store_errors.IdempotencyConflict, store_errors.TokenAlreadyUsed):
             raise
         except Exception:
@@ -263,6 +269,14 @@ class Proposals:
         )
 
     async def _decide(self, attempt: _Attempt) -> Decision:
+        with child_span("aegis.evaluate") as span:
+            decision, stored = await self._evaluate(attempt)
+            if span is not None:
+                span.set_attributes(_span_attributes(attempt, decision))
+        return await self._record(attempt, decision, **stored)
+
+    async def _evaluate(self, attempt: _Attempt) -> tuple[Decision, dict[str, Any]]:
+        """The engine's decision on a new proposal, and what `_record` stores with it."""
         rt = self.rt
         proposal, params_hash, api_key_id, now = attempt.proposal, attempt.params_hash, attempt.api_key_id, attempt.now
         policy_set = rt.policies.active
@@ -332,15 +346,26 @@ class Proposals:
             policy_version=policy_set.version,
             shadow=list(evaluation.shadow),
         )
-        return await self._record(
-            attempt,
-            decision,
-            audit_parameters=evaluation.audit_parameters,
-            token_expires_at=token_expires,
-            review_deadline=review_deadline,
-        )
+        stored = {
+            "audit_parameters": evaluation.audit_parameters,
+            "token_expires_at": token_expires,
+            "review_deadline": review_deadline,
+        }
+        return decision, stored
 
     async def _confirm(self, attempt: _Attempt) -> Decision:
+        with child_span("aegis.evaluate") as span:
+            decision = await self._confirmed(attempt)
+            if span is not None:
+                span.set_attributes(_span_attributes(attempt, decision))
+        parent_id = decision.parent_decision_id or ""
+        try:
+            return await self._record(attempt, decision, consumes_token_of=parent_id)
+        except store_errors.TokenAlreadyUsed:
+            await self._reject_token(attempt, "confirmation_used", parent_id)
+
+    async def _confirmed(self, attempt: _Attempt) -> Decision:
+        """The ALLOW a valid confirmation token earns (the token checked against its decision), not stored."""
         rt = self.rt
         proposal, params_hash, api_key_id, now = attempt.proposal, attempt.params_hash, attempt.api_key_id, attempt.now
         token = proposal.confirmation_token or ""
@@ -413,10 +438,7 @@ class Proposals:
             parent_decision_id=parent_id,
             policy_version=parent.policy_version,  # decided then, under that version; confirmed now
         )
-        try:
-            return await self._record(attempt, decision, consumes_token_of=parent_id)
-        except store_errors.TokenAlreadyUsed:
-            await self._reject_token(attempt, "confirmation_used", parent_id)
+        return decision
 
     async def _reject_token(
         self, attempt: _Attempt, code: str, parent_id: str, mismatched: Sequence[str] = ()

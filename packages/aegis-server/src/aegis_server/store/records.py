@@ -27,6 +27,7 @@ SCOPES: tuple[str, ...] = (
     "governance:review",
     "audit:read",
     "policies:manage",
+    "metrics",
     ADMIN_SCOPE,
 )
 """Every scope an API key can hold. `admin` grants all of them."""
