@@ -3,6 +3,7 @@ and on an address of its own with AEGIS_METRICS_LISTEN (the main address then an
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from aegis_server.edge.http_server import edge_config
 from aegis_server.inprocess import InProcessServer
 from aegis_server.observability.metrics_listener import MetricsListener, bind
 from aegis_server.settings import Settings
@@ -66,7 +68,18 @@ async def test_key_mode_needs_the_metrics_scope_or_admin(tmp_path: Path) -> None
 @pytest.fixture
 async def listening(tmp_path: Path) -> AsyncIterator[tuple[InProcessServer, str]]:
     async with running(tmp_path, metrics_listen="127.0.0.1:0", metrics_access="key") as server:
-        listener = MetricsListener(server.app, bind("127.0.0.1", 0))
+        sock = bind("127.0.0.1", 0)
+        config = edge_config(
+            server.app,
+            host="127.0.0.1",
+            port=sock.getsockname()[1],
+            proxy_headers=False,
+            keep_alive_timeout=5.0,
+            header_timeout=0.5,
+            shutdown_timeout=1,
+            max_header_bytes=8 * 1024,
+        )
+        listener = MetricsListener(server.app, config, sock)
         await listener.start()
         host, port = listener.address
         try:
@@ -88,6 +101,25 @@ async def test_a_separate_listener_serves_metrics_alone(listening: tuple[InProce
         assert (await client.get("/metrics")).status_code == 401  # the key mode holds there too
         api = await client.get("/api/v1/health")
         assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+
+
+async def test_the_listener_has_the_main_addresss_edge_limits(listening: tuple[InProcessServer, str]) -> None:
+    """A head over the size limit is refused with 431, and a head that never ends is cut at the header
+    timeout, as on the main address: the /metrics address is no softer a target."""
+    _, url = listening
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 64 * 1024)  # one endless header
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), 5)
+    assert status.split()[1] == b"431", status
+    writer.close()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)  # the server closes the connection
+    assert answer == b"" or b" 408 " in answer.split(b"\r\n")[0], answer[:80]
+    writer.close()
 
 
 def test_the_settings_say_what_is_wrong() -> None:

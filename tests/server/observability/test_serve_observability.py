@@ -69,3 +69,16 @@ def test_serve_traces_to_the_console_and_serves_metrics_apart(tmp_path: Path) ->
     assert "traces are exported to: console" in text
     assert f"/metrics is served at http://127.0.0.1:{metrics_port} alone" in text
     assert '"name": "GET /api/v1/health"' in text and f"0x{TRACE_ID}" in text
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:{port}", "0.0.0.0:{port}"])
+def test_serve_refuses_a_metrics_address_that_is_the_apis_own(tmp_path: Path, listen: str) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AEGIS_"))}
+    env["AEGIS_METRICS_LISTEN"] = listen.format(port=port)
+    db = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
+    command = [sys.executable, "-m", "aegis_server", "serve", "--db", db, "--policy", str(POLICIES)]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr[-800:]
+    assert "the API's own address" in done.stderr and "a port of its own" in done.stderr

@@ -174,12 +174,12 @@ async def test_an_unmatched_path_is_named_by_its_method(
 
 
 async def test_no_provider_means_no_spans_and_no_extraction(server: InProcessServer, monkeypatch: Any) -> None:
-    from opentelemetry import propagate
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("extract called while tracing is off")
 
-    monkeypatch.setattr(propagate, "extract", fail)
+    monkeypatch.setattr(TraceContextTextMapPropagator, "extract", fail)
     response = await server.async_http_client().post(PROPOSE, json=proposal(), headers={"traceparent": TRACEPARENT})
     assert response.status_code == 200
     assert type(response).__name__ == "Response"
@@ -190,3 +190,34 @@ async def test_a_provider_set_after_start_is_used(server: InProcessServer, otel_
     response = await server.async_http_client().get("/api/v1/health")
     assert response.status_code == 200
     assert [s.name for s in otel_spans.get_finished_spans()] == ["GET /api/v1/health"]
+
+
+async def test_a_proposal_refused_before_routing_is_named_by_its_route(
+    otel_spans: InMemorySpanExporter, server: InProcessServer
+) -> None:
+    """The body guard refuses invalid JSON before the hot path puts the route in the scope."""
+    response = await server.async_http_client().post(
+        PROPOSE, content=b"{not json", headers={"Content-Type": "application/json", "traceparent": TRACEPARENT}
+    )
+    assert response.status_code == 400
+    (span,) = otel_spans.get_finished_spans()
+    assert span.name == f"POST {PROPOSE}"
+    assert span.attributes is not None and span.attributes["http.route"] == PROPOSE
+    assert span.attributes["error.type"] == response.json()["error"]["code"]
+
+
+async def test_the_callers_baggage_is_never_read_nor_logged(
+    otel_spans: InMemorySpanExporter, server: InProcessServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only W3C trace context is continued: a (malformed, oversized) `baggage` header is neither parsed (the
+    API's baggage propagator would log it verbatim, before any authentication) nor copied anywhere."""
+    baggage = "user.email=alice@example.com;;,card=4111111111111111 x," + "k=" + "A" * 10_000
+    with caplog.at_level("DEBUG"):
+        response = await server.async_http_client().get(
+            "/api/v1/health", headers={"traceparent": TRACEPARENT, "baggage": baggage}
+        )
+    assert response.status_code == 200
+    assert "alice@example.com" not in caplog.text and "4111111111111111" not in caplog.text
+    (span,) = otel_spans.get_finished_spans()
+    assert span.context.trace_id == int(TRACE_ID, 16)
+    assert "alice" not in repr(span.attributes)

@@ -13,9 +13,10 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.trace import ProxyTracerProvider, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aegis_sdk._version import __version__
 from aegis_sdk.errors import AegisError, APIStatusError
@@ -35,10 +36,15 @@ def tracing_on() -> bool:
     return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
 
 
+# W3C trace context only (what the server continues): never the application's baggage, which can hold
+# anything (user ids, e-mail addresses) and has no business reaching the governance platform.
+_W3C = TraceContextTextMapPropagator()
+
+
 def inject_context(headers: MutableMapping[str, str]) -> None:
-    """Add the current trace context (traceparent, tracestate, baggage) to `headers` when tracing is on."""
+    """Add the current W3C trace context (traceparent, tracestate) to `headers` when tracing is on."""
     if tracing_on():
-        propagate.inject(headers)
+        _W3C.inject(headers)
 
 
 def error_type(exc: BaseException) -> str:

@@ -44,7 +44,7 @@ from aegis_server.governance.runtime import utcnow
 from aegis_server.governance.service import GovernanceService
 from aegis_server.metrics import Metrics
 from aegis_server.notifications import WebhookDispatcher
-from aegis_server.observability.server_spans import FASTAPI_TELEMETRY_OFF, ServerSpans
+from aegis_server.observability.server_spans import ServerSpans, fastapi_telemetry_off
 from aegis_server.security import KeyAuthenticator
 from aegis_server.settings import Settings
 from aegis_server.store import AuditChainCut, AuditKeyError, SchemaNotReady, Store
@@ -249,7 +249,7 @@ def create_app(
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
-        telemetry=FASTAPI_TELEMETRY_OFF,
+        **fastapi_telemetry_off(),
         openapi_url="/openapi.json",
         docs_url="/docs" if settings.docs_enabled else None,
         redoc_url="/redoc" if settings.docs_enabled else None,

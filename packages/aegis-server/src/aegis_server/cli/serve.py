@@ -90,13 +90,21 @@ def _configure_tracing() -> TracingSetup | None:
     return tracing
 
 
-def _bind_metrics_listener(settings: Settings) -> socket.socket | None:
+def _bind_metrics_listener(settings: Settings, host: str, port: int) -> socket.socket | None:
     """The socket of AEGIS_METRICS_LISTEN, bound now so that an address in use stops `serve` at once."""
     from aegis_server.observability.metrics_listener import bind
 
     address = settings.metrics_address()
     if address is None:
         return None
+    wildcard = {"0.0.0.0", "::"}  # noqa: S104  # compared with, never bound
+    if address[1] == port and (address[0] == host or {address[0], host} & wildcard):
+        raise CommandError(
+            f"AEGIS_METRICS_LISTEN ({settings.metrics_listen}) is the API's own address ({host}:{port}): the "
+            "separate /metrics listener needs a port of its own (e.g. 127.0.0.1:9464), or unset it to serve "
+            "/metrics on the main address.",
+            2,
+        )
     try:
         return bind(*address)
     except OSError as exc:
@@ -178,23 +186,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     raised = raise_open_files_limit()
     if raised is not None:
         log.info("open files limit raised from %d to %d (one per connection)", *raised)
-    metrics_socket = _bind_metrics_listener(settings)
+    metrics_socket = _bind_metrics_listener(settings, args.host, args.port)
     app = create_app(settings, freeze_gc_after_startup=True)
-    server = build_server(
-        app,
-        host=args.host,
-        port=args.port,
-        proxy_headers=args.proxy_headers,
-        keep_alive_timeout=settings.keep_alive_timeout_seconds,
-        header_timeout=settings.header_timeout_seconds,
-        body_timeout=settings.body_timeout_seconds,
-        max_header_bytes=settings.max_header_bytes,
-        shutdown_timeout=settings.shutdown_timeout_seconds,
-    )
+    edge = {
+        "proxy_headers": args.proxy_headers,
+        "keep_alive_timeout": settings.keep_alive_timeout_seconds,
+        "header_timeout": settings.header_timeout_seconds,
+        "body_timeout": settings.body_timeout_seconds,
+        "max_header_bytes": settings.max_header_bytes,
+        "shutdown_timeout": settings.shutdown_timeout_seconds,
+    }
+    server = build_server(app, host=args.host, port=args.port, **edge)
     if metrics_socket is not None:
+        from aegis_server.edge.http_server import edge_config
         from aegis_server.observability.metrics_listener import MetricsListener
 
-        listener = MetricsListener(app, metrics_socket)
+        host, port = metrics_socket.getsockname()[:2]
+        listener = MetricsListener(app, edge_config(app, host=host, port=port, **edge), metrics_socket)
         server.companions.append(listener)
         log.info("/metrics is served at %s alone (AEGIS_METRICS_LISTEN)", _served_url(*listener.address))
     try:

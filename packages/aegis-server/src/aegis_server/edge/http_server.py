@@ -291,7 +291,7 @@ def raise_open_files_limit() -> tuple[int, int] | None:
     return None
 
 
-def build_server(
+def edge_config(
     app: Any,
     *,
     host: str,
@@ -302,9 +302,9 @@ def build_server(
     shutdown_timeout: int,
     body_timeout: float = 30.0,
     max_header_bytes: int = 64 * 1024,
-) -> AegisServer:
-    """The configured server (not started): httptools with the head and body timers and the head size
-    limit, uvloop, our logging."""
+) -> uvicorn.Config:
+    """The uvicorn configuration of every address `serve` listens on: httptools with the head and body
+    timers and the head size limit, uvloop, our logging."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -323,4 +323,9 @@ def build_server(
     config.aegis_header_timeout = header_timeout  # type: ignore[attr-defined]  # read by the protocol
     config.aegis_body_timeout = body_timeout  # type: ignore[attr-defined]
     config.aegis_max_header_bytes = max_header_bytes  # type: ignore[attr-defined]
-    return AegisServer(config)
+    return config
+
+
+def build_server(app: Any, **options: Any) -> AegisServer:
+    """The configured server (not started), with `edge_config(app, **options)`."""
+    return AegisServer(edge_config(app, **options))

@@ -81,11 +81,12 @@ class _QuietServer(uvicorn.Server):
 class MetricsListener:
     """The separate /metrics address: `start()` once the application is up, `stop()` before it shuts down."""
 
-    def __init__(self, app: ASGIApp, sock: socket.socket) -> None:
+    def __init__(self, app: ASGIApp, config: uvicorn.Config, sock: socket.socket) -> None:
+        """`app` is served behind `MetricsOnly` with `config`: the main address's (`edge_config`: the same head
+        and body timers and head size limit, so this address is no softer a target)."""
         self.sock = sock
-        config = uvicorn.Config(
-            MetricsOnly(app), lifespan="off", log_config=None, access_log=False, server_header=False
-        )
+        config.app = MetricsOnly(app)
+        config.lifespan = "off"  # the main server runs the application's lifespan
         self.server = _QuietServer(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -15,25 +15,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi.telemetry import TelemetryConfig
-from opentelemetry import context, propagate
+from opentelemetry import context
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aegis_server.observability.tracing import SERVER_SPAN, active_tracer
 
-__all__ = ["FASTAPI_TELEMETRY_OFF", "ServerSpans"]
+__all__ = ["ServerSpans", "fastapi_telemetry_off"]
 
-FASTAPI_TELEMETRY_OFF: TelemetryConfig = {
-    "tracing": False,
-    "operation_spans": False,
-    "metrics": False,
-    "logs": False,
-    "auto_configure": False,
-}
-"""FastAPI's own telemetry, all off: `ServerSpans` makes the one SERVER span of every route (FastAPI's would be a
-second, and record query strings and exception messages), metrics stay Prometheus, and `serve` alone configures
-exporters from OTEL_* (FastAPI's auto-configuration would add a second OTLP exporter)."""
+# W3C trace context only: the caller's `baggage` is never read (the API's baggage propagator logs a rejected
+# header verbatim, and the server has no use for what an application put there).
+_W3C = TraceContextTextMapPropagator()
+_TRACE_HEADERS = frozenset(_W3C.fields)
+
+
+def fastapi_telemetry_off() -> dict[str, Any]:
+    """FastAPI's keyword that switches its own telemetry (FastAPI 0.16x and later) all off, or nothing on a FastAPI
+    without it: `ServerSpans` makes the one SERVER span of every route (FastAPI's would be a second, and record
+    query strings and exception messages), metrics stay Prometheus, and `serve` alone configures exporters from
+    OTEL_* (FastAPI's auto-configuration would add a second OTLP exporter)."""
+    try:
+        import fastapi.telemetry  # noqa: F401
+    except ImportError:
+        return {}
+    off = {"tracing": False, "operation_spans": False, "metrics": False, "logs": False, "auto_configure": False}
+    return {"telemetry": off}
 
 
 def _error_code(body: bytes) -> str | None:
@@ -56,11 +63,15 @@ class ServerSpans:
         if tracer is None:
             await self.app(scope, receive, send)
             return
-        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        carrier = {
+            name: value.decode("latin-1")
+            for key, value in scope.get("headers", ())
+            if (name := key.decode("latin-1").lower()) in _TRACE_HEADERS
+        }
         method = str(scope.get("method", ""))
         span = tracer.start_span(
             method,
-            context=propagate.extract(carrier),
+            context=_W3C.extract(carrier),
             kind=SpanKind.SERVER,
             attributes={"http.request.method": method},
         )
@@ -90,6 +101,9 @@ class ServerSpans:
     def _finish(span: Any, scope: Scope, status: int, error_body: list[bytes], failed: BaseException | None) -> None:
         route = getattr(scope.get("route"), "path", None)
         method = str(scope.get("method", ""))
+        if route is None:  # refused before routing (the body guard: 400 invalid JSON, 413, 415): a hot route's path
+            hot_routes = getattr(scope.get("app"), "hot_routes", {})
+            route = scope.get("path") if (method, scope.get("path")) in hot_routes else None
         if route:
             span.update_name(f"{method} {route}")
             span.set_attribute("http.route", route)
