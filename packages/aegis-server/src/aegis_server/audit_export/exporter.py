@@ -103,6 +103,9 @@ class AuditExporter:
 
     async def _run(self) -> None:
         while True:
+            # Read before the pass: a stop that comes during it gets one more pass, for what was committed
+            # while this one ran (the last requests' records), before the task ends.
+            stopping = self._stopping
             self._wake.clear()
             try:
                 await self.run_once()
@@ -122,9 +125,10 @@ class AuditExporter:
             except Exception:
                 logger.exception("audit export (%s) failed; retrying in %.1f s", self._sink.label, self._poll)
                 self._lease = None  # the sink is reopened (and its tail read again) once the lease is taken
-            if self._stopping:
+            if stopping:
                 return
-            await self._sleep(self._poll)
+            if not self._stopping:
+                await self._sleep(self._poll)
 
     async def _hold(self) -> bool:
         """Take or renew the lease; on taking it, (re)open the sink and find where to resume. A lease with
