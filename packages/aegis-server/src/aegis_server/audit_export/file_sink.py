@@ -6,9 +6,11 @@ answers the last complete line's sequence, which the exporter resumes after."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -53,15 +55,23 @@ def _recover_tail(path: Path) -> int | None:
 
 
 class JsonlFileSink:
-    """Appends exported lines to `path`, rotating at `max_bytes` and keeping `backups` old files."""
+    """Appends exported lines to `path`, rotating at `max_bytes` and keeping `backups` old files.
+
+    Each batch is written under an exclusive lock of `path` + `.lock` (a file never rotated), and fenced by
+    the file itself: under the lock the sink re-reads the sequence of the last complete line on disk and
+    appends only the lines after it. A replica that stalled past its lease and resumes with a stale batch, or
+    two replicas sharing the path, therefore never write a line twice or out of order. Before each batch the
+    sink also checks that `path` still names the file it holds open (an operator deleted or moved it, another
+    replica rotated it) and reopens it if not, like logging's `WatchedFileHandler`."""
 
     label = "file"
 
     def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
-        self.path = path.absolute()
+        self.path = path.resolve()  # a symlinked path: the file it names, so rotation renames that file
         self.max_bytes = max_bytes
         self.backups = max(1, backups)
         self.sink_id = "file-" + hashlib.sha256(str(self.path).encode()).hexdigest()[:16]
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._handle: BinaryIO | None = None
         self._size = 0
 
@@ -72,34 +82,66 @@ class JsonlFileSink:
         try:
             await asyncio.to_thread(self._write, lines)
         except OSError as exc:
-            self._close()  # reopened (and its tail checked) before the retry
+            with contextlib.suppress(OSError):  # closing flushes, and a full disk refuses that too
+                self._close()  # reopened (and its tail checked) before the retry
             raise SinkUnavailable(f"cannot write the export file ({type(exc).__name__}: {exc.strerror})") from None
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close)
 
     def _open(self) -> int | None:
-        self._close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self._reopen()
+            return self._last_sequence()
+
+    def _reopen(self) -> None:
+        self._close()
+        self._handle = self.path.open("ab")
+        self._size = self._handle.tell()
+
+    def _last_sequence(self) -> int | None:
+        """The sequence of the last complete line on disk (a torn line after it is cut off)."""
         last = _recover_tail(self.path)
         if last is None:  # just rotated (or a crash between the renames and the new file)
             last = _recover_tail(self._backup(1))
-        self._handle = self.path.open("ab")
-        self._size = self._handle.tell()
+        if self._handle is not None:
+            self._size = self._handle.seek(0, os.SEEK_END)
         return last
 
-    def _write(self, lines: Sequence[ExportLine]) -> None:
+    def _names_handle(self) -> bool:
+        """True when `path` is still the file held open (not deleted, moved or rotated away)."""
         if self._handle is None:
-            self._open()
-        for line in lines:
-            if self._size > 0 and self._size + len(line.data) > self.max_bytes:
-                self._rotate()
+            return False
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self._handle.fileno())
+        return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+
+    def _write(self, lines: Sequence[ExportLine]) -> None:
+        with self._locked():
+            if not self._names_handle():
+                self._reopen()
+            last = self._last_sequence()
+            for line in lines:
+                if last is not None and line.sequence <= last:
+                    continue  # on disk already (a stale batch, or another replica was first)
+                if self._size > 0 and self._size + len(line.data) > self.max_bytes:
+                    self._rotate()
+                assert self._handle is not None
+                self._handle.write(line.data)
+                self._size += len(line.data)
             assert self._handle is not None
-            self._handle.write(line.data)
-            self._size += len(line.data)
-        assert self._handle is not None
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock_path.open("ab") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the lock file is closed
+            yield
 
     def _backup(self, index: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{index}")
