@@ -24,12 +24,18 @@ async def write_backfill(
     until: datetime | None = None,
     page: int = BACKFILL_PAGE,
 ) -> tuple[int, int | None, int | None]:
-    """Write the records after `after_sequence` created in [since, until) to `output`; returns (count,
-    first sequence, last sequence)."""
+    """Write the records after `after_sequence` written in [since, until) (as one contiguous range of sequences:
+    `ExportCursors.window`) to `output`; returns (count, first sequence, last sequence)."""
     cursors = ExportCursors(store.database)
+    through: int | None = None
+    if since is not None or until is not None:
+        window = await cursors.window(since, until)
+        if window is None:
+            return 0, None, None
+        after_sequence, through = max(after_sequence, window[0] - 1), window[1]
     count, first, last = 0, None, after_sequence
     while True:
-        records = await cursors.records_after(last, page, since=since, until=until)
+        records = await cursors.records_after(last, page, through=through)
         for record in records:
             output.write(export_line(record).data)
         if records:

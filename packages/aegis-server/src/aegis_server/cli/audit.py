@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,13 @@ def _cmd_audit_acknowledge_cut(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_stdout() -> None:
+    """After a broken pipe: stdout to /dev/null, so that the interpreter's final flush raises nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _cmd_audit_export(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
@@ -237,8 +245,8 @@ def _cmd_audit_export(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), code=2) from None
     if since is not None and until is not None and since >= until:
         raise CommandError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})", code=2)
-    if args.after_sequence < 0:
-        raise CommandError(f"--after-sequence must be 0 or more, not {args.after_sequence}", code=2)
+    if not 0 <= args.after_sequence < 2**63:
+        raise CommandError(f"--after-sequence must be a sequence (0 to 2^63-1), not {args.after_sequence}", code=2)
     try:
         output = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115 - closed below
     except OSError as exc:
@@ -248,6 +256,9 @@ def _cmd_audit_export(args: argparse.Namespace) -> int:
             args.db,
             lambda store: write_backfill(store, output, after_sequence=args.after_sequence, since=since, until=until),
         )
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        _quiet_stdout()
+        return 0
     finally:
         if output is not sys.stdout.buffer:
             output.close()

@@ -45,6 +45,8 @@ def run_database_call(coroutine_factory: Callable[[], Awaitable[T]], db_url: str
         if "URL" in str(exc) or "url" in str(exc):
             raise CommandError(f"bad --db {where}: {exc}", code=2) from None
         raise
+    except BrokenPipeError:
+        raise  # the command's output was closed (`| head`), not the database: the command handles it
     except (OSError, DBAPIError, SQLAlchemyError) as exc:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
         raise CommandError(f"cannot use the database at {where}: {type(exc).__name__}: {detail}") from None

@@ -55,23 +55,31 @@ def _lease_free_for(value: str, owner: str, now: datetime) -> bool:
 class ExportCursors(Room):
     """Records, cursors and leases of the audit export sinks."""
 
-    async def records_after(
-        self,
-        after: int,
-        limit: int,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[AuditRecord]:
-        """Up to `limit` records with a sequence above `after`, in chain order (created in [since, until))."""
+    async def records_after(self, after: int, limit: int, *, through: int | None = None) -> list[AuditRecord]:
+        """Up to `limit` records with a sequence above `after` (and at most `through`), in chain order."""
         query = sa.select(audit_records).where(audit_records.c.sequence > after)
-        if since is not None:
-            query = query.where(audit_records.c.created_at >= since)
-        if until is not None:
-            query = query.where(audit_records.c.created_at < until)
+        if through is not None:
+            query = query.where(audit_records.c.sequence <= through)
         async with self._db.read() as conn:
             rows = (await conn.execute(query.order_by(audit_records.c.sequence).limit(limit))).all()
         return [audit_from_row(row) for row in rows]
+
+    async def window(self, since: datetime | None, until: datetime | None) -> tuple[int, int] | None:
+        """The sequences (first, last) of the records written in [since, until), as one contiguous range: from
+        the first record written at or after `since` to the last written before `until`. A record's time comes
+        from its writer's clock, so times are not strictly in sequence order across replicas; a range keeps
+        the export free of gaps a receiver would take for lost records. None: no record in the window."""
+        first_query = sa.select(sa.func.min(audit_records.c.sequence))
+        if since is not None:
+            first_query = first_query.where(audit_records.c.created_at >= since)
+        last_query = sa.select(sa.func.max(audit_records.c.sequence))
+        if until is not None:
+            last_query = last_query.where(audit_records.c.created_at < until)
+        async with self._db.read() as conn:
+            first, last = await conn.scalar(first_query), await conn.scalar(last_query)
+        if first is None or last is None or first > last:
+            return None
+        return int(first), int(last)
 
     async def head(self) -> int:
         """The sequence of the last record (0: none)."""
