@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -270,6 +271,20 @@ class Settings(BaseSettings):
         base = cwd if cwd is not None else Path.cwd()
         default = base / DEFAULT_POLICY_DIR
         return (default,) if default.is_dir() else ()
+
+    @field_validator("audit_export_url")
+    @classmethod
+    def _check_audit_export_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  # raises on a port out of range
+        except ValueError:
+            raise ValueError("is not a valid http(s) URL (e.g. https://siem.example/ingest)") from None
+        if not parts.hostname:
+            raise ValueError("has no host (e.g. https://siem.example/ingest)")
+        return value
 
     @field_validator("redis_url")
     @classmethod

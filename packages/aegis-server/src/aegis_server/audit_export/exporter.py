@@ -30,6 +30,8 @@ logger = logging.getLogger("aegis_server.audit_export")
 
 _FIRST_BACKOFF_SECONDS = 0.5
 _RETRY_AFTER_CAP_SECONDS = 3600.0
+# After a batch was refused as too large, the size is doubled again once this many batches were taken at it.
+_REGROW_AFTER_BATCHES = 100
 
 
 class AuditExporter:
@@ -39,7 +41,9 @@ class AuditExporter:
         self._store = store
         self._sink = sink
         self._cursors = ExportCursors(store.database)
-        self._batch = settings.audit_export_batch
+        self._batch_limit = settings.audit_export_batch
+        self._batch = self._batch_limit  # halved while the sink refuses batches as too large, regrown slowly
+        self._taken_at_this_size = 0
         self._poll = settings.audit_export_poll_interval_seconds
         self._lease_seconds = settings.audit_export_lease_seconds
         self._retry_max = settings.audit_export_retry_max_seconds
@@ -92,9 +96,11 @@ class AuditExporter:
         exported = 0
         try:
             while await self._hold():
+                asked = self._batch
                 sent = await self._export_batch()
                 exported += sent
-                if sent < self._batch:
+                await self._update_lag()  # during a long catch-up too, not only at its end
+                if sent < asked:
                     break
         finally:
             with contextlib.suppress(Exception):
@@ -116,6 +122,19 @@ class AuditExporter:
                 self._failures += 1
                 if self._metrics is not None:
                     self._metrics.audit_export_failures.labels(sink=self._sink.label).inc()
+                if exc.too_large and self._batch > 1:
+                    self._batch, self._taken_at_this_size = self._batch // 2, 0
+                    logger.warning(
+                        "audit export (%s): %s; sending %d records at once", self._sink.label, exc, self._batch
+                    )
+                    continue  # at once, smaller
+                if exc.too_large:
+                    logger.error(
+                        "audit export (%s): %s for a single record: raise the receiver's body size limit; the "
+                        "export waits (nothing is dropped)",
+                        self._sink.label,
+                        exc,
+                    )
                 wait = min(self._retry_max, _FIRST_BACKOFF_SECONDS * 2 ** (self._failures - 1))
                 if exc.retry_after is not None:
                     wait = max(wait, min(exc.retry_after, _RETRY_AFTER_CAP_SECONDS))
@@ -160,6 +179,9 @@ class AuditExporter:
             logger.warning("audit export (%s): the lease passed to another process", self._sink.label)
             return 0
         self._position = last
+        self._taken_at_this_size += 1
+        if self._batch < self._batch_limit and self._taken_at_this_size >= _REGROW_AFTER_BATCHES:
+            self._batch, self._taken_at_this_size = min(self._batch_limit, self._batch * 2), 0
         if self._metrics is not None:
             self._metrics.audit_export_records.labels(sink=self._sink.label).inc(len(records))
         return len(records)

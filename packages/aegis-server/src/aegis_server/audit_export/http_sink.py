@@ -87,7 +87,9 @@ class HttpSink:
         except httpx.HTTPError as exc:
             raise SinkUnavailable(f"request to the receiver at {self.host} failed ({type(exc).__name__})") from None
         if not 200 <= status < 300:
-            raise SinkUnavailable(f"the receiver at {self.host} answered HTTP {status}", retry_after)
+            raise SinkUnavailable(
+                f"the receiver at {self.host} answered HTTP {status}", retry_after, too_large=status == 413
+            )
 
     async def close(self) -> None:
         client, self._client = self._client, None

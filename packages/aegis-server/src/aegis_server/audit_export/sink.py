@@ -16,9 +16,10 @@ class SinkUnavailable(Exception):
     """The sink did not take the batch; retry later (after `retry_after` seconds at least, when given).
     The message names no URL path, credential or record content."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, *, too_large: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.too_large = too_large  # the batch was refused for its size (HTTP 413): send fewer records at once
 
 
 class Sink(Protocol):
