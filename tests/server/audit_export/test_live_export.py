@@ -89,6 +89,10 @@ async def test_http_sink_retries_a_refused_batch_and_loses_nothing(tmp_path: Pat
         client = server.async_http_client()
         await _drive(client, 12)
         head = len(await _api_log(client))
+        for _ in range(400):  # the refusal and its retry (the exporter runs beside the requests, maybe behind)
+            if len(receiver.requests) >= 2:
+                break
+            await asyncio.sleep(0.025)
         metrics = (await client.get("/metrics")).text
     taken = receiver.taken()
     assert [record["sequence"] for record in taken] == list(range(1, head + 1))  # no loss, no duplicate taken
