@@ -6,11 +6,9 @@ Nothing here logs the URL's path or the authorization."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,22 +16,9 @@ from pydantic import SecretStr
 
 from aegis_server.audit_export.record_format import CONTENT_TYPE, ExportLine
 from aegis_server.audit_export.sink import SinkUnavailable
+from aegis_server.retry_after import retry_after_seconds
 
 __all__ = ["HttpSink"]
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        when = parsedate_to_datetime(value)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-    return None
 
 
 class HttpSink:
@@ -81,15 +66,15 @@ class HttpSink:
         body = b"".join(line.data for line in lines)
         try:
             async with self._client.stream("POST", self._url, content=body, headers=headers) as response:
-                status, retry_after = response.status_code, _retry_after(response.headers.get("retry-after"))
+                status, retry_header = response.status_code, response.headers.get("retry-after")
         except httpx.TimeoutException:
             raise SinkUnavailable(f"timed out waiting for the receiver at {self.host}") from None
         except httpx.HTTPError as exc:
             raise SinkUnavailable(f"request to the receiver at {self.host} failed ({type(exc).__name__})") from None
         if not 200 <= status < 300:
-            raise SinkUnavailable(
-                f"the receiver at {self.host} answered HTTP {status}", retry_after, too_large=status == 413
-            )
+            retry_after = retry_after_seconds(retry_header, datetime.now(timezone.utc))
+            message = f"the receiver at {self.host} answered HTTP {status}"
+            raise SinkUnavailable(message, retry_after, too_large=status == 413)
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -20,7 +20,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import httpx
@@ -28,6 +27,7 @@ import httpx
 from aegis_server.metrics import Metrics
 from aegis_server.notifications.bodies import build_body
 from aegis_server.notifications.signing import signed_headers
+from aegis_server.retry_after import retry_after_seconds
 from aegis_server.settings import Settings
 from aegis_server.store import Store
 from aegis_server.store.webhooks import ClaimedDelivery, DeliveryResult
@@ -48,22 +48,6 @@ _STOP_GRACE_SECONDS = 1.0
 
 def _wall_clock() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _retry_after(response: httpx.Response, now: datetime) -> float | None:
-    """The receiver's Retry-After in seconds (a number or an HTTP date), or None."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        when = parsedate_to_datetime(value)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        return max(0.0, (when - now).total_seconds())
-    return None
 
 
 def _describe_error(exc: Exception) -> str:
@@ -251,7 +235,7 @@ class WebhookDispatcher:
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float | None]:
         async with self._client.stream("POST", url, content=body, headers=headers) as response:
-            return response.status_code, _retry_after(response, self._wall_clock())
+            return response.status_code, retry_after_seconds(response.headers.get("retry-after"), self._wall_clock())
 
     def _not_delivered(
         self, claim: ClaimedDelivery, status_code: int | None, error: str, retry_after: float | None
