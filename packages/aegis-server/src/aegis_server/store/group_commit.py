@@ -35,7 +35,7 @@ from aegis_sdk.models import Decision
 from aegis_server.store.audit_append import HEAD_SQL
 from aegis_server.store.bulk import BulkInsert, immediate_transaction
 from aegis_server.store.database import Database
-from aegis_server.store.engine import WAL_SIZE_LIMIT_BYTES, checkpoint_wal
+from aegis_server.store.engine import WAL_SIZE_LIMIT_BYTES, checkpoint_wal, postgres_batch_engine
 from aegis_server.store.idempotency import IdempotencyKeys, IdempotentReplay
 from aegis_server.store.outbox import decision_event_rows
 from aegis_server.store.records import NewDecision
@@ -83,6 +83,7 @@ class GroupCommit:
         self._last_checkpoint = time.monotonic()
         self.checkpoint: asyncio.Future[None] | None = None  # the running `_checkpoint_wal`
         self._batch_thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._postgres_writer = postgres_batch_engine(database.engine)  # batches without a ping per checkout
         if batch_writer is not None:
             self._bulk_decisions = BulkInsert(decisions, batch_writer.dialect)
             self._bulk_keys = BulkInsert(
@@ -109,6 +110,8 @@ class GroupCommit:
             self._loop_connection.close()
         if self._loop_writer is not None:
             self._loop_writer.dispose()
+        if self._postgres_writer is not None:
+            await self._postgres_writer.dispose()
         if self._batch_thread is not None and self._batch_writer is not None:
             await asyncio.get_running_loop().run_in_executor(self._batch_thread, self._batch_writer.dispose)
             self._batch_thread.shutdown()
@@ -146,7 +149,7 @@ class GroupCommit:
             async with db.write_lock:
                 await self._write_batch_to_sqlite(rows, keys, entries, events, now)
         else:
-            async with db.write() as conn:
+            async with db.write(self._postgres_writer) as conn:
                 await conn.execute(sa.insert(decisions), rows)
                 await self._idempotency.claim(conn, keys)  # IdempotentReplay: roll back, write each alone
                 await db.audit(conn, now).append_many(entries)
