@@ -1,14 +1,13 @@
 """The baseline of the server benchmark: a bare FastAPI endpoint with the shape of `POST /propose`.
 
-It parses the same body into the same pydantic `Proposal` and answers a decision of the same size, with
-no authentication, engine, store or middleware: the ceiling of a Python server on these settings.
+It parses the same body into the same pydantic `Proposal` and answers a fixed decision dict of the same
+size (no ids, no clock: the issue's baseline), with no authentication, engine, store or middleware: the
+ceiling of a Python server on these settings.
 Run with the same server settings as `aegis-server serve` (uvicorn, one worker, uvloop, httptools).
 """
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,14 +20,14 @@ app = FastAPI()
 @app.post("/api/v1/governance/propose")
 async def propose(proposal: Proposal) -> dict[str, Any]:
     return {
-        "decision_id": "dec_" + uuid.uuid4().hex,
+        "decision_id": "dec_019af3c2b1a04f6e9d2c7b15a3e8",
         "outcome": "ALLOW",
         "reason": "ALLOW by sql-safety/reads: Read-only queries are allowed, capped at 1000 rows; "
         "risk 0.3 = base 0.3 (medium)",
         "risk_score": 0.3,
         "constraints": {"max_rows": 1000},
-        "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-        "audit_ref": "aud_" + uuid.uuid4().hex,
+        "timestamp": "2026-12-07T05:09:27.123456Z",
+        "audit_ref": "aud_019af3c2b1a0c4d18e7f2a9b6c30",
         "policy_ids": ["sql-safety/reads"],
         "confirmation_token": None,
         "expires_at": None,

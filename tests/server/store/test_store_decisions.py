@@ -354,3 +354,20 @@ async def test_a_recorded_decision_answers_as_it_reads_back(
     as_json = TypeAdapter(Decision).dump_json
     assert as_json(answered) == as_json(stored)  # 500.0 is answered as stored (500), é in NFC, the made audit_ref
     assert answered.audit_ref == (audit_ref or stored.audit_ref) and answered.audit_ref.startswith("aud_")
+
+
+async def test_a_cancelled_request_leaves_its_batch_whole(store: Store, make_decision: MakeDecision) -> None:
+    # A request cancelled while its decision waits for the group commit (a client gone, a timeout): the
+    # batch's other decisions are answered, and the cancelled one is stored and audited all the same.
+    records = [make_decision("ALLOW") for _ in range(3)]
+    waiting = [asyncio.ensure_future(store.record_decision(record)) for record in records]
+    await asyncio.sleep(0)  # each has joined the batch
+    waiting[1].cancel()
+    answered = [await waiting[0], await waiting[2]]
+    with pytest.raises(asyncio.CancelledError):
+        await waiting[1]
+    for decision in answered:
+        assert await store.get_decision(decision.decision_id) == decision
+    cancelled = await store.get_decision(records[1].decision.decision_id)
+    assert cancelled is not None and cancelled.outcome == "ALLOW"
+    assert (await store.verify_chain()).valid

@@ -20,6 +20,10 @@ What stock uvicorn 0.54 leaves open, and what this module adds:
   `max_header_bytes` the request is answered 431 (the envelope) and the connection is closed.
 - **Protocol-level 400s** (a malformed request line, header or chunk encoding, rejected by the parser
   before any ASGI app runs) are answered with the JSON error envelope, not uvicorn's `text/plain`.
+- **One write per answer.** uvicorn writes a response's head when the app starts it and the body when
+  the app sends it: two `send()` system calls and two TCP segments for every small JSON answer.
+  `CoalescingTransport` holds a write until the next one or the end of the event loop's turn, so a head
+  and the body sent in the same turn leave in one call; nothing waits longer than that turn.
 - **File descriptors.** Thousands of open sockets need more than the common soft limit of 1,024 open
   files: `raise_open_files_limit()` raises the soft limit to the hard limit at start.
 - **Shutdown.** uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process died by the
@@ -47,7 +51,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from aegis_server.errors import envelope
 from aegis_server.ids import new_request_id
 
-__all__ = ["EVENT_STREAM", "AegisHttpToolsProtocol", "AegisServer", "protocol_error_bytes", "raise_open_files_limit"]
+__all__ = [
+    "EVENT_STREAM",
+    "AegisHttpToolsProtocol",
+    "AegisServer",
+    "CoalescingTransport",
+    "protocol_error_bytes",
+    "raise_open_files_limit",
+]
 
 logger = logging.getLogger("aegis_server")
 
@@ -95,6 +106,52 @@ def protocol_error_bytes(
     return head.encode("ascii") + body.encode("ascii")
 
 
+_HOLD_LIMIT = 16 * 1024  # larger writes go out at once (joined only to what is held before them)
+
+
+class CoalescingTransport:
+    """The connection's transport, with small writes held until the next write or the end of the event loop's
+    turn, then sent in one call: what was written in one turn leaves together and in order. Everything
+    else is the transport's own (`close()` first sends what is held; `abort()` drops it with the rest)."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is None:
+            if len(data) > _HOLD_LIMIT:
+                self._transport.write(data)
+                return
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+            return
+        self._held = None
+        self._transport.write(held + data if len(data) <= _HOLD_LIMIT else held)
+        if len(data) > _HOLD_LIMIT:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading, set_protocol, ...
+        return getattr(self._transport, name)
+
+
 class AegisHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with deadlines for each request head and body, a bound on the head's
     size, and JSON protocol errors.
@@ -114,6 +171,9 @@ class AegisHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Every write of the protocol and of its request cycles goes through it (their order is kept);
+        # flow control (`self.flow`) stays on the socket's own transport.
+        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         self._awaiting_head = True
         self._arm_head_timer()
 

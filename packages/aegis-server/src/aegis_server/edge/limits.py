@@ -76,6 +76,14 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+# Built once: `json.loads` with hooks builds a decoder (and its scanner) on every call.
+_STRICT_DECODER = json.JSONDecoder(
+    object_pairs_hook=_pairs_hook,
+    parse_constant=_reject_constant,
+    parse_float=_finite_float,
+    parse_int=_bounded_int,
+)
+
 _BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
 # In valid UTF-8 JSON, U+0000 and surrogates can only be written as \u escapes: a body without one of these
 # needs no walk over its strings.
@@ -128,13 +136,9 @@ def parse_strict_json(data: bytes, max_depth: int) -> Any:
     except UnicodeDecodeError:
         raise validation_error(400, "invalid_json", "The body is not UTF-8. Send UTF-8 encoded JSON.") from None
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_pairs_hook,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            parse_int=_bounded_int,
-        )
+        if text.startswith("\ufeff"):  # as `json.loads` refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _STRICT_DECODER.decode(text)
     except DuplicateKeyError as exc:
         raise validation_error(
             400,

@@ -120,14 +120,15 @@ class Database:
             yield conn
 
     @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction (committed when the block ends without error); the chain is prepared first."""
+    async def write(self, engine: AsyncEngine | None = None) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (committed when the block ends without error); the chain is prepared first.
+        `engine`: PostgreSQL only, another engine on the same database (the group commit's)."""
         if self.chain is None:
             await self.prepare_chain()
         conn: AsyncConnection | None = None
         try:
             if self.postgres:
-                async with self._writer.begin() as conn:
+                async with (engine or self._writer).begin() as conn:
                     yield conn
             else:
                 async with self.write_lock, self._writer.begin() as conn:

@@ -114,6 +114,24 @@ def create_engine(url: str | URL) -> AsyncEngine:
     )
 
 
+def postgres_batch_engine(engine: AsyncEngine) -> AsyncEngine | None:
+    """For a PostgreSQL `engine`: a second engine on the same database for the group commit's batches (None
+    for SQLite). Its connections are not pinged at checkout: SQLAlchemy's asyncpg ping is three round trips
+    (BEGIN, `;`, ROLLBACK) before the batch's own, a third of a batch's. A connection that died since its
+    last batch fails that batch's first statement, which writes nothing; the group commit then writes each
+    record alone through the pinged engine (as for any failed batch), and the failure invalidates this
+    pool, so the next batch connects afresh. The group commit writes one batch at a time: one connection."""
+    if engine.dialect.name != "postgresql":
+        return None
+    return create_async_engine(
+        engine.url,
+        pool_pre_ping=False,
+        pool_size=1,
+        max_overflow=1,
+        json_serializer=_json_dumps,
+    )
+
+
 def _sqlite_connect_args(busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS) -> dict[str, Any]:
     return {"timeout": busy_timeout}
 

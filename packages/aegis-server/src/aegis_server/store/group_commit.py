@@ -35,7 +35,7 @@ from aegis_sdk.models import Decision
 from aegis_server.store.audit_append import HEAD_SQL
 from aegis_server.store.bulk import BulkInsert, immediate_transaction
 from aegis_server.store.database import Database
-from aegis_server.store.engine import WAL_SIZE_LIMIT_BYTES, checkpoint_wal
+from aegis_server.store.engine import WAL_SIZE_LIMIT_BYTES, checkpoint_wal, postgres_batch_engine
 from aegis_server.store.idempotency import IdempotencyKeys, IdempotentReplay
 from aegis_server.store.outbox import decision_event_rows
 from aegis_server.store.records import NewDecision
@@ -83,6 +83,7 @@ class GroupCommit:
         self._last_checkpoint = time.monotonic()
         self.checkpoint: asyncio.Future[None] | None = None  # the running `_checkpoint_wal`
         self._batch_thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._postgres_writer = postgres_batch_engine(database.engine)  # batches without a ping per checkout
         if batch_writer is not None:
             self._bulk_decisions = BulkInsert(decisions, batch_writer.dialect)
             self._bulk_keys = BulkInsert(
@@ -99,7 +100,9 @@ class GroupCommit:
         self._pending.append((record, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_pending())
-        return await asyncio.shield(future)  # a cancelled request does not cancel the others' commit
+        # A cancelled request cancels only its own future (no `shield`, one future less per decision): its
+        # record is written with its batch all the same, and the batch's other requests are answered.
+        return await future
 
     async def close(self) -> None:
         if self.checkpoint is not None:
@@ -109,6 +112,8 @@ class GroupCommit:
             self._loop_connection.close()
         if self._loop_writer is not None:
             self._loop_writer.dispose()
+        if self._postgres_writer is not None:
+            await self._postgres_writer.dispose()
         if self._batch_thread is not None and self._batch_writer is not None:
             await asyncio.get_running_loop().run_in_executor(self._batch_thread, self._batch_writer.dispose)
             self._batch_thread.shutdown()
@@ -127,9 +132,13 @@ class GroupCommit:
                     future.set_result(decisions_written[index])
                     continue
                 try:
-                    future.set_result(await self._write_alone(record))
+                    alone = await self._write_alone(record)
                 except Exception as exc:
-                    future.set_exception(exc)
+                    if not future.done():  # its request may have been cancelled meanwhile
+                        future.set_exception(exc)
+                else:
+                    if not future.done():
+                        future.set_result(alone)
 
     async def _write_group(self, records: Sequence[NewDecision]) -> list[Decision]:
         db = self._db
@@ -146,7 +155,7 @@ class GroupCommit:
             async with db.write_lock:
                 await self._write_batch_to_sqlite(rows, keys, entries, events, now)
         else:
-            async with db.write() as conn:
+            async with db.write(self._postgres_writer) as conn:
                 await conn.execute(sa.insert(decisions), rows)
                 await self._idempotency.claim(conn, keys)  # IdempotentReplay: roll back, write each alone
                 await db.audit(conn, now).append_many(entries)
