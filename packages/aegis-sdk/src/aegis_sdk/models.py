@@ -555,6 +555,7 @@ class Health(BaseModel):
 
 __all__ = [
     "ACTOR_TYPES",
+    "MAX_EXECUTION_BATCH",
     "OUTCOMES",
     "Action",
     "Actor",
@@ -578,7 +579,6 @@ __all__ = [
     "ErrorBody",
     "ErrorEnvelope",
     "ErrorType",
-    "MAX_EXECUTION_BATCH",
     "ExecutionBatch",
     "ExecutionBatchAnswer",
     "ExecutionBatchItem",
