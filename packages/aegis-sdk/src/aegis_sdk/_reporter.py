@@ -1,6 +1,7 @@
 """Execution reports off the caller's path: `decisions.report_execution_later()` queues a report and returns;
 a worker (a daemon thread for `AegisClient`, a task on the caller's event loop for `AsyncAegisClient`) sends
-what is queued in batches of up to 100 (`POST /governance/executions/batch`, each report answered on its own).
+what is queued in batches of up to 100 (`POST /governance/executions/batch`, each report answered on its own),
+after lingering `REPORT_LINGER` seconds for a batch to fill.
 
 Never lost while the process lives: a batch that meets a transport error, a 429 or a 5xx stays queued and is
 sent again after a backoff (`retry_delay * 2**n`, at most 30 s), up to `REPORT_ATTEMPTS` sends per report;
@@ -28,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
+
 from aegis_sdk._parsing import model_parser
 from aegis_sdk._request import Call
 from aegis_sdk._retry import RETRYABLE_STATUSES, backoff_delay
@@ -36,6 +39,7 @@ from aegis_sdk.errors import AegisError, APIConnectionError, APIStatusError, Inv
 from aegis_sdk.models import (
     MAX_EXECUTION_BATCH,
     ExecutionBatchAnswer,
+    ExecutionBatchResult,
     ExecutionError,
     ExecutionReport,
     ExecutionStatus,
@@ -51,6 +55,10 @@ REPORT_QUEUE_SIZE = 10_000
 """Reports a client holds before `report_execution_later()` sends on the caller's path."""
 REPORT_ATTEMPTS = 12
 """Sends of one report (transient failures) before it is given up (with the 30 s backoff cap: minutes)."""
+REPORT_LINGER = 0.05
+"""Seconds a worker waits after the first queued report for more to fill the batch (unless 100 are queued,
+or a flush or close is waiting): one request then carries the reports of many calls, so the platform writes
+them in one transaction instead of answering one request per call beside the proposals."""
 REPORT_FLUSH_TIMEOUT = 10.0
 """Seconds `close()` / `aclose()` / interpreter exit wait for the queue to empty."""
 BATCH_PATH = "/governance/executions/batch"
@@ -159,10 +167,12 @@ class ReportQueue:
 
     def answered(self, batch: list[PendingReport], answer: ExecutionBatchAnswer) -> None:
         """Count (and log) each report's answer."""
-        results = {result.decision_id: result for result in answer.results}
+        results: list[ExecutionBatchResult | None] = [*answer.results[: len(batch)]]
+        results.extend(None for _ in range(len(batch) - len(results)))
         with self.lock:
-            for report in batch:
-                result = results.get(report.decision_id)
+            for report, result in zip(batch, results, strict=True):
+                if result is not None and result.decision_id != report.decision_id:
+                    result = None  # not the answer to this report: count it as unanswered
                 if result is not None and result.status in ("recorded", "duplicate"):
                     self.sent += 1
                     continue
@@ -264,6 +274,7 @@ class SyncReporter:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._stopped = False
+        self.hurry = 0  # flushes waiting: no lingering
         self._wake = threading.Event()
 
     def submit(self, report: PendingReport) -> bool:
@@ -283,6 +294,12 @@ class SyncReporter:
             with queue.lock:
                 while not queue.items and not self._stopped:
                     queue.lock.wait()
+                linger_until = time.monotonic() + REPORT_LINGER
+                while len(queue.items) < MAX_EXECUTION_BATCH and not (self._stopped or self._closing or self.hurry):
+                    remaining = linger_until - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    queue.lock.wait(remaining)
                 if self._stopped:
                     return
             batch = queue.take()
@@ -344,13 +361,18 @@ class SyncReporter:
         deadline = None if timeout is None else time.monotonic() + timeout
         queue = self.queue
         with queue.lock:
-            while queue.items or queue.in_flight:
-                if self._thread is None or not self._thread.is_alive():
-                    return False
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                queue.lock.wait(remaining if remaining is not None else 1.0)
+            self.hurry += 1
+            queue.lock.notify_all()
+            try:
+                while queue.items or queue.in_flight:
+                    if self._thread is None or not self._thread.is_alive():
+                        return False
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    queue.lock.wait(remaining if remaining is not None else 1.0)
+            finally:
+                self.hurry -= 1
         return True
 
     def close(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> None:
@@ -377,6 +399,7 @@ class AsyncReporter:
         self._client = client
         self.queue = ReportQueue()
         self._workers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+        self.hurry = 0  # flushes waiting: no lingering
         self._closing = False
         self._stopped = False
         self._exit_registered = False
@@ -399,8 +422,13 @@ class AsyncReporter:
             self._workers[loop] = loop.create_task(self._work(), name="aegis-execution-reports")
 
     async def _work(self) -> None:
+        # The task inherited the context of the call that queued a report: start its spans at the root, not
+        # inside that call's trace (the thread of the sync reporter starts with an empty context anyway).
+        otel_context.attach(otel_context.Context())
         queue = self.queue
         while not self._stopped:
+            if not (self._closing or self.hurry) and 0 < len(queue.items) < MAX_EXECUTION_BATCH:
+                await asyncio.sleep(REPORT_LINGER)
             batch = queue.take()
             if not batch:
                 return
@@ -464,12 +492,16 @@ class AsyncReporter:
     async def flush(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> bool:
         """Send what is queued from this loop and wait until every report is answered (or `timeout`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.queue.pending():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            if self.queue.items:
-                self._ensure_worker()
-            await asyncio.sleep(0.005)
+        self.hurry += 1
+        try:
+            while self.queue.pending():
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                if self.queue.items:
+                    self._ensure_worker()
+                await asyncio.sleep(0.005)
+        finally:
+            self.hurry -= 1
         return True
 
     async def aclose(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> None:
@@ -478,9 +510,12 @@ class AsyncReporter:
         self._closing = True
         await self.flush(timeout)
         self._stopped = True
-        for loop, worker in list(self._workers.items()):
-            if not worker.done() and loop is asyncio.get_running_loop():
-                worker.cancel()
+        running = asyncio.get_running_loop()
+        mine = [worker for loop, worker in self._workers.items() if loop is running and not worker.done()]
+        for worker in mine:
+            worker.cancel()  # its batch in flight goes back to the queue, given up below
+        if mine:
+            await asyncio.wait(mine)
         self._workers.clear()
         self.queue.give_up_rest(f"at close (the platform did not answer within {timeout} s)")
 
