@@ -22,6 +22,12 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("GET", "/api/v1/governance/decisions", None, "governance:read"),
     ("POST", "/api/v1/governance/decisions/dec_x/review", {"approve": True}, "governance:review"),
     ("POST", "/api/v1/governance/decisions/dec_x/execution", {"status": "SUCCESS"}, "governance:propose"),
+    (
+        "POST",
+        "/api/v1/governance/executions/batch",
+        {"reports": [{"decision_id": "dec_x", "status": "SUCCESS"}]},
+        "governance:propose",
+    ),
     ("GET", "/api/v1/capabilities", None, "governance:read"),
     ("POST", "/api/v1/capabilities", CAPABILITY, "policies:manage"),
     ("GET", "/api/v1/capabilities/database.query", None, "governance:read"),

@@ -15,6 +15,7 @@ from opentelemetry.trace import Span
 from aegis_sdk._config import resolve_config
 from aegis_sdk._constants import DEFAULT_REVIEW_TIMEOUT
 from aegis_sdk._loop_clients import LoopClients
+from aegis_sdk._reporter import REPORT_FLUSH_TIMEOUT, AsyncReporter, ReportStats
 from aegis_sdk._request import BaseClient, Call, Reply, Steps, check_http_client, transport_failure
 from aegis_sdk._resources import AsyncAudit, AsyncCapabilities, AsyncDecisions, AsyncPolicies
 from aegis_sdk._resources.governance import (
@@ -77,13 +78,16 @@ class AsyncAegisClient(BaseClient):
         self.capabilities = AsyncCapabilities(self)
         self.policies = AsyncPolicies(self)
         self.audit = AsyncAudit(self)
+        self._reporter = AsyncReporter(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Release the connection pool (only if this client created it). Safe to call twice."""
+        """Send the execution reports still queued (`decisions.report_execution_later`, waiting up to 10 s),
+        then release the connection pool (only if this client created it). Safe to call twice."""
         if self._closed:
             return
+        await self._reporter.aclose()
         self._closed = True
         if self._owns_http:
             await self._loop_pools.aclose()
@@ -91,6 +95,16 @@ class AsyncAegisClient(BaseClient):
             # when collected, as that loop can no longer run their shutdown).
             with contextlib.suppress(RuntimeError):
                 await self._http.aclose()
+
+    @property
+    def report_stats(self) -> ReportStats:
+        """What the background execution reporter did so far (`decisions.report_execution_later`)."""
+        return self._reporter.queue.stats()
+
+    async def flush_reports(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> bool:
+        """Send what is queued and wait until every execution report is answered (or `timeout` seconds); True
+        when none is left."""
+        return await self._reporter.flush(timeout)
 
     async def __aenter__(self) -> AsyncAegisClient:
         return self

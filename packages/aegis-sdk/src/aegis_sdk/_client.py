@@ -13,6 +13,7 @@ from opentelemetry.trace import Span
 
 from aegis_sdk._config import resolve_config
 from aegis_sdk._constants import DEFAULT_REVIEW_TIMEOUT
+from aegis_sdk._reporter import REPORT_FLUSH_TIMEOUT, ReportStats, SyncReporter
 from aegis_sdk._request import BaseClient, Call, Reply, Steps, check_http_client, transport_failure
 from aegis_sdk._resources import Audit, Capabilities, Decisions, Policies
 from aegis_sdk._resources.governance import (
@@ -69,16 +70,28 @@ class AegisClient(BaseClient):
         self.capabilities = Capabilities(self)
         self.policies = Policies(self)
         self.audit = Audit(self)
+        self._reporter = SyncReporter(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the connection pool (only if this client created it). Safe to call twice."""
+        """Send the execution reports still queued (`decisions.report_execution_later`, waiting up to 10 s),
+        then release the connection pool (only if this client created it). Safe to call twice."""
         if self._closed:
             return
+        self._reporter.close()
         self._closed = True
         if self._owns_http:
             self._http.close()
+
+    @property
+    def report_stats(self) -> ReportStats:
+        """What the background execution reporter did so far (`decisions.report_execution_later`)."""
+        return self._reporter.queue.stats()
+
+    def flush_reports(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> bool:
+        """Wait until every queued execution report is answered (or `timeout` seconds); True when none is left."""
+        return self._reporter.flush(timeout)
 
     def __enter__(self) -> AegisClient:
         return self

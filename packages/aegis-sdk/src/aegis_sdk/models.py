@@ -437,6 +437,54 @@ class ErrorEnvelope(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------
+# Execution batches (after ErrorBody, which their results carry)
+# ---------------------------------------------------------------------------------------------
+
+
+MAX_EXECUTION_BATCH = 100
+"""The most execution reports one `POST /api/v1/governance/executions/batch` may carry."""
+
+
+class ExecutionBatchItem(ExecutionReport):
+    """One report of an execution batch: an `ExecutionReport` and the decision it is about."""
+
+    decision_id: str = Field(min_length=1, max_length=200)
+
+
+class ExecutionBatch(BaseModel):
+    """The body of `POST /api/v1/governance/executions/batch`: 1..100 execution reports."""
+
+    model_config = _STRICT
+
+    reports: list[ExecutionBatchItem] = Field(min_length=1, max_length=MAX_EXECUTION_BATCH)
+
+
+ExecutionBatchStatus = Literal["recorded", "duplicate", "error"]
+
+
+class ExecutionBatchResult(BaseModel):
+    """The answer for one report of a batch, in the batch's order: `recorded` (with `execution`),
+    `duplicate` (the same status was already recorded: `execution` is the stored record) or `error` (`error`
+    is what the single endpoint would have answered: `not_found`, `not_proposer`, `not_allowed`,
+    `already_reported` with another status, `invalid_result`)."""
+
+    model_config = _LENIENT
+
+    decision_id: str
+    status: ExecutionBatchStatus
+    execution: ExecutionRecord | None = None
+    error: ErrorBody | None = None
+
+
+class ExecutionBatchAnswer(BaseModel):
+    """The answer of `POST /api/v1/governance/executions/batch`: one result per report, in order."""
+
+    model_config = _LENIENT
+
+    results: list[ExecutionBatchResult]
+
+
+# ---------------------------------------------------------------------------------------------
 # API keys (`/api/v1/keys`, scope admin)
 # ---------------------------------------------------------------------------------------------
 
@@ -507,6 +555,7 @@ class Health(BaseModel):
 
 __all__ = [
     "ACTOR_TYPES",
+    "MAX_EXECUTION_BATCH",
     "OUTCOMES",
     "Action",
     "Actor",
@@ -530,6 +579,11 @@ __all__ = [
     "ErrorBody",
     "ErrorEnvelope",
     "ErrorType",
+    "ExecutionBatch",
+    "ExecutionBatchAnswer",
+    "ExecutionBatchItem",
+    "ExecutionBatchResult",
+    "ExecutionBatchStatus",
     "ExecutionError",
     "ExecutionRecord",
     "ExecutionReport",

@@ -14,6 +14,7 @@ import pydantic
 from aegis_sdk._constants import MAX_WAIT_SECONDS
 from aegis_sdk._paging import AsyncPageIterator, Pager, SyncPageIterator, listing_pager
 from aegis_sdk._parsing import DECISION_ADAPTER, decision_from, model_parser, parse_decision
+from aegis_sdk._reporter import AsyncReporter, SyncReporter, pending_report
 from aegis_sdk._request import AsyncSender, Call, Resource, SyncSender
 from aegis_sdk._validation import dump_model, path_segment, validate_model
 from aegis_sdk.errors import AegisError, InvalidRequestError
@@ -180,6 +181,27 @@ class Decisions(Resource[SyncSender]):
         """Record how an allowed action went (SUCCESS, FAILED or PARTIAL); once per ALLOW decision."""
         return self._client._request(execution_call(decision_id, status, result, error, duration_ms))
 
+    def report_execution_later(
+        self,
+        decision_id: str,
+        *,
+        status: ExecutionStatus,
+        result: Any = None,
+        error: ExecutionError | Mapping[str, Any] | None = None,
+        duration_ms: float | None = None,
+    ) -> None:
+        """Queue the execution report and return at once: a background thread sends it, batched with others,
+        retried on transport errors, 429 and 5xx, flushed by `close()` and at interpreter exit; see
+        `client.report_stats`. Bad input raises now. When the queue is full (10,000 reports), the report is
+        sent now, as `report_execution()` sends it (and raises as it does)."""
+        report = pending_report(decision_id, status, result, error, duration_ms)
+        reporter: SyncReporter = getattr(self._client, "_reporter")  # noqa: B009 (the Protocol does not name it)
+        if reporter.submit(report):
+            return
+        with reporter.queue.lock:
+            reporter.queue.synchronous += 1
+        self.report_execution(decision_id, status=status, result=result, error=error, duration_ms=duration_ms)
+
 
 class AsyncDecisions(Resource[AsyncSender]):
     """`client.decisions`: read, list, review and report on decisions."""
@@ -224,6 +246,27 @@ class AsyncDecisions(Resource[AsyncSender]):
     ) -> ExecutionRecord:
         """Record how an allowed action went (SUCCESS, FAILED or PARTIAL); once per ALLOW decision."""
         return await self._client._request(execution_call(decision_id, status, result, error, duration_ms))
+
+    async def report_execution_later(
+        self,
+        decision_id: str,
+        *,
+        status: ExecutionStatus,
+        result: Any = None,
+        error: ExecutionError | Mapping[str, Any] | None = None,
+        duration_ms: float | None = None,
+    ) -> None:
+        """Queue the execution report and return at once (nothing is awaited): a task on this event loop sends
+        it, batched with others, retried on transport errors, 429 and 5xx, flushed by `aclose()`; see
+        `client.report_stats`. Bad input raises now. When the queue is full (10,000 reports), the report is
+        sent now, as `report_execution()` sends it (and raises as it does)."""
+        report = pending_report(decision_id, status, result, error, duration_ms)
+        reporter: AsyncReporter = getattr(self._client, "_reporter")  # noqa: B009 (the Protocol does not name it)
+        if reporter.submit(report):
+            return
+        with reporter.queue.lock:
+            reporter.queue.synchronous += 1
+        await self.report_execution(decision_id, status=status, result=result, error=error, duration_ms=duration_ms)
 
 
 __all__ = [

@@ -18,6 +18,7 @@ from aegis_sdk.models import (
     AuditTrail,
     Capability,
     DecisionPage,
+    ExecutionBatch,
     ExecutionReport,
     Policy,
     PolicyValidation,
@@ -121,6 +122,36 @@ def _execution(state: FakeState, call: Call) -> tuple[int, Any]:
     return 201, _decisions.report_execution(state, call.path["id"], report).model_dump(mode="json")
 
 
+def _execution_batch(state: FakeState, call: Call) -> tuple[int, Any]:
+    """Each report answered on its own, as the platform does: recorded, duplicate (the same status already
+    recorded) or the single route's error."""
+    batch = read_model(ExecutionBatch, call.body)
+    results: list[dict[str, Any]] = []
+    for item in batch.reports:
+        report = ExecutionReport.model_validate(item.model_dump(exclude={"decision_id"}))
+        decision_id = item.decision_id
+        try:
+            record = _decisions.report_execution(state, decision_id, report)
+        except ApiError as exc:
+            with state.lock:
+                stored = state.executions.get(decision_id)
+                audit = [r for r in state.audit if r.decision_id == decision_id and r.event_type == "execution"]
+            if exc.code == "already_reported" and stored is not None and stored.status == item.status and audit:
+                execution = {
+                    "decision_id": decision_id,
+                    "status": stored.status,
+                    "recorded_at": audit[-1].timestamp,
+                    "audit_ref": audit[-1].audit_ref,
+                }
+                results.append({"decision_id": decision_id, "status": "duplicate", "execution": execution})
+                continue
+            error = {"type": exc.type, "code": exc.code, "message": exc.message, "details": exc.details}
+            results.append({"decision_id": decision_id, "status": "error", "error": error})
+            continue
+        results.append({"decision_id": decision_id, "status": "recorded", "execution": record.model_dump(mode="json")})
+    return 200, {"results": results}
+
+
 def _list_capabilities(state: FakeState, call: Call) -> tuple[int, Any]:
     with state.lock:
         return 200, [c.model_dump(mode="json") for c in state.capabilities.values()]
@@ -211,6 +242,7 @@ _ROUTES: tuple[Route, ...] = tuple(
         ("GET", f"governance/decisions/{_ID}", "governance:read", _get_decision),
         ("POST", f"governance/decisions/{_ID}/review", "governance:review", _review),
         ("POST", f"governance/decisions/{_ID}/execution", "governance:propose", _execution),
+        ("POST", "governance/executions/batch", "governance:propose", _execution_batch),
         ("GET", "capabilities", "governance:read", _list_capabilities),
         ("POST", "capabilities", "policies:manage", _create_capability),
         ("GET", f"capabilities/{_NAME}", "governance:read", _get_capability),

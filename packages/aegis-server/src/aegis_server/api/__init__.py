@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from aegis_server.api import audit, governance, health, keys, registry, webhooks
+from aegis_server.api import audit, execution_batches, governance, health, keys, registry, webhooks
 
 
 def api_router() -> APIRouter:
     """Every route of the contract in one router."""
     router = APIRouter()
-    for module in (governance, registry, audit, keys, webhooks, health):
+    for module in (governance, execution_batches, registry, audit, keys, webhooks, health):
         router.include_router(module.router)
     return router
 

@@ -1,0 +1,572 @@
+"""Execution reports off the caller's path: `decisions.report_execution_later()` queues a report and returns;
+a worker (a daemon thread for `AegisClient`, a task on the caller's event loop for `AsyncAegisClient`) sends
+what is queued in batches of up to 100 (`POST /governance/executions/batch`, each report answered on its own),
+after lingering `REPORT_LINGER` seconds for a batch to fill.
+
+Never lost while the process lives: a batch that meets a transport error, a 429 or a 5xx stays queued and is
+sent again after a backoff (`retry_delay * 2**n`, at most 30 s), up to `REPORT_ATTEMPTS` sends per report;
+`close()` / `aclose()` (and, for the sync client, interpreter exit) flush the queue, waiting up to
+`REPORT_FLUSH_TIMEOUT` seconds. A report is given up only after its attempts are spent or when the flush
+deadline passes with the platform unreachable: then a WARNING names it and `report_stats.failed` counts it.
+A 4xx answer (per report, or for the whole batch) is that report's final answer, counted as failed and logged.
+The queue holds `REPORT_QUEUE_SIZE` reports; when it is full, `report_execution_later()` sends the report on
+the caller's path (as `report_execution()` would) rather than drop it.
+
+This module holds the state and the no-I/O decisions (`ReportQueue`); `SyncReporter` and `AsyncReporter` only
+send, sleep and wait."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+
+from aegis_sdk._parsing import model_parser
+from aegis_sdk._request import Call
+from aegis_sdk._retry import RETRYABLE_STATUSES, backoff_delay
+from aegis_sdk._validation import check_id, validate_model
+from aegis_sdk.errors import AegisError, APIConnectionError, APIStatusError, InvalidRequestError, NotFoundError
+from aegis_sdk.models import (
+    MAX_EXECUTION_BATCH,
+    ExecutionBatchAnswer,
+    ExecutionBatchResult,
+    ExecutionError,
+    ExecutionReport,
+    ExecutionStatus,
+)
+
+if TYPE_CHECKING:
+    from aegis_sdk._async_client import AsyncAegisClient
+    from aegis_sdk._client import AegisClient
+
+logger = logging.getLogger("aegis_sdk")
+
+REPORT_QUEUE_SIZE = 10_000
+"""Reports a client holds before `report_execution_later()` sends on the caller's path."""
+REPORT_ATTEMPTS = 12
+"""Sends of one report (transient failures) before it is given up (with the 30 s backoff cap: minutes)."""
+REPORT_LINGER = 0.05
+"""Seconds a worker waits after the first queued report for more to fill the batch (unless 100 are queued,
+or a flush or close is waiting): one request then carries the reports of many calls, so the platform writes
+them in one transaction instead of answering one request per call beside the proposals."""
+REPORT_FLUSH_TIMEOUT = 10.0
+"""Seconds `close()` / `aclose()` / interpreter exit wait for the queue to empty."""
+BATCH_PATH = "/governance/executions/batch"
+
+
+@dataclass(frozen=True)
+class ReportStats:
+    """What a client's background reporter did (`client.report_stats`, a snapshot).
+
+    - `queued`: reports accepted by `report_execution_later()` into the queue;
+    - `sent`: reports the platform answered `recorded` or `duplicate` (already recorded with that status);
+    - `failed`: reports finally not recorded: a 4xx answer (their own or the batch's), or given up (attempts
+      spent, or the flush deadline at close passed with the platform unreachable) — each logged at WARNING;
+    - `retried`: sends of a report repeated after a transport error, a 429 or a 5xx;
+    - `synchronous`: reports sent on the caller's path because the queue was full;
+    - `pending`: reports queued or in flight now.
+    """
+
+    queued: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    synchronous: int = 0
+    pending: int = 0
+
+
+@dataclass
+class PendingReport:
+    decision_id: str
+    body: dict[str, Any]  # the batch item, as JSON data
+    attempts: int = 0
+
+
+def pending_report(
+    decision_id: str,
+    status: ExecutionStatus,
+    result: Any,
+    error: ExecutionError | Mapping[str, Any] | None,
+    duration_ms: float | None,
+) -> PendingReport:
+    """The report checked now (bad input raises here, on the caller's path, as `report_execution` does)."""
+    identifier = check_id(decision_id, "decision_id")
+    report = validate_model(
+        ExecutionReport,
+        {"status": status, "result": result, "error": error, "duration_ms": duration_ms},
+        "execution report",
+    )
+    try:
+        body = report.model_dump(mode="json", exclude_none=True)
+        json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(
+            f"The execution report is not JSON-serialisable, nothing was queued: {exc}. Pass only str, int, float, "
+            "bool, None, lists and dicts.",
+            code="invalid_request",
+        ) from None
+    body["decision_id"] = identifier
+    return PendingReport(identifier, body)
+
+
+@dataclass
+class ReportQueue:
+    """The queue, the counters and what to do with an answer; thread-safe, no I/O."""
+
+    capacity: int = REPORT_QUEUE_SIZE
+    max_attempts: int = REPORT_ATTEMPTS
+    lock: threading.Condition = field(default_factory=threading.Condition)
+    items: deque[PendingReport] = field(default_factory=deque)
+    in_flight: int = 0
+    batch_supported: bool = True
+    queued: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    synchronous: int = 0
+
+    def offer(self, report: PendingReport) -> bool:
+        with self.lock:
+            if len(self.items) + self.in_flight >= self.capacity:
+                return False
+            self.items.append(report)
+            self.queued += 1
+            self.lock.notify_all()
+            return True
+
+    def take(self) -> list[PendingReport]:
+        """The next batch (up to 100 reports), now in flight."""
+        with self.lock:
+            batch = [self.items.popleft() for _ in range(min(MAX_EXECUTION_BATCH, len(self.items)))]
+            self.in_flight += len(batch)
+            return batch
+
+    def pending(self) -> int:
+        with self.lock:
+            return len(self.items) + self.in_flight
+
+    def stats(self) -> ReportStats:
+        with self.lock:
+            return ReportStats(
+                self.queued, self.sent, self.failed, self.retried, self.synchronous, len(self.items) + self.in_flight
+            )
+
+    def _done(self, count: int) -> None:
+        self.in_flight -= count
+        self.lock.notify_all()
+
+    def answered(self, batch: list[PendingReport], answer: ExecutionBatchAnswer) -> None:
+        """Count (and log) each report's answer."""
+        results: list[ExecutionBatchResult | None] = [*answer.results[: len(batch)]]
+        results.extend(None for _ in range(len(batch) - len(results)))
+        with self.lock:
+            for report, result in zip(batch, results, strict=True):
+                if result is not None and result.decision_id != report.decision_id:
+                    result = None  # not the answer to this report: count it as unanswered
+                if result is not None and result.status in ("recorded", "duplicate"):
+                    self.sent += 1
+                    continue
+                self.failed += 1
+                code = result.error.code if result is not None and result.error is not None else "no_answer"
+                logger.warning(
+                    "the platform refused the execution report of decision %s (code=%s); it is not recorded",
+                    report.decision_id,
+                    code,
+                )
+            self._done(len(batch))
+
+    def refused(self, batch: list[PendingReport], error: AegisError) -> None:
+        """A final (4xx) answer to the whole batch: every report in it failed."""
+        with self.lock:
+            self.failed += len(batch)
+            self._done(len(batch))
+        logger.warning(
+            "the platform refused a batch of %d execution reports (%s, code=%s); they are not recorded: %s",
+            len(batch),
+            type(error).__name__,
+            error.code,
+            ", ".join(report.decision_id for report in batch),
+        )
+
+    def requeue(self, batch: list[PendingReport]) -> list[PendingReport]:
+        """A transient failure: put the batch back at the front, except the reports whose attempts are spent
+        (given up: returned, counted and logged)."""
+        kept: list[PendingReport] = []
+        spent: list[PendingReport] = []
+        for report in batch:
+            report.attempts += 1
+            (spent if report.attempts >= self.max_attempts else kept).append(report)
+        with self.lock:
+            self.items.extendleft(reversed(kept))
+            self.retried += len(kept)
+            self.failed += len(spent)
+            self._done(len(batch))
+        if spent:
+            give_up_warning(spent, f"after {self.max_attempts} attempts")
+        return spent
+
+    def give_up_rest(self, why: str) -> None:
+        """At close: what is still queued is not sent (counted, logged)."""
+        with self.lock:
+            rest = list(self.items)
+            self.items.clear()
+            self.failed += len(rest)
+            self.lock.notify_all()
+        if rest:
+            give_up_warning(rest, why)
+
+
+def give_up_warning(reports: list[PendingReport], why: str) -> None:
+    logger.warning(
+        "gave up %d execution report(s) %s; the platform did not record them: %s",
+        len(reports),
+        why,
+        ", ".join(report.decision_id for report in reports),
+    )
+
+
+def batch_call(batch: list[PendingReport]) -> Call[ExecutionBatchAnswer]:
+    """One send of a batch; the reporter retries it itself (it keeps the reports queued meanwhile)."""
+    body = json.dumps({"reports": [report.body for report in batch]}, separators=(",", ":")).encode()
+    return Call(
+        "POST",
+        BATCH_PATH,
+        model_parser(ExecutionBatchAnswer),
+        body=body,
+        retry=False,
+        operation="report_executions",
+    )
+
+
+def is_transient(error: AegisError) -> bool:
+    """Worth sending again: the platform was not reached, or answered 429 / 5xx."""
+    if isinstance(error, APIConnectionError):
+        return True
+    return isinstance(error, APIStatusError) and error.status_code in RETRYABLE_STATUSES
+
+
+def batch_unsupported(error: AegisError) -> bool:
+    """A platform without the batch endpoint (older than the SDK) answers its path with a plain 404/405."""
+    if isinstance(error, NotFoundError):
+        return True
+    return isinstance(error, APIStatusError) and error.status_code == 405
+
+
+# -- the workers ----------------------------------------------------------------------------------
+
+
+class SyncReporter:
+    """The daemon thread of an `AegisClient`, started on the first queued report."""
+
+    def __init__(self, client: AegisClient) -> None:
+        self._client = client
+        self.queue = ReportQueue()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._stopped = False
+        self.hurry = 0  # flushes waiting: no lingering
+        self._wake = threading.Event()
+
+    def submit(self, report: PendingReport) -> bool:
+        if self._stopped or not self.queue.offer(report):
+            return False
+        if self._thread is None:
+            with self.queue.lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._work, name="aegis-execution-reports", daemon=True)
+                    self._thread.start()
+                    _register_exit(self)
+        return True
+
+    def _work(self) -> None:
+        queue = self.queue
+        while True:
+            with queue.lock:
+                while not queue.items and not self._stopped:
+                    queue.lock.wait()
+                linger_until = time.monotonic() + REPORT_LINGER
+                while len(queue.items) < MAX_EXECUTION_BATCH and not (self._stopped or self._closing or self.hurry):
+                    remaining = linger_until - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    queue.lock.wait(remaining)
+                if self._stopped:
+                    return
+            batch = queue.take()
+            delay = self._send(batch)
+            if delay:
+                self._wake.wait(min(delay, 0.2) if self._closing else delay)
+                self._wake.clear()
+
+    def _send(self, batch: list[PendingReport]) -> float:
+        """Send one batch; returns the pause before the next send (0 unless it failed transiently)."""
+        queue = self.queue
+        try:
+            if queue.batch_supported:
+                answer = self._client._request(batch_call(batch))
+                queue.answered(batch, answer)
+            else:
+                self._send_each(batch)
+        except AegisError as exc:
+            if queue.batch_supported and batch_unsupported(exc):
+                queue.batch_supported = False
+                queue.requeue(batch)
+                return 0.0
+            if not is_transient(exc):
+                queue.refused(batch, exc)
+                return 0.0
+            queue.requeue(batch)
+            return _backoff(self._client, max(report.attempts for report in batch))
+        except Exception as exc:  # never let the worker die with reports in hand
+            logger.warning("execution report worker: %s", type(exc).__name__)
+            queue.requeue(batch)
+            return 1.0
+        return 0.0
+
+    def _send_each(self, batch: list[PendingReport]) -> None:
+        from aegis_sdk._resources.decisions import execution_call
+
+        answers: list[dict[str, Any]] = []
+        for report in batch:
+            body = report.body
+            try:
+                self._client._request(
+                    execution_call(
+                        report.decision_id,
+                        body["status"],
+                        body.get("result"),
+                        body.get("error"),
+                        body.get("duration_ms"),
+                    )
+                )
+                answers.append({"decision_id": report.decision_id, "status": "recorded"})
+            except AegisError as exc:
+                if is_transient(exc):
+                    raise
+                answers.append({"decision_id": report.decision_id, "status": "error", "error": _error_body(exc)})
+        self.queue.answered(batch, ExecutionBatchAnswer.model_validate({"results": answers}))
+
+    def flush(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> bool:
+        """Wait until every queued report is answered (or `timeout` seconds); True when none is left."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        queue = self.queue
+        with queue.lock:
+            self.hurry += 1
+            queue.lock.notify_all()
+            try:
+                while queue.items or queue.in_flight:
+                    if self._thread is None or not self._thread.is_alive():
+                        return False
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    queue.lock.wait(remaining if remaining is not None else 1.0)
+            finally:
+                self.hurry -= 1
+        return True
+
+    def close(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> None:
+        """Flush, then stop the thread; what is left is given up (logged, counted)."""
+        if self._stopped:
+            return
+        self._closing = True
+        self._wake.set()
+        self.flush(timeout)
+        with self.queue.lock:
+            self._stopped = True
+            self.queue.lock.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=max(1.0, self._client.timeout))
+        self.queue.give_up_rest(f"at close (the platform did not answer within {timeout} s)")
+
+
+class AsyncReporter:
+    """The tasks of an `AsyncAegisClient`: one on each event loop that queued reports, while there are some.
+    The queue is shared: a report queued on a loop that ends is sent by the next worker or by `aclose()`."""
+
+    def __init__(self, client: AsyncAegisClient) -> None:
+        self._client = client
+        self.queue = ReportQueue()
+        self._workers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+        self.hurry = 0  # flushes waiting: no lingering
+        self._closing = False
+        self._stopped = False
+        self._exit_registered = False
+
+    def submit(self, report: PendingReport) -> bool:
+        if self._stopped or not self.queue.offer(report):
+            return False
+        self._ensure_worker()
+        if not self._exit_registered:
+            self._exit_registered = True
+            _register_exit(self)
+        return True
+
+    def _ensure_worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        worker = self._workers.get(loop)
+        if worker is None or worker.done():
+            for old in [old for old in self._workers if old.is_closed()]:
+                del self._workers[old]
+            self._workers[loop] = loop.create_task(self._work(), name="aegis-execution-reports")
+
+    async def _work(self) -> None:
+        # The task inherited the context of the call that queued a report: start its spans at the root, not
+        # inside that call's trace (the thread of the sync reporter starts with an empty context anyway).
+        otel_context.attach(otel_context.Context())
+        queue = self.queue
+        while not self._stopped:
+            if not (self._closing or self.hurry) and 0 < len(queue.items) < MAX_EXECUTION_BATCH:
+                await asyncio.sleep(REPORT_LINGER)
+            batch = queue.take()
+            if not batch:
+                return
+            try:
+                delay = await self._send(batch)
+            except asyncio.CancelledError:  # the loop ends: the reports stay queued for another worker or aclose()
+                with queue.lock:
+                    queue.items.extendleft(reversed(batch))
+                    queue._done(len(batch))
+                raise
+            if delay:
+                await asyncio.sleep(min(delay, 0.2) if self._closing else delay)
+
+    async def _send(self, batch: list[PendingReport]) -> float:
+        queue = self.queue
+        try:
+            if queue.batch_supported:
+                answer = await self._client._request(batch_call(batch))
+                queue.answered(batch, answer)
+            else:
+                await self._send_each(batch)
+        except AegisError as exc:
+            if queue.batch_supported and batch_unsupported(exc):
+                queue.batch_supported = False
+                queue.requeue(batch)
+                return 0.0
+            if not is_transient(exc):
+                queue.refused(batch, exc)
+                return 0.0
+            queue.requeue(batch)
+            return _backoff(self._client, max(report.attempts for report in batch))
+        except Exception as exc:
+            logger.warning("execution report worker: %s", type(exc).__name__)
+            queue.requeue(batch)
+            return 1.0
+        return 0.0
+
+    async def _send_each(self, batch: list[PendingReport]) -> None:
+        from aegis_sdk._resources.decisions import execution_call
+
+        answers: list[dict[str, Any]] = []
+        for report in batch:
+            body = report.body
+            try:
+                await self._client._request(
+                    execution_call(
+                        report.decision_id,
+                        body["status"],
+                        body.get("result"),
+                        body.get("error"),
+                        body.get("duration_ms"),
+                    )
+                )
+                answers.append({"decision_id": report.decision_id, "status": "recorded"})
+            except AegisError as exc:
+                if is_transient(exc):
+                    raise
+                answers.append({"decision_id": report.decision_id, "status": "error", "error": _error_body(exc)})
+        self.queue.answered(batch, ExecutionBatchAnswer.model_validate({"results": answers}))
+
+    async def flush(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> bool:
+        """Send what is queued from this loop and wait until every report is answered (or `timeout`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.hurry += 1
+        try:
+            while self.queue.pending():
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                if self.queue.items:
+                    self._ensure_worker()
+                await asyncio.sleep(0.005)
+        finally:
+            self.hurry -= 1
+        return True
+
+    async def aclose(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> None:
+        if self._stopped:
+            return
+        self._closing = True
+        await self.flush(timeout)
+        self._stopped = True
+        running = asyncio.get_running_loop()
+        mine = [worker for loop, worker in self._workers.items() if loop is running and not worker.done()]
+        for worker in mine:
+            worker.cancel()  # its batch in flight goes back to the queue, given up below
+        if mine:
+            await asyncio.wait(mine)
+        self._workers.clear()
+        self.queue.give_up_rest(f"at close (the platform did not answer within {timeout} s)")
+
+    def at_exit(self) -> None:
+        """Interpreter exit with reports still queued (no `aclose()`): send them on a fresh loop, briefly."""
+        if self._stopped or not self.queue.pending():
+            return
+        try:
+            asyncio.run(self.aclose())
+        except Exception as exc:  # pragma: no cover - best effort at exit
+            logger.warning("could not flush execution reports at exit: %s", type(exc).__name__)
+            self.queue.give_up_rest("at interpreter exit")
+
+
+def _backoff(client: Any, attempt: int) -> float:
+    return backoff_delay(max(0, attempt - 1), client.retry_delay or 0.05, None, client._random())
+
+
+def _error_body(error: AegisError) -> dict[str, Any]:
+    return {"type": "governance_error", "code": error.code or "error", "message": str(error)}
+
+
+_exit_reporters: weakref.WeakSet[Any] = weakref.WeakSet()
+_exit_lock = threading.Lock()
+_exit_hooked = False
+
+
+def _register_exit(reporter: SyncReporter | AsyncReporter) -> None:
+    global _exit_hooked
+    with _exit_lock:
+        _exit_reporters.add(reporter)
+        if not _exit_hooked:
+            _exit_hooked = True
+            atexit.register(_flush_all_at_exit)
+
+
+def _flush_all_at_exit() -> None:
+    for reporter in list(_exit_reporters):
+        if isinstance(reporter, SyncReporter):
+            reporter.close()
+        else:
+            reporter.at_exit()
+
+
+__all__ = [
+    "REPORT_FLUSH_TIMEOUT",
+    "REPORT_QUEUE_SIZE",
+    "AsyncReporter",
+    "PendingReport",
+    "ReportQueue",
+    "ReportStats",
+    "SyncReporter",
+    "pending_report",
+]

@@ -1,0 +1,165 @@
+"""`decisions.report_execution_later()`: execution reports queued, sent batched in the background, retried,
+flushed at close and at interpreter exit, counted in `client.report_stats` (against the fake platform; the
+real server's batch endpoint is exercised in tests/e2e/test_background_reports.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from aegis_sdk import AegisClient, AsyncAegisClient, InvalidRequestError
+from aegis_sdk.testing import FakePlatform
+
+ACTOR = {"id": "agent-1", "type": "ai-agent"}
+ACTION = {"capability": "database.query", "parameters": {"query": "SELECT 1"}}
+
+
+def allowed(client: AegisClient) -> str:
+    return client.propose(ACTOR, ACTION).decision_id
+
+
+def test_a_report_is_queued_and_delivered_after_the_call_returned() -> None:
+    fake = FakePlatform()
+    with fake.client() as client:
+        decision_id = allowed(client)
+        before = len(fake.requests)
+        client.decisions.report_execution_later(decision_id, status="SUCCESS", duration_ms=3.0)
+        assert client.flush_reports()
+        assert fake.executions[decision_id].status == "SUCCESS"
+        assert [r.path for r in fake.requests[before:]] == ["/api/v1/governance/executions/batch"]
+        stats = client.report_stats
+        assert (stats.queued, stats.sent, stats.failed, stats.retried, stats.pending) == (1, 1, 0, 0, 0)
+
+
+def test_close_flushes_the_queue() -> None:
+    fake = FakePlatform()
+    client = fake.client()
+    ids = [allowed(client) for _ in range(5)]
+    for decision_id in ids:
+        client.decisions.report_execution_later(decision_id, status="FAILED", error={"code": "Boom"})
+    client.close()
+    assert sorted(fake.executions) == sorted(ids)
+    assert client.report_stats.sent == 5 and client.report_stats.pending == 0
+
+
+def test_a_platform_down_then_up_gets_each_report_once() -> None:
+    fake = FakePlatform()
+    with fake.client(retries=0, retry_delay=0.001) as client:
+        decision_id = allowed(client)
+        fake.fail_with_connect_error(times=2, path="*/executions/batch")
+        fake.fail_next(503, times=1, path="*/executions/batch", retry_after=0)
+        client.decisions.report_execution_later(decision_id, status="SUCCESS")
+        assert client.flush_reports()
+        stats = client.report_stats
+    assert list(fake.executions) == [decision_id]
+    assert (stats.sent, stats.retried, stats.failed) == (1, 3, 0)
+    assert [r.event_type for r in fake.audit_log].count("execution") == 1
+
+
+def test_a_full_queue_sends_on_the_callers_path() -> None:
+    fake = FakePlatform()
+    with fake.client() as client:
+        client._reporter.queue.capacity = 0  # full
+        decision_id = allowed(client)
+        client.decisions.report_execution_later(decision_id, status="SUCCESS")
+        assert fake.executions[decision_id].status == "SUCCESS"  # sent before the call returned
+        assert fake.requests[-1].path.endswith(f"/decisions/{decision_id}/execution")
+        assert client.report_stats.synchronous == 1 and client.report_stats.queued == 0
+
+
+def test_each_report_gets_its_own_answer(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakePlatform()
+    fake.script("files.delete", "DENY")
+    with fake.client() as client, caplog.at_level(logging.WARNING, logger="aegis_sdk"):
+        good = allowed(client)
+        denied = client.propose(ACTOR, {"capability": "files.delete", "parameters": {}}).decision_id
+        client.decisions.report_execution_later(good, status="SUCCESS")
+        client.decisions.report_execution_later(good, status="SUCCESS")  # the same again: a duplicate
+        client.decisions.report_execution_later(denied, status="SUCCESS")
+        client.decisions.report_execution_later("dec_unknown", status="SUCCESS")
+        assert client.flush_reports()
+        stats = client.report_stats
+    assert list(fake.executions) == [good]
+    assert (stats.sent, stats.failed) == (2, 2)
+    assert "decision dec_unknown (code=not_found)" in caplog.text
+    assert f"decision {denied} (code=not_allowed)" in caplog.text
+
+
+def test_a_refused_batch_is_final_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakePlatform()
+    with fake.client() as client, caplog.at_level(logging.WARNING, logger="aegis_sdk"):
+        decision_id = allowed(client)
+        fake.fail_next(403, times=1, path="*/executions/batch")
+        client.decisions.report_execution_later(decision_id, status="SUCCESS")
+        assert client.flush_reports()
+        assert (client.report_stats.failed, client.report_stats.retried) == (1, 0)
+    assert fake.executions == {}
+    assert "refused a batch of 1 execution reports" in caplog.text and decision_id in caplog.text
+
+
+def test_a_platform_without_the_batch_route_gets_single_reports() -> None:
+    fake = FakePlatform()
+    with fake.client() as client:
+        ids = [allowed(client) for _ in range(2)]
+        fake.fail_next(404, times=1, path="*/executions/batch", code="not_found")
+        for decision_id in ids:
+            client.decisions.report_execution_later(decision_id, status="SUCCESS")
+        assert client.flush_reports()
+        assert client.report_stats.sent == 2
+    assert sorted(fake.executions) == sorted(ids)
+    assert fake.requests[-1].path.endswith("/execution")
+
+
+def test_bad_input_raises_on_the_callers_path() -> None:
+    with FakePlatform().client() as client:
+        with pytest.raises(InvalidRequestError):
+            client.decisions.report_execution_later("dec_1", status="DONE")  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequestError):
+            client.decisions.report_execution_later("", status="SUCCESS")
+        with pytest.raises(InvalidRequestError):
+            client.decisions.report_execution_later("dec_1", status="SUCCESS", result=object())
+        assert client.report_stats.queued == 0
+
+
+def test_the_async_client_reports_from_several_event_loops() -> None:
+    fake = FakePlatform()
+    client: AsyncAegisClient = fake.async_client()
+
+    async def one() -> str:
+        decision = await client.propose(ACTOR, ACTION)
+        await client.decisions.report_execution_later(decision.decision_id, status="SUCCESS")
+        return decision.decision_id
+
+    ids = [asyncio.run(one()) for _ in range(3)]  # each loop ends right after queuing its report
+
+    async def close() -> None:
+        await client.aclose()
+
+    asyncio.run(close())
+    assert sorted(fake.executions) == sorted(ids)
+    assert client.report_stats.sent == 3 and client.report_stats.pending == 0
+
+
+def test_interpreter_exit_flushes_the_queue() -> None:
+    script = textwrap.dedent(
+        """
+        import atexit
+        from aegis_sdk.testing import FakePlatform
+
+        fake = FakePlatform()
+        # registered before the client's hook, so it runs after it (atexit runs last-in, first-out)
+        atexit.register(lambda: print("executions", sorted(fake.executions), flush=True))
+        client = fake.client()
+        decision = client.propose({"id": "a", "type": "ai-agent"}, {"capability": "x.y", "parameters": {}})
+        client.decisions.report_execution_later(decision.decision_id, status="SUCCESS")
+        print("decision", decision.decision_id, flush=True)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert lines["executions"] == repr([lines["decision"]])
