@@ -65,6 +65,18 @@ async def test_fail_open_allows_a_degraded_decision_and_logs_the_request_id(capl
     assert fake.executions == {}  # the platform never saw the degraded decision
 
 
+async def test_fail_open_does_not_cover_a_rate_limit() -> None:
+    """A 429 is the platform answering: a caller that exhausts its own key's limit must not get past governance."""
+    fake = FakePlatform()
+    fake.fail_next(429, times=1)
+    _, app = governed(fake, fail_open=True, client_options={"retries": 0})
+    async with asgi_client(app) as http:
+        response = await http.post("/orders/A-1/refunds", json=REFUND, headers=BOT)
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"]["decision_id"] is None
+    assert "degraded" not in response.text
+
+
 async def test_fail_open_does_not_cover_misconfiguration() -> None:
     fake = FakePlatform(api_key="aegis_sk_right")
     aegis = Aegis(actor=current_actor, client=fake.async_client(api_key="aegis_sk_wrong"), fail_open=True)

@@ -167,7 +167,7 @@ def refusal_of_error(
         raise refusal(
             422, "invalid_parameters", f"The proposal built from this request is invalid: {exc.message}", request_id
         ) from None
-    if fail_open and is_unavailable(exc):
+    if fail_open and may_fail_open(exc):
         return degraded_allow(exc, capability, request_id)
     raise platform_refusal(
         exc,
@@ -186,6 +186,12 @@ def is_unavailable(exc: AegisError) -> bool:
         isinstance(exc, APIStatusError)
         and not isinstance(exc, (AuthenticationError, PermissionDeniedError, NotFoundError))
     )
+
+
+def may_fail_open(exc: AegisError) -> bool:
+    """True when `fail_open` may let the request through: the platform could not answer. Not a rate limit
+    (429): the platform answered, and a caller could exhaust its own key's limit to get past governance."""
+    return is_unavailable(exc) and not isinstance(exc, RateLimitError)
 
 
 def app_misconfigured(what: str, problem: Exception, request_id: str, *, retry_after: int) -> AegisRefusal:
@@ -293,6 +299,7 @@ __all__ = [
     "degraded_allow",
     "invalid_proposal",
     "is_unavailable",
+    "may_fail_open",
     "platform_refusal",
     "refusal",
     "refusal_of_error",
