@@ -334,26 +334,15 @@ class SyncReporter:
         return 0.0
 
     def _send_each(self, batch: list[PendingReport]) -> None:
-        from aegis_sdk._resources.decisions import execution_call
-
         answers: list[dict[str, Any]] = []
         for report in batch:
-            body = report.body
             try:
-                self._client._request(
-                    execution_call(
-                        report.decision_id,
-                        body["status"],
-                        body.get("result"),
-                        body.get("error"),
-                        body.get("duration_ms"),
-                    )
-                )
-                answers.append({"decision_id": report.decision_id, "status": "recorded"})
+                self._client._request(_single_call(report))
+                answers.append(_single_answer(report, None))
             except AegisError as exc:
                 if is_transient(exc):
                     raise
-                answers.append({"decision_id": report.decision_id, "status": "error", "error": _error_body(exc)})
+                answers.append(_single_answer(report, exc))
         self.queue.answered(batch, ExecutionBatchAnswer.model_validate({"results": answers}))
 
     def flush(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> bool:
@@ -467,26 +456,15 @@ class AsyncReporter:
         return 0.0
 
     async def _send_each(self, batch: list[PendingReport]) -> None:
-        from aegis_sdk._resources.decisions import execution_call
-
         answers: list[dict[str, Any]] = []
         for report in batch:
-            body = report.body
             try:
-                await self._client._request(
-                    execution_call(
-                        report.decision_id,
-                        body["status"],
-                        body.get("result"),
-                        body.get("error"),
-                        body.get("duration_ms"),
-                    )
-                )
-                answers.append({"decision_id": report.decision_id, "status": "recorded"})
+                await self._client._request(_single_call(report))
+                answers.append(_single_answer(report, None))
             except AegisError as exc:
                 if is_transient(exc):
                     raise
-                answers.append({"decision_id": report.decision_id, "status": "error", "error": _error_body(exc)})
+                answers.append(_single_answer(report, exc))
         self.queue.answered(batch, ExecutionBatchAnswer.model_validate({"results": answers}))
 
     async def flush(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> bool:
@@ -532,6 +510,23 @@ class AsyncReporter:
 
 def _backoff(client: Any, attempt: int) -> float:
     return backoff_delay(max(0, attempt - 1), client.retry_delay or 0.05, None, client._random())
+
+
+def _single_call(report: PendingReport) -> Call[Any]:
+    """The single-report request of `report` (a platform without the batch endpoint gets these one by one)."""
+    from aegis_sdk._resources.decisions import execution_call
+
+    body = report.body
+    return execution_call(
+        report.decision_id, body["status"], body.get("result"), body.get("error"), body.get("duration_ms")
+    )
+
+
+def _single_answer(report: PendingReport, refused: AegisError | None) -> dict[str, Any]:
+    """The batch answer for `report` sent alone: recorded, or the platform's final refusal."""
+    if refused is None:
+        return {"decision_id": report.decision_id, "status": "recorded"}
+    return {"decision_id": report.decision_id, "status": "error", "error": _error_body(refused)}
 
 
 def _error_body(error: AegisError) -> dict[str, Any]:
