@@ -75,21 +75,30 @@ _PLAIN_INT_LIMIT = 2**64
 def _normalise_plain(value: Any) -> Any:
     # The hot path (every decision hashes its parameters and two audit records): exact types only, no
     # paths built, NFC only for non-ASCII text (ASCII text is already NFC), and only numbers that
-    # `canonical_json` may hand to orjson.
+    # `canonical_json` may hand to orjson. The members of objects and arrays that are ASCII text, None or
+    # booleans (most of them) are taken without a call.
     kind = type(value)
-    if kind is str:
-        return value if value.isascii() else unicodedata.normalize("NFC", value)
     if kind is dict:
         result: dict[str, Any] = {}
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotPlain
-            result[key if key.isascii() else unicodedata.normalize("NFC", key)] = _normalise_plain(item)
+            if not key.isascii():
+                key = unicodedata.normalize("NFC", key)
+            item_kind = type(item)
+            if item_kind is str:
+                result[key] = item if item.isascii() else unicodedata.normalize("NFC", item)
+            elif item is None or item_kind is bool:
+                result[key] = item
+            else:
+                result[key] = _normalise_plain(item)
         if len(result) != len(value):  # two keys were one after NFC
             raise _NotPlain
         return result
+    if kind is str:
+        return value if value.isascii() else unicodedata.normalize("NFC", value)
     if kind is list or kind is tuple:
-        return [_normalise_plain(item) for item in value]
+        return [item if type(item) is str and item.isascii() else _normalise_plain(item) for item in value]
     if value is None or kind is bool:
         return value
     if kind is int:
