@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -38,8 +39,23 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _cli(*args: str) -> str:
-    out = subprocess.run([_bin("aegis-server"), *args], capture_output=True, text=True, timeout=120, check=False)
+def checkpoint_env(db_url: str, tmp: Path) -> dict[str, str]:
+    """The audit checkpoint directory of one benchmark database, inside the run's temporary directory: a
+    PostgreSQL database is dropped and made again by every run, and the checkpoints of the last run (by
+    default under ~/.aegis/audit/) would make the server refuse the new, shorter chain as a cut one."""
+    name = hashlib.sha256(db_url.encode()).hexdigest()[:12]
+    return {"AEGIS_AUDIT_CHECKPOINT_DIR": str(tmp / f"audit-{name}")}
+
+
+def _cli(*args: str, env: dict[str, str]) -> str:
+    out = subprocess.run(
+        [_bin("aegis-server"), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, **env},
+    )
     if out.returncode != 0:
         raise RuntimeError(f"aegis-server {args[0]} failed: {out.stderr.strip()[-400:]}")
     return out.stdout.strip()
@@ -71,6 +87,7 @@ def postgres_url() -> str | None:
 @contextlib.contextmanager
 def aegis_server(db_url: str, tmp: Path, **env: str) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
     """`aegis-server serve` on a fresh port: yields (base URL, Authorization header, process)."""
+    checkpoints = checkpoint_env(db_url, tmp)
     key = _cli(
         "keys",
         "create",
@@ -82,10 +99,11 @@ def aegis_server(db_url: str, tmp: Path, **env: str) -> Iterator[tuple[str, str,
         "governance:propose,audit:read",
         "--actors",
         "*",
+        env=checkpoints,
     )
     port = free_port()
     argv = [_bin("aegis-server"), "serve", "--db", db_url, "--policy", str(POLICIES), "--port", str(port)]
-    full_env = {"AEGIS_RATE_LIMIT_PER_MINUTE": "0", **env}
+    full_env = {"AEGIS_RATE_LIMIT_PER_MINUTE": "0", **checkpoints, **env}
     base = f"http://127.0.0.1:{port}"
     with server_process(argv, base + "/api/v1/health", env=full_env, log=tmp / f"serve-{port}.log") as proc:
         yield base, f"Bearer {key}", proc
@@ -138,11 +156,12 @@ def _measure(
     return {"concurrency": closed, "offered_rate": opened}
 
 
-def _verify(db_url: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [_bin("aegis-server"), "audit", "verify", "--db", db_url], capture_output=True, text=True, timeout=900
-    )
-    return {"ok": out.returncode == 0, "message": (out.stdout or out.stderr).strip()[:200]}
+def _verify(db_url: str, tmp: Path) -> dict[str, Any]:
+    try:
+        message = _cli("audit", "verify", "--db", db_url, env=checkpoint_env(db_url, tmp))
+    except RuntimeError as exc:
+        return {"ok": False, "message": str(exc)[:200]}
+    return {"ok": True, "message": message[:200]}
 
 
 def _answered(results: dict[str, Any]) -> int:
@@ -177,7 +196,7 @@ def run_store(
     results["store"] = label
     results["decisions_stored"] = stored
     results["answered_2xx_measured"] = _answered(results)
-    results["chain"] = _verify(db_url)
+    results["chain"] = _verify(db_url, tmp)
     return results
 
 
