@@ -9,7 +9,9 @@ import logging
 import subprocess
 import sys
 import textwrap
+import time
 
+import httpx
 import pytest
 
 from aegis_sdk import AegisClient, AsyncAegisClient, InvalidRequestError
@@ -224,3 +226,146 @@ def test_an_event_loop_ending_with_reports_queued_says_so(caplog: pytest.LogCapt
         asyncio.run(close())  # no warning when the client is closed: its worker is stopped, not cut short
     assert list(fake.executions) == [decision_id]
     assert not [r for r in caplog.records if "event loop ended" in r.getMessage()]
+
+
+# -- what a hostile review of the reporter found (each failed before the fix) --------------------------------
+
+
+def run_script(source: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+def test_a_forked_child_sends_its_own_reports() -> None:
+    # gunicorn --preload, multiprocessing's fork: the parent's thread was running when the child was made.
+    out = run_script(
+        """
+        import os
+        from aegis_sdk.testing import FakePlatform
+
+        fake = FakePlatform()
+        client = fake.client()
+        actor, action = {"id": "a", "type": "ai-agent"}, {"capability": "x.y", "parameters": {}}
+        parents = client.propose(actor, action).decision_id
+        client.decisions.report_execution_later(parents, status="SUCCESS")
+        assert client.flush_reports()  # the parent's thread exists now
+        pid = os.fork()
+        if pid == 0:
+            childs = client.propose(actor, action).decision_id
+            client.decisions.report_execution_later(childs, status="SUCCESS")
+            ok = client.flush_reports(5) and childs in fake.executions and client.report_stats.sent == 1
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status), flush=True)
+        """
+    )
+    assert "child 0" in out.stdout, out.stdout + out.stderr
+
+
+def test_an_async_client_dropped_without_aclose_is_flushed_at_exit() -> None:
+    out = run_script(
+        """
+        import asyncio, atexit, gc
+        from aegis_sdk.testing import FakePlatform
+
+        fake = FakePlatform()
+        atexit.register(lambda: print("executions", len(fake.executions), flush=True))
+
+        async def main():
+            client = fake.async_client()  # never closed, and gone when main() returns
+            for _ in range(3):
+                decision = await client.propose({"id": "a", "type": "ai-agent"}, {"capability": "x.y", "parameters": {}})
+                await client.decisions.report_execution_later(decision.decision_id, status="SUCCESS")
+
+        asyncio.run(main())
+        gc.collect()
+        """
+    )
+    assert "executions 3" in out.stdout, out.stdout + out.stderr
+
+
+class _Hold(httpx.AsyncBaseTransport):
+    """Batch sends wait `seconds` before reaching the fake (a slow platform)."""
+
+    def __init__(self, fake: FakePlatform, seconds: float) -> None:
+        self.fake, self.seconds = fake, seconds
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/executions/batch"):
+            await asyncio.sleep(self.seconds)
+        return await self.fake.transport.handle_async_request(request)
+
+
+def test_a_batch_in_flight_on_a_loop_closed_without_cancelling_is_sent_by_the_next_loop() -> None:
+    fake = FakePlatform()
+    client = AsyncAegisClient(
+        endpoint="http://fake", api_key="k", http_client=httpx.AsyncClient(transport=_Hold(fake, 0.5)), retry_delay=0
+    )
+
+    async def queue_and_leave() -> str:
+        decision = await client.propose(ACTOR, ACTION)
+        await client.decisions.report_execution_later(decision.decision_id, status="SUCCESS")
+        await asyncio.sleep(0.15)  # the worker took the batch and waits for its answer
+        return decision.decision_id
+
+    loop = asyncio.new_event_loop()
+    decision_id = loop.run_until_complete(queue_and_leave())
+    loop.close()  # without cancelling the worker: it never resumes
+    assert client.report_stats.pending == 1
+
+    async def flush_and_close() -> bool:
+        flushed = await client.flush_reports(5)
+        await client.aclose()
+        return flushed
+
+    assert asyncio.run(flush_and_close())
+    assert decision_id in fake.executions
+    assert client.report_stats.sent == 1 and client.report_stats.pending == 0
+
+
+def test_close_keeps_retrying_until_its_deadline_not_until_the_attempts_run_out() -> None:
+    fake = FakePlatform()
+    client = fake.client(retries=0)
+    decision_id = allowed(client)
+    fake.fail_with_connect_error(times=30, path="*/executions/batch")  # more than REPORT_ATTEMPTS quick sends
+    client.decisions.report_execution_later(decision_id, status="SUCCESS")
+    client.close()  # retries every 0.2 s while closing: ~6 s of refusals, within the 10 s flush
+    assert decision_id in fake.executions
+    assert (client.report_stats.sent, client.report_stats.failed) == (1, 0)
+
+
+def test_retry_after_is_honoured() -> None:
+    fake = FakePlatform()
+    with fake.client(retries=0) as client:
+        decision_id = allowed(client)
+        fake.fail_next(503, times=1, path="*/executions/batch", retry_after=1)
+        client.decisions.report_execution_later(decision_id, status="SUCCESS")
+        client._reporter.hurry += 1  # no lingering: the first send goes now
+        started = time.monotonic()
+        assert client.flush_reports()
+        waited = time.monotonic() - started
+    assert decision_id in fake.executions
+    assert waited >= 0.9  # the backoff alone would have resent after ~0.05 s
+
+
+def test_close_is_bounded_by_its_timeout_even_with_a_request_in_flight(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakePlatform()
+
+    def never_answers(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/executions/batch"):
+            time.sleep(30)
+        return fake.transport.handle_request(request)
+
+    client = AegisClient(
+        endpoint="http://fake", api_key="k", http_client=httpx.Client(transport=httpx.MockTransport(never_answers))
+    )
+    decision_id = client.propose(ACTOR, ACTION).decision_id
+    client.decisions.report_execution_later(decision_id, status="SUCCESS")
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="aegis_sdk"):
+        client._reporter.close(timeout=1.0)
+    assert time.monotonic() - started < 5.0  # was timeout + the client's 30 s timeout
+    assert client.report_stats.failed == 1
+    assert any(decision_id in record.getMessage() for record in caplog.records)

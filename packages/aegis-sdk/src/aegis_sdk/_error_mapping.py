@@ -115,8 +115,8 @@ def error_from_response(response: httpx.Response, *, attempts: int = 1) -> error
         "details": details,
         "error_type": error_type,
     }
-    if cls is errors.RateLimitError:
-        return errors.RateLimitError(message, retry_after=retry_after(response, details), **common)
+    if cls is errors.RateLimitError or cls is errors.ServerError:
+        return cls(message, retry_after=retry_after(response, details), **common)
     if cls is errors.UnknownCapabilityError:
         suggestions = details.get("suggestions")
         names = [s for s in suggestions if isinstance(s, str)] if isinstance(suggestions, list) else []

@@ -4,11 +4,15 @@ what is queued in batches of up to 100 (`POST /governance/executions/batch`, eac
 after lingering `REPORT_LINGER` seconds for a batch to fill.
 
 Never lost while the process lives: a batch that meets a transport error, a 429 or a 5xx stays queued and is
-sent again after a backoff (`retry_delay * 2**n`, at most 30 s), up to `REPORT_ATTEMPTS` sends per report;
-`close()` / `aclose()` (and, for the sync client, interpreter exit) flush the queue, waiting up to
-`REPORT_FLUSH_TIMEOUT` seconds. A report is given up only after its attempts are spent or when the flush
-deadline passes with the platform unreachable: then a WARNING names it and `report_stats.failed` counts it.
-A 4xx answer (per report, or for the whole batch) is that report's final answer, counted as failed and logged.
+sent again after the platform's `Retry-After` or a backoff (`retry_delay * 2**n`, at most 30 s), up to
+`REPORT_ATTEMPTS` sends per report; `close()` / `aclose()` and interpreter exit flush the queue, retrying until
+`REPORT_FLUSH_TIMEOUT` seconds have passed (one deadline for all the clients at exit). A report is given up only
+after its attempts are spent or when that deadline passes with the platform unreachable: then a WARNING names
+it and `report_stats.failed` counts it. A report's own 4xx answer is final, counted as failed and logged; a
+batch refused as a whole for its size or one of its items (413, 422) is split and sent again in halves, so only
+the report the platform cannot take fails. A client with reports queued is kept alive until they are sent,
+even when the application dropped it; a process forked from one starts with an empty queue of its own (the
+parent sends what it had queued).
 A report whose decision's execution was already recorded before its first send (`already_reported`, or a
 `duplicate` answer to a report never sent before: another run acted under the same ALLOW decision) is logged
 at ERROR with the decision id: the action may have been performed twice.
@@ -24,6 +28,7 @@ import asyncio
 import atexit
 import json
 import logging
+import os
 import threading
 import time
 import weakref
@@ -138,6 +143,9 @@ class ReportQueue:
     failed: int = 0
     retried: int = 0
     synchronous: int = 0
+    batch_limit: int = MAX_EXECUTION_BATCH  # halved when the platform refuses a batch as a whole, regrows after
+    abandoned: bool = False  # closed while a batch was in flight: its late answer counts nothing
+    owner: Any = None  # the reporter, kept alive (`_busy`) while reports are queued or in flight
 
     def offer(self, report: PendingReport) -> bool:
         with self.lock:
@@ -145,13 +153,14 @@ class ReportQueue:
                 return False
             self.items.append(report)
             self.queued += 1
+            _busy(self.owner)
             self.lock.notify_all()
             return True
 
     def take(self) -> list[PendingReport]:
-        """The next batch (up to 100 reports), now in flight."""
+        """The next batch (up to `batch_limit` reports), now in flight."""
         with self.lock:
-            batch = [self.items.popleft() for _ in range(min(MAX_EXECUTION_BATCH, len(self.items)))]
+            batch = [self.items.popleft() for _ in range(min(self.batch_limit, len(self.items)))]
             for report in batch:
                 report.sends += 1
             self.in_flight += len(batch)
@@ -169,13 +178,25 @@ class ReportQueue:
 
     def _done(self, count: int) -> None:
         self.in_flight -= count
+        if not self.items and not self.in_flight:
+            _idle(self.owner)
         self.lock.notify_all()
+
+    def put_back(self, batch: list[PendingReport]) -> None:
+        """A batch that was not answered (its worker's event loop ended): first in line again, not a retry."""
+        with self.lock:
+            self.items.extendleft(reversed(batch))
+            self._done(len(batch))
 
     def answered(self, batch: list[PendingReport], answer: ExecutionBatchAnswer) -> None:
         """Count (and log) each report's answer."""
         results: list[ExecutionBatchResult | None] = [*answer.results[: len(batch)]]
         results.extend(None for _ in range(len(batch) - len(results)))
         with self.lock:
+            if self.abandoned:
+                self._done(len(batch))
+                return
+            self.batch_limit = min(MAX_EXECUTION_BATCH, self.batch_limit * 2)
             for report, result in zip(batch, results, strict=True):
                 if result is not None and result.decision_id != report.decision_id:
                     result = None  # not the answer to this report: count it as unanswered
@@ -199,6 +220,9 @@ class ReportQueue:
     def refused(self, batch: list[PendingReport], error: AegisError) -> None:
         """A final (4xx) answer to the whole batch: every report in it failed."""
         with self.lock:
+            if self.abandoned:
+                self._done(len(batch))
+                return
             self.failed += len(batch)
             self._done(len(batch))
         logger.warning(
@@ -209,15 +233,31 @@ class ReportQueue:
             ", ".join(report.decision_id for report in batch),
         )
 
-    def requeue(self, batch: list[PendingReport]) -> list[PendingReport]:
+    def split(self, batch: list[PendingReport]) -> None:
+        """The platform refused the whole batch for its size or one of its items (413, 422): send it again in
+        halves (down to one report, whose own refusal is then final). Not a retry: no attempt is counted."""
+        with self.lock:
+            self.batch_limit = max(1, len(batch) // 2)
+            if self.abandoned:
+                self._done(len(batch))
+                return
+            self.items.extendleft(reversed(batch))
+            self._done(len(batch))
+
+    def requeue(self, batch: list[PendingReport], *, count: bool = True) -> list[PendingReport]:
         """A transient failure: put the batch back at the front, except the reports whose attempts are spent
-        (given up: returned, counted and logged)."""
+        (given up: returned, counted and logged). `count=False` while closing: the flush deadline decides then,
+        not the number of sends."""
         kept: list[PendingReport] = []
         spent: list[PendingReport] = []
         for report in batch:
-            report.attempts += 1
+            if count:
+                report.attempts += 1
             (spent if report.attempts >= self.max_attempts else kept).append(report)
         with self.lock:
+            if self.abandoned:
+                self._done(len(batch))
+                return []
             self.items.extendleft(reversed(kept))
             self.retried += len(kept)
             self.failed += len(spent)
@@ -226,12 +266,17 @@ class ReportQueue:
             give_up_warning(spent, f"after {self.max_attempts} attempts")
         return spent
 
-    def give_up_rest(self, why: str) -> None:
-        """At close: what is still queued is not sent (counted, logged)."""
+    def give_up_rest(self, why: str, in_flight: list[PendingReport] | None = None) -> None:
+        """At close: what is still queued is not sent (counted, logged); so is `in_flight`, a batch whose
+        request is still unanswered at the deadline (its late answer will count nothing)."""
         with self.lock:
-            rest = list(self.items)
+            rest = [*(in_flight or ()), *self.items]
             self.items.clear()
             self.failed += len(rest)
+            if in_flight:
+                self.abandoned = True
+            if not self.items and (self.abandoned or not self.in_flight):
+                _idle(self.owner)
             self.lock.notify_all()
         if rest:
             give_up_warning(rest, why)
@@ -277,6 +322,12 @@ def is_transient(error: AegisError) -> bool:
     return isinstance(error, APIStatusError) and error.status_code in RETRYABLE_STATUSES
 
 
+def refused_as_a_whole(error: AegisError, batch: list[PendingReport]) -> bool:
+    """The platform refused a batch of several reports for its size (413) or for one item it cannot take
+    (422): halves of it may well pass."""
+    return len(batch) > 1 and error.status_code in (413, 422)
+
+
 def batch_unsupported(error: AegisError) -> bool:
     """A platform without the batch endpoint (older than the SDK) answers its path with a plain 404/405."""
     if isinstance(error, NotFoundError):
@@ -292,12 +343,14 @@ class SyncReporter:
 
     def __init__(self, client: AegisClient) -> None:
         self._client = client
-        self.queue = ReportQueue()
+        self.queue = ReportQueue(owner=self)
         self._thread: threading.Thread | None = None
+        self._in_hand: list[PendingReport] = []  # the batch being sent
         self._closing = False
         self._stopped = False
         self.hurry = 0  # flushes waiting: no lingering
         self._wake = threading.Event()
+        _known(self)
 
     def submit(self, report: PendingReport) -> bool:
         if self._stopped or not self.queue.offer(report):
@@ -307,7 +360,6 @@ class SyncReporter:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._work, name="aegis-execution-reports", daemon=True)
                     self._thread.start()
-                    _register_exit(self)
         return True
 
     def _work(self) -> None:
@@ -324,8 +376,9 @@ class SyncReporter:
                     queue.lock.wait(remaining)
                 if self._stopped:
                     return
-            batch = queue.take()
+            self._in_hand = batch = queue.take()
             delay = self._send(batch)
+            self._in_hand = []
             if delay:
                 self._wake.wait(min(delay, 0.2) if self._closing else delay)
                 self._wake.clear()
@@ -340,18 +393,10 @@ class SyncReporter:
             else:
                 self._send_each(batch)
         except AegisError as exc:
-            if queue.batch_supported and batch_unsupported(exc):
-                queue.batch_supported = False
-                queue.requeue(batch)
-                return 0.0
-            if not is_transient(exc):
-                queue.refused(batch, exc)
-                return 0.0
-            queue.requeue(batch)
-            return _backoff(self._client, max(report.attempts for report in batch))
+            return after_failure(queue, batch, exc, self._client, closing=self._closing)
         except Exception as exc:  # never let the worker die with reports in hand
             logger.warning("execution report worker: %s", type(exc).__name__)
-            queue.requeue(batch)
+            queue.requeue(batch, count=not self._closing)
             return 1.0
         return 0.0
 
@@ -368,7 +413,8 @@ class SyncReporter:
         self.queue.answered(batch, ExecutionBatchAnswer.model_validate({"results": answers}))
 
     def flush(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> bool:
-        """Wait until every queued report is answered (or `timeout` seconds); True when none is left."""
+        """Wait until every queued report is answered (or `timeout` seconds). True when none is left queued or
+        in flight — answered, which is not always recorded: `report_stats.failed` counts the refused ones."""
         deadline = None if timeout is None else time.monotonic() + timeout
         queue = self.queue
         with queue.lock:
@@ -386,20 +432,36 @@ class SyncReporter:
                 self.hurry -= 1
         return True
 
-    def close(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> None:
-        """Flush, then stop the thread; what is left is given up (logged, counted)."""
-        if self._stopped:
-            return
+    def begin_close(self) -> None:
+        """Send what is queued now, without lingering, and retry it until the close's deadline."""
         self._closing = True
         self._wake.set()
+        with self.queue.lock:
+            self.queue.lock.notify_all()
+
+    def close(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> None:
+        """Flush (at most `timeout` seconds in all), then stop the thread; what is left is given up (logged,
+        counted), a batch still unanswered included."""
+        if self._stopped:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.begin_close()
         self.flush(timeout)
         with self.queue.lock:
             self._stopped = True
             self.queue.lock.notify_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=max(1.0, self._client.timeout))
-        self.queue.give_up_rest(f"at close (the platform did not answer within {timeout} s)")
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        unanswered = self._in_hand if thread is not None and thread.is_alive() else []
+        self.queue.give_up_rest(f"at close (the platform did not answer within {timeout} s)", unanswered)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's thread does not exist here and the parent sends what it queued."""
+        self.queue = ReportQueue(owner=self)
+        self._thread = None
+        self._in_hand = []
+        self._wake = threading.Event()
 
 
 class AsyncReporter:
@@ -408,29 +470,35 @@ class AsyncReporter:
 
     def __init__(self, client: AsyncAegisClient) -> None:
         self._client = client
-        self.queue = ReportQueue()
+        self.queue = ReportQueue(owner=self)
         self._workers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+        self._in_hand: dict[asyncio.AbstractEventLoop, list[PendingReport]] = {}  # each worker's batch in flight
         self.hurry = 0  # flushes waiting: no lingering
         self._closing = False
         self._stopped = False
-        self._exit_registered = False
+        _known(self)
 
     def submit(self, report: PendingReport) -> bool:
         if self._stopped or not self.queue.offer(report):
             return False
         self._ensure_worker()
-        if not self._exit_registered:
-            self._exit_registered = True
-            _register_exit(self)
         return True
 
     def _ensure_worker(self) -> None:
+        self._reclaim_closed_loops()
         loop = asyncio.get_running_loop()
         worker = self._workers.get(loop)
         if worker is None or worker.done():
-            for old in [old for old in self._workers if old.is_closed()]:
-                del self._workers[old]
             self._workers[loop] = loop.create_task(self._work(), name="aegis-execution-reports")
+
+    def _reclaim_closed_loops(self) -> None:
+        """A loop closed without cancelling its tasks (`run_until_complete`, then `close()`) leaves its worker
+        suspended for good: the batch it was sending goes back to the queue for a live loop to send."""
+        for loop in [loop for loop in self._workers if loop.is_closed()]:
+            del self._workers[loop]
+            batch = self._in_hand.pop(loop, None)
+            if batch:
+                self.queue.put_back(batch)
 
     async def _work(self) -> None:
         # The task inherited the context of the call that queued a report: start its spans at the root, not
@@ -453,19 +521,21 @@ class AsyncReporter:
 
     async def _drain(self) -> None:
         queue = self.queue
+        loop = asyncio.get_running_loop()
         while not self._stopped:
             if not (self._closing or self.hurry) and 0 < len(queue.items) < MAX_EXECUTION_BATCH:
                 await asyncio.sleep(REPORT_LINGER)
             batch = queue.take()
             if not batch:
                 return
+            self._in_hand[loop] = batch
             try:
                 delay = await self._send(batch)
             except asyncio.CancelledError:  # the loop ends: the reports stay queued for another worker or aclose()
-                with queue.lock:
-                    queue.items.extendleft(reversed(batch))
-                    queue._done(len(batch))
+                self._in_hand.pop(loop, None)
+                queue.put_back(batch)
                 raise
+            self._in_hand.pop(loop, None)
             if delay:
                 await asyncio.sleep(min(delay, 0.2) if self._closing else delay)
 
@@ -478,18 +548,10 @@ class AsyncReporter:
             else:
                 await self._send_each(batch)
         except AegisError as exc:
-            if queue.batch_supported and batch_unsupported(exc):
-                queue.batch_supported = False
-                queue.requeue(batch)
-                return 0.0
-            if not is_transient(exc):
-                queue.refused(batch, exc)
-                return 0.0
-            queue.requeue(batch)
-            return _backoff(self._client, max(report.attempts for report in batch))
+            return after_failure(queue, batch, exc, self._client, closing=self._closing)
         except Exception as exc:
             logger.warning("execution report worker: %s", type(exc).__name__)
-            queue.requeue(batch)
+            queue.requeue(batch, count=not self._closing)
             return 1.0
         return 0.0
 
@@ -506,13 +568,15 @@ class AsyncReporter:
         self.queue.answered(batch, ExecutionBatchAnswer.model_validate({"results": answers}))
 
     async def flush(self, timeout: float | None = REPORT_FLUSH_TIMEOUT) -> bool:
-        """Send what is queued from this loop and wait until every report is answered (or `timeout`)."""
+        """Send what is queued from this loop and wait until every report is answered (or `timeout`). True when
+        none is left queued or in flight (`report_stats.failed` counts the refused ones)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self.hurry += 1
         try:
             while self.queue.pending():
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
+                self._reclaim_closed_loops()
                 if self.queue.items:
                     self._ensure_worker()
                 await asyncio.sleep(0.005)
@@ -532,22 +596,48 @@ class AsyncReporter:
             worker.cancel()  # its batch in flight goes back to the queue, given up below
         if mine:
             await asyncio.wait(mine)
+        self._reclaim_closed_loops()
         self._workers.clear()
-        self.queue.give_up_rest(f"at close (the platform did not answer within {timeout} s)")
+        unanswered = [report for batch in self._in_hand.values() for report in batch]  # on other live loops
+        self._in_hand.clear()
+        self.queue.give_up_rest(f"at close (the platform did not answer within {timeout} s)", unanswered)
 
-    def at_exit(self) -> None:
+    def at_exit(self, timeout: float = REPORT_FLUSH_TIMEOUT) -> None:
         """Interpreter exit with reports still queued (no `aclose()`): send them on a fresh loop, briefly."""
         if self._stopped or not self.queue.pending():
             return
         try:
-            asyncio.run(self.aclose())
+            asyncio.run(self.aclose(timeout))
         except Exception as exc:  # pragma: no cover - best effort at exit
             logger.warning("could not flush execution reports at exit: %s", type(exc).__name__)
             self.queue.give_up_rest("at interpreter exit")
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's event loops and tasks are not this process's; the parent sends what
+        it queued."""
+        self.queue = ReportQueue(owner=self)
+        self._workers = {}
+        self._in_hand = {}
 
-def _backoff(client: Any, attempt: int) -> float:
-    return backoff_delay(max(0, attempt - 1), client.retry_delay or 0.05, None, client._random())
+
+def after_failure(
+    queue: ReportQueue, batch: list[PendingReport], error: AegisError, client: Any, *, closing: bool
+) -> float:
+    """What a failed send of `batch` leads to; returns the pause before the next send."""
+    if queue.batch_supported and batch_unsupported(error):
+        queue.batch_supported = False
+        queue.requeue(batch, count=False)
+        return 0.0
+    if refused_as_a_whole(error, batch):
+        queue.split(batch)
+        return 0.0
+    if not is_transient(error):
+        queue.refused(batch, error)
+        return 0.0
+    queue.requeue(batch, count=not closing)
+    attempt = max(report.attempts for report in batch)
+    retry_after = getattr(error, "retry_after", None)
+    return backoff_delay(max(0, attempt - 1), client.retry_delay or 0.05, retry_after, client._random())
 
 
 def _single_call(report: PendingReport) -> Call[Any]:
@@ -571,26 +661,66 @@ def _error_body(error: AegisError) -> dict[str, Any]:
     return {"type": "governance_error", "code": error.code or "error", "message": str(error)}
 
 
-_exit_reporters: weakref.WeakSet[Any] = weakref.WeakSet()
+# Reporters with reports queued or in flight are held here (a strong reference: the application may have
+# dropped its client) until their queue is empty, and flushed at interpreter exit. All reporters are known
+# weakly, so that a forked child can reset theirs.
 _exit_lock = threading.Lock()
+_busy_reporters: dict[int, Any] = {}
+_all_reporters: weakref.WeakSet[Any] = weakref.WeakSet()
 _exit_hooked = False
 
 
-def _register_exit(reporter: SyncReporter | AsyncReporter) -> None:
-    global _exit_hooked
+def _known(reporter: SyncReporter | AsyncReporter) -> None:
     with _exit_lock:
-        _exit_reporters.add(reporter)
+        _all_reporters.add(reporter)
+
+
+def _busy(reporter: Any) -> None:
+    """Called under the reporter's queue lock when a report is queued."""
+    global _exit_hooked
+    if reporter is None:
+        return
+    with _exit_lock:
+        _busy_reporters[id(reporter)] = reporter
         if not _exit_hooked:
             _exit_hooked = True
             atexit.register(_flush_all_at_exit)
 
 
+def _idle(reporter: Any) -> None:
+    """Called under the reporter's queue lock when nothing is queued or in flight any more."""
+    if reporter is None:
+        return
+    with _exit_lock:
+        _busy_reporters.pop(id(reporter), None)
+
+
 def _flush_all_at_exit() -> None:
-    for reporter in list(_exit_reporters):
+    """One deadline for every client: they are all told to hurry first, so that the sync ones send at once."""
+    deadline = time.monotonic() + REPORT_FLUSH_TIMEOUT
+    with _exit_lock:
+        reporters = list(_busy_reporters.values())
+    for reporter in reporters:
         if isinstance(reporter, SyncReporter):
-            reporter.close()
+            reporter.begin_close()
+    for reporter in reporters:
+        remaining = max(0.0, deadline - time.monotonic())
+        if isinstance(reporter, SyncReporter):
+            reporter.close(remaining)
         else:
-            reporter.at_exit()
+            reporter.at_exit(remaining)
+
+
+def _forget_in_child() -> None:
+    global _exit_lock
+    _exit_lock = threading.Lock()  # perhaps held by a thread of the parent at the fork
+    _busy_reporters.clear()
+    for reporter in list(_all_reporters):
+        reporter.forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 __all__ = [

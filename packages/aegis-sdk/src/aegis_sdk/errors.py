@@ -135,7 +135,14 @@ class RateLimitError(APIStatusError):
 
 
 class ServerError(APIStatusError):
-    """5xx: the platform failed or is unavailable, still after the retries."""
+    """5xx: the platform failed or is unavailable, still after the retries. `retry_after` is in seconds, when
+    the answer said when to come back (a 503's `Retry-After`)."""
+
+    retry_after: float | None
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
 
 
 class MalformedResponseError(AegisError):
