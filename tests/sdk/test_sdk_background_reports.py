@@ -163,3 +163,64 @@ def test_interpreter_exit_flushes_the_queue() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
     assert lines["executions"] == repr([lines["decision"]])
+
+
+def error_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "aegis_sdk" and r.levelno == logging.ERROR]
+
+
+def test_a_report_already_recorded_before_its_first_send_is_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Another run (a re-run of the same step in another process) reported the decision first: the same status
+    is answered `duplicate`, another one `already_reported`; either way the action may have run twice."""
+    fake = FakePlatform()
+    with fake.client() as other, fake.client() as client, caplog.at_level(logging.WARNING, logger="aegis_sdk"):
+        same, different = allowed(client), allowed(client)
+        other.decisions.report_execution(same, status="SUCCESS")
+        other.decisions.report_execution(different, status="SUCCESS")
+        client.decisions.report_execution_later(same, status="SUCCESS")
+        client.decisions.report_execution_later(different, status="FAILED", error={"code": "Boom"})
+        assert client.flush_reports()
+        stats = client.report_stats
+    assert (stats.sent, stats.failed) == (1, 1)  # a duplicate counts as sent; another status is refused
+    errors = error_lines(caplog)
+    assert len(errors) == 2 and "performed twice" in errors[0]
+    assert any(same in line for line in errors) and any(different in line for line in errors)
+
+
+def test_a_duplicate_answering_a_resend_is_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A batch whose answer was lost is sent again: its `duplicate` answer is this client's own report."""
+    fake = FakePlatform()
+    with fake.client(retries=0, retry_delay=0.001) as client, caplog.at_level(logging.WARNING, logger="aegis_sdk"):
+        decision_id = allowed(client)
+        client.decisions.report_execution_later(decision_id, status="SUCCESS")
+        report = client._reporter.queue.items[0]
+        report.sends = 1  # as if a first send had reached the platform and its answer was lost
+        client.decisions.report_execution(decision_id, status="SUCCESS")  # what that send recorded
+        assert client.flush_reports()
+        assert (client.report_stats.sent, client.report_stats.failed) == (1, 0)
+    assert error_lines(caplog) == []
+
+
+def test_an_event_loop_ending_with_reports_queued_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakePlatform()
+    client: AsyncAegisClient = fake.async_client()
+
+    async def one() -> str:
+        decision = await client.propose(ACTOR, ACTION)
+        await client.decisions.report_execution_later(decision.decision_id, status="SUCCESS")
+        return decision.decision_id
+
+    with caplog.at_level(logging.WARNING, logger="aegis_sdk"):
+        decision_id = asyncio.run(one())  # the loop ends while the worker lingers for a batch
+    warnings = [r.getMessage() for r in caplog.records if r.name == "aegis_sdk" and r.levelno == logging.WARNING]
+    assert any("event loop ended with 1 execution report(s) still queued" in w for w in warnings), warnings
+    assert client.report_stats.pending == 1 and fake.executions == {}
+
+    async def close() -> None:
+        await client.aclose()
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aegis_sdk"):
+        asyncio.run(close())  # no warning when the client is closed: its worker is stopped, not cut short
+    assert list(fake.executions) == [decision_id]
+    assert not [r for r in caplog.records if "event loop ended" in r.getMessage()]

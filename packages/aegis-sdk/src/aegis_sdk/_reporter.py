@@ -9,6 +9,9 @@ sent again after a backoff (`retry_delay * 2**n`, at most 30 s), up to `REPORT_A
 `REPORT_FLUSH_TIMEOUT` seconds. A report is given up only after its attempts are spent or when the flush
 deadline passes with the platform unreachable: then a WARNING names it and `report_stats.failed` counts it.
 A 4xx answer (per report, or for the whole batch) is that report's final answer, counted as failed and logged.
+A report whose decision's execution was already recorded before its first send (`already_reported`, or a
+`duplicate` answer to a report never sent before: another run acted under the same ALLOW decision) is logged
+at ERROR with the decision id: the action may have been performed twice.
 The queue holds `REPORT_QUEUE_SIZE` reports; when it is full, `report_execution_later()` sends the report on
 the caller's path (as `report_execution()` would) rather than drop it.
 
@@ -90,6 +93,7 @@ class PendingReport:
     decision_id: str
     body: dict[str, Any]  # the batch item, as JSON data
     attempts: int = 0
+    sends: int = 0  # batches that carried it (a send cut short by a cancelled worker counts too)
 
 
 def pending_report(
@@ -148,6 +152,8 @@ class ReportQueue:
         """The next batch (up to 100 reports), now in flight."""
         with self.lock:
             batch = [self.items.popleft() for _ in range(min(MAX_EXECUTION_BATCH, len(self.items)))]
+            for report in batch:
+                report.sends += 1
             self.in_flight += len(batch)
             return batch
 
@@ -175,9 +181,14 @@ class ReportQueue:
                     result = None  # not the answer to this report: count it as unanswered
                 if result is not None and result.status in ("recorded", "duplicate"):
                     self.sent += 1
+                    if result.status == "duplicate" and report.sends == 1:
+                        already_reported_error(report)  # recorded before this client ever sent it
                     continue
                 self.failed += 1
                 code = result.error.code if result is not None and result.error is not None else "no_answer"
+                if code == "already_reported":
+                    already_reported_error(report)
+                    continue
                 logger.warning(
                     "the platform refused the execution report of decision %s (code=%s); it is not recorded",
                     report.decision_id,
@@ -224,6 +235,17 @@ class ReportQueue:
             self.lock.notify_all()
         if rest:
             give_up_warning(rest, why)
+
+
+def already_reported_error(report: PendingReport) -> None:
+    """The decision's execution was recorded before this report was first sent: another run (a re-run of the
+    same step in another process, or a second report of this one) acted under the same ALLOW decision, so the
+    action may have been performed twice. An ERROR, not a WARNING: it is about the action, not the audit."""
+    logger.error(
+        "the execution of decision %s was already reported before this report was sent (code=already_reported): "
+        "another run acted under the same decision, the action may have been performed twice",
+        report.decision_id,
+    )
 
 
 def give_up_warning(reports: list[PendingReport], why: str) -> None:
@@ -414,6 +436,22 @@ class AsyncReporter:
         # The task inherited the context of the call that queued a report: start its spans at the root, not
         # inside that call's trace (the thread of the sync reporter starts with an empty context anyway).
         otel_context.attach(otel_context.Context())
+        try:
+            await self._drain()
+        except asyncio.CancelledError:
+            left = self.queue.pending()
+            if left and not self._stopped:
+                # The event loop ends (asyncio.run returns, an ASGI server without lifespan stops) with reports
+                # still queued: they wait for this client's next event loop, `aclose()` or interpreter exit.
+                logger.warning(
+                    "the event loop ended with %d execution report(s) still queued: they are sent on this "
+                    "client's next event loop, at aclose() or at interpreter exit; await client.flush_reports() "
+                    "or aclose() before the loop ends (an app: run its lifespan)",
+                    left,
+                )
+            raise
+
+    async def _drain(self) -> None:
         queue = self.queue
         while not self._stopped:
             if not (self._closing or self.hurry) and 0 < len(queue.items) < MAX_EXECUTION_BATCH:
