@@ -138,7 +138,8 @@ class GovernanceMiddleware:
         if params.get("arguments") is not None and not isinstance(params.get("arguments"), dict):
             logger.info("MCP tool %s: refused a call whose arguments are not a JSON object", tool)
             return refusals.bad_arguments(tool)
-        # The span covers the whole governed call: the decision, the tool's run and the execution report.
+        # The span covers the whole governed call: the decision and the tool's run (the execution report is only
+        # queued in it; the client's reporter sends it later, in a trace of its own).
         with GovernSpan("aegis_mcp", _VERSION, "mcp", {"aegis.tool.name": tool}) as govern:
             try:
                 call = self.tool_call(ctx, tool, params.get("arguments"))
