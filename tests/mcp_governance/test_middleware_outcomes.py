@@ -172,3 +172,4 @@ async def test_platform_down_with_fail_open_runs_degraded(mode: Any) -> None:
         result = await client.call_tool("add", {"a": 1, "b": 1})
     assert not result.is_error and made.ran == ["add"]
     assert meta_of(result)["degraded"] is True and meta_of(result)["outcome"] == "ALLOW"
+    assert client_of_nothing.report_stats.queued == 0  # a degraded decision is never reported (AEGIS never saw it)
