@@ -207,3 +207,34 @@ def test_a_sigterm_flushes_the_queued_execution_reports_before_the_proxy_exits(
         assert process.process.wait(timeout=30) == 0, "".join(process.stderr)
     assert not added.is_error and governance(added)["outcome"] == "ALLOW"
     assert anyio.run(execution_status, platform, added) == "SUCCESS"
+
+
+async def test_on_sigterm_the_queued_reports_are_sent_before_os_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same, made certain: a report still queued (the reporter waiting to fill a batch) when the signal comes
+    is on the platform before the proxy's `os._exit`."""
+    import logging
+    from types import SimpleNamespace
+
+    import aegis_sdk._reporter
+    from aegis_mcp import _proxy
+    from aegis_sdk.testing import FakePlatform
+
+    monkeypatch.setattr(aegis_sdk._reporter, "REPORT_LINGER", 1.0)  # the signal comes while it waits
+    monkeypatch.setattr(logging, "shutdown", lambda: None)  # would close pytest's own log handlers
+    fake = FakePlatform()
+    client = fake.async_client()
+    decision = await client.propose({"id": "a", "type": "ai-agent"}, {"capability": "mcp.add", "parameters": {}})
+    await client.decisions.report_execution_later(decision.decision_id, status="SUCCESS")
+    assert fake.executions == {}
+    exits: list[tuple[int, list[str]]] = []
+    async with anyio.create_task_group() as group:
+
+        def leave(code: int) -> None:  # what os._exit would do, and what the platform had by then
+            exits.append((code, list(fake.executions)))
+            group.cancel_scope.cancel()
+
+        monkeypatch.setattr(_proxy.os, "_exit", leave)
+        await group.start(_proxy._until_signal, SimpleNamespace(upstreams=[], aegis=client))
+        signal.raise_signal(signal.SIGTERM)
+    assert exits == [(0, [decision.decision_id])]
+    await client.aclose()
