@@ -155,11 +155,22 @@ def markdown(r: dict[str, Any]) -> str:
             "## Adapters (governed vs the same call ungoverned, sequential, one server)",
             "",
             f"One server round trip (raw httpx POST of a proposal): p50 {a['round_trip_p50_us']} µs. "
-            f"{a['calls_per_point']} calls per point; governed calls propose, run on ALLOW, report the execution.",
+            f"{a['calls_per_point']} calls per point; governed calls propose, run on ALLOW, queue the execution "
+            "report for the client's background reporter. Requests per governed call: counted by an httpx hook on "
+            f"the SDK client over {a.get('counted_calls', '?')} calls (a separate pass), sent on the caller's path "
+            "vs by the reporter (batched), after a final flush.",
             "",
         ]
         lines += _table(
-            ["adapter", "ungoverned p50 µs", "governed p50 µs", "added p50 µs", "added / round trip"],
+            [
+                "adapter",
+                "ungoverned p50 µs",
+                "governed p50 µs",
+                "added p50 µs",
+                "added / round trip",
+                "requests on caller's path / call",
+                "reporter requests / call",
+            ],
             [
                 [
                     row["adapter"],
@@ -167,6 +178,8 @@ def markdown(r: dict[str, Any]) -> str:
                     row["governed_p50_us"],
                     row["added_p50_us"],
                     row["added_in_round_trips"],
+                    row.get("caller_requests_per_call", "—"),
+                    row.get("reporter_requests_per_call", "—"),
                 ]
                 for row in a["rows"]
             ],

@@ -362,6 +362,7 @@ def langchain_agent(aegis: AegisClient) -> None:
     import langchain_agent as example
 
     steps = example.run_agent(aegis)
+    aegis.flush_reports()  # the tools queued their execution reports (sent in the background): send them now
     for step in steps:
         args = ", ".join(f"{k}={v!r}" for k, v in step.tool_call["args"].items())
         call = f"{step.tool_call['name']}({args})"

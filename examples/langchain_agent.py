@@ -130,8 +130,8 @@ def print_steps(steps: Sequence[AgentStep]) -> None:
 def main() -> int:
     from aegis_server.inprocess import InProcessServer
 
-    with InProcessServer(policy_paths=[POLICIES]) as server:
-        client = server.client()
+    # The client closes before the server stops: closing sends the execution reports still queued.
+    with InProcessServer(policy_paths=[POLICIES]) as server, server.client() as client:
         steps = run_agent(client)
         print_steps(steps)
         expected = ["ALLOW", "DENY (denied)", "ALLOW (confirmed)", "REQUIRE_CONFIRMATION (confirmation_declined)"]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from lc_support import POLICIES
 
 import aegis_langchain
-from aegis_sdk import AegisClient
+from aegis_sdk import AegisClient, AsyncAegisClient
 
 if TYPE_CHECKING:
     from aegis_server.inprocess import InProcessServer
@@ -29,12 +29,34 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     aegis_langchain.reset_configuration()
 
 
+def _closing_clients(running: InProcessServer) -> tuple[list[AegisClient], list[AsyncAegisClient]]:
+    """Remember the SDK clients a test makes, to close them (their queued execution reports flushed) while the
+    server still runs: a report left queued would otherwise be retried against a stopped server until exit."""
+    made: tuple[list[AegisClient], list[AsyncAegisClient]] = ([], [])
+    make, amake = running.client, running.async_client
+
+    def client(*args: Any, **kwargs: Any) -> AegisClient:
+        made[0].append(make(*args, **kwargs))
+        return made[0][-1]
+
+    def async_client(*args: Any, **kwargs: Any) -> AsyncAegisClient:
+        made[1].append(amake(*args, **kwargs))
+        return made[1][-1]
+
+    running.client = client  # type: ignore[method-assign]
+    running.async_client = async_client  # type: ignore[method-assign]
+    return made
+
+
 @pytest.fixture
 def server() -> Iterator[InProcessServer]:
     from aegis_server.inprocess import InProcessServer
 
     with InProcessServer(policy_paths=[POLICIES]) as running:
+        clients, _ = _closing_clients(running)
         yield running
+        for made in clients:
+            made.close()
 
 
 @pytest.fixture
@@ -54,7 +76,12 @@ async def aserver() -> AsyncIterator[InProcessServer]:
     from aegis_server.inprocess import InProcessServer
 
     async with InProcessServer(policy_paths=[POLICIES]) as running:
+        sync_clients, async_clients = _closing_clients(running)
         yield running
+        for made in sync_clients:
+            made.close()
+        for amade in async_clients:
+            await amade.aclose()
 
 
 @pytest.fixture

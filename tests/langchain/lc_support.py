@@ -48,10 +48,15 @@ def tool_messages(messages: Sequence[BaseMessage]) -> list[ToolMessage]:
 
 
 def event_types(client: AegisClient, decision_id: str) -> list[str]:
+    """The decision's audit trail, once `client`'s queued execution reports were sent (the adapter reports in
+    the background)."""
+    assert client.flush_reports(), client.report_stats
     return [record.event_type for record in client.audit.trail(decision_id).records]
 
 
 def execution_payload(client: AegisClient, decision_id: str) -> dict[str, Any]:
+    """The execution record of the decision, once `client`'s queued execution reports were sent."""
+    assert client.flush_reports(), client.report_stats
     records = [r for r in client.audit.trail(decision_id).records if r.event_type == "execution"]
     assert len(records) == 1, [r.event_type for r in client.audit.trail(decision_id).records]
     return records[0].payload

@@ -88,6 +88,7 @@ async def test_async_agent_uses_the_async_client(aserver: InProcessServer) -> No
     assert messages["call_2"].content == "refunded A-2"
     assert messages["call_2"].artifact["parent_decision_id"] == confirmations[0].decision_id
     assert sorted(ran) == ["A-1", "A-2"]
+    assert await aclient.flush_reports()  # the reports were queued, sent in the background
     trail = await aclient.audit.trail(messages["call_2"].artifact["decision_id"])
     assert [r.payload.get("status") for r in trail.records if r.event_type == "execution"] == ["SUCCESS"]
 

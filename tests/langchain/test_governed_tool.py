@@ -79,13 +79,16 @@ def test_allow_runs_the_tool_and_reports_success(client: AegisClient) -> None:
     assert artifact["execution"] == "SUCCESS"
     # the audit ref is on the artifact, never in what the model reads
     assert artifact["audit_ref"] not in message.content and artifact["decision_id"] not in message.content
+    # the report is queued, not sent on the call's path: its audit record does not exist yet
+    assert artifact["execution_audit_ref"] is None
+    assert client.report_stats.queued == 1
     decision = client.decisions.get(artifact["decision_id"])
     assert decision.audit_ref == artifact["audit_ref"]
+    payload = execution_payload(client, artifact["decision_id"])  # flushes first
+    assert payload["status"] == "SUCCESS"
     trail = client.audit.trail(artifact["decision_id"]).records
     assert trail[0].actor_id == "billing-bot"
-    payload = execution_payload(client, artifact["decision_id"])
-    assert payload["status"] == "SUCCESS"
-    assert artifact["execution_audit_ref"] in [r.audit_ref for r in trail]
+    assert (client.report_stats.sent, client.report_stats.failed) == (1, 0)
 
 
 def test_plain_invoke_returns_the_tools_own_output(client: AegisClient) -> None:

@@ -72,9 +72,13 @@ def test_a_sync_tool_governs_inside_the_apps_span(otel_spans: InMemorySpanExport
     assert govern.kind is SpanKind.INTERNAL
     assert govern.instrumentation_scope is not None and govern.instrumentation_scope.name == "aegis_langchain"
     assert parent_of(spans, govern).context.span_id == app.get_span_context().span_id
-    for child in ("aegis.propose", "tool body", "aegis.report_execution"):
+    for child in ("aegis.propose", "tool body"):
         (span,) = named(otel_spans, child)
         assert parent_of(spans, span) is govern, child
+    # The execution report left the call's path: the client's reporter sent it in its own trace, at close.
+    assert not named(otel_spans, "aegis.report_execution")
+    (batch,) = named(otel_spans, "aegis.report_executions")
+    assert batch.parent is None
     (propose,) = named(otel_spans, "aegis.propose")
     assert govern.status.status_code is StatusCode.UNSET
     assert dict(govern.attributes or {}) == {
@@ -171,12 +175,13 @@ def _assert_parallel_calls_nest(otel_spans: InMemorySpanExporter, app_span_id: i
         assert app_span_id in [s.context.span_id for s in spans.values() if s.name == "app"]
         assert not any(name.startswith("aegis.") for name in ancestors(spans, govern))
         children = [s for s in spans.values() if s.parent is not None and s.parent.span_id == govern.context.span_id]
-        assert sorted(c.name for c in children) == sorted(
-            ["aegis.propose", f"tool {tool_name}", "aegis.report_execution"]
-        ), tool_name
+        assert sorted(c.name for c in children) == sorted(["aegis.propose", f"tool {tool_name}"]), tool_name
         (propose,) = [c for c in children if c.name == "aegis.propose"]
         assert (propose.attributes or {})["aegis.capability"] == f"agent.{tool_name}"
         assert (govern.attributes or {})["aegis.decision.id"] == (propose.attributes or {})["aegis.decision.id"]
+    # The three execution reports went in the background (batched: one or more batches), outside the app's trace.
+    batches = named(otel_spans, "aegis.report_executions")
+    assert batches and all(batch.parent is None for batch in batches)
 
 
 def _parallel_turn() -> Any:

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from mcp_platform import AegisPlatform
+from mw_support import MIDDLEWARE_CLIENTS
 
 UPSTREAM = Path(__file__).resolve().parent / "mcp_upstream_server.py"
 
@@ -20,6 +21,14 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AegisPlatform
         yield aegis
     finally:
         aegis.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _close_middleware_clients() -> AsyncIterator[None]:
+    """Close the middleware clients of the test (flushing their queued execution reports) on its event loop."""
+    yield
+    while MIDDLEWARE_CLIENTS:
+        await MIDDLEWARE_CLIENTS.pop().aclose()
 
 
 @pytest.fixture

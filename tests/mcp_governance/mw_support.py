@@ -34,6 +34,11 @@ def new_actor() -> str:
     return f"mw-{uuid.uuid4().hex[:12]}"
 
 
+MIDDLEWARE_CLIENTS: list[AsyncAegisClient] = []
+"""The clients given to `governed()` in the running test: conftest closes them (their queued execution reports
+flushed) at the end of the test, on its event loop, while the platform still runs."""
+
+
 @dataclass
 class Governed:
     """A governed MCPServer and what its tools did."""
@@ -50,6 +55,7 @@ def governed(client: AsyncAegisClient, actor: str | None = None, **options: Any)
     options.setdefault("progress_interval", 0.2)
     options.setdefault("capabilities", {"add_with_pin": "mcp.add"})
     governance = GovernanceMiddleware(client, actor=actor, **options)
+    MIDDLEWARE_CLIENTS.append(client)
     server = MCPServer("mw-test", middleware=[governance])
     made = Governed(server, governance, actor)
 
@@ -118,8 +124,13 @@ async def decisions_of(platform: AegisPlatform, actor: str) -> list[Decision]:
         return [decision async for decision in admin.decisions.list(actor_id=actor)]
 
 
-async def executions_of(platform: AegisPlatform, decision_id: str) -> list[dict[str, Any]]:
-    """The execution reports the platform recorded for a decision (their audit payloads)."""
+async def executions_of(
+    platform: AegisPlatform, decision_id: str, reporter: GovernanceMiddleware | None = None
+) -> list[dict[str, Any]]:
+    """The execution reports the platform recorded for a decision (their audit payloads); with `reporter`, once
+    the middleware's client sent what it queued (the middleware reports in the background)."""
+    if reporter is not None:
+        assert await reporter.client.flush_reports(), reporter.client.report_stats
     async with platform.async_client() as admin:
         trail = await admin.audit.trail(decision_id)
     return [record.payload for record in trail.records if "execution" in record.event_type.lower()]

@@ -41,7 +41,8 @@ async def test_allow_runs_and_reports_success(platform: AegisPlatform, mode: Any
     assert meta["decision_id"].startswith("dec_") and meta["policy_ids"] and "degraded" not in meta
     [decision] = await decisions_of(platform, made.actor)
     assert decision.decision_id == meta["decision_id"]
-    [report] = await executions_of(platform, decision.decision_id)
+    assert made.governance.client.report_stats.queued == 1  # queued on the call's path, sent in the background
+    [report] = await executions_of(platform, decision.decision_id, made.governance)
     assert report["status"] == "SUCCESS"
 
 
@@ -64,7 +65,7 @@ async def test_a_failing_tool_is_reported_failed(platform: AegisPlatform, mode: 
     async with Client(made.server, mode=mode) as client:
         result = await client.call_tool("fail", {})
     assert result.is_error and made.ran == ["fail"]
-    [report] = await executions_of(platform, meta_of(result)["decision_id"])
+    [report] = await executions_of(platform, meta_of(result)["decision_id"], made.governance)
     assert report["status"] == "FAILED" and report["error"]["code"] == "tool_error"
     assert "Error executing tool fail" in report["error"]["message"]
 
@@ -171,3 +172,4 @@ async def test_platform_down_with_fail_open_runs_degraded(mode: Any) -> None:
         result = await client.call_tool("add", {"a": 1, "b": 1})
     assert not result.is_error and made.ran == ["add"]
     assert meta_of(result)["degraded"] is True and meta_of(result)["outcome"] == "ALLOW"
+    assert client_of_nothing.report_stats.queued == 0  # a degraded decision is never reported (AEGIS never saw it)

@@ -7,12 +7,23 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 import yaml
 from mcp import Client
 from mcp_platform import AegisPlatform, free_port, recorded_runs, wait_until
-from proxy_support import UPSTREAM, Process, governance, http_proxy, http_upstream, proxy_env, text_of
+from proxy_support import (
+    UPSTREAM,
+    Process,
+    execution_status,
+    governance,
+    http_proxy,
+    http_upstream,
+    proxy_env,
+    text_of,
+)
 
 from aegis_mcp._cli import main
 
@@ -174,3 +185,56 @@ def test_the_proxy_stops_its_upstreams_when_it_stops(platform: AegisPlatform, ho
         assert "Traceback" not in "".join(process.stderr)
     finally:
         process.stop()
+
+
+def test_a_sigterm_flushes_the_queued_execution_reports_before_the_proxy_exits(
+    platform: AegisPlatform, run_log: Path
+) -> None:
+    """The proxy reports in the background and leaves with os._exit on SIGTERM (no exit hooks run): it flushes
+    its client's queued reports first, so the call answered just before the signal is in the audit trail. (The
+    upstreams' shutdown before the flush usually gives the reporter time to send on its own: this guards the
+    outcome, it cannot force a report to be still queued at the signal.)"""
+    upstream = ["--", sys.executable, str(UPSTREAM), "--run-log", str(run_log)]
+    with http_proxy(platform, "--actor", "sigterm-agent", *upstream) as (url, process):
+
+        async def call() -> Any:
+            async with Client(url) as client:
+                added = await client.call_tool("add", {"a": 1, "b": 2})
+            process.process.send_signal(signal.SIGTERM)
+            return added
+
+        added = anyio.run(call)
+        assert process.process.wait(timeout=30) == 0, "".join(process.stderr)
+    assert not added.is_error and governance(added)["outcome"] == "ALLOW"
+    assert anyio.run(execution_status, platform, added) == "SUCCESS"
+
+
+async def test_on_sigterm_the_queued_reports_are_sent_before_os_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same, made certain: a report still queued (the reporter waiting to fill a batch) when the signal comes
+    is on the platform before the proxy's `os._exit`."""
+    import logging
+    from types import SimpleNamespace
+
+    import aegis_sdk._reporter
+    from aegis_mcp import _proxy
+    from aegis_sdk.testing import FakePlatform
+
+    monkeypatch.setattr(aegis_sdk._reporter, "REPORT_LINGER", 1.0)  # the signal comes while it waits
+    monkeypatch.setattr(logging, "shutdown", lambda: None)  # would close pytest's own log handlers
+    fake = FakePlatform()
+    client = fake.async_client()
+    decision = await client.propose({"id": "a", "type": "ai-agent"}, {"capability": "mcp.add", "parameters": {}})
+    await client.decisions.report_execution_later(decision.decision_id, status="SUCCESS")
+    assert fake.executions == {}
+    exits: list[tuple[int, list[str]]] = []
+    async with anyio.create_task_group() as group:
+
+        def leave(code: int) -> None:  # what os._exit would do, and what the platform had by then
+            exits.append((code, list(fake.executions)))
+            group.cancel_scope.cancel()
+
+        monkeypatch.setattr(_proxy.os, "_exit", leave)
+        await group.start(_proxy._until_signal, SimpleNamespace(upstreams=[], aegis=client))
+        signal.raise_signal(signal.SIGTERM)
+    assert exits == [(0, [decision.decision_id])]
+    await client.aclose()

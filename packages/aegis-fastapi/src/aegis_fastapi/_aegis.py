@@ -42,7 +42,8 @@ class Aegis(DecisionFlow, ExecutionReports):
     - `fail_open`: when the platform is unreachable or failing, let the request through with a local,
       degraded ALLOW (`decision.degraded`) and log a warning. Default False: answer 503 (fail closed).
     - `report_execution`: after a governed endpoint returns or raises, report SUCCESS or FAILED (with the
-      exception type) as the decision's execution result, in the background. Default True.
+      exception type) as the decision's execution result: queued on the client's background reporter (no round
+      trip on the request's path), flushed by `drain()` and at the lifespan's shutdown. Default True.
     - `confirmation_header`: the request header naming a decision to confirm (`AEGIS-Confirmation`).
     - `retry_after`: seconds in the `Retry-After` header of a 503 (unless the platform said otherwise).
     - `review_retry_after`: seconds in the `Retry-After` header of a `review_pending` answer (and of the
@@ -125,8 +126,8 @@ class Aegis(DecisionFlow, ExecutionReports):
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
-        """`FastAPI(lifespan=aegis.lifespan)`: create the client at startup, drain pending execution
-        reports and close it at shutdown. Also documents governed routes' responses in `app`'s OpenAPI."""
+        """`FastAPI(lifespan=aegis.lifespan)`: create the client at startup; at shutdown, flush the queued
+        execution reports (`drain()`) and close it. Also documents governed routes' responses in `app`'s OpenAPI."""
         if isinstance(app, FastAPI):
             self.document(app)
         async with self._clients.running(self.drain):

@@ -70,11 +70,11 @@ def governed_dependency(
             yield decision
         except BaseException as exc:
             if report:
-                aegis.schedule_report(client, decision, started, exc)
+                await aegis.schedule_report(client, decision, started, exc)
             raise
         else:
             if report:
-                aegis.schedule_report(client, decision, started, None)
+                await aegis.schedule_report(client, decision, started, None)
 
     mark_governed(governed, aegis)
     governed.__name__ = f"aegis_require_{capability if isinstance(capability, str) else 'dynamic'}"

@@ -1,5 +1,5 @@
 """The client's life: injected, or created at the app's startup and closed at its shutdown (after the
-execution reports drained), and `install`'s wiring of an existing app's lifespan and error handler."""
+queued execution reports were flushed), and `install`'s wiring of an existing app's lifespan and error handler."""
 
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ class ClientLifecycle:
         return self._client
 
     @contextlib.asynccontextmanager
-    async def running(self, drain: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
-        """Create the client if none is there; when the last lifespan ends, `drain` then close the client
-        created here (an injected client is left open)."""
+    async def running(self, drain: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
+        """Create the client if none is there; when the last lifespan ends, `drain` (flush the queued execution
+        reports) then close the client created here (an injected client is left open, its reports flushed)."""
         if self._client is None:
             self._client = AsyncAegisClient(**self._options)
         self._lifespans += 1

@@ -269,11 +269,11 @@ class AegisMiddleware:
             await self.app(scope, replay, send_with_decision)
         except BaseException as exc:
             if self.aegis.report_execution:
-                self.aegis.schedule_report(client, decision, started, exc)
+                await self.aegis.schedule_report(client, decision, started, exc)
             raise
         if self.aegis.report_execution:
             code = status[0] if status else 500
-            self.aegis.schedule_report(client, decision, started, status_code=code if code >= 400 else None)
+            await self.aegis.schedule_report(client, decision, started, status_code=code if code >= 400 else None)
 
 
 def _json_body(content_type: str | None, body: bytes) -> dict[str, Any]:

@@ -1,27 +1,31 @@
 """Execution reports: after a governed request ran, tell the platform how it went (SUCCESS, or FAILED with
-the exception type or the answer's status), in background tasks that shutdown drains."""
+the exception type or the answer's status). They go through the client's background reporter
+(`decisions.report_execution_later`): queued on the request's path, sent batched off it, retried, flushed by
+`drain()` and at the lifespan's shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+import weakref
 
 from fastapi import HTTPException
 
-from aegis_sdk import AsyncAegisClient, Decision
+from aegis_sdk import AegisError, AsyncAegisClient, Decision
 
 logger = logging.getLogger("aegis_fastapi")
 
 
 class ExecutionReports:
-    """Execution reports as a part of `Aegis`: the background tasks sending them."""
+    """Execution reports as a part of `Aegis`: queued on the client's reporter, flushed by `drain()`."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._report_tasks: set[asyncio.Task[None]] = set()
+        # The clients reports were queued on: the app's, or one a test put in `dependency_overrides`.
+        self._reporting_clients: weakref.WeakSet[AsyncAegisClient] = weakref.WeakSet()
 
-    def schedule_report(
+    async def schedule_report(
         self,
         client: AsyncAegisClient,
         decision: Decision,
@@ -30,60 +34,50 @@ class ExecutionReports:
         *,
         status_code: int | None = None,
     ) -> None:
-        """Report how the governed request went as the decision's execution result, in a background task:
-        SUCCESS, or FAILED with the exception's type (`error`) or the answer's status (`status_code`).
-        Errors while reporting are logged, never raised. Degraded decisions are not reported."""
+        """Queue how the governed request went as the decision's execution result: SUCCESS, or FAILED with the
+        exception's type (`error`) or the answer's status (`status_code`). Nothing is awaited (the client's
+        reporter sends it in the background) unless its queue is full, when it is sent now. Errors are logged,
+        never raised. Degraded decisions are not reported (the platform never saw them)."""
         if decision.degraded:
             logger.info(
                 "no execution report for degraded decision %s (the platform never saw it)", decision.decision_id
             )
             return
+        duration_ms = max(0.0, (time.perf_counter() - started) * 1000.0)
         failure: dict[str, str] | None = None
         if error is not None:
             http_status = error.status_code if isinstance(error, HTTPException) else None
             failure = {"code": type(error).__qualname__[:200], "message": f"HTTP {http_status}" if http_status else ""}
         elif status_code is not None:
             failure = {"code": f"http_{status_code}", "message": f"HTTP {status_code}"}
-        duration_ms = max(0.0, (time.perf_counter() - started) * 1000.0)
-        task = asyncio.get_running_loop().create_task(_report(client, decision.decision_id, duration_ms, failure))
-        self._report_tasks.add(task)
-        task.add_done_callback(self._report_tasks.discard)
-
-    async def drain(self, timeout: float | None = 10.0) -> None:
-        """Wait (up to `timeout` seconds) for execution reports still being sent. The lifespan calls it at
-        shutdown; tests call it before reading the audit trail."""
-        pending = [task for task in self._report_tasks if not task.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
-
-
-async def _report(
-    client: AsyncAegisClient, decision_id: str, duration_ms: float, failure: dict[str, str] | None
-) -> None:
-    """Send one report; errors are logged, never raised."""
-    try:
-        if failure is None:
-            await client.decisions.report_execution(decision_id, status="SUCCESS", duration_ms=duration_ms)
-        else:
-            await client.decisions.report_execution(
-                decision_id, status="FAILED", error=failure, duration_ms=duration_ms
+        self._reporting_clients.add(client)
+        try:
+            if failure is None:
+                await client.decisions.report_execution_later(
+                    decision.decision_id, status="SUCCESS", duration_ms=duration_ms
+                )
+            else:
+                await client.decisions.report_execution_later(
+                    decision.decision_id, status="FAILED", error=failure, duration_ms=duration_ms
+                )
+        except AegisError as exc:  # only when the queue was full and the report was sent on the request's path
+            logger.warning(
+                "could not report the execution of decision %s: %s (code=%s)",
+                decision.decision_id,
+                type(exc).__name__,
+                exc.code,
             )
-    except Exception as exc:
-        logger.warning(
-            "could not report the execution of decision %s: %s (code=%s)",
-            decision_id,
-            type(exc).__name__,
-            getattr(exc, "code", None),
-        )
-    except asyncio.CancelledError:
-        # The loop is shutting down before the report was sent: no lifespan drained it (a TestClient not used
-        # as a context manager, httpx.ASGITransport). Say so: a lost report is a gap in the audit trail.
-        logger.warning(
-            "the execution report of decision %s was cancelled before it was sent (the event loop ended without "
-            "the app's lifespan draining it: run the lifespan, or await aegis.drain())",
-            decision_id,
-        )
-        raise
+
+    async def drain(self, timeout: float | None = 10.0) -> bool:
+        """Send the queued execution reports and wait (up to `timeout` seconds) until the platform answered
+        them all; True when none is left. The lifespan calls it at shutdown; an app whose lifespan does not run
+        (`httpx.ASGITransport`, a `TestClient` not used as a context manager) awaits it before its event loop
+        ends, and tests before reading the audit trail."""
+        clients = list(self._reporting_clients)
+        if not clients:
+            return True
+        flushed = await asyncio.gather(*(client.flush_reports(timeout) for client in clients))
+        return all(flushed)
 
 
 __all__ = ["ExecutionReports"]

@@ -17,7 +17,9 @@ class GovernanceArtifact(TypedDict):
       REQUIRE_CONFIRMATION / ESCALATE decision it resolved.
     - `refusal`: None when the tool ran, else the refusal code (see `GovernanceRefusal.code`).
     - `execution`: `SUCCESS` / `FAILED` as reported to AEGIS after the tool ran (None: not reported).
-    - `execution_audit_ref`: the audit record of that execution report.
+    - `execution_audit_ref`: always None now: the execution report is sent in the background, after the tool
+      message exists (see the client's `report_stats`, or the decision's audit trail). Kept so stored
+      artifacts keep one shape.
     - `tool_artifact`: the wrapped tool's own artifact (tools with `response_format="content_and_artifact"`).
     """
 

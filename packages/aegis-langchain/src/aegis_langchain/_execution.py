@@ -1,5 +1,6 @@
 """After an allowed call ran: its execution report to AEGIS (`SUCCESS`, or `FAILED` with the error's type
-and message) and the governance record attached to its tool message."""
+and message), queued on the client's background reporter (`decisions.report_execution_later`), and the
+governance record attached to its tool message."""
 
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ logger = logging.getLogger("aegis_langchain")
 _ERROR_MESSAGE_LIMIT = 1000
 
 
-def report_execution(
-    call: GovernedCall, decision: Decision, error: BaseException | None, ms: float
-) -> Flow[str | None]:
-    """Report the execution of an allowed call; returns the audit ref, or None (errors are logged)."""
+def report_execution(call: GovernedCall, decision: Decision, error: BaseException | None, ms: float) -> Flow[None]:
+    """Queue the execution report of an allowed call: the client's reporter sends it in the background
+    (batched, retried, flushed when the client closes), so it costs the caller no round trip. Its answer comes
+    later, in the reporter: an `already_reported` one (another run acted under this decision) is logged at
+    ERROR by `aegis_sdk` with the decision id. Only a full queue sends it here, on the call's path; its errors
+    are logged, never raised."""
     if not call.settings.report_execution or decision.degraded:
         return None
     try:
-        record = yield ClientCall("decisions.report_execution", (decision.decision_id,), _report_fields(error, ms))
+        yield ClientCall("decisions.report_execution_later", (decision.decision_id,), _report_fields(error, ms))
     except AegisError as exc:
         if exc.code == "already_reported":
             # Another process ran a tool under this decision and reported it: the action may have run twice.
@@ -41,9 +44,7 @@ def report_execution(
             call.tool_name,
             type(exc).__name__,
         )
-        return None
-    ref: str | None = record.audit_ref
-    return ref
+    return None
 
 
 def _report_fields(error: BaseException | None, ms: float) -> dict[str, Any]:
@@ -63,14 +64,12 @@ def elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-def allowed_artifact(
-    call: GovernedCall, decision: Decision, error: BaseException | None, execution_ref: str | None
-) -> GovernanceArtifact:
-    """The governance record of a call that ran: the ALLOW decision and the execution report."""
+def allowed_artifact(call: GovernedCall, decision: Decision, error: BaseException | None) -> GovernanceArtifact:
+    """The governance record of a call that ran: the ALLOW decision and the execution status reported (in the
+    background: `execution_audit_ref` stays None, the report's audit record does not exist yet)."""
     artifact = governance_artifact(call.capability, decision)
     if call.settings.report_execution:
         artifact["execution"] = "SUCCESS" if error is None else "FAILED"
-    artifact["execution_audit_ref"] = execution_ref
     return artifact
 
 

@@ -96,9 +96,9 @@ def governed_run(call: GovernedCall) -> Flow[Ran | Refused]:
     finally:
         current_decision_var.reset(token)
     failed = failure_of(output)
-    ref = yield from report_execution(call, decision, failed, elapsed_ms(started))
+    yield from report_execution(call, decision, failed, elapsed_ms(started))
     edited = call.arguments if call is not requested else None
-    return Ran(output, allowed_artifact(call, decision, failed, ref), edited, decision)
+    return Ran(output, allowed_artifact(call, decision, failed), edited, decision)
 
 
 Governed = Flow[tuple[GovernedCall, Decision]]

@@ -1,7 +1,8 @@
 """The span of one governed tool call: `aegis.govern` around the flow (`_flow.governed_run`), driven sync or
-async. It covers the governance, the tool's run and the execution report, so the tool's own spans and the
-SDK's sit under it. A refusal or a LangGraph pause is an answer (status UNSET); a governance failure or an
-error raised by the tool ends it with ERROR and `error.type`."""
+async. It covers the governance and the tool's run, so the tool's own spans and the SDK's sit under it (the
+execution report is only queued here: the client's reporter sends it later, in a trace of its own). A refusal
+or a LangGraph pause is an answer (status UNSET); a governance failure or an error raised by the tool ends it
+with ERROR and `error.type`."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ same middleware in front of the tools it forwards.
 Each call is proposed first; the tool's handler runs only under an ALLOW:
 
 - ALLOW → the handler runs; its result is returned and reported to AEGIS as the execution (`isError` →
-  FAILED);
+  FAILED), in the background: the report is queued on the client's reporter (`report_execution_later`), sent
+  batched off the call's path and flushed when the client closes (`aclose()`, `async with client`);
 - DENY → a result with `isError: true` saying why, with the decision id; the handler never sees the call;
 - REQUIRE_CONFIRMATION → the user is asked by elicitation; yes → confirmed with the decision's token, then
   run; no, or a client that cannot be asked → refused;
@@ -137,7 +138,8 @@ class GovernanceMiddleware:
         if params.get("arguments") is not None and not isinstance(params.get("arguments"), dict):
             logger.info("MCP tool %s: refused a call whose arguments are not a JSON object", tool)
             return refusals.bad_arguments(tool)
-        # The span covers the whole governed call: the decision, the tool's run and the execution report.
+        # The span covers the whole governed call: the decision and the tool's run (the execution report is only
+        # queued in it; the client's reporter sends it later, in a trace of its own).
         with GovernSpan("aegis_mcp", _VERSION, "mcp", {"aegis.tool.name": tool}) as govern:
             try:
                 call = self.tool_call(ctx, tool, params.get("arguments"))
@@ -437,7 +439,9 @@ class GovernanceMiddleware:
             message = error if len(error) <= _ERROR_TEXT_LIMIT else error[: _ERROR_TEXT_LIMIT - 1] + "…"
             fields = {"status": "FAILED", "duration_ms": duration, "error": {"code": "tool_error", "message": message}}
         try:
-            await self.client.decisions.report_execution(decision.decision_id, **fields)
+            # Queued: the client's reporter sends it in the background (batched, retried, flushed when the client
+            # closes); only a full queue sends it here, on the call's path.
+            await self.client.decisions.report_execution_later(decision.decision_id, **fields)
         except AegisError as exc:
             logger.warning(
                 "could not report the execution of decision %s (MCP tool %s): %s",

@@ -410,8 +410,9 @@ async def running_proxy(config: ProxyConfig, client: AsyncAegisClient) -> AsyncI
 
 
 async def _until_signal(proxy: GoverningProxy, *, task_status: TaskStatus[None]) -> None:
-    """On SIGTERM / SIGINT: stop the upstreams (their processes end), then leave at once. Cancelling is not
-    enough: the stdio transport reads stdin in a thread that no cancellation interrupts."""
+    """On SIGTERM / SIGINT: stop the upstreams (their processes end), flush the queued execution reports, then
+    leave at once. Cancelling is not enough: the stdio transport reads stdin in a thread that no cancellation
+    interrupts."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()
         async for received in signals:
@@ -419,6 +420,11 @@ async def _until_signal(proxy: GoverningProxy, *, task_status: TaskStatus[None])
             with anyio.CancelScope(shield=True), anyio.move_on_after(15):
                 for upstream in proxy.upstreams:
                     await upstream.close()
+            # os._exit skips the client's close and the interpreter's exit hooks: flush the queued execution
+            # reports here (given up ones are logged by aegis_sdk).
+            with anyio.CancelScope(shield=True):
+                if not await proxy.aegis.flush_reports(10.0):
+                    logger.warning("stopping with execution reports not yet answered: %s", proxy.aegis.report_stats)
             logging.shutdown()
             sys.stderr.flush()
             os._exit(0)
