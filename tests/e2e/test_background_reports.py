@@ -129,3 +129,47 @@ def test_a_platform_down_then_up_gets_the_report_once(tmp_path: Path) -> None:
     finally:
         client.close()
         _stop(process)
+
+
+@pytest.mark.not_on_fake("the fake does not refuse a batch as a whole for one item's depth")
+def test_one_report_the_platform_cannot_take_fails_alone(backend: Backend) -> None:
+    client = backend.client()
+    good = [client.propose(ACTOR, QUERY).decision_id for _ in range(5)]
+    poison = client.propose(ACTOR, QUERY).decision_id
+    nested: dict[str, object] = {}
+    deep = nested
+    for _ in range(40):  # deeper than a batch body may be: the platform refuses the whole batch (422)
+        deep["x"] = {}
+        deep = deep["x"]  # type: ignore[assignment]
+    client._reporter.hurry += 1  # one batch: no lingering between the reports
+    try:
+        for decision_id in good[:3]:
+            client.decisions.report_execution_later(decision_id, status="SUCCESS")
+        client.decisions.report_execution_later(poison, status="SUCCESS", result=nested)
+        for decision_id in good[3:]:
+            client.decisions.report_execution_later(decision_id, status="SUCCESS")
+        assert client.flush_reports()
+    finally:
+        client._reporter.hurry -= 1
+    stats = client.report_stats
+    assert (stats.sent, stats.failed, stats.pending) == (5, 1, 0)
+    for decision_id in good:
+        assert execution_events(client, decision_id) == ["execution"]
+    assert execution_events(client, poison) == []
+
+
+@pytest.mark.not_on_fake("any key may report an execution on the fake (docs/testing.md)")
+def test_another_keys_batch_naming_one_decision_many_times_is_one_refusal(backend: Backend) -> None:
+    owner = backend.client()
+    other_key = backend.create_key("repeating-reporter", ["governance:propose"])
+    theirs = owner.propose(ACTOR, QUERY).decision_id
+    answer = (
+        backend.raw(other_key)
+        .post(
+            "/api/v1/governance/executions/batch",
+            json={"reports": [{"decision_id": theirs, "status": "SUCCESS"}] * 50},
+        )
+        .json()
+    )
+    assert {result["error"]["code"] for result in answer["results"]} == {"not_proposer"}
+    assert execution_events(owner, theirs) == ["execution_rejected"]  # one record, not fifty

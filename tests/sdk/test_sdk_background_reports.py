@@ -276,7 +276,8 @@ def test_an_async_client_dropped_without_aclose_is_flushed_at_exit() -> None:
         async def main():
             client = fake.async_client()  # never closed, and gone when main() returns
             for _ in range(3):
-                decision = await client.propose({"id": "a", "type": "ai-agent"}, {"capability": "x.y", "parameters": {}})
+                actor, action = {"id": "a", "type": "ai-agent"}, {"capability": "x.y", "parameters": {}}
+                decision = await client.propose(actor, action)
                 await client.decisions.report_execution_later(decision.decision_id, status="SUCCESS")
 
         asyncio.run(main())

@@ -417,6 +417,7 @@ class SyncReporter:
         in flight — answered, which is not always recorded: `report_stats.failed` counts the refused ones."""
         deadline = None if timeout is None else time.monotonic() + timeout
         queue = self.queue
+        self._wake.set()  # a backoff sleeping: send again now
         with queue.lock:
             self.hurry += 1
             queue.lock.notify_all()

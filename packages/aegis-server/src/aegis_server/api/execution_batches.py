@@ -8,6 +8,7 @@ report refused because another key proposed the decision is audited as `executio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter
@@ -39,27 +40,37 @@ async def report_executions(batch: ExecutionBatch, service: ServiceDep, principa
     outcomes = await record_execution_batch(
         service.store.database, batch.reports, service.clock(), api_key_id=principal.key_id
     )
-    results = []
-    for item, outcome in zip(batch.reports, outcomes, strict=True):
-        if outcome.reason == "not_proposer":
-            await _audit_not_proposer(service, outcome.decision_id, principal.key_id, item.status)
-        results.append(_result(outcome, item.status))
-    return ExecutionBatchAnswer(results=results)
+    refused = {
+        outcome.decision_id: item.status
+        for item, outcome in zip(batch.reports, outcomes, strict=True)
+        if outcome.reason == "not_proposer"
+    }
+    await _audit_not_proposer(service, refused, principal.key_id)
+    return ExecutionBatchAnswer(
+        results=[_result(outcome, item.status) for item, outcome in zip(batch.reports, outcomes, strict=True)]
+    )
 
 
-async def _audit_not_proposer(service: ServiceDep, decision_id: str, key_id: str | None, status: str) -> None:
-    """The `execution_rejected` record the single endpoint writes for another key's report (a refusal that
-    cannot be audited is not answered)."""
+async def _audit_not_proposer(service: ServiceDep, refused: Mapping[str, str], key_id: str | None) -> None:
+    """The `execution_rejected` records the single endpoint writes for another key's reports: one per decision
+    (a batch naming one 100 times is one refusal), in one transaction. A refusal that cannot be audited is not
+    answered."""
+    if not refused:
+        return
+    entries = [
+        {
+            "event_type": "execution_rejected",
+            "payload": {"code": "not_proposer", "api_key_id": key_id, "status": status},
+            "decision_id": decision_id,
+        }
+        for decision_id, status in refused.items()
+    ]
     try:
-        await service.store.append_audit(
-            "execution_rejected",
-            payload={"code": "not_proposer", "api_key_id": key_id, "status": status},
-            decision_id=decision_id,
-        )
+        await service.store.append_audits(entries)
     except Exception:
         service.metrics.audit_failures.inc()
         raise
-    service.metrics.rejected.labels(code="not_proposer").inc()
+    service.metrics.rejected.labels(code="not_proposer").inc(len(entries))
 
 
 def _result(outcome: BatchOutcome, status: str) -> ExecutionBatchResult:

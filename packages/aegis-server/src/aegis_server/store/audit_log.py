@@ -4,7 +4,7 @@ verifying it (gaps, links, keyed hashes)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,6 +60,14 @@ class AuditLog(Room):
                 session_id=session_id,
                 payload=payload,
             )
+
+    async def append_audits(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Append several records (each the keyword arguments of `append_audit`) in one transaction."""
+        if not entries:
+            return
+        now = self._db.now()
+        async with self._db.write() as conn:
+            await self._db.audit(conn, now).append_many(entries)
 
     async def audit_log(
         self, filters: DecisionFilters, limit: int, cursor: str | None

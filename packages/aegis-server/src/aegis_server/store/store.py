@@ -227,6 +227,7 @@ class Store:
 
     # audit
     append_audit = _Delegate("audit", AuditLog.append_audit)
+    append_audits = _Delegate("audit", AuditLog.append_audits)
     audit_log = _Delegate("audit", AuditLog.audit_log)
     audit_trail = _Delegate("audit", AuditLog.audit_trail)
     chain_head = _Delegate("audit", AuditLog.chain_head)
