@@ -343,12 +343,18 @@ def test_retry_after_is_honoured() -> None:
         decision_id = allowed(client)
         fake.fail_next(503, times=1, path="*/executions/batch", retry_after=1)
         client.decisions.report_execution_later(decision_id, status="SUCCESS")
-        client._reporter.hurry += 1  # no lingering: the first send goes now
-        started = time.monotonic()
-        assert client.flush_reports()
-        waited = time.monotonic() - started
-    assert decision_id in fake.executions
+        # Watch, without flushing (a flush asks for a send now): the first send is refused, the second waits.
+        deadline = time.monotonic() + 20
+        while not any(r.path.endswith("/executions/batch") for r in fake.requests):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        refused_at = time.monotonic()
+        while decision_id not in fake.executions:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        waited = time.monotonic() - refused_at
     assert waited >= 0.9  # the backoff alone would have resent after ~0.05 s
+    assert client.report_stats.retried == 1
 
 
 def test_close_is_bounded_by_its_timeout_even_with_a_request_in_flight(caplog: pytest.LogCaptureFixture) -> None:
