@@ -42,3 +42,15 @@ def otel_spans() -> Iterator[InMemorySpanExporter]:
     finally:
         provider.shutdown()
         _reset_global_tracer_provider()
+
+
+@pytest.fixture(autouse=True)
+def _forget_unflushed_reports() -> Iterator[None]:
+    """A test that leaves execution reports queued (a TestClient without its lifespan, a doc snippet that never
+    closes its client) does not hand them on to the interpreter's exit, where the SDK would try, for 10 s, a
+    platform the test stopped long ago. The exit flush itself is tested in subprocesses."""
+    yield
+    from aegis_sdk import _reporter
+
+    with _reporter._exit_lock:
+        _reporter._busy_reporters.clear()
