@@ -8,6 +8,7 @@ the race), `IdempotencyConflict` carrying the stored request hash and decision f
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,10 @@ from aegis_server.store.schema import decisions, idempotency_keys
 __all__ = ["IdempotencyKeys", "IdempotentReplay"]
 
 
+# Whether a key is stored at all, asked on the driver's connection (a fresh key, the common case, needs no more).
+_KEY_STORED_SQL = 'SELECT 1 FROM idempotency_keys WHERE api_key_id = ? AND "key" = ?'
+
+
 class IdempotentReplay(Exception):
     """Internal: an Idempotency-Key row already exists; roll back and settle it (`IdempotencyKeys.settle`)."""
 
@@ -40,6 +45,7 @@ class IdempotencyKeys(Room):
         # for one SELECT and closed again (p90 144 ms at 400 proposals/s; 8 ms with this bound). Two
         # connections stay free for the group commit and the review sweep.
         self._reads = asyncio.Semaphore(POOL_SIZE - 2)
+        self._probe: Any = None  # the loop's SQLite connection, checked out once (`_stored_at_all`)
         self._query = (
             sa.select(idempotency_keys.c.request_hash, decisions)
             .join(decisions, decisions.c.decision_id == idempotency_keys.c.decision_id)
@@ -74,12 +80,32 @@ class IdempotencyKeys(Room):
             raise IdempotencyConflict(entry.key, stored.decision_id, request_hash=request_hash, decision=stored)
         return stored
 
+    def _stored_at_all(self, api_key_id: str, key: str) -> bool | None:
+        """Whether the key is stored, on a SQLite file (None: not known here, ask the full query)."""
+        if self._db.loop_writer is None:
+            return None
+        try:
+            if self._probe is None:
+                self._probe = self._db.loop_writer.raw_connection()
+            # In autocommit, the statement is its own read transaction; fetchall() ends it (no snapshot held).
+            return bool(self._probe.dbapi_connection.execute(_KEY_STORED_SQL, (api_key_id, key)).fetchall())
+        except sqlite3.Error:  # busy, or a connection gone: the full query decides
+            return None
+
+    def close(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+
     async def find(self, api_key_id: str, key: str) -> tuple[str, Decision] | None:
         """The (request_hash, decision) stored for this API key's Idempotency-Key, or None."""
         parameters = {"api_key_id": api_key_id, "key": key}
         # The SDK sends a key with every proposal, so this read precedes most decisions: on a SQLite file
         # it is one primary-key lookup on the loop's own connection (a WAL reader never waits for a lock),
-        # not a hand-off to an aiosqlite thread and back (~1 ms under no load).
+        # not a hand-off to an aiosqlite thread and back (~1 ms under no load); and a fresh key is told on
+        # the driver's connection, without SQLAlchemy's checkout, transaction and result objects.
+        if self._stored_at_all(api_key_id, key) is False:
+            return None
         row: Any = None
         read_on_loop = False
         if self._db.loop_reader is not None:

@@ -106,7 +106,7 @@ class Store:
         audit_key: AuditKeySource | None = None,
     ) -> None:
         self.database = Database(engine, clock=clock, loop_writer=loop_writer, audit_key=audit_key)
-        idempotency = IdempotencyKeys(self.database)
+        idempotency = self._idempotency = IdempotencyKeys(self.database)
         self.api_keys = ApiKeys(self.database)
         self.settings = ServerSettings(self.database)
         self.decisions = Decisions(self.database, idempotency)
@@ -180,6 +180,7 @@ class Store:
         return redact_url(self.database.engine.url)
 
     async def close(self) -> None:
+        self._idempotency.close()
         await self.group_commit.close()
         await self.database.engine.dispose()
 
